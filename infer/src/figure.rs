@@ -1,0 +1,189 @@
+//! PNG figures: digit grids with captions, line charts and the confusion
+//! heatmap. Rendered in memory with plotters, written atomically.
+
+use std::io;
+use std::path::Path;
+
+use plotters::prelude::*;
+
+use crate::atomic;
+
+/// One image of a grid.
+#[derive(Debug, Clone)]
+pub struct Tile {
+    /// Row-major u8 grayscale pixels, `height × width`.
+    pub pixels: Vec<u8>,
+    pub height: usize,
+    pub width: usize,
+    pub caption: Option<String>,
+    /// Caption in red (a wrong prediction) rather than black.
+    pub alert: bool,
+}
+
+fn draw_err<E: std::fmt::Debug>(e: E) -> io::Error {
+    io::Error::other(format!("drawing failed: {e:?}"))
+}
+
+fn save_rgb(path: &Path, buf: Vec<u8>, w: u32, h: u32) -> io::Result<()> {
+    let img = image::RgbImage::from_raw(w, h, buf).ok_or_else(|| io::Error::other("image buffer size"))?;
+    let mut png = Vec::new();
+    image::DynamicImage::ImageRgb8(img)
+        .write_to(&mut io::Cursor::new(&mut png), image::ImageOutputFormat::Png)
+        .map_err(io::Error::other)?;
+    atomic::write_bytes(path, &png)
+}
+
+/// A grid of tiles, `cols` per row, each magnified `scale` times, with an
+/// optional title above and each tile's caption under it.
+pub fn image_grid(path: &Path, title: Option<&str>, tiles: &[Tile], cols: usize, scale: usize) -> io::Result<()> {
+    let cols = cols.max(1).min(tiles.len().max(1));
+    let rows = tiles.len().div_ceil(cols).max(1);
+    let (th, tw) = tiles.first().map(|t| (t.height, t.width)).unwrap_or((28, 28));
+    let captions = tiles.iter().any(|t| t.caption.is_some());
+    let cap_h = if captions { 16 } else { 0 };
+    let title_h = if title.is_some() { 24 } else { 0 };
+    let cell_w = (tw * scale).max(if captions { 120 } else { 0 }) + 8;
+    let cell_h = th * scale + cap_h + 8;
+    let (w, h) = ((cols * cell_w + 8) as u32, (rows * cell_h + title_h + 8) as u32);
+    let mut buf = vec![255u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(draw_err)?;
+        if let Some(t) = title {
+            root.draw_text(t, &("sans-serif", 18).into_font().color(&BLACK), (8, 4)).map_err(draw_err)?;
+        }
+        for (i, tile) in tiles.iter().enumerate() {
+            let (r, c) = (i / cols, i % cols);
+            let x0 = (c * cell_w + 8 + (cell_w - 8 - tw * scale) / 2) as i32;
+            let y0 = (r * cell_h + title_h + 8) as i32;
+            for y in 0..tile.height {
+                for x in 0..tile.width {
+                    let v = tile.pixels[y * tile.width + x];
+                    // Ink dark on paper: invert so digits read like print.
+                    let g = 255 - v;
+                    let color = RGBColor(g, g, g);
+                    let (px, py) = (x0 + (x * scale) as i32, y0 + (y * scale) as i32);
+                    root.draw(&Rectangle::new([(px, py), (px + scale as i32, py + scale as i32)], color.filled()))
+                        .map_err(draw_err)?;
+                }
+            }
+            if let Some(cap) = &tile.caption {
+                let color = if tile.alert { RGBColor(200, 0, 0) } else { BLACK };
+                let style = ("sans-serif", 12).into_font().color(&color);
+                let cx = (c * cell_w + 8) as i32;
+                root.draw_text(cap, &style, (cx, y0 + (th * scale) as i32 + 2)).map_err(draw_err)?;
+            }
+        }
+        root.present().map_err(draw_err)?;
+    }
+    save_rgb(path, buf, w, h)
+}
+
+/// One named line of a chart.
+#[derive(Debug, Clone)]
+pub struct Series {
+    pub name: String,
+    pub points: Vec<(f64, f64)>,
+}
+
+/// A line chart with markers and a legend; a log y axis when `log_y` and
+/// every value is positive.
+pub fn line_chart(path: &Path, title: &str, x_label: &str, y_label: &str, series: &[Series], log_y: bool) -> io::Result<()> {
+    let (w, h) = (800u32, 500u32);
+    let mut buf = vec![255u8; (w * h * 3) as usize];
+    let pts = || series.iter().flat_map(|s| s.points.iter());
+    let (mut x0, mut x1) = pts().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| (a.min(p.0), b.max(p.0)));
+    let (mut y0, mut y1) = pts().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| (a.min(p.1), b.max(p.1)));
+    if !x0.is_finite() {
+        (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
+    }
+    if x1 <= x0 {
+        x1 = x0 + 1.0;
+    }
+    let log_y = log_y && y0 > 0.0;
+    if y1 <= y0 {
+        y1 = y0 * 1.1 + 1e-6;
+    }
+    let colors = [RGBColor(31, 119, 180), RGBColor(255, 127, 14), RGBColor(44, 160, 44), RGBColor(214, 39, 40)];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(draw_err)?;
+        let mut builder = ChartBuilder::on(&root);
+        builder.caption(title, ("sans-serif", 18)).margin(12).x_label_area_size(40).y_label_area_size(80);
+        let pad = (x1 - x0) * 0.03;
+        macro_rules! draw {
+            ($chart:expr) => {{
+                let mut chart = $chart;
+                chart
+                    .configure_mesh()
+                    .x_desc(x_label)
+                    .y_desc(y_label)
+                    .y_label_formatter(&|v| format!("{v:.3e}"))
+                    .draw()
+                    .map_err(draw_err)?;
+                for (i, s) in series.iter().enumerate() {
+                    let c = colors[i % colors.len()];
+                    chart
+                        .draw_series(LineSeries::new(s.points.iter().copied(), c.stroke_width(2)))
+                        .map_err(draw_err)?
+                        .label(s.name.clone())
+                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+                    chart
+                        .draw_series(s.points.iter().map(|&p| Circle::new(p, 3, c.filled())))
+                        .map_err(draw_err)?;
+                }
+                chart
+                    .configure_series_labels()
+                    .background_style(WHITE.mix(0.8))
+                    .border_style(BLACK)
+                    .draw()
+                    .map_err(draw_err)?;
+            }};
+        }
+        if log_y {
+            draw!(builder.build_cartesian_2d((x0 - pad)..(x1 + pad), (y0 * 0.9..y1 * 1.1).log_scale()).map_err(draw_err)?);
+        } else {
+            let ypad = (y1 - y0) * 0.05;
+            draw!(builder.build_cartesian_2d((x0 - pad)..(x1 + pad), (y0 - ypad)..(y1 + ypad)).map_err(draw_err)?);
+        }
+        root.present().map_err(draw_err)?;
+    }
+    save_rgb(path, buf, w, h)
+}
+
+/// The confusion matrix as a heatmap with counts in the cells.
+pub fn confusion_heatmap(path: &Path, matrix: &[Vec<u64>], names: &[String]) -> io::Result<()> {
+    let k = matrix.len().max(1);
+    let cell = 48usize;
+    let margin = 70usize;
+    let (w, h) = ((margin + k * cell + 20) as u32, (margin + k * cell + 20) as u32);
+    let mut buf = vec![255u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(draw_err)?;
+        let font = ("sans-serif", 13).into_font();
+        root.draw_text("predicted →", &font.color(&BLACK), (margin as i32, 8)).map_err(draw_err)?;
+        root.draw_text("true ↓", &font.color(&BLACK), (4, margin as i32 - 18)).map_err(draw_err)?;
+        for (t, row) in matrix.iter().enumerate() {
+            let total: u64 = row.iter().sum::<u64>().max(1);
+            for (p, &v) in row.iter().enumerate() {
+                let frac = v as f64 / total as f64;
+                let shade = (255.0 * (1.0 - frac)) as u8;
+                let color = RGBColor(shade, shade, 255);
+                let (x, y) = ((margin + p * cell) as i32, (margin + t * cell) as i32);
+                root.draw(&Rectangle::new([(x, y), (x + cell as i32, y + cell as i32)], color.filled()))
+                    .map_err(draw_err)?;
+                let text_color = if frac > 0.5 { WHITE } else { BLACK };
+                root.draw_text(&v.to_string(), &font.color(&text_color), (x + 4, y + cell as i32 / 2 - 6))
+                    .map_err(draw_err)?;
+            }
+        }
+        for (i, name) in names.iter().enumerate().take(k) {
+            let c = (margin + i * cell + cell / 2 - 4) as i32;
+            root.draw_text(name, &font.color(&BLACK), (c, margin as i32 - 18)).map_err(draw_err)?;
+            root.draw_text(name, &font.color(&BLACK), (margin as i32 - 24, c)).map_err(draw_err)?;
+        }
+        root.present().map_err(draw_err)?;
+    }
+    save_rgb(path, buf, w, h)
+}

@@ -1,0 +1,217 @@
+//! An ONNX model opened in ONNX Runtime, with its input/output contract read
+//! from the file itself and the execution provider that actually runs it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use ort::ep::{self, ExecutionProvider};
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::Session;
+use ort::value::TensorRef;
+
+use crate::onnx::{self, Dim, OnnxError};
+
+/// Where to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Device {
+    /// CUDA when ONNX Runtime can use it, otherwise CPU.
+    #[default]
+    Auto,
+    Cpu,
+    /// CUDA or fail: no silent fallback.
+    Cuda,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SessionOptions {
+    pub device: Device,
+    /// Intra-op threads; `None`: the physical core count.
+    pub threads: Option<usize>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Onnx(#[from] OnnxError),
+    #[error("{}: ONNX Runtime cannot load the model: {msg}", path.display())]
+    Load { path: PathBuf, msg: String },
+    #[error("{}: the CUDA execution provider is not available ({msg}); use --device cpu or auto, or link onnxruntime-gpu's library", path.display())]
+    NoCuda { path: PathBuf, msg: String },
+    #[error("{}: model has {inputs} inputs, expected 1 image input", path.display())]
+    Inputs { path: PathBuf, inputs: usize },
+    #[error("{}: model input {name} has shape [{shape}], expected [batch, 1, H, W] float32", path.display())]
+    InputShape { path: PathBuf, name: String, shape: String },
+    #[error("{}: inference failed: {msg}", path.display())]
+    Run { path: PathBuf, msg: String },
+}
+
+impl SessionError {
+    /// Runtime faults exit 1; bad inputs exit 2.
+    pub fn is_runtime(&self) -> bool {
+        matches!(self, SessionError::Run { .. })
+    }
+}
+
+/// A named tensor of the model's contract.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorSpec {
+    pub name: String,
+    pub dims: Vec<Dim>,
+}
+
+impl TensorSpec {
+    pub fn dims_string(&self) -> String {
+        self.dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// An output of one batch: its name, shape and values.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+pub struct ModelSession {
+    session: Session,
+    pub path: PathBuf,
+    /// "CUDAExecutionProvider" or "CPUExecutionProvider": what ran.
+    pub provider: &'static str,
+    pub input: TensorSpec,
+    pub outputs: Vec<TensorSpec>,
+    pub metadata: BTreeMap<String, String>,
+    pub opset: Option<i64>,
+    pub producer: String,
+    pub doc: String,
+    /// Image height and width the model takes.
+    pub height: usize,
+    pub width: usize,
+}
+
+impl std::fmt::Debug for ModelSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelSession")
+            .field("path", &self.path)
+            .field("provider", &self.provider)
+            .field("input", &self.input)
+            .field("outputs", &self.outputs)
+            .finish()
+    }
+}
+
+/// Physical cores: logical CPUs halved where SMT pairs them (from
+/// /proc/cpuinfo), at least 1.
+pub fn physical_cores() -> usize {
+    let logical = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") else { return logical };
+    let field = |name: &str| {
+        info.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split(':').nth(1))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+    };
+    match (field("siblings"), field("cpu cores")) {
+        (Some(s), Some(c)) if s > c && c > 0 => (logical * c / s).max(1),
+        _ => logical,
+    }
+}
+
+impl ModelSession {
+    pub fn open(path: impl AsRef<Path>, opts: &SessionOptions) -> Result<ModelSession, SessionError> {
+        let path = path.as_ref().to_path_buf();
+        // Decoding the protobuf first turns "not a model" into a clear error
+        // and gives us the declared shapes and metadata.
+        let model = onnx::read_model(&path)?;
+        let graph = model.graph.as_ref().expect("read_model checks the graph");
+        let initializers: std::collections::HashSet<&str> =
+            graph.initializer.iter().map(|t| t.name.as_str()).collect();
+        let inputs: Vec<_> = graph.input.iter().filter(|i| !initializers.contains(i.name.as_str())).collect();
+        if inputs.len() != 1 {
+            return Err(SessionError::Inputs { path, inputs: inputs.len() });
+        }
+        let input = TensorSpec { name: inputs[0].name.clone(), dims: inputs[0].dims() };
+        let (height, width) = match input.dims.as_slice() {
+            [_, Dim::Fixed(1), Dim::Fixed(h), Dim::Fixed(w)] if *h > 0 && *w > 0 => (*h as usize, *w as usize),
+            _ => {
+                return Err(SessionError::InputShape { path, name: input.name.clone(), shape: input.dims_string() })
+            }
+        };
+        let outputs = graph.output.iter().map(|o| TensorSpec { name: o.name.clone(), dims: o.dims() }).collect();
+
+        let threads = opts.threads.unwrap_or_else(physical_cores).max(1);
+        let (session, provider) = match opts.device {
+            Device::Cpu => (build(&path, threads, false)?, "CPUExecutionProvider"),
+            Device::Cuda => (build(&path, threads, true)?, "CUDAExecutionProvider"),
+            Device::Auto => match build(&path, threads, true) {
+                Ok(s) => (s, "CUDAExecutionProvider"),
+                Err(SessionError::NoCuda { .. }) => (build(&path, threads, false)?, "CPUExecutionProvider"),
+                Err(e) => return Err(e),
+            },
+        };
+        Ok(ModelSession {
+            session,
+            path,
+            provider,
+            input,
+            outputs,
+            metadata: model.metadata(),
+            opset: model.opset(),
+            producer: format!("{} {}", model.producer_name, model.producer_version).trim().to_string(),
+            doc: model.doc_string.clone(),
+            height,
+            width,
+        })
+    }
+
+    pub fn output(&self, name: &str) -> Option<&TensorSpec> {
+        self.outputs.iter().find(|o| o.name == name)
+    }
+
+    /// Runs one batch of `[batch, 1, H, W]` images in [0, 1]; returns every
+    /// output, in the model's order.
+    pub fn run(&mut self, images: &[f32], batch: usize) -> Result<Vec<Output>, SessionError> {
+        let shape = [batch as i64, 1, self.height as i64, self.width as i64];
+        debug_assert_eq!(images.len(), batch * self.height * self.width);
+        let run_err = |path: &Path, e: &dyn std::fmt::Display| SessionError::Run { path: path.to_path_buf(), msg: e.to_string() };
+        let tensor = TensorRef::from_array_view((shape, images)).map_err(|e| run_err(&self.path, &e))?;
+        let names: Vec<String> = self.outputs.iter().map(|o| o.name.clone()).collect();
+        let outputs = self
+            .session
+            .run(ort::inputs![self.input.name.as_str() => tensor])
+            .map_err(|e| run_err(&self.path, &e))?;
+        names
+            .into_iter()
+            .map(|name| {
+                let (shape, data) = outputs[name.as_str()]
+                    .try_extract_tensor::<f32>()
+                    .map_err(|e| run_err(&self.path, &e))?;
+                Ok(Output { shape: shape.iter().map(|&d| d as usize).collect(), data: data.to_vec(), name })
+            })
+            .collect()
+    }
+}
+
+fn build(path: &Path, threads: usize, cuda: bool) -> Result<Session, SessionError> {
+    let load = |e: &dyn std::fmt::Display| SessionError::Load { path: path.to_path_buf(), msg: e.to_string() };
+    let env = ort::init().with_name("infer").build().map_err(|e| load(&e))?;
+    let mut builder = Session::builder(&env)
+        .map_err(|e| load(&e))?
+        .with_optimization_level(GraphOptimizationLevel::All)
+        .map_err(|e| load(&e))?
+        .with_intra_threads(threads)
+        .map_err(|e| load(&e))?
+        .with_inter_threads(1)
+        .map_err(|e| load(&e))?;
+    if cuda {
+        let no_cuda = |msg: String| SessionError::NoCuda { path: path.to_path_buf(), msg };
+        match ep::CUDA::is_available() {
+            Ok(true) => {}
+            Ok(false) => return Err(no_cuda("this ONNX Runtime build has no CUDA provider".into())),
+            Err(e) => return Err(no_cuda(e.to_string())),
+        }
+        ep::CUDA::default().register(&mut builder).map_err(|e| no_cuda(e.to_string()))?;
+    }
+    builder.commit_from_file(path).map_err(|e| load(&e))
+}

@@ -1,0 +1,237 @@
+//! `train export`: writes autoencoder.onnx, encoder.onnx and (for a
+//! classifier run) classifier.onnx, each verified in ONNX Runtime against
+//! the tch model before it is put in place.
+
+pub mod onnx;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use tch::{nn::VarStore, Device, Kind, Tensor};
+
+use infer::session::{Device as OrtDevice, ModelSession, SessionOptions};
+
+use crate::data;
+use crate::error::TrainError;
+use crate::model::{Autoencoder, AutoencoderConfig, Classifier, ClassifierConfig};
+use crate::run::{Checkpoint, ModelConfig, RunConfig, RunDir, WEIGHTS};
+
+use self::onnx::{Graph, Weights};
+
+/// Largest allowed |ONNX − tch| on any output element.
+pub const TOLERANCE: f32 = 1e-4;
+
+#[derive(Debug, Clone)]
+pub struct ExportJob {
+    pub run: PathBuf,
+    pub out: PathBuf,
+    pub quiet: bool,
+    /// Images to verify on; default: the run's own dataset.
+    pub images: Option<PathBuf>,
+    /// How many images the parity check runs.
+    pub verify_count: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Exported {
+    pub path: PathBuf,
+    pub bytes: usize,
+    pub max_diff: f32,
+}
+
+/// A graph ready to write, with the tch reference to check it against.
+struct Pending {
+    name: &'static str,
+    model: infer::onnx::ModelProto,
+    reference: Box<dyn Fn(&Tensor) -> Vec<Tensor>>,
+}
+
+fn metadata(cfg: &RunConfig, run: &RunDir) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    let (h, w) = (cfg.model.autoencoder().input.height, cfg.model.autoencoder().input.width);
+    m.insert("producer".into(), cfg.producer.clone());
+    m.insert("model_kind".into(), cfg.model.kind().into());
+    m.insert(
+        "input".into(),
+        format!("image: float32 [batch, 1, {h}, {w}], grayscale pixel / 255 in [0, 1], as IDX images store them (MNIST: white digit on black)"),
+    );
+    m.insert("model_config".into(), serde_json::to_string(&cfg.model).expect("json"));
+    m.insert("training".into(), serde_json::to_string(&cfg.train).expect("json"));
+    m.insert("dataset".into(), cfg.dataset.images.display().to_string());
+    m.insert("dataset_sha256".into(), cfg.dataset.images_sha256.clone());
+    m.insert("dataset_images".into(), cfg.dataset.count.to_string());
+    if let Ok(history) = run.read_history() {
+        if let Some(last) = history.last() {
+            m.insert("epochs".into(), last.epoch.to_string());
+            m.insert("loss".into(), format!("{}", last.loss));
+            m.insert("val_loss".into(), format!("{}", last.val_loss));
+            if let Some(a) = last.val_accuracy {
+                m.insert("val_accuracy".into(), format!("{a}"));
+            }
+            m.insert("train_seconds".into(), format!("{:.1}", history.iter().map(|r| r.seconds).sum::<f64>()));
+        }
+    }
+    if let ModelConfig::Classifier { class_names, model, .. } = &cfg.model {
+        m.insert("classes".into(), model.classes.to_string());
+        m.insert("class_names".into(), serde_json::to_string(class_names).expect("json"));
+        if let Ok(text) = std::fs::read_to_string(run.file("test_metrics.json")) {
+            if let Some(acc) = serde_json::from_str::<serde_json::Value>(&text).ok().and_then(|v| v["accuracy"].as_f64()) {
+                m.insert("test_accuracy".into(), format!("{acc}"));
+            }
+        }
+    }
+    m
+}
+
+fn load_autoencoder(run: &RunDir, cfg: &AutoencoderConfig) -> Result<(Weights, Autoencoder, VarStore), TrainError> {
+    let ckpt = Checkpoint::read(&run.file(WEIGHTS), Device::Cpu)?;
+    let mut vs = VarStore::new(Device::Cpu);
+    let ae = Autoencoder::new(&vs.root(), cfg);
+    ckpt.copy_into(&mut vs, "")?;
+    Ok((Weights::from_tensors(&ckpt.tensors), ae, vs))
+}
+
+fn load_classifier(run: &RunDir, cfg: &ClassifierConfig) -> Result<(Weights, Classifier, VarStore), TrainError> {
+    let ckpt = Checkpoint::read(&run.file(WEIGHTS), Device::Cpu)?;
+    let mut vs = VarStore::new(Device::Cpu);
+    let clf = Classifier::new(&vs.root(), cfg);
+    ckpt.copy_into(&mut vs, "")?;
+    Ok((Weights::from_tensors(&ckpt.tensors), clf, vs))
+}
+
+/// The graphs a run exports: an autoencoder run gives autoencoder + encoder;
+/// a classifier run adds its classifier to its autoencoder run's two.
+fn pending(run: &RunDir) -> Result<(Vec<Pending>, AutoencoderConfig, RunConfig), TrainError> {
+    let cfg = run.read_config()?;
+    let mut out = Vec::new();
+    let (ae_run, ae_cfg_full) = match &cfg.model {
+        ModelConfig::Autoencoder { .. } => (run.clone(), cfg.clone()),
+        ModelConfig::Classifier { autoencoder_run, model, .. } => {
+            let (w, clf, vs) = load_classifier(run, model)?;
+            let m = onnx::classifier_model(&w, model, &metadata(&cfg, run)).map_err(|msg| TrainError::BadRun { path: run.file(WEIGHTS), msg })?;
+            let _keep = vs;
+            out.push(Pending {
+                name: "classifier",
+                model: m,
+                reference: Box::new(move |x| {
+                    let logits = clf.forward(x, false, false);
+                    vec![logits.softmax(-1, Kind::Float), logits]
+                }),
+            });
+            let ae_run = RunDir::open(autoencoder_run)?;
+            let ae_cfg = ae_run.read_config()?;
+            (ae_run, ae_cfg)
+        }
+    };
+    let ModelConfig::Autoencoder { model: ae_cfg } = ae_cfg_full.model.clone() else {
+        return Err(TrainError::Invalid(format!("{}: expected an autoencoder run", ae_run.path.display())));
+    };
+    let meta = metadata(&ae_cfg_full, &ae_run);
+    for which in [Graph::Autoencoder, Graph::Encoder] {
+        let (w, ae, _vs) = load_autoencoder(&ae_run, &ae_cfg)?;
+        let m = onnx::autoencoder_model(&w, &ae_cfg, which, &meta).map_err(|msg| TrainError::BadRun { path: ae_run.file(WEIGHTS), msg })?;
+        let (name, reference): (&'static str, Box<dyn Fn(&Tensor) -> Vec<Tensor>>) = match which {
+            Graph::Autoencoder => ("autoencoder", Box::new(move |x| vec![ae.forward(x, false)])),
+            _ => ("encoder", Box::new(move |x| vec![ae.encoder.forward(x, false)])),
+        };
+        out.push(Pending { name, model: m, reference });
+    }
+    Ok((out, ae_cfg, cfg))
+}
+
+fn io(path: &Path, what: &str) -> impl Fn(std::io::Error) -> TrainError {
+    let (path, what) = (path.to_path_buf(), what.to_string());
+    move |e| TrainError::Io { path: path.clone(), what: what.clone(), msg: e.to_string() }
+}
+
+/// Images to verify with: the first `n` of `path`, in [0, 1].
+fn verification_batch(path: &Path, n: usize, h: usize, w: usize) -> Result<Tensor, TrainError> {
+    let images = data::load_images(path, Some(n))?;
+    if (images.rows, images.cols) != (h, w) {
+        return Err(TrainError::Invalid(format!(
+            "{}: images are {}×{}, the model takes {h}×{w}",
+            path.display(),
+            images.rows,
+            images.cols
+        )));
+    }
+    Ok(data::images_tensor(&images, Device::Cpu))
+}
+
+/// Max |a − b| between ONNX Runtime's and tch's outputs.
+pub fn max_abs_diff(session: &mut ModelSession, reference: &dyn Fn(&Tensor) -> Vec<Tensor>, x: &Tensor) -> Result<f32, TrainError> {
+    let n = x.size()[0] as usize;
+    let input = crate::run::to_vec(x);
+    let outputs = session.run(&input, n)?;
+    let expected = tch::no_grad(|| reference(x));
+    let mut diff = 0f32;
+    for (o, e) in outputs.iter().zip(&expected) {
+        let e = crate::run::to_vec(e);
+        if o.data.len() != e.len() {
+            return Err(TrainError::Runtime(format!("output {} has {} values, tch gives {}", o.name, o.data.len(), e.len())));
+        }
+        diff = o.data.iter().zip(&e).fold(diff, |d, (a, b)| d.max((a - b).abs()));
+    }
+    Ok(diff)
+}
+
+pub fn export(job: &ExportJob) -> Result<Vec<Exported>, TrainError> {
+    let run = RunDir::open(&job.run)?;
+    let (pending, ae_cfg, cfg) = pending(&run)?;
+    std::fs::create_dir_all(&job.out).map_err(io(&job.out, "cannot create the output directory"))?;
+    let probe = job.out.join(".write-test");
+    std::fs::write(&probe, b"ok").map_err(io(&job.out, "output directory is not writable"))?;
+    let _ = std::fs::remove_file(&probe);
+
+    let images = job.images.clone().unwrap_or_else(|| cfg.dataset.images.clone());
+    let x = verification_batch(&images, job.verify_count.max(1), ae_cfg.input.height, ae_cfg.input.width)?;
+    // Write every file to a temporary name, verify it from disk, and only
+    // then rename them all into place: nothing half-done is left behind.
+    let mut staged: Vec<(PathBuf, PathBuf, usize, f32)> = Vec::new();
+    let cleanup = |staged: &[(PathBuf, PathBuf, usize, f32)]| {
+        for (tmp, ..) in staged {
+            let _ = std::fs::remove_file(tmp);
+        }
+    };
+    for p in &pending {
+        let target = job.out.join(format!("{}.onnx", p.name));
+        let tmp = job.out.join(format!(".{}.onnx.{}.tmp", p.name, std::process::id()));
+        let bytes = p.model.to_bytes();
+        if let Err(e) = std::fs::write(&tmp, &bytes) {
+            cleanup(&staged);
+            let _ = std::fs::remove_file(&tmp);
+            return Err(io(&tmp, "cannot write")(e));
+        }
+        staged.push((tmp.clone(), target.clone(), bytes.len(), 0.0));
+        let checked = (|| {
+            let mut session = ModelSession::open(&tmp, &SessionOptions { device: OrtDevice::Cpu, threads: None })?;
+            max_abs_diff(&mut session, &*p.reference, &x)
+        })();
+        match checked {
+            Ok(diff) if diff <= TOLERANCE => staged.last_mut().expect("just pushed").3 = diff,
+            Ok(diff) => {
+                cleanup(&staged);
+                return Err(TrainError::Parity { path: target, diff, tol: TOLERANCE });
+            }
+            Err(e) => {
+                cleanup(&staged);
+                return Err(e);
+            }
+        }
+    }
+    let mut done = Vec::new();
+    for (tmp, target, bytes, diff) in staged {
+        std::fs::rename(&tmp, &target).map_err(io(&target, "cannot write"))?;
+        if !job.quiet {
+            println!(
+                "exported {} ({:.1} kB): ONNX Runtime matches tch to {:.2e} (max |difference| on {} images)",
+                target.display(),
+                bytes as f64 / 1000.0,
+                diff,
+                x.size()[0]
+            );
+        }
+        done.push(Exported { path: target, bytes, max_diff: diff });
+    }
+    Ok(done)
+}
