@@ -230,10 +230,11 @@ impl Images {
     }
 }
 
-/// u8 pixels → f32 in [0, 1]. A plain loop the compiler vectorises.
+/// u8 pixels → f32 in [0, 1], divided (not multiplied by 1/255) so values
+/// equal NumPy's `x / 255.0` and libtorch's bit for bit. A plain loop the
+/// compiler vectorises.
 pub fn normalize(pixels: &[u8]) -> Vec<f32> {
-    const SCALE: f32 = 1.0 / 255.0;
-    pixels.iter().map(|&p| p as f32 * SCALE).collect()
+    pixels.iter().map(|&p| p as f32 / 255.0).collect()
 }
 
 /// The parsed header of an IDX file.

@@ -1,10 +1,14 @@
 //! Torch-free library shared by `infer` and `train`: the IDX format, image
-//! loading and grids, the classification report, the ONNX schema, and ONNX
-//! Runtime sessions. Nothing here links libtorch.
+//! inputs and figures, the classification report, the ONNX schema, ONNX
+//! Runtime sessions, and the `infer` commands. Nothing here links libtorch.
 
+pub mod app;
 pub mod atomic;
+pub mod error;
 pub mod figure;
 pub mod idx;
+pub mod input;
+pub mod npy;
 pub mod onnx;
 pub mod report;
 pub mod session;

@@ -193,9 +193,21 @@ impl ModelSession {
     }
 }
 
+/// ONNX Runtime allows one environment per process: made once, shared.
+fn environment() -> Result<ort::environment::Environment, String> {
+    static ENV: std::sync::Mutex<Option<ort::environment::Environment>> = std::sync::Mutex::new(None);
+    let mut slot = ENV.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(env) = slot.as_ref() {
+        return Ok(env.clone());
+    }
+    let env = ort::init().with_name("infer").build().map_err(|e| e.to_string())?;
+    *slot = Some(env.clone());
+    Ok(env)
+}
+
 fn build(path: &Path, threads: usize, cuda: bool) -> Result<Session, SessionError> {
     let load = |e: &dyn std::fmt::Display| SessionError::Load { path: path.to_path_buf(), msg: e.to_string() };
-    let env = ort::init().with_name("infer").build().map_err(|e| load(&e))?;
+    let env = environment().map_err(|e| load(&e))?;
     let mut builder = Session::builder(&env)
         .map_err(|e| load(&e))?
         .with_optimization_level(GraphOptimizationLevel::All)

@@ -386,7 +386,8 @@ pub fn train_classifier(job: &ClassifierJob) -> Result<Outcome, TrainError> {
     };
     // Stage 1: encoder frozen (no gradients, BatchNorm in eval mode).
     if s.frozen_epochs > 0 && start <= s.frozen_epochs {
-        let frozen: Vec<Tensor> = vs.variables().into_iter().filter(|(k, _)| k.starts_with("encoder.")).map(|(_, t)| t).collect();
+        let frozen: Vec<Tensor> =
+            vs.variables().into_iter().filter(|(k, t)| k.starts_with("encoder.") && t.requires_grad()).map(|(_, t)| t).collect();
         for t in &frozen {
             let _ = t.set_requires_grad(false);
         }

@@ -1,0 +1,55 @@
+# One-command workflows. `make train` and `make test` do everything on a
+# fresh machine: Python venv with libtorch + ONNX Runtime, MNIST, build, run.
+
+VENV ?= .venv
+DATA ?= data/mnist
+RUN ?= runs/default
+MODELS ?= models
+# Flags for both training commands (e.g. ARGS="--preset paper"), or for one.
+ARGS ?=
+AE_ARGS ?=
+CLF_ARGS ?=
+
+# Where the native libraries come from (see .cargo/config.toml); exported
+# so that a VENV outside the checkout works too.
+export LIBTORCH := $(abspath $(VENV))/libtorch
+export LIBTORCH_CXX11_ABI := 1
+export ORT_LIB_PATH := $(abspath $(VENV))/ort
+export ORT_PREFER_DYNAMIC_LINK := 1
+export PYTHON := $(abspath $(VENV))/bin/python
+
+TRAIN := target/release/train
+INFER := target/release/infer
+
+.PHONY: all setup setup-infer data build train models test bench fuzz clean
+
+all: train
+
+setup:
+	@scripts/setup.sh $(VENV) requirements.txt
+
+setup-infer:
+	@scripts/setup.sh $(VENV) requirements-infer.txt
+
+data:
+	@scripts/data.sh $(DATA)
+
+build: setup
+	cargo build --release
+
+train: setup data build
+	$(TRAIN) autoencoder --images $(DATA)/train-images-idx3-ubyte --out $(RUN)/autoencoder --force $(ARGS) $(AE_ARGS)
+	$(TRAIN) classifier --autoencoder $(RUN)/autoencoder \
+	  --images $(DATA)/train-images-idx3-ubyte --labels $(DATA)/train-labels-idx1-ubyte \
+	  --test-images $(DATA)/t10k-images-idx3-ubyte --test-labels $(DATA)/t10k-labels-idx1-ubyte \
+	  --out $(RUN)/classifier --force $(ARGS) $(CLF_ARGS)
+	$(TRAIN) export --run $(RUN)/classifier --out $(MODELS)
+	$(INFER) classify --model $(MODELS)/classifier.onnx \
+	  --images $(DATA)/t10k-images-idx3-ubyte --labels $(DATA)/t10k-labels-idx1-ubyte
+
+test: setup data build
+	cargo test --release --workspace
+	$(PYTHON) tests/interop.py $(MODELS) $(DATA)
+
+clean:
+	rm -rf target runs

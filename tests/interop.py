@@ -1,0 +1,112 @@
+"""Interop check run by `make test`: the exported ONNX files pass the ONNX
+checker, Python's onnxruntime gives the same outputs as the Rust `infer`
+binary, and `infer classify`'s report equals scikit-learn's.
+
+usage: python tests/interop.py MODELS_DIR DATA_DIR
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from sklearn.metrics import classification_report
+
+models, data = sys.argv[1], sys.argv[2]
+infer = os.path.join("target", "release", "infer")
+tol = 1e-5
+failures = []
+passed = 0
+
+
+def check(name, ok, detail=""):
+    global passed
+    if ok:
+        passed += 1
+        print(f"ok   {name} {detail}")
+    else:
+        failures.append(name)
+        print(f"FAIL {name} {detail}")
+
+
+def read_idx_images(path, n):
+    with open(path, "rb") as f:
+        raw = f.read()
+    count, rows, cols = (int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(3))
+    x = np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(count, rows, cols)[:n]
+    return x
+
+
+def read_idx_labels(path):
+    with open(path, "rb") as f:
+        raw = f.read()
+    return np.frombuffer(raw, dtype=np.uint8, offset=8)
+
+
+images = os.path.join(data, "t10k-images-idx3-ubyte")
+labels = os.path.join(data, "t10k-labels-idx1-ubyte")
+n = 256
+tmp = tempfile.mkdtemp()
+# The first n test images as their own IDX file, for both runtimes.
+subset = os.path.join(tmp, "subset-idx3-ubyte")
+x8 = read_idx_images(images, n)
+with open(subset, "wb") as f:
+    f.write(bytes([0, 0, 8, 3]) + n.to_bytes(4, "big") + (28).to_bytes(4, "big") + (28).to_bytes(4, "big"))
+    f.write(x8.tobytes())
+x = (x8.astype(np.float32) / 255.0).reshape(n, 1, 28, 28)
+
+runs = {
+    "autoencoder": ("reconstruct", "--npy", "reconstruction"),
+    "encoder": ("embed", "--out", "embedding"),
+    "classifier": ("classify", "--probabilities", "probabilities"),
+}
+for name, (cmd, flag, output) in runs.items():
+    path = os.path.join(models, f"{name}.onnx")
+    model = onnx.load(path)
+    try:
+        onnx.checker.check_model(model, full_check=True)
+        check(f"{name}: onnx.checker full_check", True, f"(opset {model.opset_import[0].version}, ir {model.ir_version})")
+    except Exception as e:  # noqa: BLE001 - report any checker failure
+        check(f"{name}: onnx.checker full_check", False, str(e))
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    py = sess.run([output], {"image": x})[0].reshape(n, -1)
+    out = os.path.join(tmp, f"{name}.npy")
+    subprocess.run([infer, cmd, "--model", path, "--images", subset, "--device", "cpu", "-q", flag, out],
+                   check=True, stdout=subprocess.DEVNULL)
+    rust = np.load(out).reshape(n, -1)
+    diff = float(np.abs(py - rust).max())
+    check(f"{name}: Python onnxruntime == Rust infer", diff <= tol, f"(max |diff| {diff:.2e}, {py.shape})")
+
+# The report: infer's JSON against scikit-learn on infer's own predictions.
+clf = os.path.join(models, "classifier.onnx")
+pred_csv = os.path.join(tmp, "pred.csv")
+res = subprocess.run([infer, "classify", "--model", clf, "--images", images, "--labels", labels, "--device", "cpu",
+                      "-q", "--format", "json", "--predictions", pred_csv], check=True, capture_output=True, text=True)
+ours = json.loads(res.stdout)["report"]
+rows = np.genfromtxt(pred_csv, delimiter=",", skip_header=1, dtype=np.int64, usecols=(1, 3))
+y_pred, y_true = rows[:, 0], rows[:, 1]
+check("predictions CSV has the true labels", np.array_equal(y_true, read_idx_labels(labels).astype(np.int64)))
+ref = classification_report(y_true, y_pred, output_dict=True, zero_division=0)
+worst = 0.0
+for key, val in ref.items():
+    if isinstance(val, dict):
+        for m in ("precision", "recall", "f1-score", "support"):
+            worst = max(worst, abs(ours[key][m] - val[m]))
+    else:
+        worst = max(worst, abs(ours[key] - val))
+check("report numbers == scikit-learn output_dict", worst < 1e-12, f"(max |diff| {worst:.1e})")
+for digits in (2, 4):
+    res = subprocess.run([infer, "classify", "--model", clf, "--images", images, "--labels", labels, "--device", "cpu",
+                          "-q", "--digits", str(digits)], check=True, capture_output=True, text=True)
+    text = res.stdout.split("\nconfusion matrix")[0]
+    want = classification_report(y_true, y_pred, digits=digits, zero_division=0)
+    check(f"report text == scikit-learn (digits={digits})", text.rstrip("\n") == want.rstrip("\n"),
+          "" if text.rstrip("\n") == want.rstrip("\n") else f"\n{text}\n--- vs ---\n{want}")
+acc = float((y_true == y_pred).mean())
+check("committed classifier test accuracy >= 0.992", acc >= 0.992, f"({acc:.4f})")
+
+print(f"interop: {passed} passed, {len(failures)} failed")
+sys.exit(1 if failures else 0)
