@@ -18,8 +18,9 @@ export ORT_LIB_PATH := $(abspath $(VENV))/ort
 export ORT_PREFER_DYNAMIC_LINK := 1
 export PYTHON := $(abspath $(VENV))/bin/python
 
-TRAIN := target/release/train
-INFER := target/release/infer
+export BIN_DIR := $(or $(CARGO_TARGET_DIR),target)/release
+TRAIN := $(BIN_DIR)/train
+INFER := $(BIN_DIR)/infer
 
 .PHONY: all setup setup-infer data build train models test bench fuzz clean
 
@@ -49,6 +50,7 @@ train: setup data build
 
 test: setup data build
 	cargo test --release --workspace
+	tests/e2e.sh $(VENV) $(DATA)
 	$(PYTHON) tests/interop.py $(MODELS) $(DATA)
 
 clean:

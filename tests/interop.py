@@ -16,7 +16,7 @@ import onnxruntime as ort
 from sklearn.metrics import classification_report
 
 models, data = sys.argv[1], sys.argv[2]
-infer = os.path.join("target", "release", "infer")
+infer = os.path.join(os.environ.get("BIN_DIR", os.path.join("target", "release")), "infer")
 tol = 1e-5
 failures = []
 passed = 0

@@ -209,3 +209,314 @@ fn npy_writer_refuses_short_output() {
     assert!(w.finish().is_err());
     assert!(!p.exists(), "no partial file");
 }
+
+// ---------------------------------------------------------------- reports
+
+#[test]
+fn report_matches_hand_computed_values() {
+    // 3 classes; class 2 never predicted.
+    let y_true = [0, 0, 1, 1, 2, 2];
+    let y_pred = [0, 1, 1, 1, 0, 1];
+    let r = infer::report::classification_report(&y_true, &y_pred, 3, None);
+    let p = |c: usize| r.per_class[c];
+    assert_eq!((p(0).precision, p(0).recall), (0.5, 0.5));
+    assert_eq!((p(1).precision, p(1).recall), (0.5, 1.0));
+    assert!((p(1).f1 - 2.0 / 3.0).abs() < 1e-15);
+    assert_eq!((p(2).precision, p(2).recall, p(2).f1), (0.0, 0.0, 0.0));
+    assert!((r.accuracy - 0.5).abs() < 1e-15);
+    assert!((r.macro_avg.f1 - (0.5 + 2.0 / 3.0) / 3.0).abs() < 1e-15);
+    insta::assert_snapshot!("report_small", format!("{}\n{}", r.to_text(2), r.confusion_text()));
+}
+
+// ---------------------------------------------------------------- the binary
+
+use infer::onnx::{AttributeProto, Dim, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto, ValueInfoProto};
+
+fn node(op: &str, inputs: &[&str], output: &str, attrs: Vec<AttributeProto>) -> NodeProto {
+    NodeProto {
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.into()],
+        name: output.into(),
+        op_type: op.into(),
+        attribute: attrs,
+        ..Default::default()
+    }
+}
+
+fn floats(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+    noise(n, seed).iter().map(|&b| (b as f32 / 255.0 - 0.5) * scale).collect()
+}
+
+/// A small fixed classifier: Conv(1→2, 3×3) → Relu → MaxPool → Flatten →
+/// Gemm(392→10) → Softmax, with deterministic weights, plus an
+/// "autoencoder" (Conv → Sigmoid) and an "encoder" (Conv → Relu).
+fn fixture_model(kind: &str, h: i64, w: i64) -> ModelProto {
+    let batch = || Dim::Symbolic("batch".into());
+    let mut inits = vec![TensorProto::f32("conv.w", &[2, 1, 3, 3], &floats(18, 1, 2.0)), TensorProto::f32("conv.b", &[2], &[0.1, -0.1])];
+    let conv = node("Conv", &["image", "conv.w", "conv.b"], "conv", vec![AttributeProto::ints("pads", &[1, 1, 1, 1])]);
+    let (nodes, outputs) = match kind {
+        "classifier" => {
+            let feat = 2 * (h / 2) * (w / 2);
+            inits.push(TensorProto::f32("fc.w", &[10, feat], &floats(10 * feat as usize, 2, 0.2)));
+            inits.push(TensorProto::f32("fc.b", &[10], &floats(10, 3, 0.2)));
+            (
+                vec![
+                    conv,
+                    node("Relu", &["conv"], "relu", vec![]),
+                    node("MaxPool", &["relu"], "pool", vec![AttributeProto::ints("kernel_shape", &[2, 2]), AttributeProto::ints("strides", &[2, 2])]),
+                    node("Flatten", &["pool"], "flat", vec![AttributeProto::int("axis", 1)]),
+                    node("Gemm", &["flat", "fc.w", "fc.b"], "logits", vec![AttributeProto::int("transB", 1)]),
+                    node("Softmax", &["logits"], "probabilities", vec![AttributeProto::int("axis", -1)]),
+                ],
+                vec![ValueInfoProto::tensor_f32("probabilities", &[batch(), Dim::Fixed(10)])],
+            )
+        }
+        "autoencoder" => {
+            inits[0] = TensorProto::f32("conv.w", &[1, 1, 3, 3], &floats(9, 1, 2.0));
+            inits[1] = TensorProto::f32("conv.b", &[1], &[0.0]);
+            (
+                vec![conv, node("Sigmoid", &["conv"], "reconstruction", vec![])],
+                vec![ValueInfoProto::tensor_f32("reconstruction", &[batch(), Dim::Fixed(1), Dim::Fixed(h), Dim::Fixed(w)])],
+            )
+        }
+        _ => (
+            vec![conv, node("Relu", &["conv"], "embedding", vec![])],
+            vec![ValueInfoProto::tensor_f32("embedding", &[batch(), Dim::Fixed(2), Dim::Fixed(h), Dim::Fixed(w)])],
+        ),
+    };
+    ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 17 }],
+        producer_name: "fixture".into(),
+        producer_version: "1".into(),
+        doc_string: format!("fixture {kind}"),
+        graph: Some(GraphProto {
+            node: nodes,
+            name: kind.into(),
+            initializer: inits,
+            input: vec![ValueInfoProto::tensor_f32("image", &[batch(), Dim::Fixed(1), Dim::Fixed(h), Dim::Fixed(w)])],
+            output: outputs,
+            ..Default::default()
+        }),
+        metadata_props: vec![StringStringEntryProto { key: "class_names".into(), value: "[\"zero\",\"one\",\"two\",\"three\",\"four\",\"five\",\"six\",\"seven\",\"eight\",\"nine\"]".into() }],
+        ..Default::default()
+    }
+}
+
+/// Fixture files in a temp dir: the three models, 60 synthetic 8×8 images
+/// with labels, and assorted broken inputs.
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let dir = tmp();
+        let d = dir.path();
+        for kind in ["classifier", "autoencoder", "encoder"] {
+            std::fs::write(d.join(format!("{kind}.onnx")), fixture_model(kind, 8, 8).to_bytes()).unwrap();
+        }
+        std::fs::write(d.join("big.onnx"), fixture_model("classifier", 12, 12).to_bytes()).unwrap();
+        let imgs = Images { count: 60, rows: 8, cols: 8, pixels: noise(60 * 64, 11) };
+        idx::write_images(d.join("images"), &imgs, false).unwrap();
+        idx::write_images(d.join("images.gz"), &imgs, true).unwrap();
+        let labels: Vec<u8> = noise(60, 12).iter().map(|b| b % 10).collect();
+        idx::write_labels(d.join("labels"), &labels, false).unwrap();
+        idx::write_labels(d.join("labels-short"), &labels[..59], false).unwrap();
+        let mut bad = labels.clone();
+        bad[5] = 12;
+        idx::write_labels(d.join("labels-12"), &bad, false).unwrap();
+        std::fs::write(d.join("random.onnx"), noise(300, 5)).unwrap();
+        std::fs::write(d.join("empty.onnx"), b"").unwrap();
+        let whole = std::fs::read(d.join("classifier.onnx")).unwrap();
+        std::fs::write(d.join("truncated.onnx"), &whole[..whole.len() / 2]).unwrap();
+        std::fs::create_dir(d.join("no-images")).unwrap();
+        std::fs::write(d.join("no-images/readme.txt"), b"x").unwrap();
+        std::fs::write(d.join("fake.png"), b"not a png at all").unwrap();
+        let png_dir = d.join("pngs");
+        std::fs::create_dir(&png_dir).unwrap();
+        for i in 0..3 {
+            image::GrayImage::from_raw(8, 8, imgs.image(i).to_vec()).unwrap().save(png_dir.join(format!("{i}.png"))).unwrap();
+        }
+        image::GrayImage::from_raw(16, 16, vec![128; 256]).unwrap().save(d.join("16x16.png")).unwrap();
+        Fixture { dir }
+    }
+
+    fn p(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+}
+
+/// Runs `infer` and returns (exit code, stdout, stderr).
+fn infer_cmd(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_infer")).args(args).output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn redact_json(text: &str) -> String {
+    let mut v: serde_json::Value = serde_json::from_str(text).unwrap();
+    for k in ["seconds", "images_per_second", "model", "images"] {
+        if v.get(k).is_some() {
+            v[k] = serde_json::json!("[redacted]");
+        }
+    }
+    serde_json::to_string_pretty(&v).unwrap()
+}
+
+#[test]
+fn classify_reports_snapshots() {
+    let f = Fixture::new();
+    let (code, text, err) = infer_cmd(&["classify", "--model", &f.p("classifier.onnx"), "--images", &f.p("images"), "--labels", &f.p("labels"), "--device", "cpu"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("images/s") && err.contains("CPUExecutionProvider"), "{err}");
+    insta::assert_snapshot!("classify_text", text);
+    let (code, json, _) = infer_cmd(&["classify", "--model", &f.p("classifier.onnx"), "--images", &f.p("images.gz"), "--labels", &f.p("labels"), "--format", "json", "-q"]);
+    assert_eq!(code, 0);
+    insta::assert_snapshot!("classify_json", redact_json(&json));
+    let (code, hist, _) = infer_cmd(&["classify", "--model", &f.p("classifier.onnx"), "--images", &f.p("images"), "-q"]);
+    assert_eq!(code, 0);
+    insta::assert_snapshot!("classify_histogram", hist);
+}
+
+#[test]
+fn classify_writes_its_files() {
+    let f = Fixture::new();
+    let out = f.dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let (code, _, err) = infer_cmd(&[
+        "classify", "--model", &f.p("classifier.onnx"), "--images", &f.p("images"), "--labels", &f.p("labels"), "-q",
+        "--predictions", &f.p("out/pred.csv"), "--confusion", &f.p("out/confusion.png"), "--samples", &f.p("out/samples"),
+        "--probabilities", &f.p("out/probs.npy"),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let csv = std::fs::read_to_string(out.join("pred.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 61);
+    assert!(csv.starts_with("index,predicted,confidence,true\n"));
+    for png in ["confusion.png", "samples/correct.png", "samples/incorrect.png"] {
+        image::open(out.join(png)).unwrap_or_else(|e| panic!("{png}: {e}"));
+    }
+    let npy = std::fs::read(out.join("probs.npy")).unwrap();
+    assert_eq!(npy.len(), infer::npy::header(&[60, 10]).len() + 60 * 10 * 4, "60×10 f32 after the header");
+}
+
+#[test]
+fn pictures_and_directories_are_inputs() {
+    let f = Fixture::new();
+    let (code, out, err) = infer_cmd(&["classify", "--model", &f.p("classifier.onnx"), "--images", &f.p("pngs"), "-q"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("(3 images)"), "{out}");
+    let (code, _, err) = infer_cmd(&["classify", "--model", &f.p("classifier.onnx"), "--images", &f.p("16x16.png"), "-q"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("image is 16×16, the model takes 8×8 (pass --resize"), "{err}");
+    let (code, _, err) = infer_cmd(&["classify", "--model", &f.p("classifier.onnx"), "--images", &f.p("16x16.png"), "--resize", "-q"]);
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn reconstruct_mean_is_mean_of_per_image() {
+    let f = Fixture::new();
+    let (code, out, err) = infer_cmd(&[
+        "reconstruct", "--model", &f.p("autoencoder.onnx"), "--images", &f.p("images"), "--format", "json", "-q", "--out", &f.p("grid.png"),
+        "--npy", &f.p("rec.npy"),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let per: Vec<f64> = v["per_image_mse"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+    assert_eq!(per.len(), 60);
+    let mean = per.iter().sum::<f64>() / 60.0;
+    assert!((mean - v["mean_mse"].as_f64().unwrap()).abs() < 1e-12);
+    image::open(f.p("grid.png")).unwrap();
+    assert!(std::fs::metadata(f.p("rec.npy")).unwrap().len() >= 60 * 64 * 4);
+}
+
+#[test]
+fn embed_writes_one_row_per_image() {
+    let f = Fixture::new();
+    let (code, out, err) = infer_cmd(&["embed", "--model", &f.p("encoder.onnx"), "--images", &f.p("images"), "--out", &f.p("e.npy"), "-q"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("wrote 60 embeddings of 128 floats"), "{out}");
+    let bytes = std::fs::read(f.p("e.npy")).unwrap();
+    let text = String::from_utf8_lossy(&bytes[..128]);
+    assert!(text.contains("'shape': (60, 128)"), "{text}");
+    assert_eq!(bytes.len(), infer::npy::header(&[60, 128]).len() + 60 * 128 * 4);
+}
+
+#[test]
+fn info_snapshot() {
+    let f = Fixture::new();
+    let (code, out, _) = infer_cmd(&["info", "--model", &f.p("classifier.onnx")]);
+    assert_eq!(code, 0);
+    insta::assert_snapshot!("info_text", out.replace(&f.p(""), "<tmp>/"));
+}
+
+#[test]
+fn bad_inputs_fail_with_one_line_and_exit_2() {
+    let f = Fixture::new();
+    let m = f.p("classifier.onnx");
+    let imgs = f.p("images");
+    let cases: Vec<(&str, Vec<String>)> = vec![
+        ("classify_on_autoencoder", vec!["classify", "--model", &f.p("autoencoder.onnx"), "--images", &imgs].into_iter().map(String::from).collect()),
+        ("wrong_size", vec!["classify", "--model", &f.p("big.onnx"), "--images", &imgs].into_iter().map(String::from).collect()),
+        ("labels_count", vec!["classify", "--model", &m, "--images", &imgs, "--labels", &f.p("labels-short")].into_iter().map(String::from).collect()),
+        ("label_range", vec!["classify", "--model", &m, "--images", &imgs, "--labels", &f.p("labels-12")].into_iter().map(String::from).collect()),
+        ("random_onnx", vec!["classify", "--model", &f.p("random.onnx"), "--images", &imgs].into_iter().map(String::from).collect()),
+        ("empty_onnx", vec!["info", "--model", &f.p("empty.onnx")].into_iter().map(String::from).collect()),
+        ("truncated_onnx", vec!["classify", "--model", &f.p("truncated.onnx"), "--images", &imgs].into_iter().map(String::from).collect()),
+        ("missing_model", vec!["classify", "--model", &f.p("nope.onnx"), "--images", &imgs].into_iter().map(String::from).collect()),
+        ("missing_images", vec!["classify", "--model", &m, "--images", &f.p("nope")].into_iter().map(String::from).collect()),
+        ("labels_as_images", vec!["classify", "--model", &m, "--images", &f.p("labels")].into_iter().map(String::from).collect()),
+        ("no_images_dir", vec!["classify", "--model", &m, "--images", &f.p("no-images")].into_iter().map(String::from).collect()),
+        ("fake_png", vec!["classify", "--model", &m, "--images", &f.p("fake.png")].into_iter().map(String::from).collect()),
+        ("output_dir_missing", vec!["classify", "--model", &m, "--images", &imgs, "--predictions", &f.p("nodir/p.csv")].into_iter().map(String::from).collect()),
+        ("embed_on_classifier", vec!["embed", "--model", &m, "--images", &imgs, "--out", &f.p("x.npy")].into_iter().map(String::from).collect()),
+        ("cuda_required", vec!["classify", "--model", &m, "--images", &imgs, "--device", "cuda"].into_iter().map(String::from).collect()),
+        ("batch_size_0", vec!["classify", "--model", &m, "--images", &imgs, "--batch-size", "0"].into_iter().map(String::from).collect()),
+        ("bad_flag", vec!["classify", "--model", &m, "--imagez", &imgs].into_iter().map(String::from).collect()),
+    ];
+    let mut snap = String::new();
+    for (name, args) in &cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let t0 = std::time::Instant::now();
+        let (code, out, err) = infer_cmd(&args);
+        assert!(t0.elapsed().as_secs_f64() < 5.0, "{name} took too long");
+        assert_eq!(code, 2, "{name}: {err}");
+        assert!(out.is_empty(), "{name}: nothing on stdout: {out}");
+        assert!(!err.contains("panicked"), "{name}: {err}");
+        let first = err.lines().next().unwrap_or("").replace(&f.p(""), "<tmp>/");
+        if *name != "bad_flag" {
+            assert_eq!(err.trim_end().lines().count(), 1, "{name}: one line: {err}");
+        }
+        // Long runtime messages (protobuf, ONNX Runtime) are cut for the snapshot.
+        let first: String = first.chars().take(160).collect();
+        snap += &format!("{name}: {first}\n");
+    }
+    assert!(!f.dir.path().join("x.npy").exists(), "no partial output");
+    insta::assert_snapshot!("infer_errors", snap);
+}
+
+#[test]
+fn help_snapshots() {
+    for sub in ["classify", "reconstruct", "embed", "info"] {
+        let (code, out, _) = infer_cmd(&[sub, "--help"]);
+        assert_eq!(code, 0);
+        insta::assert_snapshot!(format!("infer_help_{sub}"), out);
+    }
+}
+
+#[test]
+fn committed_classifier_reaches_its_accuracy_on_mnist() {
+    let (code, out, err) = infer_cmd(&[
+        "classify", "--model", &root().join("models/classifier.onnx").display().to_string(),
+        "--images", &root().join("data/mnist/t10k-images-idx3-ubyte").display().to_string(),
+        "--labels", &root().join("data/mnist/t10k-labels-idx1-ubyte").display().to_string(),
+        "--format", "json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("images/s"), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let acc = v["report"]["accuracy"].as_f64().unwrap();
+    assert!(acc >= 0.992, "committed classifier: test accuracy {acc}");
+    assert_eq!(v["count"], 10000);
+    let provider = v["execution_provider"].as_str().unwrap();
+    assert!(provider == "CPUExecutionProvider" || provider == "CUDAExecutionProvider", "{provider}");
+}

@@ -158,13 +158,15 @@ fn restore(run: &RunDir, vs: &mut VarStore) -> Result<(usize, i64, Vec<EpochReco
 
 pub fn train_autoencoder(job: &AutoencoderJob) -> Result<Outcome, TrainError> {
     check_settings(&job.settings)?;
-    let images = data::load_images(&job.images, job.settings.limit)?;
-    let model = AutoencoderConfig {
+    let mut model = AutoencoderConfig {
         layers: job.layers,
         filter_size: job.filter_size,
         filters: job.filters,
-        input: InputShape { height: images.rows, width: images.cols },
+        input: InputShape { height: 0, width: 0 },
     };
+    model.validate_hyperparameters()?;
+    let images = data::load_images(&job.images, job.settings.limit)?;
+    model.input = InputShape { height: images.rows, width: images.cols };
     model.validate().map_err(|e| TrainError::Invalid(format!("{}: {e}", job.images.display())))?;
     let device = job.common.device.resolve()?;
     let cfg = RunConfig {
@@ -287,6 +289,9 @@ fn reconstruction_figure(path: &Path, ae: &Autoencoder, data: &Data, n: usize) -
 
 pub fn train_classifier(job: &ClassifierJob) -> Result<Outcome, TrainError> {
     check_settings(&job.settings)?;
+    if !(1..=65536).contains(&job.fc_units) {
+        return Err(crate::model::autoencoder::ConfigError::FcUnits(job.fc_units).into());
+    }
     let ae_run = RunDir::open(&job.autoencoder)?;
     let ae_cfg = ae_run.read_config()?;
     let ModelConfig::Autoencoder { model: encoder } = ae_cfg.model else {

@@ -38,7 +38,19 @@ pub enum ConfigError {
 }
 
 impl AutoencoderConfig {
+    /// Hyperparameters and input geometry.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_hyperparameters()?;
+        let div = 1 << self.pools();
+        let (h, w) = (self.input.height, self.input.width);
+        if h == 0 || w == 0 || h % div != 0 || w % div != 0 {
+            return Err(ConfigError::Geometry { h, w, pools: self.pools(), div });
+        }
+        Ok(())
+    }
+
+    /// The hyperparameters alone, checkable before any image is read.
+    pub fn validate_hyperparameters(&self) -> Result<(), ConfigError> {
         if !(1..=8).contains(&self.layers) {
             return Err(ConfigError::Layers(self.layers));
         }
@@ -47,11 +59,6 @@ impl AutoencoderConfig {
         }
         if !(1..=512).contains(&self.filters) {
             return Err(ConfigError::Filters(self.filters));
-        }
-        let div = 1 << self.pools();
-        let (h, w) = (self.input.height, self.input.width);
-        if h == 0 || w == 0 || h % div != 0 || w % div != 0 {
-            return Err(ConfigError::Geometry { h, w, pools: self.pools(), div });
         }
         Ok(())
     }
