@@ -22,7 +22,7 @@ export BIN_DIR := $(or $(CARGO_TARGET_DIR),target)/release
 TRAIN := $(BIN_DIR)/train
 INFER := $(BIN_DIR)/infer
 
-.PHONY: all setup setup-infer data build train models test bench fuzz clean
+.PHONY: all setup setup-infer data build train test bench fuzz clean
 
 all: train
 
@@ -52,6 +52,21 @@ test: setup data build
 	cargo test --release --workspace
 	tests/e2e.sh $(VENV) $(DATA)
 	$(PYTHON) tests/interop.py $(MODELS) $(DATA)
+
+# Benchmarks against PyTorch eager and Python onnxruntime (writes BENCHMARKS.md).
+bench: setup data build
+	$(PYTHON) bench/run.py $(BIN_DIR) $(DATA) $(MODELS)
+
+# Coverage-guided fuzzing of the IDX reader and the picture loader with
+# cargo-fuzz (libFuzzer), FUZZ_SECONDS each. The stable toolchain is told
+# to accept cargo-fuzz's flags with RUSTC_BOOTSTRAP.
+FUZZ_SECONDS ?= 600
+fuzz: setup
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	$(PYTHON) fuzz/seeds.py fuzz/corpus
+	cd fuzz && for t in idx picture; do \
+	  RUSTC_BOOTSTRAP=1 cargo fuzz run --sanitizer none $$t corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -timeout=5 || exit 1; \
+	done
 
 clean:
 	rm -rf target runs

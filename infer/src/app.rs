@@ -36,6 +36,18 @@ pub struct RunOptions {
     pub quiet: bool,
 }
 
+/// This process's peak resident memory (VmHWM) in MiB, where /proc has it.
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+fn rss_note() -> String {
+    peak_rss_mib().map(|m| format!(", peak RSS {m:.0} MiB")).unwrap_or_default()
+}
+
 /// Default batch size, from `make bench`'s inference measurements.
 pub const DEFAULT_BATCH: usize = 256;
 
@@ -145,8 +157,9 @@ pub fn classify(opts: &RunOptions, c: &ClassifyOptions, out: &mut dyn Write) -> 
     }
     let names = class_names(&session, classes);
     let (h, w) = (session.height, session.width);
-    let mut preds: Vec<usize> = Vec::with_capacity(source.count());
-    let mut confs: Vec<f32> = Vec::with_capacity(source.count());
+    // Capacity from the header is capped: a lying header must not allocate.
+    let mut preds: Vec<usize> = Vec::with_capacity(source.count().min(1 << 20));
+    let mut confs: Vec<f32> = Vec::with_capacity(source.count().min(1 << 20));
     let mut samples: [Vec<Tile>; 2] = [Vec::new(), Vec::new()];
     let seconds = stream(&mut session, &mut source, opts.batch_size, |pixels, outputs| {
         let probs = outputs.iter().find(|o| o.name == "probabilities").expect("checked");
@@ -180,7 +193,7 @@ pub fn classify(opts: &RunOptions, c: &ClassifyOptions, out: &mut dyn Write) -> 
     let rate = n as f64 / seconds.max(1e-9);
     let provider = session.provider;
     if !opts.quiet {
-        eprintln!("{n} images in {seconds:.3}s ({rate:.0} images/s) on {provider}, batch {}", opts.batch_size);
+        eprintln!("{n} images in {seconds:.3}s ({rate:.0} images/s) on {provider}, batch {}{}", opts.batch_size, rss_note());
     }
     let mut text = String::new();
     let mut doc = json!({
@@ -191,6 +204,7 @@ pub fn classify(opts: &RunOptions, c: &ClassifyOptions, out: &mut dyn Write) -> 
         "batch_size": opts.batch_size,
         "seconds": seconds,
         "images_per_second": rate,
+        "peak_rss_mib": peak_rss_mib(),
     });
     if let Some(l) = &labels {
         let truth: Vec<usize> = l.iter().map(|&v| v as usize).collect();
@@ -265,7 +279,7 @@ pub fn reconstruct(opts: &RunOptions, r: &ReconstructOptions, out: &mut dyn Writ
         None => None,
     };
     let px = h * w;
-    let mut mse: Vec<f64> = Vec::with_capacity(source.count());
+    let mut mse: Vec<f64> = Vec::with_capacity(source.count().min(1 << 20));
     let (mut originals, mut recons) = (Vec::new(), Vec::new());
     let seconds = stream(&mut session, &mut source, opts.batch_size, |pixels, outputs| {
         let rec = outputs.iter().find(|o| o.name == "reconstruction").expect("checked");
@@ -293,7 +307,7 @@ pub fn reconstruct(opts: &RunOptions, r: &ReconstructOptions, out: &mut dyn Writ
     sorted.sort_by(f64::total_cmp);
     let median = sorted.get(n / 2).copied().unwrap_or(0.0);
     if !opts.quiet {
-        eprintln!("{n} images in {seconds:.3}s ({:.0} images/s) on {}", n as f64 / seconds.max(1e-9), session.provider);
+        eprintln!("{n} images in {seconds:.3}s ({:.0} images/s) on {}{}", n as f64 / seconds.max(1e-9), session.provider, rss_note());
     }
     if let Some(p) = &r.per_image {
         let mut csv = String::from("index,mse\n");
@@ -359,7 +373,7 @@ pub fn embed(opts: &RunOptions, npy: &Path, out: &mut dyn Write) -> Result<(), I
     writer.finish().map_err(|e| InferError::output(npy, e))?;
     let n = source.count();
     if !opts.quiet {
-        eprintln!("{n} images in {seconds:.3}s ({:.0} images/s) on {}", n as f64 / seconds.max(1e-9), session.provider);
+        eprintln!("{n} images in {seconds:.3}s ({:.0} images/s) on {}{}", n as f64 / seconds.max(1e-9), session.provider, rss_note());
     }
     writeln!(out, "wrote {} embeddings of {width} floats ([{}]) to {}", n, dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "), npy.display())
         .map_err(|e| InferError::Runtime(format!("stdout: {e}")))?;

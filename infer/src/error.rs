@@ -49,7 +49,8 @@ pub fn check_writable(path: &std::path::Path) -> Result<(), InferError> {
         _ => PathBuf::from("."),
     };
     if !dir.is_dir() {
-        return Err(InferError::Output { path: path.to_path_buf(), msg: format!("directory {} does not exist", dir.display()) });
+        let why = if dir.exists() { "is not a directory" } else { "does not exist" };
+        return Err(InferError::Output { path: path.to_path_buf(), msg: format!("{} {why}", dir.display()) });
     }
     let probe = dir.join(format!(".infer-write-test.{}", std::process::id()));
     std::fs::write(&probe, b"").map_err(|e| InferError::Output { path: path.to_path_buf(), msg: format!("cannot write there: {e}") })?;

@@ -345,10 +345,20 @@ impl IdxReader {
             .metadata()
             .map_err(|source| IdxError::Io { path: path.to_path_buf(), source })?
             .len();
-        if file_len == 0 {
+        IdxReader::from_reader(path, BufReader::with_capacity(1 << 16, file), file_len)
+    }
+
+    /// Reads IDX bytes held in memory (`name` is used in messages).
+    pub fn from_bytes(name: impl AsRef<Path>, bytes: Vec<u8>) -> Result<IdxReader> {
+        let len = bytes.len() as u64;
+        IdxReader::from_reader(name.as_ref(), io::Cursor::new(bytes), len)
+    }
+
+    /// Any reader of `len` bytes, plain or gzip.
+    pub fn from_reader(path: &Path, mut file: impl Read + Send + 'static, len: u64) -> Result<IdxReader> {
+        if len == 0 {
             return Err(IdxError::Empty { path: path.to_path_buf() });
         }
-        let mut file = BufReader::with_capacity(1 << 16, file);
         let mut magic = [0u8; 2];
         let got = read_full(&mut file, &mut magic).map_err(io_err(path, false))?;
         let gzip = got == 2 && magic == [0x1f, 0x8b];
@@ -361,7 +371,7 @@ impl IdxReader {
         let header = read_header(path, &mut *source, gzip)?;
         let payload_len = header.payload_len(path)?;
         if !gzip {
-            let actual = file_len - header.header_len() as u64;
+            let actual = len.saturating_sub(header.header_len() as u64);
             if actual < payload_len {
                 return Err(IdxError::Truncated {
                     path: path.to_path_buf(),
@@ -589,4 +599,10 @@ pub fn write_images(path: impl AsRef<Path>, images: &Images, gzip: bool) -> Resu
 /// Writes `[N]` u8 labels.
 pub fn write_labels(path: impl AsRef<Path>, labels: &[u8], gzip: bool) -> Result<()> {
     write(path, &IdxArray { dims: vec![labels.len()], data: IdxData::U8(labels.to_vec()) }, gzip)
+}
+
+/// Reads IDX bytes held in memory (plain or gzip) in full; `name` is used
+/// in messages.
+pub fn read_bytes(name: impl AsRef<Path>, bytes: Vec<u8>) -> Result<IdxArray> {
+    IdxReader::from_bytes(name, bytes)?.read_all()
 }

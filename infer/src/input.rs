@@ -135,10 +135,36 @@ fn resize(img: &[u8], w: usize, h: usize, to_w: usize, to_h: usize) -> Vec<u8> {
     image::imageops::resize(&buf, to_w as u32, to_h as u32, image::imageops::FilterType::Triangle).into_raw()
 }
 
-/// A PNG/JPEG as grayscale of the model's size.
+/// A PNG/JPEG file as grayscale of the model's size.
 fn load_picture(path: &Path, h: usize, w: usize, allow_resize: bool) -> Result<Vec<u8>, InferError> {
+    let bytes = std::fs::read(path).map_err(|e| InferError::Input { path: path.to_path_buf(), msg: e.to_string() })?;
+    decode_picture(path, &bytes, h, w, allow_resize)
+}
+
+/// Largest picture accepted, in pixels: decoding allocates width × height,
+/// so a lying header must not be able to ask for gigabytes.
+pub const MAX_PICTURE_PIXELS: u64 = 64 << 20;
+
+/// Decodes PNG/JPEG bytes to grayscale `h × w` pixels (`path` names it in
+/// messages).
+pub fn decode_picture(path: &Path, bytes: &[u8], h: usize, w: usize, allow_resize: bool) -> Result<Vec<u8>, InferError> {
     let input = |msg: String| InferError::Input { path: path.to_path_buf(), msg };
-    let img = image::open(path).map_err(|e| input(format!("not a readable PNG/JPEG image: {e}")))?;
+    let reader = image::io::Reader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| input(format!("not a readable PNG/JPEG image: {e}")))?;
+    match reader.format() {
+        Some(image::ImageFormat::Png | image::ImageFormat::Jpeg) => {}
+        _ => return Err(input("not a PNG or JPEG image: its bytes match neither format".into())),
+    }
+    let (iw, ih) = reader.into_dimensions().map_err(|e| input(format!("not a readable PNG/JPEG image: {e}")))?;
+    if iw as u64 * ih as u64 > MAX_PICTURE_PIXELS {
+        return Err(input(format!("image claims {iw}×{ih} pixels, more than this tool accepts")));
+    }
+    let mut reader = image::io::Reader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|e| input(e.to_string()))?;
+    let mut limits = image::io::Limits::default();
+    limits.max_alloc = Some(MAX_PICTURE_PIXELS * 8);
+    reader.limits(limits);
+    let img = reader.decode().map_err(|e| input(format!("not a readable PNG/JPEG image: {e}")))?;
     let gray = img.to_luma8();
     let (iw, ih) = (gray.width() as usize, gray.height() as usize);
     if (ih, iw) == (h, w) {

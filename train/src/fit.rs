@@ -33,7 +33,7 @@ pub enum Objective {
 }
 
 impl Objective {
-    fn loss(self, out: &Tensor, x: &Tensor, y: Option<&Tensor>) -> Tensor {
+    pub fn loss(self, out: &Tensor, x: &Tensor, y: Option<&Tensor>) -> Tensor {
         match self {
             Objective::Reconstruction => out.mse_loss(x, tch::Reduction::Mean),
             Objective::CrossEntropy => out.cross_entropy_for_logits(y.expect("labels")),
@@ -178,7 +178,8 @@ pub fn run_stage(
             println!("{}", summary_line(&record, stage.total, n));
         }
         history.push(record);
-        run.save_checkpoint(vs, &opt.state(), epoch, opt.steps)?;
+        // Checkpoint first (it carries the history), then the CSV view.
+        run.save_checkpoint(vs, &opt.state(), opt.steps, history)?;
         run.write_history(history)?;
     }
     Ok(())

@@ -2,6 +2,7 @@
 //! its encoder (libtorch through tch), their ONNX export, and the reference
 //! project's experiment workflow (results tables, sweeps, interactive menu).
 
+pub mod bench;
 pub mod cli;
 pub mod data;
 pub mod error;

@@ -142,17 +142,11 @@ fn named_trainable(vs: &VarStore, prefix: &str) -> Vec<(String, Tensor)> {
 }
 
 /// Restores a checkpoint for --resume; returns the next epoch to run and
-/// the history trimmed to the checkpoint.
+/// the checkpoint's history (rewritten to history.csv, which may lag).
 fn restore(run: &RunDir, vs: &mut VarStore) -> Result<(usize, i64, Vec<EpochRecord>, crate::run::Checkpoint), TrainError> {
     let ckpt = run.load_checkpoint(vs)?;
-    let mut history = run.read_history()?;
-    history.retain(|r| r.epoch <= ckpt.epoch);
-    if history.len() != ckpt.epoch {
-        return Err(TrainError::BadRun {
-            path: run.file(crate::run::HISTORY),
-            msg: format!("has {} rows for a checkpoint after epoch {}", history.len(), ckpt.epoch),
-        });
-    }
+    let history = ckpt.history.clone();
+    run.write_history(&history)?;
     Ok((ckpt.epoch + 1, ckpt.steps, history, ckpt))
 }
 

@@ -1,8 +1,10 @@
 //! A run directory: `config.json`, `weights.safetensors` (model + optimizer
-//! state + the epoch it was saved after), `history.csv` and the figures.
-//! Every file is written atomically; the checkpoint is written before the
-//! history, and resuming trims the history to the checkpoint's epoch, so a
-//! kill at any moment leaves a consistent, resumable run.
+//! state + the epoch it was saved after + the history up to it),
+//! `history.csv` and the figures. Every file is written atomically. The
+//! checkpoint is the single source of truth: `history.csv` is rewritten
+//! from it right after, so a kill at any moment leaves a loadable
+//! checkpoint whose history `history.csv` holds or lags by one epoch, and
+//! `--resume` restores both.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -154,14 +156,19 @@ impl RunDir {
         &self,
         vs: &VarStore,
         optimizer: &[(String, Tensor)],
-        epoch: usize,
         steps: i64,
+        history: &[EpochRecord],
     ) -> Result<(), TrainError> {
+        let epoch = history.last().map(|r| r.epoch).unwrap_or(0);
         let p = self.file(WEIGHTS);
         let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
         named.extend(optimizer.iter().map(|(k, t)| (k.clone(), t.shallow_clone())));
         named.sort_by(|a, b| a.0.cmp(&b.0));
-        let meta = HashMap::from([("epoch".to_string(), epoch.to_string()), ("steps".to_string(), steps.to_string())]);
+        let meta = HashMap::from([
+            ("epoch".to_string(), epoch.to_string()),
+            ("steps".to_string(), steps.to_string()),
+            ("history".to_string(), serde_json::to_string(history).expect("history serialises")),
+        ]);
         let bytes = encode_safetensors(&named, meta).map_err(|msg| TrainError::Io { path: p.clone(), what: "cannot encode".into(), msg })?;
         atomic::write_bytes(&p, &bytes).map_err(io_err(&p, "cannot write"))
     }
@@ -232,6 +239,8 @@ pub struct Checkpoint {
     pub path: PathBuf,
     pub epoch: usize,
     pub steps: i64,
+    /// The history up to `epoch`.
+    pub history: Vec<EpochRecord>,
     pub tensors: HashMap<String, Tensor>,
 }
 
@@ -244,6 +253,13 @@ impl Checkpoint {
         let meta = meta.metadata().clone().unwrap_or_default();
         let epoch = meta.get("epoch").and_then(|e| e.parse().ok()).ok_or_else(|| bad("no epoch in its metadata".into()))?;
         let steps = meta.get("steps").and_then(|e| e.parse().ok()).unwrap_or(0);
+        let history: Vec<EpochRecord> = match meta.get("history") {
+            Some(h) => serde_json::from_str(h).map_err(|e| bad(format!("unreadable history in its metadata: {e}")))?,
+            None => Vec::new(),
+        };
+        if history.len() != epoch {
+            return Err(bad(format!("its metadata has {} history rows for epoch {epoch}", history.len())));
+        }
         let mut tensors = HashMap::new();
         for name in st.names() {
             let view = st.tensor(name).map_err(|e| bad(e.to_string()))?;
@@ -254,7 +270,7 @@ impl Checkpoint {
             let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
             tensors.insert(name.to_string(), Tensor::from_slice(&values).reshape(&shape).to_device(device));
         }
-        Ok(Checkpoint { path: path.to_path_buf(), epoch, steps, tensors })
+        Ok(Checkpoint { path: path.to_path_buf(), epoch, steps, history, tensors })
     }
 
     /// Copies `prefix`-filtered tensors into every variable of `vs` whose

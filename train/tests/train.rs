@@ -475,3 +475,284 @@ fn cli_help_snapshots() {
         insta::assert_snapshot!(format!("train_help_{sub}"), out);
     }
 }
+
+// ---------------------------------------------------------------- reliability
+
+fn infer_bin() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_train")).with_file_name("infer")
+}
+
+fn idx_header(code: u8, dims: &[u32]) -> Vec<u8> {
+    let mut h = vec![0, 0, code, dims.len() as u8];
+    for d in dims {
+        h.extend(d.to_be_bytes());
+    }
+    h
+}
+
+fn gz(bytes: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+/// Runs a command with a deadline; returns (code, stderr, seconds).
+fn run_bounded(mut c: Command) -> (i32, String, f64) {
+    let t0 = std::time::Instant::now();
+    let out = c.stdin(Stdio::null()).output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned(), t0.elapsed().as_secs_f64())
+}
+
+/// The hostile-input corpus: every broken file through both binaries.
+#[test]
+fn hostile_inputs_corpus() {
+    let _g = lock();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Good companions: 100 MNIST images, their labels, a tiny autoencoder run.
+    let mut good = idx::read_images(mnist("t10k-images-idx3-ubyte")).unwrap();
+    good.truncate(100);
+    let labels = idx::read_labels(mnist("t10k-labels-idx1-ubyte")).unwrap()[..100].to_vec();
+    let good_images = d.join("good-images");
+    idx::write_images(&good_images, &good, false).unwrap();
+    let good_labels = d.join("good-labels");
+    idx::write_labels(&good_labels, &labels, false).unwrap();
+    let ae = d.join("ae");
+    let mut job = ae_job(&ae, 1);
+    job.settings.limit = Some(200);
+    pipeline::train_autoencoder(&job).unwrap();
+    let model = root().join("models/classifier.onnx");
+
+    let plain = {
+        let mut v = idx_header(0x08, &[100, 28, 28]);
+        v.extend(&good.pixels);
+        v
+    };
+    let f32_images = {
+        let mut v = idx_header(0x0D, &[2, 28, 28]);
+        v.extend(std::iter::repeat_n(0u8, 2 * 784 * 4));
+        v
+    };
+    let mut corrupt_gz = gz(&plain);
+    let mid = corrupt_gz.len() / 2;
+    for b in &mut corrupt_gz[mid..mid + 8] {
+        *b ^= 0x5A;
+    }
+    let images: Vec<(&str, Vec<u8>)> = vec![
+        ("empty", vec![]),
+        ("header-3-bytes", vec![0, 0, 8]),
+        ("magic-nonzero", [vec![0x12, 0x34], plain[2..].to_vec()].concat()),
+        ("type-code-unknown", [vec![0, 0, 0x42], plain[3..].to_vec()].concat()),
+        ("float-images", f32_images),
+        ("truncated-1-byte", plain[..plain.len() - 1].to_vec()),
+        ("truncated-half", plain[..plain.len() / 2].to_vec()),
+        ("trailing-garbage", [plain.clone(), b"garbage".to_vec()].concat()),
+        ("dims-0", vec![0, 0, 8, 0]),
+        ("dims-2", [idx_header(0x08, &[100, 784]), good.pixels.clone()].concat()),
+        ("dims-4", [idx_header(0x08, &[100, 1, 28, 28]), good.pixels.clone()].concat()),
+        ("claims-4g-images", [idx_header(0x08, &[u32::MAX, 28, 28]), good.pixels.clone()].concat()),
+        ("claims-65535x65535", [idx_header(0x08, &[1, 65535, 65535]), good.pixels.clone()].concat()),
+        ("zero-images", idx_header(0x08, &[0, 28, 28])),
+        ("gzip-truncated", gz(&plain)[..200].to_vec()),
+        ("gzip-corrupt", corrupt_gz),
+        ("gzip-claims-4g", gz(&idx_header(0x08, &[u32::MAX, 28, 28]))),
+        ("random-bytes", (0..5000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect()),
+    ];
+    let mut snap = String::new();
+    let mut cases = 0;
+    let mut check = |name: &str, what: &str, c: Command, file: &Path, snap: &mut String| {
+        let (code, err, secs) = run_bounded(c);
+        assert!(code == 2 || code == 1, "{name} ({what}): exit {code}: {err}");
+        assert!(!err.contains("panicked"), "{name} ({what}): {err}");
+        assert!(secs < 5.0, "{name} ({what}): took {secs:.1}s");
+        let line = err.trim_end();
+        assert_eq!(line.lines().count(), 1, "{name} ({what}): one line: {err}");
+        assert!(line.contains(&file.display().to_string()), "{name} ({what}): names the file: {line}");
+        *snap += &format!("{name} [{what}] exit {code}: {}\n", line.replace(&d.display().to_string(), "<tmp>"));
+        cases += 1;
+    };
+    for (name, bytes) in &images {
+        let p = d.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        let mut c = Command::new(infer_bin());
+        c.args(["classify", "--model"]).arg(&model).arg("--images").arg(&p);
+        check(name, "infer classify", c, &p, &mut snap);
+        let out = d.join(format!("run-{name}"));
+        let mut c = train_bin();
+        c.args(["autoencoder", "--images"]).arg(&p).arg("--out").arg(&out);
+        check(name, "train autoencoder", c, &p, &mut snap);
+        assert!(!out.exists(), "{name}: no run directory for bad input");
+    }
+    // Labels: one short, out of range, not labels.
+    let short = d.join("labels-one-short");
+    idx::write_labels(&short, &labels[..99], false).unwrap();
+    let mut big = labels.clone();
+    big[3] = 200;
+    let range = d.join("labels-out-of-range");
+    idx::write_labels(&range, &big, false).unwrap();
+    for (name, p) in [("labels-one-short", &short), ("labels-out-of-range", &range), ("labels-are-images", &good_images)] {
+        let mut c = Command::new(infer_bin());
+        c.args(["classify", "--model"]).arg(&model).arg("--images").arg(&good_images).arg("--labels").arg(p);
+        check(name, "infer classify", c, p, &mut snap);
+        if name != "labels-out-of-range" {
+            let mut c = train_bin();
+            c.args(["classifier", "--autoencoder"]).arg(&ae).arg("--images").arg(&good_images).arg("--labels").arg(p);
+            c.arg("--out").arg(d.join("clf-run"));
+            check(name, "train classifier", c, p, &mut snap);
+        }
+    }
+    // Models: random bytes, empty, truncated, another input size.
+    let whole = std::fs::read(&model).unwrap();
+    let models: Vec<(&str, Vec<u8>)> = vec![
+        ("random.onnx", (0..4000u32).map(|i| (i.wrapping_mul(40503) >> 7) as u8).collect()),
+        ("empty.onnx", vec![]),
+        ("truncated.onnx", whole[..whole.len() / 3].to_vec()),
+    ];
+    for (name, bytes) in &models {
+        let p = d.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        let mut c = Command::new(infer_bin());
+        c.args(["classify", "--model"]).arg(&p).arg("--images").arg(&good_images);
+        check(name, "infer classify", c, &p, &mut snap);
+        let mut c = Command::new(infer_bin());
+        c.args(["info", "--model"]).arg(&p);
+        check(name, "infer info", c, &p, &mut snap);
+    }
+    // An ONNX model taking 32×32 images, exported from a real run.
+    let odd = d.join("odd32");
+    idx::write_images(&odd, &Images { count: 40, rows: 32, cols: 32, pixels: vec![7; 40 * 1024] }, false).unwrap();
+    let mut j = ae_job(&d.join("ae32"), 1);
+    j.images = odd.clone();
+    j.settings.limit = None;
+    pipeline::train_autoencoder(&j).unwrap();
+    let (code, _, err) = run(&["export", "--run", d.join("ae32").to_str().unwrap(), "--out", d.join("m32").to_str().unwrap(), "-q"], None);
+    assert_eq!(code, 0, "{err}");
+    let m32 = d.join("m32/autoencoder.onnx");
+    let mut c = Command::new(infer_bin());
+    c.args(["reconstruct", "--model"]).arg(&m32).arg("--images").arg(&good_images);
+    check("model-32x32", "infer reconstruct", c, &good_images, &mut snap);
+    // Pictures, directories, paths.
+    let fake = d.join("fake.png");
+    std::fs::write(&fake, b"\x89PNX not really").unwrap();
+    let empty_dir = d.join("empty-dir");
+    std::fs::create_dir(&empty_dir).unwrap();
+    let missing = d.join("does-not-exist");
+    for (name, p) in [("png-not-png", &fake), ("dir-without-images", &empty_dir), ("missing-path", &missing)] {
+        let mut c = Command::new(infer_bin());
+        c.args(["classify", "--model"]).arg(&model).arg("--images").arg(p);
+        check(name, "infer classify", c, p, &mut snap);
+    }
+    let mut c = train_bin();
+    c.args(["autoencoder", "--images"]).arg(&missing).arg("--out").arg(d.join("r"));
+    check("missing-path", "train autoencoder", c, &missing, &mut snap);
+    // Outputs where they cannot be written.
+    let nodir = d.join("no-such-dir/pred.csv");
+    let mut c = Command::new(infer_bin());
+    c.args(["classify", "--model"]).arg(&model).arg("--images").arg(&good_images).arg("--predictions").arg(&nodir);
+    check("output-dir-missing", "infer classify", c, &nodir, &mut snap);
+    let blocker = d.join("a-file");
+    std::fs::write(&blocker, b"x").unwrap();
+    let under_file = blocker.join("embeddings.npy");
+    let mut c = Command::new(infer_bin());
+    c.args(["embed", "--model"]).arg(root().join("models/encoder.onnx")).arg("--images").arg(&good_images).arg("--out").arg(&under_file);
+    check("output-under-a-file", "infer embed", c, &under_file, &mut snap);
+    let run_under_file = blocker.join("run");
+    let mut c = train_bin();
+    c.args(["autoencoder", "--images"]).arg(&good_images).arg("--out").arg(&run_under_file);
+    check("run-dir-under-a-file", "train autoencoder", c, &run_under_file, &mut snap);
+    assert!(cases >= 25, "corpus has {cases} cases");
+    insta::assert_snapshot!("hostile_inputs", snap);
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill").args([sig, &pid.to_string()]).status().unwrap().success();
+    assert!(ok, "kill {sig} {pid}");
+}
+
+fn history_rows(run: &Path) -> usize {
+    std::fs::read_to_string(run.join("history.csv")).map(|t| t.lines().count().saturating_sub(1)).unwrap_or(0)
+}
+
+fn wait_for(cond: impl Fn() -> bool, secs: f64) {
+    let t0 = std::time::Instant::now();
+    while !cond() {
+        assert!(t0.elapsed().as_secs_f64() < secs, "timed out");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+const SIG_ARGS: [&str; 12] = ["autoencoder", "--layers", "2", "--filters", "4", "--limit", "1500", "--batch-size", "16", "--threads", "2", "--quiet"];
+
+#[test]
+fn sigint_saves_the_last_epoch_and_says_how_to_resume() {
+    let _g = lock();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let images = mnist("train-images-idx3-ubyte");
+    let mut child = train_bin()
+        .args(SIG_ARGS)
+        .args(["--epochs", "50", "--images", images.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(|| history_rows(&out) >= 1, 60.0);
+    std::thread::sleep(std::time::Duration::from_millis(150)); // mid-epoch
+    signal(child.id(), "-INT");
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(err.contains("--resume") && err.contains("is the last one saved"), "{err}");
+    let ckpt = train::run::Checkpoint::read(&out.join("weights.safetensors"), Device::Cpu).unwrap();
+    assert!(ckpt.epoch >= 1);
+    assert_eq!(history_rows(&out), ckpt.epoch);
+}
+
+#[test]
+fn sigkill_at_random_moments_never_loses_the_run() {
+    let _g = lock();
+    let dir = tempfile::tempdir().unwrap();
+    let (cut, full) = (dir.path().join("cut"), dir.path().join("full"));
+    let images = mnist("train-images-idx3-ubyte");
+    let epochs = "4";
+    let args = |out: &Path, resume: bool| {
+        let mut c = train_bin();
+        c.args(SIG_ARGS).args(["--epochs", epochs, "--images", images.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+        c.arg(if resume { "--resume" } else { "--force" });
+        c.stdout(Stdio::null()).stderr(Stdio::null());
+        c
+    };
+    assert!(args(&full, false).status().unwrap().success());
+    // Kill at pseudo-random moments (some inside checkpoint writes), resume, repeat.
+    let mut rng = train::data::Rng::new(99);
+    let mut kills = 0;
+    for round in 0..12 {
+        let mut child = args(&cut, round > 0).spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(200 + rng.next_u64() % 900));
+        let done = child.try_wait().unwrap().is_some();
+        if !done {
+            signal(child.id(), "-KILL");
+            kills += 1;
+        }
+        let status = child.wait().unwrap();
+        let w = cut.join("weights.safetensors");
+        if w.exists() {
+            let ckpt = train::run::Checkpoint::read(&w, Device::Cpu).expect("a loadable checkpoint after every kill");
+            let rows = history_rows(&cut);
+            assert!(rows == ckpt.epoch || rows + 1 == ckpt.epoch, "history {rows} rows vs checkpoint epoch {}", ckpt.epoch);
+            if status.success() && ckpt.epoch == 4 {
+                break;
+            }
+        }
+    }
+    assert!(kills >= 2, "the test killed too rarely ({kills})");
+    // Finish, then compare with the uninterrupted run.
+    let status = args(&cut, true).status().unwrap();
+    assert!(status.success());
+    assert_eq!(history_losses(&cut), history_losses(&full));
+    let a = train::run::Checkpoint::read(&full.join("weights.safetensors"), Device::Cpu).unwrap();
+    let b = train::run::Checkpoint::read(&cut.join("weights.safetensors"), Device::Cpu).unwrap();
+    for (k, t) in &a.tensors {
+        assert!(t.equal(&b.tensors[k]), "{k} differs after kills and resumes");
+    }
+}
