@@ -190,11 +190,12 @@ pub struct ClassifierArgs {
     pub images: PathBuf,
     #[arg(long, default_value = "data/mnist/train-labels-idx1-ubyte")]
     pub labels: PathBuf,
-    /// Test images for the final report ("none" to skip).
-    #[arg(long, default_value = "data/mnist/t10k-images-idx3-ubyte")]
-    pub test_images: PathBuf,
-    #[arg(long, default_value = "data/mnist/t10k-labels-idx1-ubyte")]
-    pub test_labels: PathBuf,
+    /// Test images for the final report (default: the t10k file beside --images, if any; "none" to skip).
+    #[arg(long)]
+    pub test_images: Option<PathBuf>,
+    /// Test labels (default: the t10k file beside --labels, if any).
+    #[arg(long)]
+    pub test_labels: Option<PathBuf>,
     /// Units of the fully connected layer.
     #[arg(long)]
     pub fc_units: Option<usize>,
@@ -287,10 +288,11 @@ pub struct ExploreArgs {
     pub images: PathBuf,
     #[arg(long, default_value = "data/mnist/train-labels-idx1-ubyte")]
     pub labels: PathBuf,
-    #[arg(long, default_value = "data/mnist/t10k-images-idx3-ubyte")]
-    pub test_images: PathBuf,
-    #[arg(long, default_value = "data/mnist/t10k-labels-idx1-ubyte")]
-    pub test_labels: PathBuf,
+    /// Test images for "predict the test data" (default: the t10k file beside --images).
+    #[arg(long)]
+    pub test_images: Option<PathBuf>,
+    #[arg(long)]
+    pub test_labels: Option<PathBuf>,
     /// Where runs, tables and graphs go.
     #[arg(long, default_value = "runs/explore")]
     pub dir: PathBuf,
@@ -298,8 +300,35 @@ pub struct ExploreArgs {
     pub base: SweepBase,
 }
 
-fn opt_path(p: &std::path::Path) -> Option<PathBuf> {
-    (p.as_os_str() != "none").then(|| p.to_path_buf())
+/// The test set that goes with a training file: `train-images…` →
+/// `t10k-images…` beside it (MNIST's and Fashion-MNIST's naming, plain or
+/// .gz), if that file exists.
+pub fn companion_test_file(train: &std::path::Path) -> Option<PathBuf> {
+    let name = train.file_name()?.to_str()?;
+    let test = name.replacen("train-", "t10k-", 1);
+    let p = train.with_file_name(test);
+    (name.starts_with("train-") && p.is_file()).then_some(p)
+}
+
+/// The test pair to report on: explicit paths ("none" skips), else the
+/// companions of the training files.
+pub fn test_pair(
+    images: &std::path::Path,
+    labels: &std::path::Path,
+    test_images: &Option<PathBuf>,
+    test_labels: &Option<PathBuf>,
+) -> (Option<PathBuf>, Option<PathBuf>) {
+    let none = |p: &Option<PathBuf>| p.as_ref().is_some_and(|p| p.as_os_str() == "none");
+    if none(test_images) || none(test_labels) {
+        return (None, None);
+    }
+    match (test_images, test_labels) {
+        (None, None) => match (companion_test_file(images), companion_test_file(labels)) {
+            (Some(i), Some(l)) => (Some(i), Some(l)),
+            _ => (None, None),
+        },
+        (i, l) => (i.clone(), l.clone()),
+    }
 }
 
 impl CommonArgs {
@@ -362,8 +391,8 @@ impl ClassifierArgs {
             autoencoder: self.autoencoder.clone(),
             images: self.images.clone(),
             labels: self.labels.clone(),
-            test_images: opt_path(&self.test_images),
-            test_labels: opt_path(&self.test_labels),
+            test_images: test_pair(&self.images, &self.labels, &self.test_images, &self.test_labels).0,
+            test_labels: test_pair(&self.images, &self.labels, &self.test_images, &self.test_labels).1,
             fc_units,
             objective,
             common: self.common.common(PathBuf::from(name), "classification_loss_values.csv"),

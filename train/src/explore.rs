@@ -35,7 +35,10 @@ fn ask<R: BufRead, W: Write, T: std::str::FromStr>(
 
 pub fn run<R: BufRead, W: Write>(args: &ExploreArgs, input: &mut R, out: &mut W) -> Result<(), TrainError> {
     let io = |e: std::io::Error| TrainError::Runtime(format!("terminal: {e}"));
-    let test = Some((args.test_images.clone(), args.test_labels.clone())).filter(|(i, l)| i.exists() && l.exists());
+    let test = match crate::cli::test_pair(&args.images, &args.labels, &args.test_images, &args.test_labels) {
+        (Some(i), Some(l)) => Some((i, l)),
+        _ => None,
+    };
     let mut ex = Explorer::new(
         args.network,
         args.base.clone(),

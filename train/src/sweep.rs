@@ -303,9 +303,10 @@ pub fn run(args: &SweepArgs) -> Result<(), TrainError> {
     if varied.is_empty() {
         return Err(TrainError::Invalid("nothing to sweep: give at least one list of values, e.g. --layers 3,4,5".into()));
     }
-    let test = (args.network == Network::Classifier)
-        .then(|| (PathBuf::from("data/mnist/t10k-images-idx3-ubyte"), PathBuf::from("data/mnist/t10k-labels-idx1-ubyte")))
-        .filter(|(i, l)| i.exists() && l.exists());
+    let test = match crate::cli::test_pair(&args.images, &args.labels, &None, &None) {
+        (Some(i), Some(l)) if args.network == Network::Classifier => Some((i, l)),
+        _ => None,
+    };
     let mut ex = Explorer::new(args.network, args.base.clone(), args.dir.clone(), args.images.clone(), args.labels.clone(), test, args.autoencoder.clone())?;
     for (param, values) in varied {
         for &v in values {

@@ -38,7 +38,8 @@ enum Command {
         #[arg(long, default_value_t = 256)]
         batch: usize,
     },
-    /// float32 matrix-multiply GFLOP/s (the machine's ceiling).
+    /// float32 matrix-multiply GFLOP/s (the machine's ceiling), in libtorch
+    /// and in ONNX Runtime's own GEMM; the larger is the ceiling.
     Matmul {
         #[arg(long, default_value_t = 1024)]
         n: i64,
@@ -119,8 +120,50 @@ fn run(cli: Cli) -> Result<serde_json::Value, String> {
             let secs = t0.elapsed().as_secs_f64();
             serde_json::json!({"images_per_second": imgs.count as f64 / secs, "seconds": secs, "images": imgs.count})
         }
-        Command::Matmul { n, reps } => serde_json::json!({"gflops_per_second": bench::matmul_ceiling(*n, *reps), "n": n}),
+        Command::Matmul { n, reps } => {
+            let torch = bench::matmul_ceiling(*n, *reps);
+            let ort = ort_matmul(*n, *reps, cli.threads)?;
+            serde_json::json!({"gflops_per_second": torch.max(ort), "libtorch": torch, "onnxruntime": ort, "n": n})
+        }
     })
+}
+
+/// GFLOP/s of ONNX Runtime's MatMul: an n×n input times an n×n initializer.
+fn ort_matmul(n: i64, reps: usize, threads: usize) -> Result<f64, String> {
+    use infer::onnx::*;
+    let b: Vec<f32> = (0..n * n).map(|i| ((i % 97) as f32) / 97.0).collect();
+    let dims = [Dim::Fixed(1), Dim::Fixed(1), Dim::Fixed(n), Dim::Fixed(n)];
+    let model = ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 17 }],
+        graph: Some(GraphProto {
+            node: vec![NodeProto {
+                input: vec!["image".into(), "b".into()],
+                output: vec!["y".into()],
+                name: "mm".into(),
+                op_type: "MatMul".into(),
+                ..Default::default()
+            }],
+            name: "matmul".into(),
+            initializer: vec![TensorProto::f32("b", &[n, n], &b)],
+            input: vec![ValueInfoProto::tensor_f32("image", &dims)],
+            output: vec![ValueInfoProto::tensor_f32("y", &dims)],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let dir = std::env::temp_dir().join(format!("bench-matmul-{}.onnx", std::process::id()));
+    std::fs::write(&dir, model.to_bytes()).map_err(|e| e.to_string())?;
+    let mut s = ModelSession::open(&dir, &SessionOptions { device: OrtDevice::Cpu, threads: Some(threads) }).map_err(|e| e.to_string());
+    let _ = std::fs::remove_file(&dir);
+    let s = s.as_mut().map_err(|e| e.clone())?;
+    let a: Vec<f32> = (0..n * n).map(|i| ((i % 89) as f32) / 89.0).collect();
+    s.run(&a, 1).map_err(|e| e.to_string())?;
+    let t0 = std::time::Instant::now();
+    for _ in 0..reps {
+        s.run(&a, 1).map_err(|e| e.to_string())?;
+    }
+    Ok(2.0 * (n * n * n) as f64 * reps as f64 / t0.elapsed().as_secs_f64() / 1e9)
 }
 
 fn main() -> ExitCode {
