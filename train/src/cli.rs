@@ -61,6 +61,8 @@ pub struct PresetValues {
     pub finetune_lr: f64,
     pub clf_optimizer: OptimizerKind,
     pub clf_cosine: bool,
+    /// Classifier data augmentation: random shifts of up to N pixels.
+    pub clf_augment: usize,
 }
 
 impl Preset {
@@ -77,12 +79,13 @@ impl Preset {
                 ae_cosine: true,
                 fc_units: 64,
                 frozen_epochs: 1,
-                clf_epochs: 4,
+                clf_epochs: 8,
                 clf_batch: 64,
                 clf_lr: 1e-3,
                 finetune_lr: 1e-3,
                 clf_optimizer: OptimizerKind::Adam,
                 clf_cosine: true,
+                clf_augment: 2,
             },
             Preset::Paper => PresetValues {
                 layers: 4,
@@ -101,6 +104,7 @@ impl Preset {
                 finetune_lr: 1e-4,
                 clf_optimizer: OptimizerKind::Rmsprop,
                 clf_cosine: false,
+                clf_augment: 0,
             },
         }
     }
@@ -132,6 +136,9 @@ pub struct CommonArgs {
     /// Train on the first N images only.
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Shift training images randomly by up to N pixels (default: the preset's).
+    #[arg(long)]
+    pub augment: Option<usize>,
     /// CPU threads for libtorch (default: libtorch's choice).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -346,6 +353,7 @@ impl CommonArgs {
             limit: self.limit,
             threads: self.threads,
             loss: None,
+            augment: 0,
         }
     }
 
@@ -359,7 +367,8 @@ impl CommonArgs {
 impl AutoencoderArgs {
     pub fn job(&self) -> AutoencoderJob {
         let p = self.common.preset.values();
-        let settings = self.common.settings(p.ae_epochs, 0, p.ae_batch, p.ae_optimizer, p.ae_lr, None, p.ae_cosine);
+        let mut settings = self.common.settings(p.ae_epochs, 0, p.ae_batch, p.ae_optimizer, p.ae_lr, None, p.ae_cosine);
+        settings.augment = self.common.augment.unwrap_or(0);
         let (layers, filter_size, filters) =
             (self.layers.unwrap_or(p.layers), self.filter_size.unwrap_or(p.filter_size), self.filters.unwrap_or(p.filters));
         let name = format!("runs/autoencoder-L{layers}_FS{filter_size}_FL{filters}_E{}_B{}", settings.epochs, settings.batch_size);
@@ -386,6 +395,7 @@ impl ClassifierArgs {
             LossArg::Mse => Objective::OneHotMse,
         };
         settings.loss = Some(format!("{:?}", self.loss).to_lowercase());
+        settings.augment = self.common.augment.unwrap_or(p.clf_augment);
         let name = format!("runs/classifier-FC{fc_units}_E{}+{}_B{}", frozen, settings.epochs, settings.batch_size);
         Ok(ClassifierJob {
             autoencoder: self.autoencoder.clone(),

@@ -200,6 +200,7 @@ pub fn train_autoencoder(job: &AutoencoderJob) -> Result<Outcome, TrainError> {
         cosine: job.settings.cosine,
         seed: job.settings.seed,
         quiet: job.common.quiet,
+        augment: job.settings.augment,
     };
     let forward = |x: &Tensor, train: bool| ae.forward(x, train);
     fit::run_stage(&stage, start, &forward, Objective::Reconstruction, &data, &vs, &mut opt, &run, &mut history)?;
@@ -382,6 +383,7 @@ pub fn train_classifier(job: &ClassifierJob) -> Result<Outcome, TrainError> {
         cosine: s.cosine,
         seed: s.seed,
         quiet: job.common.quiet,
+        augment: s.augment,
     };
     // Stage 1: encoder frozen (no gradients, BatchNorm in eval mode).
     if s.frozen_epochs > 0 && start <= s.frozen_epochs {

@@ -43,6 +43,10 @@ pub struct TrainSettings {
     pub threads: Option<usize>,
     #[serde(default)]
     pub loss: Option<String>,
+    /// Random translation of training images by up to this many pixels
+    /// (data augmentation; 0 = none).
+    #[serde(default)]
+    pub augment: usize,
 }
 
 /// The dataset a run was trained on.

@@ -176,6 +176,7 @@ impl Explorer {
                     limit: c.limit,
                     threads: c.threads,
                     loss: None,
+                    augment: c.augment.unwrap_or(0),
                 };
                 pipeline::train_autoencoder(&AutoencoderJob {
                     images: self.images.clone(),
@@ -200,6 +201,7 @@ impl Explorer {
                     limit: c.limit,
                     threads: c.threads,
                     loss: Some("crossentropy".into()),
+                    augment: c.augment.unwrap_or(pv.clf_augment),
                 };
                 pipeline::train_classifier(&ClassifierJob {
                     autoencoder: self.autoencoder.clone().expect("checked in new"),

@@ -51,6 +51,7 @@ fn settings(epochs: usize, batch: usize) -> TrainSettings {
         limit: Some(1200),
         threads: Some(2),
         loss: None,
+        augment: 0,
     }
 }
 
