@@ -4,7 +4,7 @@
 set -euo pipefail
 venv=${1:?venv directory}
 req=${2:?requirements file}
-py=${PYTHON:-python3}
+py=${BASE_PYTHON:-python3}
 
 stamp="$venv/.stamp-$(basename "$req" .txt)-$(sha256sum "$req" | cut -c1-16)"
 if [ -f "$stamp" ]; then
