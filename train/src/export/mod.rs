@@ -13,7 +13,7 @@ use infer::session::{Device as OrtDevice, ModelSession, SessionOptions};
 
 use crate::data;
 use crate::error::TrainError;
-use crate::model::{Autoencoder, AutoencoderConfig, Classifier, ClassifierConfig};
+use crate::model::{Autoencoder, AutoencoderConfig, Classifier};
 use crate::run::{Checkpoint, ModelConfig, RunConfig, RunDir, WEIGHTS};
 
 use self::onnx::{Graph, Weights};
@@ -83,20 +83,15 @@ fn metadata(cfg: &RunConfig, run: &RunDir) -> BTreeMap<String, String> {
     m
 }
 
-fn load_autoencoder(run: &RunDir, cfg: &AutoencoderConfig) -> Result<(Weights, Autoencoder, VarStore), TrainError> {
+/// A model rebuilt from its config and filled from the run's checkpoint,
+/// with its weights on the host for the graph.
+fn load<M>(run: &RunDir, build: impl FnOnce(&tch::nn::Path) -> M) -> Result<(Weights, M), TrainError> {
     let ckpt = Checkpoint::read(&run.file(WEIGHTS), Device::Cpu)?;
     let mut vs = VarStore::new(Device::Cpu);
-    let ae = Autoencoder::new(&vs.root(), cfg);
+    let model = build(&vs.root());
     ckpt.copy_into(&mut vs, "")?;
-    Ok((Weights::from_tensors(&ckpt.tensors), ae, vs))
-}
-
-fn load_classifier(run: &RunDir, cfg: &ClassifierConfig) -> Result<(Weights, Classifier, VarStore), TrainError> {
-    let ckpt = Checkpoint::read(&run.file(WEIGHTS), Device::Cpu)?;
-    let mut vs = VarStore::new(Device::Cpu);
-    let clf = Classifier::new(&vs.root(), cfg);
-    ckpt.copy_into(&mut vs, "")?;
-    Ok((Weights::from_tensors(&ckpt.tensors), clf, vs))
+    // The modules keep their tensors alive after the store goes.
+    Ok((Weights::from_tensors(&ckpt.tensors), model))
 }
 
 /// The graphs a run exports: an autoencoder run gives autoencoder + encoder;
@@ -107,9 +102,8 @@ fn pending(run: &RunDir) -> Result<(Vec<Pending>, AutoencoderConfig, RunConfig),
     let (ae_run, ae_cfg_full) = match &cfg.model {
         ModelConfig::Autoencoder { .. } => (run.clone(), cfg.clone()),
         ModelConfig::Classifier { autoencoder_run, model, .. } => {
-            let (w, clf, vs) = load_classifier(run, model)?;
+            let (w, clf) = load(run, |p| Classifier::new(p, model))?;
             let m = onnx::classifier_model(&w, model, &metadata(&cfg, run)).map_err(|msg| TrainError::BadRun { path: run.file(WEIGHTS), msg })?;
-            let _keep = vs;
             out.push(Pending {
                 name: "classifier",
                 model: m,
@@ -127,9 +121,11 @@ fn pending(run: &RunDir) -> Result<(Vec<Pending>, AutoencoderConfig, RunConfig),
         return Err(TrainError::Invalid(format!("{}: expected an autoencoder run", ae_run.path.display())));
     };
     let meta = metadata(&ae_cfg_full, &ae_run);
+    let (w, ae) = load(&ae_run, |p| Autoencoder::new(p, &ae_cfg))?;
+    let ae = std::rc::Rc::new(ae);
     for which in [Graph::Autoencoder, Graph::Encoder] {
-        let (w, ae, _vs) = load_autoencoder(&ae_run, &ae_cfg)?;
         let m = onnx::autoencoder_model(&w, &ae_cfg, which, &meta).map_err(|msg| TrainError::BadRun { path: ae_run.file(WEIGHTS), msg })?;
+        let ae = ae.clone();
         let (name, reference): (&'static str, Box<dyn Fn(&Tensor) -> Vec<Tensor>>) = match which {
             Graph::Autoencoder => ("autoencoder", Box::new(move |x| vec![ae.forward(x, false)])),
             _ => ("encoder", Box::new(move |x| vec![ae.encoder.forward(x, false)])),
