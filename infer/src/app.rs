@@ -57,7 +57,8 @@ fn open(opts: &RunOptions, output: &str, what: &str) -> Result<(ModelSession, Im
     }
     let session = ModelSession::open(&opts.model, &opts.session)?;
     if session.output(output).is_none() {
-        let have = session.outputs.iter().map(|o| format!("{} [{}]", o.name, o.dims_string())).collect::<Vec<_>>().join(", ");
+        let have =
+            session.outputs.iter().map(|o| format!("{} [{}]", o.name, o.dims_string())).collect::<Vec<_>>().join(", ");
         return Err(InferError::Input {
             path: opts.model.clone(),
             msg: format!("model has outputs {have}, expected {what} with output `{output}`"),
@@ -143,7 +144,9 @@ pub fn classify(opts: &RunOptions, c: &ClassifyOptions, out: &mut dyn Write) -> 
         check_writable(p)?;
     }
     let mut probs_npy = match &c.probabilities {
-        Some(p) => Some(crate::npy::NpyWriter::create(p, &[source.count(), classes]).map_err(|e| InferError::output(p, e))?),
+        Some(p) => {
+            Some(crate::npy::NpyWriter::create(p, &[source.count(), classes]).map_err(|e| InferError::output(p, e))?)
+        }
         None => None,
     };
     if c.confusion.is_some() && labels.is_none() {
@@ -167,7 +170,8 @@ pub fn classify(opts: &RunOptions, c: &ClassifyOptions, out: &mut dyn Write) -> 
             w.write_rows(&probs.data).map_err(|e| InferError::output(p, e))?;
         }
         for (i, row) in probs.data.chunks_exact(classes).enumerate() {
-            let (best, p) = row.iter().enumerate().fold((0, f32::NEG_INFINITY), |a, (k, &v)| if v > a.1 { (k, v) } else { a });
+            let (best, p) =
+                row.iter().enumerate().fold((0, f32::NEG_INFINITY), |a, (k, &v)| if v > a.1 { (k, v) } else { a });
             let index = preds.len();
             preds.push(best);
             confs.push(p);
@@ -180,7 +184,13 @@ pub fn classify(opts: &RunOptions, c: &ClassifyOptions, out: &mut dyn Write) -> 
                         Some(t) => format!("predicted {}, true {} ({:.0}%)", names[best], names[t], p * 100.0),
                         None => format!("predicted {} ({:.0}%)", names[best], p * 100.0),
                     };
-                    slot.push(Tile { pixels: pixels[i * h * w..(i + 1) * h * w].to_vec(), height: h, width: w, caption: Some(caption), alert: !right });
+                    slot.push(Tile {
+                        pixels: pixels[i * h * w..(i + 1) * h * w].to_vec(),
+                        height: h,
+                        width: w,
+                        caption: Some(caption),
+                        alert: !right,
+                    });
                 }
             }
         }
@@ -193,7 +203,11 @@ pub fn classify(opts: &RunOptions, c: &ClassifyOptions, out: &mut dyn Write) -> 
     let rate = n as f64 / seconds.max(1e-9);
     let provider = session.provider;
     if !opts.quiet {
-        eprintln!("{n} images in {seconds:.3}s ({rate:.0} images/s) on {provider}, batch {}{}", opts.batch_size, rss_note());
+        eprintln!(
+            "{n} images in {seconds:.3}s ({rate:.0} images/s) on {provider}, batch {}{}",
+            opts.batch_size,
+            rss_note()
+        );
     }
     let mut text = String::new();
     let mut doc = json!({
@@ -228,10 +242,15 @@ pub fn classify(opts: &RunOptions, c: &ClassifyOptions, out: &mut dyn Write) -> 
             let bar = "#".repeat((count * 40).div_ceil(top).min(40));
             let _ = writeln!(text, "{:>width$} {count:>8} {bar}", names[k]);
         }
-        doc["histogram"] = json!(names.iter().cloned().zip(hist.iter().map(|&c| json!(c))).collect::<serde_json::Map<_, _>>());
+        doc["histogram"] =
+            json!(names.iter().cloned().zip(hist.iter().map(|&c| json!(c))).collect::<serde_json::Map<_, _>>());
     }
     if let Some(p) = &c.predictions {
-        let mut csv = String::from(if labels.is_some() { "index,predicted,confidence,true\n" } else { "index,predicted,confidence\n" });
+        let mut csv = String::from(if labels.is_some() {
+            "index,predicted,confidence,true\n"
+        } else {
+            "index,predicted,confidence\n"
+        });
         for (i, (&pr, &cf)) in preds.iter().zip(&confs).enumerate() {
             match &labels {
                 Some(l) => writeln!(csv, "{i},{},{cf:.6},{}", names[pr], names[l[i] as usize]),
@@ -242,7 +261,10 @@ pub fn classify(opts: &RunOptions, c: &ClassifyOptions, out: &mut dyn Write) -> 
         crate::atomic::write_bytes(p, csv.as_bytes()).map_err(|e| InferError::output(p, e))?;
     }
     if let Some(d) = &c.samples {
-        for (tiles, name, title) in [(&samples[0], "correct.png", "correctly predicted"), (&samples[1], "incorrect.png", "incorrectly predicted")] {
+        for (tiles, name, title) in [
+            (&samples[0], "correct.png", "correctly predicted"),
+            (&samples[1], "incorrect.png", "incorrectly predicted"),
+        ] {
             if tiles.is_empty() && name == "incorrect.png" && labels.is_none() {
                 continue;
             }
@@ -275,7 +297,9 @@ pub fn reconstruct(opts: &RunOptions, r: &ReconstructOptions, out: &mut dyn Writ
     }
     let (h, w) = (session.height, session.width);
     let mut npy = match &r.npy {
-        Some(p) => Some(crate::npy::NpyWriter::create(p, &[source.count(), 1, h, w]).map_err(|e| InferError::output(p, e))?),
+        Some(p) => {
+            Some(crate::npy::NpyWriter::create(p, &[source.count(), 1, h, w]).map_err(|e| InferError::output(p, e))?)
+        }
         None => None,
     };
     let px = h * w;
@@ -292,7 +316,13 @@ pub fn reconstruct(opts: &RunOptions, r: &ReconstructOptions, out: &mut dyn Writ
             if originals.len() < r.count {
                 originals.push(Tile { pixels: x.to_vec(), height: h, width: w, caption: None, alert: false });
                 let y8 = y.iter().map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8).collect();
-                recons.push(Tile { pixels: y8, height: h, width: w, caption: Some(format!("MSE {e:.5}")), alert: false });
+                recons.push(Tile {
+                    pixels: y8,
+                    height: h,
+                    width: w,
+                    caption: Some(format!("MSE {e:.5}")),
+                    alert: false,
+                });
             }
             mse.push(e);
         }
@@ -307,7 +337,12 @@ pub fn reconstruct(opts: &RunOptions, r: &ReconstructOptions, out: &mut dyn Writ
     sorted.sort_by(f64::total_cmp);
     let median = sorted.get(n / 2).copied().unwrap_or(0.0);
     if !opts.quiet {
-        eprintln!("{n} images in {seconds:.3}s ({:.0} images/s) on {}{}", n as f64 / seconds.max(1e-9), session.provider, rss_note());
+        eprintln!(
+            "{n} images in {seconds:.3}s ({:.0} images/s) on {}{}",
+            n as f64 / seconds.max(1e-9),
+            session.provider,
+            rss_note()
+        );
     }
     if let Some(p) = &r.per_image {
         let mut csv = String::from("index,mse\n");
@@ -320,7 +355,8 @@ pub fn reconstruct(opts: &RunOptions, r: &ReconstructOptions, out: &mut dyn Writ
         let cols = originals.len();
         let mut tiles = originals;
         tiles.extend(recons);
-        figure::image_grid(p, Some("originals (top) and reconstructions (bottom)"), &tiles, cols.max(1), 3).map_err(|e| InferError::output(p, e))?;
+        figure::image_grid(p, Some("originals (top) and reconstructions (bottom)"), &tiles, cols.max(1), 3)
+            .map_err(|e| InferError::output(p, e))?;
     }
     let io = |e: std::io::Error| InferError::Runtime(format!("stdout: {e}"));
     match r.format {
@@ -361,11 +397,15 @@ pub fn embed(opts: &RunOptions, npy: &Path, out: &mut dyn Write) -> Result<(), I
         .iter()
         .map(|d| match d {
             Dim::Fixed(v) if *v > 0 => Ok(*v as usize),
-            _ => Err(InferError::Input { path: opts.model.clone(), msg: "output `embedding` has a non-fixed shape".into() }),
+            _ => Err(InferError::Input {
+                path: opts.model.clone(),
+                msg: "output `embedding` has a non-fixed shape".into(),
+            }),
         })
         .product::<Result<usize, _>>()?;
     check_writable(npy)?;
-    let mut writer = crate::npy::NpyWriter::create(npy, &[source.count(), width]).map_err(|e| InferError::output(npy, e))?;
+    let mut writer =
+        crate::npy::NpyWriter::create(npy, &[source.count(), width]).map_err(|e| InferError::output(npy, e))?;
     let seconds = stream(&mut session, &mut source, opts.batch_size, |_, outputs| {
         let e = outputs.iter().find(|o| o.name == "embedding").expect("checked");
         writer.write_rows(&e.data).map_err(|err| InferError::output(npy, err))
@@ -373,10 +413,21 @@ pub fn embed(opts: &RunOptions, npy: &Path, out: &mut dyn Write) -> Result<(), I
     writer.finish().map_err(|e| InferError::output(npy, e))?;
     let n = source.count();
     if !opts.quiet {
-        eprintln!("{n} images in {seconds:.3}s ({:.0} images/s) on {}{}", n as f64 / seconds.max(1e-9), session.provider, rss_note());
+        eprintln!(
+            "{n} images in {seconds:.3}s ({:.0} images/s) on {}{}",
+            n as f64 / seconds.max(1e-9),
+            session.provider,
+            rss_note()
+        );
     }
-    writeln!(out, "wrote {} embeddings of {width} floats ([{}]) to {}", n, dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "), npy.display())
-        .map_err(|e| InferError::Runtime(format!("stdout: {e}")))?;
+    writeln!(
+        out,
+        "wrote {} embeddings of {width} floats ([{}]) to {}",
+        n,
+        dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "),
+        npy.display()
+    )
+    .map_err(|e| InferError::Runtime(format!("stdout: {e}")))?;
     Ok(())
 }
 
@@ -395,7 +446,12 @@ pub fn info(model: &Path, format: Format, out: &mut dyn Write) -> Result<(), Inf
             let mut s = String::new();
             let _ = writeln!(s, "model: {}", model.display());
             let _ = writeln!(s, "producer: {} {}", m.producer_name, m.producer_version);
-            let _ = writeln!(s, "ir_version: {}  opset: {}", m.ir_version, m.opset().map(|o| o.to_string()).unwrap_or("?".into()));
+            let _ = writeln!(
+                s,
+                "ir_version: {}  opset: {}",
+                m.ir_version,
+                m.opset().map(|o| o.to_string()).unwrap_or("?".into())
+            );
             if !m.doc_string.is_empty() {
                 let _ = writeln!(s, "doc: {}", m.doc_string);
             }

@@ -26,10 +26,7 @@ impl AtomicFile {
             _ => PathBuf::from("."),
         };
         if !dir.is_dir() {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("directory {} does not exist", dir.display()),
-            ));
+            return Err(io::Error::new(io::ErrorKind::NotFound, format!("directory {} does not exist", dir.display())));
         }
         let tmp = dir.join(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
         let file = File::create(&tmp)?;

@@ -53,7 +53,8 @@ pub fn check_writable(path: &std::path::Path) -> Result<(), InferError> {
         return Err(InferError::Output { path: path.to_path_buf(), msg: format!("{} {why}", dir.display()) });
     }
     let probe = dir.join(format!(".infer-write-test.{}", std::process::id()));
-    std::fs::write(&probe, b"").map_err(|e| InferError::Output { path: path.to_path_buf(), msg: format!("cannot write there: {e}") })?;
+    std::fs::write(&probe, b"")
+        .map_err(|e| InferError::Output { path: path.to_path_buf(), msg: format!("cannot write there: {e}") })?;
     let _ = std::fs::remove_file(probe);
     Ok(())
 }

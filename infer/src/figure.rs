@@ -88,7 +88,14 @@ pub struct Series {
 
 /// A line chart with markers and a legend; a log y axis when `log_y` and
 /// every value is positive.
-pub fn line_chart(path: &Path, title: &str, x_label: &str, y_label: &str, series: &[Series], log_y: bool) -> io::Result<()> {
+pub fn line_chart(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+    log_y: bool,
+) -> io::Result<()> {
     let (w, h) = (800u32, 500u32);
     let mut buf = vec![255u8; (w * h * 3) as usize];
     let pts = || series.iter().flat_map(|s| s.points.iter());
@@ -128,9 +135,7 @@ pub fn line_chart(path: &Path, title: &str, x_label: &str, y_label: &str, series
                         .map_err(draw_err)?
                         .label(s.name.clone())
                         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
-                    chart
-                        .draw_series(s.points.iter().map(|&p| Circle::new(p, 3, c.filled())))
-                        .map_err(draw_err)?;
+                    chart.draw_series(s.points.iter().map(|&p| Circle::new(p, 3, c.filled()))).map_err(draw_err)?;
                 }
                 chart
                     .configure_series_labels()
@@ -141,7 +146,9 @@ pub fn line_chart(path: &Path, title: &str, x_label: &str, y_label: &str, series
             }};
         }
         if log_y {
-            draw!(builder.build_cartesian_2d((x0 - pad)..(x1 + pad), (y0 * 0.9..y1 * 1.1).log_scale()).map_err(draw_err)?);
+            draw!(builder
+                .build_cartesian_2d((x0 - pad)..(x1 + pad), (y0 * 0.9..y1 * 1.1).log_scale())
+                .map_err(draw_err)?);
         } else {
             let ypad = (y1 - y0) * 0.05;
             draw!(builder.build_cartesian_2d((x0 - pad)..(x1 + pad), (y0 - ypad)..(y1 + ypad)).map_err(draw_err)?);

@@ -165,10 +165,7 @@ impl IdxData {
 
     fn from_be_bytes(dtype: DType, bytes: Vec<u8>) -> IdxData {
         fn conv<const N: usize, T>(bytes: &[u8], f: fn([u8; N]) -> T) -> Vec<T> {
-            bytes
-                .chunks_exact(N)
-                .map(|c| f(c.try_into().expect("chunk of N bytes")))
-                .collect()
+            bytes.chunks_exact(N).map(|c| f(c.try_into().expect("chunk of N bytes"))).collect()
         }
         match dtype {
             DType::U8 => IdxData::U8(bytes),
@@ -258,11 +255,7 @@ impl Header {
             .iter()
             .try_fold(self.dtype.size() as u64, |acc, &d| acc.checked_mul(d as u64))
             .filter(|&n| usize::try_from(n).is_ok())
-            .ok_or_else(|| IdxError::Overflow {
-                path: path.to_path_buf(),
-                dims: self.dims_string(),
-                dtype: self.dtype,
-            })
+            .ok_or_else(|| IdxError::Overflow { path: path.to_path_buf(), dims: self.dims_string(), dtype: self.dtype })
     }
 
     fn check_role(&self, path: &Path, role: Role) -> Result<()> {
@@ -274,21 +267,13 @@ impl Header {
         if ok {
             Ok(())
         } else {
-            Err(IdxError::WrongRole {
-                path: path.to_path_buf(),
-                dims: self.dims_string(),
-                dtype: self.dtype,
-                role,
-            })
+            Err(IdxError::WrongRole { path: path.to_path_buf(), dims: self.dims_string(), dtype: self.dtype, role })
         }
     }
 }
 
 fn dims_string(dims: &[usize]) -> String {
-    dims.iter()
-        .map(|d| d.to_string())
-        .collect::<Vec<_>>()
-        .join("×")
+    dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("×")
 }
 
 /// An open IDX file positioned at the start of its payload, plain or gzip.
@@ -341,10 +326,7 @@ impl IdxReader {
     pub fn open(path: impl AsRef<Path>) -> Result<IdxReader> {
         let path = path.as_ref();
         let file = File::open(path).map_err(|source| IdxError::Io { path: path.to_path_buf(), source })?;
-        let file_len = file
-            .metadata()
-            .map_err(|source| IdxError::Io { path: path.to_path_buf(), source })?
-            .len();
+        let file_len = file.metadata().map_err(|source| IdxError::Io { path: path.to_path_buf(), source })?.len();
         IdxReader::from_reader(path, BufReader::with_capacity(1 << 16, file), file_len)
     }
 
@@ -413,10 +395,7 @@ impl IdxReader {
     pub fn read_bytes(&mut self, len: u64) -> Result<Vec<u8>> {
         let want = len.min(self.payload_len - self.consumed);
         let mut buf = Vec::with_capacity(want.min(1 << 24) as usize);
-        let got = (&mut self.source)
-            .take(want)
-            .read_to_end(&mut buf)
-            .map_err(io_err(&self.path, self.gzip))? as u64;
+        let got = (&mut self.source).take(want).read_to_end(&mut buf).map_err(io_err(&self.path, self.gzip))? as u64;
         self.consumed += got;
         if got < want {
             return Err(IdxError::Truncated {
@@ -440,10 +419,7 @@ impl IdxReader {
             return Ok(());
         }
         let mut rest = Vec::new();
-        let extra = (&mut self.source)
-            .take(1 << 20)
-            .read_to_end(&mut rest)
-            .map_err(io_err(&self.path, true))?;
+        let extra = (&mut self.source).take(1 << 20).read_to_end(&mut rest).map_err(io_err(&self.path, true))?;
         if extra > 0 {
             return Err(IdxError::Trailing {
                 path: self.path.clone(),
@@ -475,8 +451,7 @@ fn read_header(path: &Path, r: &mut dyn Read, gzip: bool) -> Result<Header> {
     if got < 4 {
         return Err(IdxError::ShortHeader { path: path.to_path_buf(), got, expected: 4 });
     }
-    let dtype = DType::from_code(fixed[2])
-        .ok_or(IdxError::UnknownType { path: path.to_path_buf(), code: fixed[2] })?;
+    let dtype = DType::from_code(fixed[2]).ok_or(IdxError::UnknownType { path: path.to_path_buf(), code: fixed[2] })?;
     let ndims = fixed[3] as usize;
     if ndims == 0 {
         return Err(IdxError::NoDimensions { path: path.to_path_buf() });
@@ -484,16 +459,10 @@ fn read_header(path: &Path, r: &mut dyn Read, gzip: bool) -> Result<Header> {
     let mut raw = vec![0u8; 4 * ndims];
     let got_dims = read_full(r, &mut raw).map_err(io_err(path, gzip))?;
     if got_dims < raw.len() {
-        return Err(IdxError::ShortHeader {
-            path: path.to_path_buf(),
-            got: 4 + got_dims,
-            expected: 4 + raw.len(),
-        });
+        return Err(IdxError::ShortHeader { path: path.to_path_buf(), got: 4 + got_dims, expected: 4 + raw.len() });
     }
-    let dims: Vec<usize> = raw
-        .chunks_exact(4)
-        .map(|c| u32::from_be_bytes(c.try_into().expect("4 bytes")) as usize)
-        .collect();
+    let dims: Vec<usize> =
+        raw.chunks_exact(4).map(|c| u32::from_be_bytes(c.try_into().expect("4 bytes")) as usize).collect();
     if let Some(index) = dims.iter().position(|&d| d == 0) {
         return Err(IdxError::ZeroDimension { path: path.to_path_buf(), index });
     }
@@ -568,10 +537,8 @@ pub fn write(path: impl AsRef<Path>, array: &IdxArray, gzip: bool) -> Result<()>
     let mut bytes = Vec::with_capacity(4 + 4 * array.dims.len() + expected * array.data.dtype().size());
     bytes.extend_from_slice(&[0, 0, array.data.dtype().code(), array.dims.len() as u8]);
     for &d in &array.dims {
-        let d = u32::try_from(d).map_err(|_| IdxError::ShapeMismatch {
-            path: path.to_path_buf(),
-            dims: dims_string(&array.dims),
-        })?;
+        let d = u32::try_from(d)
+            .map_err(|_| IdxError::ShapeMismatch { path: path.to_path_buf(), dims: dims_string(&array.dims) })?;
         bytes.extend_from_slice(&d.to_be_bytes());
     }
     bytes.extend_from_slice(&array.data.to_be_bytes());
@@ -589,10 +556,8 @@ pub fn write(path: impl AsRef<Path>, array: &IdxArray, gzip: bool) -> Result<()>
 
 /// Writes `[N, H, W]` u8 images.
 pub fn write_images(path: impl AsRef<Path>, images: &Images, gzip: bool) -> Result<()> {
-    let array = IdxArray {
-        dims: vec![images.count, images.rows, images.cols],
-        data: IdxData::U8(images.pixels.clone()),
-    };
+    let array =
+        IdxArray { dims: vec![images.count, images.rows, images.cols], data: IdxData::U8(images.pixels.clone()) };
     write(path, &array, gzip)
 }
 

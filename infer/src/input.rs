@@ -147,7 +147,13 @@ pub const MAX_PICTURE_PIXELS: u64 = 64 << 20;
 
 /// Decodes PNG/JPEG bytes to grayscale `h × w` pixels (`path` names it in
 /// messages).
-pub fn decode_picture(path: &Path, bytes: &[u8], h: usize, w: usize, allow_resize: bool) -> Result<Vec<u8>, InferError> {
+pub fn decode_picture(
+    path: &Path,
+    bytes: &[u8],
+    h: usize,
+    w: usize,
+    allow_resize: bool,
+) -> Result<Vec<u8>, InferError> {
     let input = |msg: String| InferError::Input { path: path.to_path_buf(), msg };
     let reader = image::io::Reader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
@@ -160,7 +166,8 @@ pub fn decode_picture(path: &Path, bytes: &[u8], h: usize, w: usize, allow_resiz
     if iw as u64 * ih as u64 > MAX_PICTURE_PIXELS {
         return Err(input(format!("image claims {iw}×{ih} pixels, more than this tool accepts")));
     }
-    let mut reader = image::io::Reader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|e| input(e.to_string()))?;
+    let mut reader =
+        image::io::Reader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|e| input(e.to_string()))?;
     let mut limits = image::io::Limits::default();
     limits.max_alloc = Some(MAX_PICTURE_PIXELS * 8);
     reader.limits(limits);

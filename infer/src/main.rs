@@ -9,7 +9,11 @@ use infer::input::Preprocess;
 use infer::session::{Device, SessionOptions};
 
 #[derive(Debug, Parser)]
-#[command(name = "infer", version, about = "Batch inference with the exported ONNX models on ONNX Runtime (no libtorch)")]
+#[command(
+    name = "infer",
+    version,
+    about = "Batch inference with the exported ONNX models on ONNX Runtime (no libtorch)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -45,7 +45,7 @@ impl NpyWriter {
 
     /// Appends whole rows (`values.len()` a multiple of `cols`).
     pub fn write_rows(&mut self, values: &[f32]) -> io::Result<()> {
-        if values.len() % self.cols != 0 || self.written + values.len() / self.cols > self.rows {
+        if !values.len().is_multiple_of(self.cols) || self.written + values.len() / self.cols > self.rows {
             return Err(io::Error::other("row count or width does not match the .npy header"));
         }
         let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();

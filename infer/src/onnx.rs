@@ -123,7 +123,12 @@ impl AttributeProto {
         AttributeProto { name: name.into(), f, r#type: attribute_type::FLOAT, ..Default::default() }
     }
     pub fn string(name: &str, s: &str) -> Self {
-        AttributeProto { name: name.into(), s: s.as_bytes().to_vec(), r#type: attribute_type::STRING, ..Default::default() }
+        AttributeProto {
+            name: name.into(),
+            s: s.as_bytes().to_vec(),
+            r#type: attribute_type::STRING,
+            ..Default::default()
+        }
     }
 }
 
@@ -306,7 +311,8 @@ pub fn read_model(path: impl AsRef<Path>) -> Result<ModelProto, OnnxError> {
     if bytes.is_empty() {
         return Err(OnnxError::Empty { path: path.into() });
     }
-    let model = ModelProto::decode(bytes.as_slice()).map_err(|source| OnnxError::Decode { path: path.into(), source })?;
+    let model =
+        ModelProto::decode(bytes.as_slice()).map_err(|source| OnnxError::Decode { path: path.into(), source })?;
     if model.graph.is_none() || model.ir_version == 0 {
         return Err(OnnxError::NoGraph { path: path.into() });
     }

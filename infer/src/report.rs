@@ -80,20 +80,9 @@ pub fn classification_report(
         f1: weighted(|s| s.f1),
         support: total,
     };
-    let names = labels
-        .iter()
-        .map(|&c| class_names.and_then(|n| n.get(c)).cloned().unwrap_or_else(|| c.to_string()))
-        .collect();
-    Report {
-        labels,
-        names,
-        per_class,
-        accuracy: ratio(correct, total),
-        macro_avg,
-        weighted_avg,
-        confusion,
-        total,
-    }
+    let names =
+        labels.iter().map(|&c| class_names.and_then(|n| n.get(c)).cloned().unwrap_or_else(|| c.to_string())).collect();
+    Report { labels, names, per_class, accuracy: ratio(correct, total), macro_avg, weighted_avg, confusion, total }
 }
 
 impl Report {
@@ -152,9 +141,8 @@ impl Report {
 
     /// scikit-learn's `output_dict=True` shape, plus `confusion_matrix`.
     pub fn to_json(&self) -> Value {
-        let scores = |s: &Scores| {
-            json!({"precision": s.precision, "recall": s.recall, "f1-score": s.f1, "support": s.support})
-        };
+        let scores =
+            |s: &Scores| json!({"precision": s.precision, "recall": s.recall, "f1-score": s.f1, "support": s.support});
         let mut m = Map::new();
         for (name, s) in self.names.iter().zip(&self.per_class) {
             m.insert(name.clone(), scores(s));

@@ -125,8 +125,7 @@ impl ModelSession {
         // and gives us the declared shapes and metadata.
         let model = onnx::read_model(&path)?;
         let graph = model.graph.as_ref().expect("read_model checks the graph");
-        let initializers: std::collections::HashSet<&str> =
-            graph.initializer.iter().map(|t| t.name.as_str()).collect();
+        let initializers: std::collections::HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
         let inputs: Vec<_> = graph.input.iter().filter(|i| !initializers.contains(i.name.as_str())).collect();
         if inputs.len() != 1 {
             return Err(SessionError::Inputs { path, inputs: inputs.len() });
@@ -134,9 +133,7 @@ impl ModelSession {
         let input = TensorSpec { name: inputs[0].name.clone(), dims: inputs[0].dims() };
         let (height, width) = match input.dims.as_slice() {
             [_, Dim::Fixed(1), Dim::Fixed(h), Dim::Fixed(w)] if *h > 0 && *w > 0 => (*h as usize, *w as usize),
-            _ => {
-                return Err(SessionError::InputShape { path, name: input.name.clone(), shape: input.dims_string() })
-            }
+            _ => return Err(SessionError::InputShape { path, name: input.name.clone(), shape: input.dims_string() }),
         };
         let outputs = graph.output.iter().map(|o| TensorSpec { name: o.name.clone(), dims: o.dims() }).collect();
 
@@ -174,19 +171,17 @@ impl ModelSession {
     pub fn run(&mut self, images: &[f32], batch: usize) -> Result<Vec<Output>, SessionError> {
         let shape = [batch as i64, 1, self.height as i64, self.width as i64];
         debug_assert_eq!(images.len(), batch * self.height * self.width);
-        let run_err = |path: &Path, e: &dyn std::fmt::Display| SessionError::Run { path: path.to_path_buf(), msg: e.to_string() };
+        let run_err =
+            |path: &Path, e: &dyn std::fmt::Display| SessionError::Run { path: path.to_path_buf(), msg: e.to_string() };
         let tensor = TensorRef::from_array_view((shape, images)).map_err(|e| run_err(&self.path, &e))?;
         let names: Vec<String> = self.outputs.iter().map(|o| o.name.clone()).collect();
-        let outputs = self
-            .session
-            .run(ort::inputs![self.input.name.as_str() => tensor])
-            .map_err(|e| run_err(&self.path, &e))?;
+        let outputs =
+            self.session.run(ort::inputs![self.input.name.as_str() => tensor]).map_err(|e| run_err(&self.path, &e))?;
         names
             .into_iter()
             .map(|name| {
-                let (shape, data) = outputs[name.as_str()]
-                    .try_extract_tensor::<f32>()
-                    .map_err(|e| run_err(&self.path, &e))?;
+                let (shape, data) =
+                    outputs[name.as_str()].try_extract_tensor::<f32>().map_err(|e| run_err(&self.path, &e))?;
                 Ok(Output { shape: shape.iter().map(|&d| d as usize).collect(), data: data.to_vec(), name })
             })
             .collect()

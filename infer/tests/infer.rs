@@ -141,13 +141,17 @@ fn malformed_idx_files_get_clear_errors() {
         ("huge", header(0x08, &[u32::MAX, 28, 28]), "truncated IDX payload"),
         ("huge-f64", header(0x0E, &[u32::MAX, u32::MAX, u32::MAX]), "overflows"),
         ("gz-truncated", gzip(&good)[..20].to_vec(), ""),
-        ("gz-corrupt", {
-            let mut g = gzip(&good);
-            let n = g.len();
-            g[n / 2] ^= 0xFF;
-            g[n / 2 + 1] ^= 0xFF;
-            g
-        }, ""),
+        (
+            "gz-corrupt",
+            {
+                let mut g = gzip(&good);
+                let n = g.len();
+                g[n / 2] ^= 0xFF;
+                g[n / 2 + 1] ^= 0xFF;
+                g
+            },
+            "",
+        ),
         ("gz-huge", gzip(&header(0x08, &[u32::MAX, 28, 28])), "truncated IDX payload"),
     ];
     for (name, bytes, want) in cases {
@@ -230,7 +234,10 @@ fn report_matches_hand_computed_values() {
 
 // ---------------------------------------------------------------- the binary
 
-use infer::onnx::{AttributeProto, Dim, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto, ValueInfoProto};
+use infer::onnx::{
+    AttributeProto, Dim, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto,
+    ValueInfoProto,
+};
 
 fn node(op: &str, inputs: &[&str], output: &str, attrs: Vec<AttributeProto>) -> NodeProto {
     NodeProto {
@@ -252,7 +259,10 @@ fn floats(n: usize, seed: u64, scale: f32) -> Vec<f32> {
 /// "autoencoder" (Conv → Sigmoid) and an "encoder" (Conv → Relu).
 fn fixture_model(kind: &str, h: i64, w: i64) -> ModelProto {
     let batch = || Dim::Symbolic("batch".into());
-    let mut inits = vec![TensorProto::f32("conv.w", &[2, 1, 3, 3], &floats(18, 1, 2.0)), TensorProto::f32("conv.b", &[2], &[0.1, -0.1])];
+    let mut inits = vec![
+        TensorProto::f32("conv.w", &[2, 1, 3, 3], &floats(18, 1, 2.0)),
+        TensorProto::f32("conv.b", &[2], &[0.1, -0.1]),
+    ];
     let conv = node("Conv", &["image", "conv.w", "conv.b"], "conv", vec![AttributeProto::ints("pads", &[1, 1, 1, 1])]);
     let (nodes, outputs) = match kind {
         "classifier" => {
@@ -263,7 +273,12 @@ fn fixture_model(kind: &str, h: i64, w: i64) -> ModelProto {
                 vec![
                     conv,
                     node("Relu", &["conv"], "relu", vec![]),
-                    node("MaxPool", &["relu"], "pool", vec![AttributeProto::ints("kernel_shape", &[2, 2]), AttributeProto::ints("strides", &[2, 2])]),
+                    node(
+                        "MaxPool",
+                        &["relu"],
+                        "pool",
+                        vec![AttributeProto::ints("kernel_shape", &[2, 2]), AttributeProto::ints("strides", &[2, 2])],
+                    ),
                     node("Flatten", &["pool"], "flat", vec![AttributeProto::int("axis", 1)]),
                     node("Gemm", &["flat", "fc.w", "fc.b"], "logits", vec![AttributeProto::int("transB", 1)]),
                     node("Softmax", &["logits"], "probabilities", vec![AttributeProto::int("axis", -1)]),
@@ -276,7 +291,10 @@ fn fixture_model(kind: &str, h: i64, w: i64) -> ModelProto {
             inits[1] = TensorProto::f32("conv.b", &[1], &[0.0]);
             (
                 vec![conv, node("Sigmoid", &["conv"], "reconstruction", vec![])],
-                vec![ValueInfoProto::tensor_f32("reconstruction", &[batch(), Dim::Fixed(1), Dim::Fixed(h), Dim::Fixed(w)])],
+                vec![ValueInfoProto::tensor_f32(
+                    "reconstruction",
+                    &[batch(), Dim::Fixed(1), Dim::Fixed(h), Dim::Fixed(w)],
+                )],
             )
         }
         _ => (
@@ -298,7 +316,10 @@ fn fixture_model(kind: &str, h: i64, w: i64) -> ModelProto {
             output: outputs,
             ..Default::default()
         }),
-        metadata_props: vec![StringStringEntryProto { key: "class_names".into(), value: "[\"zero\",\"one\",\"two\",\"three\",\"four\",\"five\",\"six\",\"seven\",\"eight\",\"nine\"]".into() }],
+        metadata_props: vec![StringStringEntryProto {
+            key: "class_names".into(),
+            value: "[\"zero\",\"one\",\"two\",\"three\",\"four\",\"five\",\"six\",\"seven\",\"eight\",\"nine\"]".into(),
+        }],
         ..Default::default()
     }
 }
@@ -336,7 +357,10 @@ impl Fixture {
         let png_dir = d.join("pngs");
         std::fs::create_dir(&png_dir).unwrap();
         for i in 0..3 {
-            image::GrayImage::from_raw(8, 8, imgs.image(i).to_vec()).unwrap().save(png_dir.join(format!("{i}.png"))).unwrap();
+            image::GrayImage::from_raw(8, 8, imgs.image(i).to_vec())
+                .unwrap()
+                .save(png_dir.join(format!("{i}.png")))
+                .unwrap();
         }
         image::GrayImage::from_raw(16, 16, vec![128; 256]).unwrap().save(d.join("16x16.png")).unwrap();
         Fixture { dir }
@@ -350,7 +374,11 @@ impl Fixture {
 /// Runs `infer` and returns (exit code, stdout, stderr).
 fn infer_cmd(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_infer")).args(args).output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn redact_json(text: &str) -> String {
@@ -366,14 +394,36 @@ fn redact_json(text: &str) -> String {
 #[test]
 fn classify_reports_snapshots() {
     let f = Fixture::new();
-    let (code, text, err) = infer_cmd(&["classify", "--model", &f.p("classifier.onnx"), "--images", &f.p("images"), "--labels", &f.p("labels"), "--device", "cpu"]);
+    let (code, text, err) = infer_cmd(&[
+        "classify",
+        "--model",
+        &f.p("classifier.onnx"),
+        "--images",
+        &f.p("images"),
+        "--labels",
+        &f.p("labels"),
+        "--device",
+        "cpu",
+    ]);
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("images/s") && err.contains("CPUExecutionProvider"), "{err}");
     insta::assert_snapshot!("classify_text", text);
-    let (code, json, _) = infer_cmd(&["classify", "--model", &f.p("classifier.onnx"), "--images", &f.p("images.gz"), "--labels", &f.p("labels"), "--format", "json", "-q"]);
+    let (code, json, _) = infer_cmd(&[
+        "classify",
+        "--model",
+        &f.p("classifier.onnx"),
+        "--images",
+        &f.p("images.gz"),
+        "--labels",
+        &f.p("labels"),
+        "--format",
+        "json",
+        "-q",
+    ]);
     assert_eq!(code, 0);
     insta::assert_snapshot!("classify_json", redact_json(&json));
-    let (code, hist, _) = infer_cmd(&["classify", "--model", &f.p("classifier.onnx"), "--images", &f.p("images"), "-q"]);
+    let (code, hist, _) =
+        infer_cmd(&["classify", "--model", &f.p("classifier.onnx"), "--images", &f.p("images"), "-q"]);
     assert_eq!(code, 0);
     insta::assert_snapshot!("classify_histogram", hist);
 }
@@ -384,9 +434,22 @@ fn classify_writes_its_files() {
     let out = f.dir.path().join("out");
     std::fs::create_dir(&out).unwrap();
     let (code, _, err) = infer_cmd(&[
-        "classify", "--model", &f.p("classifier.onnx"), "--images", &f.p("images"), "--labels", &f.p("labels"), "-q",
-        "--predictions", &f.p("out/pred.csv"), "--confusion", &f.p("out/confusion.png"), "--samples", &f.p("out/samples"),
-        "--probabilities", &f.p("out/probs.npy"),
+        "classify",
+        "--model",
+        &f.p("classifier.onnx"),
+        "--images",
+        &f.p("images"),
+        "--labels",
+        &f.p("labels"),
+        "-q",
+        "--predictions",
+        &f.p("out/pred.csv"),
+        "--confusion",
+        &f.p("out/confusion.png"),
+        "--samples",
+        &f.p("out/samples"),
+        "--probabilities",
+        &f.p("out/probs.npy"),
     ]);
     assert_eq!(code, 0, "{err}");
     let csv = std::fs::read_to_string(out.join("pred.csv")).unwrap();
@@ -405,10 +468,12 @@ fn pictures_and_directories_are_inputs() {
     let (code, out, err) = infer_cmd(&["classify", "--model", &f.p("classifier.onnx"), "--images", &f.p("pngs"), "-q"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("(3 images)"), "{out}");
-    let (code, _, err) = infer_cmd(&["classify", "--model", &f.p("classifier.onnx"), "--images", &f.p("16x16.png"), "-q"]);
+    let (code, _, err) =
+        infer_cmd(&["classify", "--model", &f.p("classifier.onnx"), "--images", &f.p("16x16.png"), "-q"]);
     assert_eq!(code, 2);
     assert!(err.contains("image is 16×16, the model takes 8×8 (pass --resize"), "{err}");
-    let (code, _, err) = infer_cmd(&["classify", "--model", &f.p("classifier.onnx"), "--images", &f.p("16x16.png"), "--resize", "-q"]);
+    let (code, _, err) =
+        infer_cmd(&["classify", "--model", &f.p("classifier.onnx"), "--images", &f.p("16x16.png"), "--resize", "-q"]);
     assert_eq!(code, 0, "{err}");
 }
 
@@ -416,8 +481,18 @@ fn pictures_and_directories_are_inputs() {
 fn reconstruct_mean_is_mean_of_per_image() {
     let f = Fixture::new();
     let (code, out, err) = infer_cmd(&[
-        "reconstruct", "--model", &f.p("autoencoder.onnx"), "--images", &f.p("images"), "--format", "json", "-q", "--out", &f.p("grid.png"),
-        "--npy", &f.p("rec.npy"),
+        "reconstruct",
+        "--model",
+        &f.p("autoencoder.onnx"),
+        "--images",
+        &f.p("images"),
+        "--format",
+        "json",
+        "-q",
+        "--out",
+        &f.p("grid.png"),
+        "--npy",
+        &f.p("rec.npy"),
     ]);
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -432,7 +507,16 @@ fn reconstruct_mean_is_mean_of_per_image() {
 #[test]
 fn embed_writes_one_row_per_image() {
     let f = Fixture::new();
-    let (code, out, err) = infer_cmd(&["embed", "--model", &f.p("encoder.onnx"), "--images", &f.p("images"), "--out", &f.p("e.npy"), "-q"]);
+    let (code, out, err) = infer_cmd(&[
+        "embed",
+        "--model",
+        &f.p("encoder.onnx"),
+        "--images",
+        &f.p("images"),
+        "--out",
+        &f.p("e.npy"),
+        "-q",
+    ]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("wrote 60 embeddings of 128 floats"), "{out}");
     let bytes = std::fs::read(f.p("e.npy")).unwrap();
@@ -455,22 +539,91 @@ fn bad_inputs_fail_with_one_line_and_exit_2() {
     let m = f.p("classifier.onnx");
     let imgs = f.p("images");
     let cases: Vec<(&str, Vec<String>)> = vec![
-        ("classify_on_autoencoder", vec!["classify", "--model", &f.p("autoencoder.onnx"), "--images", &imgs].into_iter().map(String::from).collect()),
-        ("wrong_size", vec!["classify", "--model", &f.p("big.onnx"), "--images", &imgs].into_iter().map(String::from).collect()),
-        ("labels_count", vec!["classify", "--model", &m, "--images", &imgs, "--labels", &f.p("labels-short")].into_iter().map(String::from).collect()),
-        ("label_range", vec!["classify", "--model", &m, "--images", &imgs, "--labels", &f.p("labels-12")].into_iter().map(String::from).collect()),
-        ("random_onnx", vec!["classify", "--model", &f.p("random.onnx"), "--images", &imgs].into_iter().map(String::from).collect()),
+        (
+            "classify_on_autoencoder",
+            vec!["classify", "--model", &f.p("autoencoder.onnx"), "--images", &imgs]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+        ),
+        (
+            "wrong_size",
+            vec!["classify", "--model", &f.p("big.onnx"), "--images", &imgs].into_iter().map(String::from).collect(),
+        ),
+        (
+            "labels_count",
+            vec!["classify", "--model", &m, "--images", &imgs, "--labels", &f.p("labels-short")]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+        ),
+        (
+            "label_range",
+            vec!["classify", "--model", &m, "--images", &imgs, "--labels", &f.p("labels-12")]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+        ),
+        (
+            "random_onnx",
+            vec!["classify", "--model", &f.p("random.onnx"), "--images", &imgs].into_iter().map(String::from).collect(),
+        ),
         ("empty_onnx", vec!["info", "--model", &f.p("empty.onnx")].into_iter().map(String::from).collect()),
-        ("truncated_onnx", vec!["classify", "--model", &f.p("truncated.onnx"), "--images", &imgs].into_iter().map(String::from).collect()),
-        ("missing_model", vec!["classify", "--model", &f.p("nope.onnx"), "--images", &imgs].into_iter().map(String::from).collect()),
-        ("missing_images", vec!["classify", "--model", &m, "--images", &f.p("nope")].into_iter().map(String::from).collect()),
-        ("labels_as_images", vec!["classify", "--model", &m, "--images", &f.p("labels")].into_iter().map(String::from).collect()),
-        ("no_images_dir", vec!["classify", "--model", &m, "--images", &f.p("no-images")].into_iter().map(String::from).collect()),
-        ("fake_png", vec!["classify", "--model", &m, "--images", &f.p("fake.png")].into_iter().map(String::from).collect()),
-        ("output_dir_missing", vec!["classify", "--model", &m, "--images", &imgs, "--predictions", &f.p("nodir/p.csv")].into_iter().map(String::from).collect()),
-        ("embed_on_classifier", vec!["embed", "--model", &m, "--images", &imgs, "--out", &f.p("x.npy")].into_iter().map(String::from).collect()),
-        ("cuda_required", vec!["classify", "--model", &m, "--images", &imgs, "--device", "cuda"].into_iter().map(String::from).collect()),
-        ("batch_size_0", vec!["classify", "--model", &m, "--images", &imgs, "--batch-size", "0"].into_iter().map(String::from).collect()),
+        (
+            "truncated_onnx",
+            vec!["classify", "--model", &f.p("truncated.onnx"), "--images", &imgs]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+        ),
+        (
+            "missing_model",
+            vec!["classify", "--model", &f.p("nope.onnx"), "--images", &imgs].into_iter().map(String::from).collect(),
+        ),
+        (
+            "missing_images",
+            vec!["classify", "--model", &m, "--images", &f.p("nope")].into_iter().map(String::from).collect(),
+        ),
+        (
+            "labels_as_images",
+            vec!["classify", "--model", &m, "--images", &f.p("labels")].into_iter().map(String::from).collect(),
+        ),
+        (
+            "no_images_dir",
+            vec!["classify", "--model", &m, "--images", &f.p("no-images")].into_iter().map(String::from).collect(),
+        ),
+        (
+            "fake_png",
+            vec!["classify", "--model", &m, "--images", &f.p("fake.png")].into_iter().map(String::from).collect(),
+        ),
+        (
+            "output_dir_missing",
+            vec!["classify", "--model", &m, "--images", &imgs, "--predictions", &f.p("nodir/p.csv")]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+        ),
+        (
+            "embed_on_classifier",
+            vec!["embed", "--model", &m, "--images", &imgs, "--out", &f.p("x.npy")]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+        ),
+        (
+            "cuda_required",
+            vec!["classify", "--model", &m, "--images", &imgs, "--device", "cuda"]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+        ),
+        (
+            "batch_size_0",
+            vec!["classify", "--model", &m, "--images", &imgs, "--batch-size", "0"]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+        ),
         ("bad_flag", vec!["classify", "--model", &m, "--imagez", &imgs].into_iter().map(String::from).collect()),
     ];
     let mut snap = String::new();
@@ -506,10 +659,15 @@ fn help_snapshots() {
 #[test]
 fn committed_classifier_reaches_its_accuracy_on_mnist() {
     let (code, out, err) = infer_cmd(&[
-        "classify", "--model", &root().join("models/classifier.onnx").display().to_string(),
-        "--images", &root().join("data/mnist/t10k-images-idx3-ubyte").display().to_string(),
-        "--labels", &root().join("data/mnist/t10k-labels-idx1-ubyte").display().to_string(),
-        "--format", "json",
+        "classify",
+        "--model",
+        &root().join("models/classifier.onnx").display().to_string(),
+        "--images",
+        &root().join("data/mnist/t10k-images-idx3-ubyte").display().to_string(),
+        "--labels",
+        &root().join("data/mnist/t10k-labels-idx1-ubyte").display().to_string(),
+        "--format",
+        "json",
     ]);
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("images/s"), "{err}");
@@ -530,9 +688,22 @@ fn classify_streams_in_bounded_memory() {
         let p = f.dir.path().join(format!("many-{n}"));
         let imgs = Images { count: n, rows: 8, cols: 8, pixels: noise(n * 64, n as u64) };
         idx::write_images(&p, &imgs, false).unwrap();
-        let (code, _, err) = infer_cmd(&["classify", "--model", &f.p("classifier.onnx"), "--images", p.to_str().unwrap(), "--device", "cpu"]);
+        let (code, _, err) = infer_cmd(&[
+            "classify",
+            "--model",
+            &f.p("classifier.onnx"),
+            "--images",
+            p.to_str().unwrap(),
+            "--device",
+            "cpu",
+        ]);
         assert_eq!(code, 0, "{err}");
-        let mib: f64 = err.split("peak RSS ").nth(1).and_then(|s| s.split_whitespace().next()).and_then(|v| v.parse().ok()).expect("peak RSS reported");
+        let mib: f64 = err
+            .split("peak RSS ")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .expect("peak RSS reported");
         eprintln!("{n} images: peak RSS {mib} MiB");
         mib
     };

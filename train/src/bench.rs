@@ -10,6 +10,9 @@ use crate::fit::Objective;
 use crate::model::{Autoencoder, AutoencoderConfig, Classifier, ClassifierConfig};
 use crate::optim::{Optimizer, OptimizerKind};
 
+/// A model's forward pass, boxed so both networks fit one measurement loop.
+type Forward = Box<dyn Fn(&Tensor) -> Tensor>;
+
 /// Multiply-accumulates of one conv over an h×w output map.
 fn conv_macs(h: usize, w: usize, c_in: usize, c_out: usize, k: usize) -> u64 {
     (h * w * c_in * c_out * k * k) as u64
@@ -89,7 +92,7 @@ pub fn train_throughput(
 ) -> Throughput {
     let vs = VarStore::new(Device::Cpu);
     let n = data.size()[0];
-    let (forward, objective, flops): (Box<dyn Fn(&Tensor) -> Tensor>, Objective, u64) = match classifier {
+    let (forward, objective, flops): (Forward, Objective, u64) = match classifier {
         None => {
             let m = Autoencoder::new(&vs.root(), ae);
             (Box::new(move |x| m.forward(x, true)), Objective::Reconstruction, autoencoder_flops(ae))
@@ -135,9 +138,14 @@ pub fn train_throughput(
 }
 
 /// tch eval-mode forward throughput over all of `data` in batches.
-pub fn tch_inference_throughput(classifier: Option<(usize, usize)>, ae: &AutoencoderConfig, data: &Tensor, batch: usize) -> Throughput {
+pub fn tch_inference_throughput(
+    classifier: Option<(usize, usize)>,
+    ae: &AutoencoderConfig,
+    data: &Tensor,
+    batch: usize,
+) -> Throughput {
     let vs = VarStore::new(Device::Cpu);
-    let (forward, flops): (Box<dyn Fn(&Tensor) -> Tensor>, u64) = match classifier {
+    let (forward, flops): (Forward, u64) = match classifier {
         None => {
             let m = Autoencoder::new(&vs.root(), ae);
             (Box::new(move |x| m.forward(x, false)), autoencoder_flops(ae))

@@ -12,7 +12,11 @@ use crate::pipeline::{AutoencoderJob, ClassifierJob, Common, DeviceChoice};
 use crate::run::TrainSettings;
 
 #[derive(Debug, Parser)]
-#[command(name = "train", version, about = "Train a convolutional autoencoder and a classifier on its encoder (libtorch), export them to ONNX")]
+#[command(
+    name = "train",
+    version,
+    about = "Train a convolutional autoencoder and a classifier on its encoder (libtorch), export them to ONNX"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -339,7 +343,17 @@ pub fn test_pair(
 }
 
 impl CommonArgs {
-    fn settings(&self, epochs: usize, frozen: usize, batch: usize, opt: OptimizerKind, lr: f64, finetune: Option<f64>, cosine: bool) -> TrainSettings {
+    #[allow(clippy::too_many_arguments)]
+    fn settings(
+        &self,
+        epochs: usize,
+        frozen: usize,
+        batch: usize,
+        opt: OptimizerKind,
+        lr: f64,
+        finetune: Option<f64>,
+        cosine: bool,
+    ) -> TrainSettings {
         TrainSettings {
             epochs: self.epochs.unwrap_or(epochs),
             frozen_epochs: frozen,
@@ -359,7 +373,8 @@ impl CommonArgs {
 
     pub fn common(&self, default_out: PathBuf, table_name: &str) -> Common {
         let out = self.out.clone().unwrap_or(default_out);
-        let table = self.table.clone().or_else(|| Some(out.parent().unwrap_or(std::path::Path::new(".")).join(table_name)));
+        let table =
+            self.table.clone().or_else(|| Some(out.parent().unwrap_or(std::path::Path::new(".")).join(table_name)));
         Common { out, device: self.device, quiet: self.quiet, resume: self.resume, force: self.force, table }
     }
 }
@@ -369,9 +384,15 @@ impl AutoencoderArgs {
         let p = self.common.preset.values();
         let mut settings = self.common.settings(p.ae_epochs, 0, p.ae_batch, p.ae_optimizer, p.ae_lr, None, p.ae_cosine);
         settings.augment = self.common.augment.unwrap_or(0);
-        let (layers, filter_size, filters) =
-            (self.layers.unwrap_or(p.layers), self.filter_size.unwrap_or(p.filter_size), self.filters.unwrap_or(p.filters));
-        let name = format!("runs/autoencoder-L{layers}_FS{filter_size}_FL{filters}_E{}_B{}", settings.epochs, settings.batch_size);
+        let (layers, filter_size, filters) = (
+            self.layers.unwrap_or(p.layers),
+            self.filter_size.unwrap_or(p.filter_size),
+            self.filters.unwrap_or(p.filters),
+        );
+        let name = format!(
+            "runs/autoencoder-L{layers}_FS{filter_size}_FL{filters}_E{}_B{}",
+            settings.epochs, settings.batch_size
+        );
         AutoencoderJob {
             images: self.images.clone(),
             layers,
@@ -388,7 +409,8 @@ impl ClassifierArgs {
         let p = self.common.preset.values();
         let frozen = self.frozen_epochs.unwrap_or(p.frozen_epochs);
         let finetune = self.finetune_lr.or(if self.common.lr.is_some() { None } else { Some(p.finetune_lr) });
-        let mut settings = self.common.settings(p.clf_epochs, frozen, p.clf_batch, p.clf_optimizer, p.clf_lr, finetune, p.clf_cosine);
+        let mut settings =
+            self.common.settings(p.clf_epochs, frozen, p.clf_batch, p.clf_optimizer, p.clf_lr, finetune, p.clf_cosine);
         let fc_units = self.fc_units.unwrap_or(p.fc_units);
         let objective = match self.loss {
             LossArg::CrossEntropy => Objective::CrossEntropy,

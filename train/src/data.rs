@@ -43,7 +43,7 @@ impl Rng {
 /// Images (and labels) on the device, split.
 #[derive(Debug)]
 pub struct Data {
-    pub train_x: Tensor, // [N_train, 1, H, W] f32 in [0, 1]
+    pub train_x: Tensor,         // [N_train, 1, H, W] f32 in [0, 1]
     pub train_y: Option<Tensor>, // [N_train] i64
     pub val_x: Tensor,
     pub val_y: Option<Tensor>,
@@ -59,11 +59,12 @@ impl Data {
 
 /// Converts u8 images to a [N, 1, H, W] f32 tensor in [0, 1] on `device`.
 pub fn images_tensor(images: &Images, device: Device) -> Tensor {
-    Tensor::from_slice(&images.pixels)
-        .to_device(device)
-        .to_kind(Kind::Float)
-        .g_div_scalar(255.0)
-        .reshape([images.count as i64, 1, images.rows as i64, images.cols as i64])
+    Tensor::from_slice(&images.pixels).to_device(device).to_kind(Kind::Float).g_div_scalar(255.0).reshape([
+        images.count as i64,
+        1,
+        images.rows as i64,
+        images.cols as i64,
+    ])
 }
 
 pub fn labels_tensor(labels: &[u8], device: Device) -> Tensor {
@@ -98,7 +99,13 @@ pub fn load_labels(path: &Path, images_path: &Path, count: usize, limit: Option<
 }
 
 /// Splits seeded: a fraction `val_split` of the images goes to validation.
-pub fn split(images: &Images, labels: Option<&[u8]>, val_split: f64, seed: u64, device: Device) -> Result<Data, TrainError> {
+pub fn split(
+    images: &Images,
+    labels: Option<&[u8]>,
+    val_split: f64,
+    seed: u64,
+    device: Device,
+) -> Result<Data, TrainError> {
     if !(val_split > 0.0 && val_split < 1.0) {
         return Err(TrainError::Invalid(format!("--val-split must be strictly between 0 and 1, got {val_split}")));
     }
@@ -136,10 +143,16 @@ pub fn epoch_batches(n: usize, batch_size: usize, seed: u64, epoch: usize, devic
 
 /// SHA-256 of a file, hex.
 pub fn sha256_file(path: &Path) -> Result<String, TrainError> {
-    let mut f = std::fs::File::open(path)
-        .map_err(|e| TrainError::Io { path: path.to_path_buf(), what: "cannot read".into(), msg: e.to_string() })?;
+    let mut f = std::fs::File::open(path).map_err(|e| TrainError::Io {
+        path: path.to_path_buf(),
+        what: "cannot read".into(),
+        msg: e.to_string(),
+    })?;
     let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut h)
-        .map_err(|e| TrainError::Io { path: path.to_path_buf(), what: "cannot read".into(), msg: e.to_string() })?;
+    std::io::copy(&mut f, &mut h).map_err(|e| TrainError::Io {
+        path: path.to_path_buf(),
+        what: "cannot read".into(),
+        msg: e.to_string(),
+    })?;
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }

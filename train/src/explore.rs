@@ -56,22 +56,40 @@ pub fn run<R: BufRead, W: Write>(args: &ExploreArgs, input: &mut R, out: &mut W)
         Network::Classifier => "predict the test data",
     };
     loop {
-        let menu = format!("\n1) run again with one changed hyperparameter\n2) show the error graphs\n3) {third}\n4) exit\nchoice: ");
+        let menu = format!(
+            "\n1) run again with one changed hyperparameter\n2) show the error graphs\n3) {third}\n4) exit\nchoice: "
+        );
         let Some(choice) = ask::<_, _, usize>(input, out, &menu, |c| (1..=4).contains(c))? else { return Ok(()) };
         match choice {
             1 => {
-                let list = params.iter().enumerate().map(|(i, p)| format!("{}) {}", i + 1, p.label())).collect::<Vec<_>>().join("\n");
-                let Some(k) = ask::<_, _, usize>(input, out, &format!("{list}\nhyperparameter: "), |k| (1..=params.len()).contains(k))? else {
+                let list = params
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| format!("{}) {}", i + 1, p.label()))
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                let Some(k) = ask::<_, _, usize>(input, out, &format!("{list}\nhyperparameter: "), |k| {
+                    (1..=params.len()).contains(k)
+                })?
+                else {
                     return Ok(());
                 };
                 let param = params[k - 1];
-                let Some(v) = ask::<_, _, usize>(input, out, &format!("new value of {}: ", param.label()), |v| *v > 0)? else {
+                let Some(v) = ask::<_, _, usize>(input, out, &format!("new value of {}: ", param.label()), |v| *v > 0)?
+                else {
                     return Ok(());
                 };
                 // A value the model rejects is reported and the menu goes on.
                 match ex.vary(param, v) {
-                    Ok(o) => writeln!(out, "{} = {v}: loss {:.6} val_loss {:.6} ({:.1}s)", param.label(), o.last.loss, o.last.val_loss, o.train_seconds)
-                        .map_err(io)?,
+                    Ok(o) => writeln!(
+                        out,
+                        "{} = {v}: loss {:.6} val_loss {:.6} ({:.1}s)",
+                        param.label(),
+                        o.last.loss,
+                        o.last.val_loss,
+                        o.train_seconds
+                    )
+                    .map_err(io)?,
                     Err(e) if e.exit_code() == 2 => writeln!(out, "error: {e}").map_err(io)?,
                     Err(e) => return Err(e),
                 }
@@ -97,18 +115,30 @@ pub fn run<R: BufRead, W: Write>(args: &ExploreArgs, input: &mut R, out: &mut W)
                             images: Some(args.images.clone()),
                             verify_count: 16,
                         })?;
-                        writeln!(out, "saved {} and {}", models.join("autoencoder.onnx").display(), models.join("encoder.onnx").display())
-                            .map_err(io)?;
+                        writeln!(
+                            out,
+                            "saved {} and {}",
+                            models.join("autoencoder.onnx").display(),
+                            models.join("encoder.onnx").display()
+                        )
+                        .map_err(io)?;
                     }
                     Network::Classifier => {
                         let report: PathBuf = last.run.join("test_report.txt");
                         match std::fs::read_to_string(&report) {
                             Ok(text) => {
                                 writeln!(out, "{text}").map_err(io)?;
-                                writeln!(out, "images {} and {}", last.run.join("correct.png").display(), last.run.join("incorrect.png").display())
-                                    .map_err(io)?;
+                                writeln!(
+                                    out,
+                                    "images {} and {}",
+                                    last.run.join("correct.png").display(),
+                                    last.run.join("incorrect.png").display()
+                                )
+                                .map_err(io)?;
                             }
-                            Err(_) => writeln!(out, "no test data: pass --test-images and --test-labels").map_err(io)?,
+                            Err(_) => {
+                                writeln!(out, "no test data: pass --test-images and --test-labels").map_err(io)?
+                            }
                         }
                     }
                 }

@@ -80,7 +80,12 @@ impl Stage<'_> {
 }
 
 /// Mean loss and accuracy of the model over `x` (eval mode, no grad).
-pub fn evaluate(forward: &dyn Fn(&Tensor, bool) -> Tensor, objective: Objective, x: &Tensor, y: Option<&Tensor>) -> (f64, Option<f64>) {
+pub fn evaluate(
+    forward: &dyn Fn(&Tensor, bool) -> Tensor,
+    objective: Objective,
+    x: &Tensor,
+    y: Option<&Tensor>,
+) -> (f64, Option<f64>) {
     let n = x.size()[0];
     let chunk = 1000;
     let (mut loss, mut correct) = (0.0, 0i64);

@@ -143,7 +143,10 @@ fn named_trainable(vs: &VarStore, prefix: &str) -> Vec<(String, Tensor)> {
 
 /// Restores a checkpoint for --resume; returns the next epoch to run and
 /// the checkpoint's history (rewritten to history.csv, which may lag).
-fn restore(run: &RunDir, vs: &mut VarStore) -> Result<(usize, i64, Vec<EpochRecord>, crate::run::Checkpoint), TrainError> {
+fn restore(
+    run: &RunDir,
+    vs: &mut VarStore,
+) -> Result<(usize, i64, Vec<EpochRecord>, crate::run::Checkpoint), TrainError> {
     let ckpt = run.load_checkpoint(vs)?;
     let history = ckpt.history.clone();
     run.write_history(&history)?;
@@ -226,8 +229,12 @@ pub fn train_autoencoder(job: &AutoencoderJob) -> Result<Outcome, TrainError> {
 
 /// The loss (and accuracy) curves of a run.
 pub fn plot_history(run: &RunDir, history: &[EpochRecord], classifier: bool) -> Result<(), TrainError> {
-    let io = |p: PathBuf| move |e: std::io::Error| TrainError::Io { path: p.clone(), what: "cannot write".into(), msg: e.to_string() };
-    let pts = |f: fn(&EpochRecord) -> Option<f64>| history.iter().filter_map(|r| f(r).map(|v| (r.epoch as f64, v))).collect::<Vec<_>>();
+    let io = |p: PathBuf| {
+        move |e: std::io::Error| TrainError::Io { path: p.clone(), what: "cannot write".into(), msg: e.to_string() }
+    };
+    let pts = |f: fn(&EpochRecord) -> Option<f64>| {
+        history.iter().filter_map(|r| f(r).map(|v| (r.epoch as f64, v))).collect::<Vec<_>>()
+    };
     let p = run.file("loss.png");
     figure::line_chart(
         &p,
@@ -387,8 +394,12 @@ pub fn train_classifier(job: &ClassifierJob) -> Result<Outcome, TrainError> {
     };
     // Stage 1: encoder frozen (no gradients, BatchNorm in eval mode).
     if s.frozen_epochs > 0 && start <= s.frozen_epochs {
-        let frozen: Vec<Tensor> =
-            vs.variables().into_iter().filter(|(k, t)| k.starts_with("encoder.") && t.requires_grad()).map(|(_, t)| t).collect();
+        let frozen: Vec<Tensor> = vs
+            .variables()
+            .into_iter()
+            .filter(|(k, t)| k.starts_with("encoder.") && t.requires_grad())
+            .map(|(_, t)| t)
+            .collect();
         for t in &frozen {
             let _ = t.set_requires_grad(false);
         }
@@ -479,7 +490,11 @@ fn test_report(
     let text = rep.to_text(4);
     let write = |name: &str, bytes: &[u8]| {
         let p = run.file(name);
-        infer::atomic::write_bytes(&p, bytes).map_err(|e| TrainError::Io { path: p, what: "cannot write".into(), msg: e.to_string() })
+        infer::atomic::write_bytes(&p, bytes).map_err(|e| TrainError::Io {
+            path: p,
+            what: "cannot write".into(),
+            msg: e.to_string(),
+        })
     };
     write("test_report.txt", format!("{text}\n{}", rep.confusion_text()).as_bytes())?;
     let mut json = rep.to_json();
@@ -494,13 +509,21 @@ fn test_report(
                 pixels: images.image(i).to_vec(),
                 height: h,
                 width: w,
-                caption: Some(format!("predicted {}, true {} ({:.0}%)", names[pred[i]], names[truth[i]], conf[i] * 100.0)),
+                caption: Some(format!(
+                    "predicted {}, true {} ({:.0}%)",
+                    names[pred[i]],
+                    names[truth[i]],
+                    conf[i] * 100.0
+                )),
                 alert: !correct,
             })
             .collect();
         let p = run.file(name);
-        figure::image_grid(&p, Some(title), &tiles, 6, 3)
-            .map_err(|e| TrainError::Io { path: p, what: "cannot write".into(), msg: e.to_string() })
+        figure::image_grid(&p, Some(title), &tiles, 6, 3).map_err(|e| TrainError::Io {
+            path: p,
+            what: "cannot write".into(),
+            msg: e.to_string(),
+        })
     };
     grid("correct.png", "correctly predicted test images", true)?;
     grid("incorrect.png", "incorrectly predicted test images", false)?;

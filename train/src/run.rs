@@ -133,7 +133,10 @@ impl RunDir {
         }
         for f in [CONFIG, WEIGHTS] {
             if !path.join(f).is_file() {
-                return Err(TrainError::NotARun { path: path.clone(), why: format!("it has no {f} (incomplete run?)") });
+                return Err(TrainError::NotARun {
+                    path: path.clone(),
+                    why: format!("it has no {f} (incomplete run?)"),
+                });
             }
         }
         Ok(RunDir { path })
@@ -173,7 +176,11 @@ impl RunDir {
             ("steps".to_string(), steps.to_string()),
             ("history".to_string(), serde_json::to_string(history).expect("history serialises")),
         ]);
-        let bytes = encode_safetensors(&named, meta).map_err(|msg| TrainError::Io { path: p.clone(), what: "cannot encode".into(), msg })?;
+        let bytes = encode_safetensors(&named, meta).map_err(|msg| TrainError::Io {
+            path: p.clone(),
+            what: "cannot encode".into(),
+            msg,
+        })?;
         atomic::write_bytes(&p, &bytes).map_err(io_err(&p, "cannot write"))
     }
 
@@ -211,7 +218,8 @@ impl RunDir {
             return Ok(Vec::new());
         }
         let text = std::fs::read_to_string(&p).map_err(io_err(&p, "cannot read"))?;
-        let bad = |line: usize| TrainError::BadRun { path: p.clone(), msg: format!("line {line} is not a history row") };
+        let bad =
+            |line: usize| TrainError::BadRun { path: p.clone(), msg: format!("line {line} is not a history row") };
         text.lines()
             .enumerate()
             .skip(1)
@@ -252,10 +260,12 @@ impl Checkpoint {
     pub fn read(path: &Path, device: Device) -> Result<Checkpoint, TrainError> {
         let bad = |msg: String| TrainError::BadRun { path: path.to_path_buf(), msg };
         let bytes = std::fs::read(path).map_err(io_err(path, "cannot read"))?;
-        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(format!("not a safetensors checkpoint: {e}")))?;
+        let st = safetensors::SafeTensors::deserialize(&bytes)
+            .map_err(|e| bad(format!("not a safetensors checkpoint: {e}")))?;
         let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
         let meta = meta.metadata().clone().unwrap_or_default();
-        let epoch = meta.get("epoch").and_then(|e| e.parse().ok()).ok_or_else(|| bad("no epoch in its metadata".into()))?;
+        let epoch =
+            meta.get("epoch").and_then(|e| e.parse().ok()).ok_or_else(|| bad("no epoch in its metadata".into()))?;
         let steps = meta.get("steps").and_then(|e| e.parse().ok()).unwrap_or(0);
         let history: Vec<EpochRecord> = match meta.get("history") {
             Some(h) => serde_json::from_str(h).map_err(|e| bad(format!("unreadable history in its metadata: {e}")))?,
@@ -270,7 +280,8 @@ impl Checkpoint {
             if view.dtype() != safetensors::Dtype::F32 {
                 return Err(bad(format!("tensor {name} is {:?}, expected F32", view.dtype())));
             }
-            let values: Vec<f32> = view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            let values: Vec<f32> =
+                view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
             let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
             tensors.insert(name.to_string(), Tensor::from_slice(&values).reshape(&shape).to_device(device));
         }
@@ -287,7 +298,11 @@ impl Checkpoint {
             }
             let src = self.tensors.get(&name).ok_or_else(|| bad(format!("checkpoint has no tensor {name}")))?;
             if src.size() != var.size() {
-                return Err(bad(format!("tensor {name} has shape {:?}, the model expects {:?}", src.size(), var.size())));
+                return Err(bad(format!(
+                    "tensor {name} has shape {:?}, the model expects {:?}",
+                    src.size(),
+                    var.size()
+                )));
             }
             tch::no_grad(|| var.copy_(src));
         }

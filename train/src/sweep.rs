@@ -39,7 +39,9 @@ impl Param {
     /// The hyperparameters a network has, in menu order.
     pub fn of(network: Network) -> &'static [Param] {
         match network {
-            Network::Autoencoder => &[Param::Layers, Param::FilterSize, Param::Filters, Param::Epochs, Param::BatchSize],
+            Network::Autoencoder => {
+                &[Param::Layers, Param::FilterSize, Param::Filters, Param::Epochs, Param::BatchSize]
+            }
             Network::Classifier => &[Param::FcUnits, Param::Epochs, Param::BatchSize],
         }
     }
@@ -92,7 +94,9 @@ impl Point {
                 f(Param::Epochs),
                 f(Param::BatchSize)
             ),
-            Network::Classifier => format!("L{}_FC{}_E{}_B{}", self.layers, f(Param::FcUnits), f(Param::Epochs), f(Param::BatchSize)),
+            Network::Classifier => {
+                format!("L{}_FC{}_E{}_B{}", self.layers, f(Param::FcUnits), f(Param::Epochs), f(Param::BatchSize))
+            }
         }
     }
 }
@@ -128,15 +132,36 @@ impl Explorer {
             filter_size: args.base_filter_size.unwrap_or(p.filter_size),
             filters: args.base_filters.unwrap_or(p.filters),
             fc_units: args.base_fc_units.unwrap_or(p.fc_units),
-            epochs: args.common.epochs.unwrap_or(if network == Network::Autoencoder { p.ae_epochs } else { p.clf_epochs }),
-            batch_size: args.common.batch_size.unwrap_or(if network == Network::Autoencoder { p.ae_batch } else { p.clf_batch }),
+            epochs: args.common.epochs.unwrap_or(if network == Network::Autoencoder {
+                p.ae_epochs
+            } else {
+                p.clf_epochs
+            }),
+            batch_size: args.common.batch_size.unwrap_or(if network == Network::Autoencoder {
+                p.ae_batch
+            } else {
+                p.clf_batch
+            }),
         };
         if network == Network::Classifier {
-            let ae = autoencoder.as_ref().ok_or_else(|| TrainError::Invalid("a classifier needs --autoencoder RUN_DIR".into()))?;
+            let ae = autoencoder
+                .as_ref()
+                .ok_or_else(|| TrainError::Invalid("a classifier needs --autoencoder RUN_DIR".into()))?;
             let cfg = crate::run::RunDir::open(ae)?.read_config()?;
             base.layers = cfg.model.autoencoder().layers;
         }
-        Ok(Explorer { network, base, args, dir, images, labels, test, autoencoder, results: BTreeMap::new(), last: None })
+        Ok(Explorer {
+            network,
+            base,
+            args,
+            dir,
+            images,
+            labels,
+            test,
+            autoencoder,
+            results: BTreeMap::new(),
+            last: None,
+        })
     }
 
     fn common(&self, point: &Point, table: &str) -> Common {
@@ -233,17 +258,27 @@ impl Explorer {
     /// One graph per varied hyperparameter; returns the files written.
     pub fn graphs(&self) -> Result<Vec<PathBuf>, TrainError> {
         let mut files = Vec::new();
-        std::fs::create_dir_all(&self.dir)
-            .map_err(|e| TrainError::Io { path: self.dir.clone(), what: "cannot create".into(), msg: e.to_string() })?;
+        std::fs::create_dir_all(&self.dir).map_err(|e| TrainError::Io {
+            path: self.dir.clone(),
+            what: "cannot create".into(),
+            msg: e.to_string(),
+        })?;
         for (param, list) in &self.results {
             let name = self.base.name(self.network, Some(*param));
-            let times = list.iter().map(|(v, o)| format!("{v}: {:.0}s", o.train_seconds)).collect::<Vec<_>>().join(", ");
+            let times =
+                list.iter().map(|(v, o)| format!("{v}: {:.0}s", o.train_seconds)).collect::<Vec<_>>().join(", ");
             let title = format!("{name} — training time {times}");
-            let pts = |f: &dyn Fn(&Outcome) -> Option<f64>| list.iter().filter_map(|(v, o)| f(o).map(|y| (*v as f64, y))).collect::<Vec<_>>();
+            let pts = |f: &dyn Fn(&Outcome) -> Option<f64>| {
+                list.iter().filter_map(|(v, o)| f(o).map(|y| (*v as f64, y))).collect::<Vec<_>>()
+            };
             let path = self.dir.join(format!("{name}.png"));
             let write_err = |p: &Path| {
                 let p = p.to_path_buf();
-                move |e: std::io::Error| TrainError::Io { path: p.clone(), what: "cannot write".into(), msg: e.to_string() }
+                move |e: std::io::Error| TrainError::Io {
+                    path: p.clone(),
+                    what: "cannot write".into(),
+                    msg: e.to_string(),
+                }
             };
             figure::line_chart(
                 &path,
@@ -300,16 +335,28 @@ pub fn run(args: &SweepArgs) -> Result<(), TrainError> {
     .map(|(p, _)| *p)
     .collect();
     if let Some(p) = given.first() {
-        return Err(TrainError::Invalid(format!("a {:?} sweep cannot vary {}", args.network, p.label()).to_lowercase()));
+        return Err(TrainError::Invalid(
+            format!("a {:?} sweep cannot vary {}", args.network, p.label()).to_lowercase(),
+        ));
     }
     if varied.is_empty() {
-        return Err(TrainError::Invalid("nothing to sweep: give at least one list of values, e.g. --layers 3,4,5".into()));
+        return Err(TrainError::Invalid(
+            "nothing to sweep: give at least one list of values, e.g. --layers 3,4,5".into(),
+        ));
     }
     let test = match crate::cli::test_pair(&args.images, &args.labels, &None, &None) {
         (Some(i), Some(l)) if args.network == Network::Classifier => Some((i, l)),
         _ => None,
     };
-    let mut ex = Explorer::new(args.network, args.base.clone(), args.dir.clone(), args.images.clone(), args.labels.clone(), test, args.autoencoder.clone())?;
+    let mut ex = Explorer::new(
+        args.network,
+        args.base.clone(),
+        args.dir.clone(),
+        args.images.clone(),
+        args.labels.clone(),
+        test,
+        args.autoencoder.clone(),
+    )?;
     for (param, values) in varied {
         for &v in values {
             if !args.base.common.quiet {

@@ -25,11 +25,17 @@ impl Table {
         if !path.exists() {
             return Ok(Table { header: head, rows: Vec::new() });
         }
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| TrainError::Io { path: path.into(), what: "cannot read".into(), msg: e.to_string() })?;
+        let text = std::fs::read_to_string(path).map_err(|e| TrainError::Io {
+            path: path.into(),
+            what: "cannot read".into(),
+            msg: e.to_string(),
+        })?;
         let mut lines = text.lines();
         if lines.next().map(str::trim) != Some(header) {
-            return Err(TrainError::BadRun { path: path.into(), msg: format!("is not a results table: expected the header {header}") });
+            return Err(TrainError::BadRun {
+                path: path.into(),
+                msg: format!("is not a results table: expected the header {header}"),
+            });
         }
         let rows = lines
             .filter(|l| !l.trim().is_empty())
@@ -52,11 +58,17 @@ impl Table {
             out += "\n";
         }
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| TrainError::Io { path: dir.into(), what: "cannot create".into(), msg: e.to_string() })?;
+            std::fs::create_dir_all(dir).map_err(|e| TrainError::Io {
+                path: dir.into(),
+                what: "cannot create".into(),
+                msg: e.to_string(),
+            })?;
         }
-        infer::atomic::write_bytes(path, out.as_bytes())
-            .map_err(|e| TrainError::Io { path: path.into(), what: "cannot write".into(), msg: e.to_string() })
+        infer::atomic::write_bytes(path, out.as_bytes()).map_err(|e| TrainError::Io {
+            path: path.into(),
+            what: "cannot write".into(),
+            msg: e.to_string(),
+        })
     }
 
     /// Replaces the row with the same first `key` values, or appends; then
@@ -66,12 +78,22 @@ impl Table {
         self.rows.push(row);
         self.rows.sort_by(|a, b| {
             let o = a[by].total_cmp(&b[by]);
-            if descending { o.reverse() } else { o }
+            if descending {
+                o.reverse()
+            } else {
+                o
+            }
         });
     }
 }
 
-pub fn append_autoencoder(path: &Path, m: &AutoencoderConfig, s: &TrainSettings, secs: f64, last: &EpochRecord) -> Result<(), TrainError> {
+pub fn append_autoencoder(
+    path: &Path,
+    m: &AutoencoderConfig,
+    s: &TrainSettings,
+    secs: f64,
+    last: &EpochRecord,
+) -> Result<(), TrainError> {
     let mut t = Table::read(path, AE_HEADER)?;
     let row = vec![
         m.layers as f64,
@@ -87,7 +109,13 @@ pub fn append_autoencoder(path: &Path, m: &AutoencoderConfig, s: &TrainSettings,
     t.write(path)
 }
 
-pub fn append_classifier(path: &Path, m: &ClassifierConfig, s: &TrainSettings, secs: f64, last: &EpochRecord) -> Result<(), TrainError> {
+pub fn append_classifier(
+    path: &Path,
+    m: &ClassifierConfig,
+    s: &TrainSettings,
+    secs: f64,
+    last: &EpochRecord,
+) -> Result<(), TrainError> {
     let mut t = Table::read(path, CLF_HEADER)?;
     let row = vec![
         m.encoder.layers as f64,

@@ -81,7 +81,8 @@ fn every_filter_size_keeps_the_image_size() {
     let _g = lock();
     for k in 2..=7 {
         for layers in [1, 2, 3] {
-            let cfg = AutoencoderConfig { layers, filter_size: k, filters: 2, input: InputShape { height: 28, width: 20 } };
+            let cfg =
+                AutoencoderConfig { layers, filter_size: k, filters: 2, input: InputShape { height: 28, width: 20 } };
             cfg.validate().unwrap();
             let vs = VarStore::new(Device::Cpu);
             let ae = Autoencoder::new(&vs.root(), &cfg);
@@ -97,7 +98,12 @@ fn every_filter_size_keeps_the_image_size() {
 
 #[test]
 fn bad_geometry_and_hyperparameters_are_refused() {
-    let cfg = |layers, k, f, h| AutoencoderConfig { layers, filter_size: k, filters: f, input: InputShape { height: h, width: 28 } };
+    let cfg = |layers, k, f, h| AutoencoderConfig {
+        layers,
+        filter_size: k,
+        filters: f,
+        input: InputShape { height: h, width: 28 },
+    };
     assert_eq!(cfg(0, 3, 4, 28).validate().unwrap_err().to_string(), "--layers must be between 1 and 8, got 0");
     assert_eq!(cfg(2, 0, 4, 28).validate().unwrap_err().to_string(), "--filter-size must be between 2 and 7, got 0");
     assert_eq!(
@@ -303,7 +309,8 @@ fn exported_graph_summaries() {
     let cfg = AutoencoderConfig { layers: 2, filter_size: 3, filters: 4, input: InputShape { height: 28, width: 28 } };
     let vs = VarStore::new(Device::Cpu);
     let _ae = Autoencoder::new(&vs.root(), &cfg);
-    let meta = BTreeMap::from([("val_loss".to_string(), "0.01".to_string()), ("producer".to_string(), "test".to_string())]);
+    let meta =
+        BTreeMap::from([("val_loss".to_string(), "0.01".to_string()), ("producer".to_string(), "test".to_string())]);
     let w = weights(&vs);
     let ae = export_onnx::autoencoder_model(&w, &cfg, Graph::Autoencoder, &meta).unwrap();
     insta::assert_snapshot!("autoencoder_graph", export_onnx::summary(&ae));
@@ -354,13 +361,46 @@ fn bad_inputs_fail_before_training_with_exit_2() {
     let o = out.to_str().unwrap();
     let cases: Vec<(&str, Vec<String>)> = vec![
         ("layers_0", vec!["autoencoder", "--layers", "0", "--out", o].into_iter().map(String::from).collect()),
-        ("filter_size_0", vec!["autoencoder", "--filter-size", "0", "--out", o].into_iter().map(String::from).collect()),
+        (
+            "filter_size_0",
+            vec!["autoencoder", "--filter-size", "0", "--out", o].into_iter().map(String::from).collect(),
+        ),
         ("batch_size_0", vec!["autoencoder", "--batch-size", "0", "--out", o].into_iter().map(String::from).collect()),
         ("val_split_1", vec!["autoencoder", "--val-split", "1", "--out", o].into_iter().map(String::from).collect()),
-        ("odd_size", vec!["autoencoder".into(), "--images".into(), odd.display().to_string(), "--out".into(), o.into()]),
-        ("missing_images", vec!["autoencoder".into(), "--images".into(), d.join("nope").display().to_string(), "--out".into(), o.into()]),
-        ("not_a_run", vec!["classifier".into(), "--autoencoder".into(), d.join("nope").display().to_string(), "--out".into(), o.into()]),
-        ("export_missing_run", vec!["export".into(), "--run".into(), d.join("nope").display().to_string(), "--out".into(), d.join("m").display().to_string()]),
+        (
+            "odd_size",
+            vec!["autoencoder".into(), "--images".into(), odd.display().to_string(), "--out".into(), o.into()],
+        ),
+        (
+            "missing_images",
+            vec![
+                "autoencoder".into(),
+                "--images".into(),
+                d.join("nope").display().to_string(),
+                "--out".into(),
+                o.into(),
+            ],
+        ),
+        (
+            "not_a_run",
+            vec![
+                "classifier".into(),
+                "--autoencoder".into(),
+                d.join("nope").display().to_string(),
+                "--out".into(),
+                o.into(),
+            ],
+        ),
+        (
+            "export_missing_run",
+            vec![
+                "export".into(),
+                "--run".into(),
+                d.join("nope").display().to_string(),
+                "--out".into(),
+                d.join("m").display().to_string(),
+            ],
+        ),
         ("unknown_flag", vec!["autoencoder".into(), "--layerz".into(), "3".into()]),
     ];
     let mut snapshot = String::new();
@@ -380,7 +420,17 @@ fn bad_inputs_fail_before_training_with_exit_2() {
     let ae = d.join("ae");
     pipeline::train_autoencoder(&ae_job(&ae, 1)).unwrap();
     let (code, _, err) = run(
-        &["classifier", "--autoencoder", ae.to_str().unwrap(), "--labels", five_labels.to_str().unwrap(), "--limit", "100", "--out", o],
+        &[
+            "classifier",
+            "--autoencoder",
+            ae.to_str().unwrap(),
+            "--labels",
+            five_labels.to_str().unwrap(),
+            "--limit",
+            "100",
+            "--out",
+            o,
+        ],
         None,
     );
     assert_eq!(code, 2);
@@ -398,13 +448,15 @@ fn export_refuses_incomplete_runs_and_unwritable_outputs() {
     let partial = d.join("partial");
     std::fs::create_dir(&partial).unwrap();
     std::fs::copy(ae.join("config.json"), partial.join("config.json")).unwrap();
-    let (code, _, err) = run(&["export", "--run", partial.to_str().unwrap(), "--out", d.join("m1").to_str().unwrap()], None);
+    let (code, _, err) =
+        run(&["export", "--run", partial.to_str().unwrap(), "--out", d.join("m1").to_str().unwrap()], None);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("has no weights.safetensors"), "{err}");
     // Unwritable: the output "directory" is a file.
     let file = d.join("file");
     std::fs::write(&file, b"x").unwrap();
-    let (code, _, err) = run(&["export", "--run", ae.to_str().unwrap(), "--out", file.join("m").to_str().unwrap()], None);
+    let (code, _, err) =
+        run(&["export", "--run", ae.to_str().unwrap(), "--out", file.join("m").to_str().unwrap()], None);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("cannot create the output directory"), "{err}");
     // And a good export writes both graphs and prints the parity figure.
@@ -426,8 +478,21 @@ fn explore_runs_from_piped_answers() {
     let answers = "1\n2\n2\nseven\n2\n4\n";
     let (code, out, err) = run(
         &[
-            "explore", "autoencoder", "--images", images.to_str().unwrap(), "--dir", d.to_str().unwrap(), "--limit", "400",
-            "--epochs", "1", "--base-layers", "1", "--base-filters", "2", "--quiet",
+            "explore",
+            "autoencoder",
+            "--images",
+            images.to_str().unwrap(),
+            "--dir",
+            d.to_str().unwrap(),
+            "--limit",
+            "400",
+            "--epochs",
+            "1",
+            "--base-layers",
+            "1",
+            "--base-filters",
+            "2",
+            "--quiet",
         ],
         Some(answers),
     );
@@ -448,8 +513,23 @@ fn sweep_writes_table_rows_and_graphs() {
     let images = mnist("train-images-idx3-ubyte");
     let (code, out, err) = run(
         &[
-            "sweep", "autoencoder", "--filters", "2,4", "--batch-sizes", "32,64", "--images", images.to_str().unwrap(),
-            "--dir", d.to_str().unwrap(), "--limit", "300", "--epochs", "1", "--base-layers", "1", "--quiet",
+            "sweep",
+            "autoencoder",
+            "--filters",
+            "2,4",
+            "--batch-sizes",
+            "32,64",
+            "--images",
+            images.to_str().unwrap(),
+            "--dir",
+            d.to_str().unwrap(),
+            "--limit",
+            "300",
+            "--epochs",
+            "1",
+            "--base-layers",
+            "1",
+            "--quiet",
         ],
         None,
     );
@@ -591,7 +671,9 @@ fn hostile_inputs_corpus() {
     big[3] = 200;
     let range = d.join("labels-out-of-range");
     idx::write_labels(&range, &big, false).unwrap();
-    for (name, p) in [("labels-one-short", &short), ("labels-out-of-range", &range), ("labels-are-images", &good_images)] {
+    for (name, p) in
+        [("labels-one-short", &short), ("labels-out-of-range", &range), ("labels-are-images", &good_images)]
+    {
         let mut c = Command::new(infer_bin());
         c.args(["classify", "--model"]).arg(&model).arg("--images").arg(&good_images).arg("--labels").arg(p);
         check(name, "infer classify", c, p, &mut snap);
@@ -626,7 +708,10 @@ fn hostile_inputs_corpus() {
     j.images = odd.clone();
     j.settings.limit = None;
     pipeline::train_autoencoder(&j).unwrap();
-    let (code, _, err) = run(&["export", "--run", d.join("ae32").to_str().unwrap(), "--out", d.join("m32").to_str().unwrap(), "-q"], None);
+    let (code, _, err) = run(
+        &["export", "--run", d.join("ae32").to_str().unwrap(), "--out", d.join("m32").to_str().unwrap(), "-q"],
+        None,
+    );
     assert_eq!(code, 0, "{err}");
     let m32 = d.join("m32/autoencoder.onnx");
     let mut c = Command::new(infer_bin());
@@ -655,7 +740,12 @@ fn hostile_inputs_corpus() {
     std::fs::write(&blocker, b"x").unwrap();
     let under_file = blocker.join("embeddings.npy");
     let mut c = Command::new(infer_bin());
-    c.args(["embed", "--model"]).arg(root().join("models/encoder.onnx")).arg("--images").arg(&good_images).arg("--out").arg(&under_file);
+    c.args(["embed", "--model"])
+        .arg(root().join("models/encoder.onnx"))
+        .arg("--images")
+        .arg(&good_images)
+        .arg("--out")
+        .arg(&under_file);
     check("output-under-a-file", "infer embed", c, &under_file, &mut snap);
     let run_under_file = blocker.join("run");
     let mut c = train_bin();
@@ -682,7 +772,20 @@ fn wait_for(cond: impl Fn() -> bool, secs: f64) {
     }
 }
 
-const SIG_ARGS: [&str; 12] = ["autoencoder", "--layers", "2", "--filters", "4", "--limit", "1500", "--batch-size", "16", "--threads", "2", "--quiet"];
+const SIG_ARGS: [&str; 12] = [
+    "autoencoder",
+    "--layers",
+    "2",
+    "--filters",
+    "4",
+    "--limit",
+    "1500",
+    "--batch-size",
+    "16",
+    "--threads",
+    "2",
+    "--quiet",
+];
 
 #[test]
 fn sigint_saves_the_last_epoch_and_says_how_to_resume() {
@@ -718,7 +821,14 @@ fn sigkill_at_random_moments_never_loses_the_run() {
     let epochs = "4";
     let args = |out: &Path, resume: bool| {
         let mut c = train_bin();
-        c.args(SIG_ARGS).args(["--epochs", epochs, "--images", images.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+        c.args(SIG_ARGS).args([
+            "--epochs",
+            epochs,
+            "--images",
+            images.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
         c.arg(if resume { "--resume" } else { "--force" });
         c.stdout(Stdio::null()).stderr(Stdio::null());
         c
@@ -740,7 +850,11 @@ fn sigkill_at_random_moments_never_loses_the_run() {
         if w.exists() {
             let ckpt = train::run::Checkpoint::read(&w, Device::Cpu).expect("a loadable checkpoint after every kill");
             let rows = history_rows(&cut);
-            assert!(rows == ckpt.epoch || rows + 1 == ckpt.epoch, "history {rows} rows vs checkpoint epoch {}", ckpt.epoch);
+            assert!(
+                rows == ckpt.epoch || rows + 1 == ckpt.epoch,
+                "history {rows} rows vs checkpoint epoch {}",
+                ckpt.epoch
+            );
             if status.success() && ckpt.epoch == 4 {
                 break;
             }

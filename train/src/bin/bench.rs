@@ -103,8 +103,9 @@ fn run(cli: Cli) -> Result<serde_json::Value, String> {
             serde_json::to_value(bench::tch_inference_throughput(head(a), &cfg, &x, a.batch)).expect("json")
         }
         Command::OrtInfer { model, images, batch } => {
-            let mut s = ModelSession::open(model, &SessionOptions { device: OrtDevice::Cpu, threads: Some(cli.threads) })
-                .map_err(|e| e.to_string())?;
+            let mut s =
+                ModelSession::open(model, &SessionOptions { device: OrtDevice::Cpu, threads: Some(cli.threads) })
+                    .map_err(|e| e.to_string())?;
             let imgs = infer::idx::read_images(images).map_err(|e| e.to_string())?;
             let x = imgs.to_f32();
             let px = imgs.rows * imgs.cols;
@@ -154,7 +155,8 @@ fn ort_matmul(n: i64, reps: usize, threads: usize) -> Result<f64, String> {
     };
     let dir = std::env::temp_dir().join(format!("bench-matmul-{}.onnx", std::process::id()));
     std::fs::write(&dir, model.to_bytes()).map_err(|e| e.to_string())?;
-    let mut s = ModelSession::open(&dir, &SessionOptions { device: OrtDevice::Cpu, threads: Some(threads) }).map_err(|e| e.to_string());
+    let mut s = ModelSession::open(&dir, &SessionOptions { device: OrtDevice::Cpu, threads: Some(threads) })
+        .map_err(|e| e.to_string());
     let _ = std::fs::remove_file(&dir);
     let s = s.as_mut().map_err(|e| e.clone())?;
     let a: Vec<f32> = (0..n * n).map(|i| ((i % 89) as f32) / 89.0).collect();

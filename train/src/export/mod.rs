@@ -39,11 +39,14 @@ pub struct Exported {
     pub max_diff: f32,
 }
 
+/// The tch model's outputs for a batch, in the ONNX graph's output order.
+type Reference = Box<dyn Fn(&Tensor) -> Vec<Tensor>>;
+
 /// A graph ready to write, with the tch reference to check it against.
 struct Pending {
     name: &'static str,
     model: infer::onnx::ModelProto,
-    reference: Box<dyn Fn(&Tensor) -> Vec<Tensor>>,
+    reference: Reference,
 }
 
 fn metadata(cfg: &RunConfig, run: &RunDir) -> BTreeMap<String, String> {
@@ -75,7 +78,9 @@ fn metadata(cfg: &RunConfig, run: &RunDir) -> BTreeMap<String, String> {
         m.insert("classes".into(), model.classes.to_string());
         m.insert("class_names".into(), serde_json::to_string(class_names).expect("json"));
         if let Ok(text) = std::fs::read_to_string(run.file("test_metrics.json")) {
-            if let Some(acc) = serde_json::from_str::<serde_json::Value>(&text).ok().and_then(|v| v["accuracy"].as_f64()) {
+            if let Some(acc) =
+                serde_json::from_str::<serde_json::Value>(&text).ok().and_then(|v| v["accuracy"].as_f64())
+            {
                 m.insert("test_accuracy".into(), format!("{acc}"));
             }
         }
@@ -103,7 +108,8 @@ fn pending(run: &RunDir) -> Result<(Vec<Pending>, AutoencoderConfig, RunConfig),
         ModelConfig::Autoencoder { .. } => (run.clone(), cfg.clone()),
         ModelConfig::Classifier { autoencoder_run, model, .. } => {
             let (w, clf) = load(run, |p| Classifier::new(p, model))?;
-            let m = onnx::classifier_model(&w, model, &metadata(&cfg, run)).map_err(|msg| TrainError::BadRun { path: run.file(WEIGHTS), msg })?;
+            let m = onnx::classifier_model(&w, model, &metadata(&cfg, run))
+                .map_err(|msg| TrainError::BadRun { path: run.file(WEIGHTS), msg })?;
             out.push(Pending {
                 name: "classifier",
                 model: m,
@@ -124,9 +130,10 @@ fn pending(run: &RunDir) -> Result<(Vec<Pending>, AutoencoderConfig, RunConfig),
     let (w, ae) = load(&ae_run, |p| Autoencoder::new(p, &ae_cfg))?;
     let ae = std::rc::Rc::new(ae);
     for which in [Graph::Autoencoder, Graph::Encoder] {
-        let m = onnx::autoencoder_model(&w, &ae_cfg, which, &meta).map_err(|msg| TrainError::BadRun { path: ae_run.file(WEIGHTS), msg })?;
+        let m = onnx::autoencoder_model(&w, &ae_cfg, which, &meta)
+            .map_err(|msg| TrainError::BadRun { path: ae_run.file(WEIGHTS), msg })?;
         let ae = ae.clone();
-        let (name, reference): (&'static str, Box<dyn Fn(&Tensor) -> Vec<Tensor>>) = match which {
+        let (name, reference): (&'static str, Reference) = match which {
             Graph::Autoencoder => ("autoencoder", Box::new(move |x| vec![ae.forward(x, false)])),
             _ => ("encoder", Box::new(move |x| vec![ae.encoder.forward(x, false)])),
         };
@@ -155,7 +162,11 @@ fn verification_batch(path: &Path, n: usize, h: usize, w: usize) -> Result<Tenso
 }
 
 /// Max |a − b| between ONNX Runtime's and tch's outputs.
-pub fn max_abs_diff(session: &mut ModelSession, reference: &dyn Fn(&Tensor) -> Vec<Tensor>, x: &Tensor) -> Result<f32, TrainError> {
+pub fn max_abs_diff(
+    session: &mut ModelSession,
+    reference: &dyn Fn(&Tensor) -> Vec<Tensor>,
+    x: &Tensor,
+) -> Result<f32, TrainError> {
     let n = x.size()[0] as usize;
     let input = crate::run::to_vec(x);
     let outputs = session.run(&input, n)?;
@@ -164,7 +175,12 @@ pub fn max_abs_diff(session: &mut ModelSession, reference: &dyn Fn(&Tensor) -> V
     for (o, e) in outputs.iter().zip(&expected) {
         let e = crate::run::to_vec(e);
         if o.data.len() != e.len() {
-            return Err(TrainError::Runtime(format!("output {} has {} values, tch gives {}", o.name, o.data.len(), e.len())));
+            return Err(TrainError::Runtime(format!(
+                "output {} has {} values, tch gives {}",
+                o.name,
+                o.data.len(),
+                e.len()
+            )));
         }
         diff = o.data.iter().zip(&e).fold(diff, |d, (a, b)| d.max((a - b).abs()));
     }

@@ -32,6 +32,9 @@ pub enum Graph {
     Classifier,
 }
 
+/// A conv with its BatchNorm folded in: (shape, weight, bias).
+type FoldedConv = (Vec<i64>, Vec<f32>, Vec<f32>);
+
 /// Named weights on the host.
 pub struct Weights {
     tensors: HashMap<String, (Vec<i64>, Vec<f32>)>,
@@ -53,7 +56,7 @@ impl Weights {
 
     /// Conv weight with the following BatchNorm folded in:
     /// W' = W·γ/√(σ²+ε) per output channel, b' = β − μ·γ/√(σ²+ε).
-    fn folded_conv(&self, prefix: &str) -> Result<(Vec<i64>, Vec<f32>, Vec<f32>), String> {
+    fn folded_conv(&self, prefix: &str) -> Result<FoldedConv, String> {
         let (shape, w) = self.get(&format!("{prefix}.conv.weight"))?;
         let (_, gamma) = self.get(&format!("{prefix}.bn.weight"))?;
         let (_, beta) = self.get(&format!("{prefix}.bn.bias"))?;
@@ -153,7 +156,10 @@ fn metadata_props(meta: &BTreeMap<String, String>) -> Vec<StringStringEntryProto
 }
 
 fn image_input(h: usize, w: usize) -> ValueInfoProto {
-    ValueInfoProto::tensor_f32("image", &[Dim::Symbolic("batch".into()), Dim::Fixed(1), Dim::Fixed(h as i64), Dim::Fixed(w as i64)])
+    ValueInfoProto::tensor_f32(
+        "image",
+        &[Dim::Symbolic("batch".into()), Dim::Fixed(1), Dim::Fixed(h as i64), Dim::Fixed(w as i64)],
+    )
 }
 
 fn model(graph: GraphProto, doc: &str, meta: &BTreeMap<String, String>) -> ModelProto {
@@ -224,8 +230,14 @@ pub fn autoencoder_model(
         b.conv("decoder.out", &shape, &wt, &bias);
         b.node("Sigmoid", "decoder.sigmoid", &[], vec![], Some("reconstruction"));
         (
-            vec![ValueInfoProto::tensor_f32("reconstruction", &[batch(), Dim::Fixed(1), Dim::Fixed(h as i64), Dim::Fixed(wd as i64)])],
-            format!("Convolutional autoencoder {}: a [batch, 1, {h}, {wd}] image in [0, 1] to its reconstruction.", cfg.tag()),
+            vec![ValueInfoProto::tensor_f32(
+                "reconstruction",
+                &[batch(), Dim::Fixed(1), Dim::Fixed(h as i64), Dim::Fixed(wd as i64)],
+            )],
+            format!(
+                "Convolutional autoencoder {}: a [batch, 1, {h}, {wd}] image in [0, 1] to its reconstruction.",
+                cfg.tag()
+            ),
             "autoencoder",
         )
     };
@@ -242,7 +254,11 @@ pub fn autoencoder_model(
 
 /// The classifier: encoder → Flatten → Gemm → Relu → Gemm (`logits`) →
 /// Softmax (`probabilities`).
-pub fn classifier_model(w: &Weights, cfg: &ClassifierConfig, meta: &BTreeMap<String, String>) -> Result<ModelProto, String> {
+pub fn classifier_model(
+    w: &Weights,
+    cfg: &ClassifierConfig,
+    meta: &BTreeMap<String, String>,
+) -> Result<ModelProto, String> {
     let (h, wd) = (cfg.encoder.input.height, cfg.encoder.input.width);
     let mut b = Builder::new("image");
     b.encoder(w, &cfg.encoder, None)?;
@@ -253,7 +269,13 @@ pub fn classifier_model(w: &Weights, cfg: &ClassifierConfig, meta: &BTreeMap<Str
         let (wn, bn) = (format!("{layer}.weight"), format!("{layer}.bias"));
         b.inits.push(TensorProto::f32(&wn, ws, wv));
         b.inits.push(TensorProto::f32(&bn, bs, bv));
-        b.node("Gemm", layer, &[&wn, &bn], vec![AttributeProto::int("transB", 1)], if relu { None } else { Some("logits") });
+        b.node(
+            "Gemm",
+            layer,
+            &[&wn, &bn],
+            vec![AttributeProto::int("transB", 1)],
+            if relu { None } else { Some("logits") },
+        );
         if relu {
             b.relu(&format!("{layer}.relu"));
         }
@@ -286,7 +308,9 @@ pub fn classifier_model(w: &Weights, cfg: &ClassifierConfig, meta: &BTreeMap<Str
 pub fn summary(m: &ModelProto) -> String {
     let g = m.graph.as_ref().expect("graph");
     let mut s = format!("ir_version {} opset {:?} producer {}\n", m.ir_version, m.opset(), m.producer_name);
-    let io = |v: &ValueInfoProto| format!("{} [{}]", v.name, v.dims().iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "));
+    let io = |v: &ValueInfoProto| {
+        format!("{} [{}]", v.name, v.dims().iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "))
+    };
     s += &format!("inputs: {}\n", g.input.iter().map(io).collect::<Vec<_>>().join("; "));
     s += &format!("outputs: {}\n", g.output.iter().map(io).collect::<Vec<_>>().join("; "));
     s += "nodes:\n";

@@ -32,7 +32,8 @@ pub fn same_pads(kernel: i64) -> (i64, i64) {
 impl ConvBn {
     pub fn new(p: &nn::Path, c_in: i64, c_out: i64, kernel: i64) -> ConvBn {
         let (before, after) = same_pads(kernel);
-        let cfg = nn::ConvConfig { padding: if before == after { before } else { 0 }, bias: false, ..Default::default() };
+        let cfg =
+            nn::ConvConfig { padding: if before == after { before } else { 0 }, bias: false, ..Default::default() };
         ConvBn {
             conv: nn::conv2d(p / "conv", c_in, c_out, kernel, cfg),
             bn: nn::batch_norm2d(p / "bn", c_out, Default::default()),
