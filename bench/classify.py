@@ -1,7 +1,7 @@
 """What a user would write instead of `infer classify`: load the model, read
 the IDX files, predict in batches, print scikit-learn's report.
 
-usage: python bench/classify.py MODEL IMAGES LABELS [THREADS]
+usage: python bench/classify.py MODEL IMAGES LABELS [THREADS] [BATCH]
 """
 import sys
 import time
@@ -13,6 +13,7 @@ from sklearn.metrics import classification_report, confusion_matrix
 t0 = time.perf_counter()
 model, images, labels = sys.argv[1:4]
 threads = int(sys.argv[4]) if len(sys.argv) > 4 else 2
+batch = int(sys.argv[5]) if len(sys.argv) > 5 else 64
 so = ort.SessionOptions()
 so.intra_op_num_threads = threads
 so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -22,8 +23,8 @@ n, h, w = (int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(3))
 x = (np.frombuffer(raw, dtype=np.uint8, offset=16).astype(np.float32) / 255.0).reshape(n, 1, h, w)
 y = np.frombuffer(open(labels, "rb").read(), dtype=np.uint8, offset=8)
 preds = []
-for i in range(0, n, 256):
-    p = sess.run(["probabilities"], {"image": x[i:i + 256]})[0]
+for i in range(0, n, batch):
+    p = sess.run(["probabilities"], {"image": x[i:i + batch]})[0]
     preds.append(p.argmax(1))
 pred = np.concatenate(preds)
 print(classification_report(y, pred))

@@ -157,8 +157,8 @@ clf = os.path.join(MODELS, "classifier.onnx")
 proc = {"infer": [], "python": []}
 for _ in range(5 if not QUICK else 3):
     proc["infer"].append(timed([os.path.join(BIN, "infer"), "classify", "--model", clf, "--images", TEST_IMAGES,
-                                "--labels", TEST_LABELS, "--threads", str(THREADS), "--device", "cpu"]))
-    proc["python"].append(timed([PY, os.path.join(HERE, "classify.py"), clf, TEST_IMAGES, TEST_LABELS, str(THREADS)]))
+                                "--labels", TEST_LABELS, "--threads", str(THREADS), "--device", "cpu", "--batch-size", "64"]))
+    proc["python"].append(timed([PY, os.path.join(HERE, "classify.py"), clf, TEST_IMAGES, TEST_LABELS, str(THREADS), "64"]))
 whole = {k: {"seconds": statistics.median(w for w, _ in v), "rss_mib": max(r for _, r in v)} for k, v in proc.items()}
 results["whole_process"] = whole
 
@@ -223,8 +223,8 @@ T.append("\nSame ONNX file, same intra-op threads, graph optimisation level all,
 T.append("### Whole process: load model, read IDX, predict, print report\n")
 T.append("| command | wall time (median) | peak RSS |")
 T.append("|---|---|---|")
-T.append(f"| `infer classify --labels …` | {whole['infer']['seconds']:.3f} s | {whole['infer']['rss_mib']:.0f} MiB |")
-T.append(f"| `python bench/classify.py` (NumPy + onnxruntime + scikit-learn) | {whole['python']['seconds']:.3f} s | {whole['python']['rss_mib']:.0f} MiB |")
+T.append(f"| `infer classify --labels …` (batch 64) | {whole['infer']['seconds']:.3f} s | {whole['infer']['rss_mib']:.0f} MiB |")
+T.append(f"| `python bench/classify.py` (NumPy + onnxruntime + scikit-learn, batch 64) | {whole['python']['seconds']:.3f} s | {whole['python']['rss_mib']:.0f} MiB |")
 T.append(f"\nRatio: {whole['python']['seconds'] / whole['infer']['seconds']:.2f}× faster.\n")
 T.append("## 3. Time to accuracy\n")
 T.append("| | autoencoder training | autoencoder val MSE | classifier training | accuracy |")

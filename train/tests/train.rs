@@ -871,3 +871,37 @@ fn sigkill_at_random_moments_never_loses_the_run() {
         assert!(t.equal(&b.tensors[k]), "{k} differs after kills and resumes");
     }
 }
+
+#[test]
+fn nan_loss_stops_training_with_the_epoch_named() {
+    let _g = lock();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("nan");
+    let images = mnist("train-images-idx3-ubyte");
+    let (code, _, err) = run(
+        &[
+            "autoencoder",
+            "--images",
+            images.to_str().unwrap(),
+            "--limit",
+            "500",
+            "--epochs",
+            "3",
+            "--lr",
+            "1e30",
+            "--optimizer",
+            "rmsprop",
+            "--layers",
+            "2",
+            "--filters",
+            "4",
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+        ],
+        None,
+    );
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(err.trim_end(), "error: training diverged: the loss became NaN in epoch 1");
+    assert!(!out.join("weights.safetensors").exists(), "a diverged epoch is not checkpointed");
+}
