@@ -44,8 +44,15 @@ pub fn peak_rss_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-fn rss_note() -> String {
-    peak_rss_mib().map(|m| format!(", peak RSS {m:.0} MiB")).unwrap_or_default()
+/// The line every command prints on stderr: count, time, rate, the
+/// execution provider that ran, batch size, peak memory.
+fn timing_line(n: usize, seconds: f64, session: &ModelSession, batch: usize) -> String {
+    let rss = peak_rss_mib().map(|m| format!(", peak RSS {m:.0} MiB")).unwrap_or_default();
+    format!(
+        "{n} images in {seconds:.3}s ({:.0} images/s) on {}, batch {batch}{rss}",
+        n as f64 / seconds.max(1e-9),
+        session.provider
+    )
 }
 
 /// Default batch size, measured: the whole `infer classify` on the 10 000
@@ -207,11 +214,7 @@ pub fn classify(opts: &RunOptions, c: &ClassifyOptions, out: &mut dyn Write) -> 
     let rate = n as f64 / seconds.max(1e-9);
     let provider = session.provider;
     if !opts.quiet {
-        eprintln!(
-            "{n} images in {seconds:.3}s ({rate:.0} images/s) on {provider}, batch {}{}",
-            opts.batch_size,
-            rss_note()
-        );
+        eprintln!("{}", timing_line(n, seconds, &session, opts.batch_size));
     }
     let mut text = String::new();
     let mut doc = json!({
@@ -341,12 +344,7 @@ pub fn reconstruct(opts: &RunOptions, r: &ReconstructOptions, out: &mut dyn Writ
     sorted.sort_by(f64::total_cmp);
     let median = sorted.get(n / 2).copied().unwrap_or(0.0);
     if !opts.quiet {
-        eprintln!(
-            "{n} images in {seconds:.3}s ({:.0} images/s) on {}{}",
-            n as f64 / seconds.max(1e-9),
-            session.provider,
-            rss_note()
-        );
+        eprintln!("{}", timing_line(n, seconds, &session, opts.batch_size));
     }
     if let Some(p) = &r.per_image {
         let mut csv = String::from("index,mse\n");
@@ -417,12 +415,7 @@ pub fn embed(opts: &RunOptions, npy: &Path, out: &mut dyn Write) -> Result<(), I
     writer.finish().map_err(|e| InferError::output(npy, e))?;
     let n = source.count();
     if !opts.quiet {
-        eprintln!(
-            "{n} images in {seconds:.3}s ({:.0} images/s) on {}{}",
-            n as f64 / seconds.max(1e-9),
-            session.provider,
-            rss_note()
-        );
+        eprintln!("{}", timing_line(n, seconds, &session, opts.batch_size));
     }
     writeln!(
         out,
