@@ -178,19 +178,16 @@ fn float_images_are_not_u8_images() {
 }
 
 #[test]
-fn mnist_training_images_load_fast() {
+fn mnist_training_images_load_whole() {
+    // How fast is measured by `make bench` (BENCHMARKS.md, data loading).
     let p = root().join("data/mnist/train-images-idx3-ubyte");
-    if !p.exists() {
-        panic!("{} missing: run `make data` first", p.display());
-    }
-    let t0 = std::time::Instant::now();
+    assert!(p.exists(), "{} missing: run `make data` first", p.display());
     let imgs = idx::read_images(&p).unwrap();
     let x = imgs.to_f32();
-    let secs = t0.elapsed().as_secs_f64();
     assert_eq!((imgs.count, imgs.rows, imgs.cols), (60000, 28, 28));
     assert_eq!(x.len(), 60000 * 784);
-    // Generous bound (CI machines vary); a per-byte boxed reader takes many seconds.
-    assert!(secs < 1.0, "loading + normalising took {secs:.2}s");
+    assert!(x.iter().all(|v| (0.0..=1.0).contains(v)));
+    assert!(x.iter().any(|&v| v == 1.0), "MNIST has saturated pixels");
 }
 
 // ---------------------------------------------------------------- .npy

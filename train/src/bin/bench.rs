@@ -38,6 +38,11 @@ enum Command {
         #[arg(long, default_value_t = 256)]
         batch: usize,
     },
+    /// Reading an IDX file and normalising it to f32 (the data loader).
+    IdxLoad {
+        #[arg(long)]
+        images: PathBuf,
+    },
     /// float32 matrix-multiply GFLOP/s (the machine's ceiling), in libtorch
     /// and in ONNX Runtime's own GEMM; the larger is the ceiling.
     Matmul {
@@ -120,6 +125,14 @@ fn run(cli: Cli) -> Result<serde_json::Value, String> {
             }
             let secs = t0.elapsed().as_secs_f64();
             serde_json::json!({"images_per_second": imgs.count as f64 / secs, "seconds": secs, "images": imgs.count})
+        }
+        Command::IdxLoad { images } => {
+            let t0 = std::time::Instant::now();
+            let imgs = infer::idx::read_images(images).map_err(|e| e.to_string())?;
+            let x = imgs.to_f32();
+            let secs = t0.elapsed().as_secs_f64();
+            let bytes = std::fs::metadata(images).map_err(|e| e.to_string())?.len();
+            serde_json::json!({"seconds": secs, "images": imgs.count, "values": x.len(), "bytes": bytes})
         }
         Command::Matmul { n, reps } => {
             let torch = bench::matmul_ceiling(*n, *reps);
