@@ -141,10 +141,12 @@ impl ModelSession {
         let (session, provider) = match opts.device {
             Device::Cpu => (build(&path, threads, false)?, "CPUExecutionProvider"),
             Device::Cuda => (build(&path, threads, true)?, "CUDAExecutionProvider"),
+            // Any failure on the CUDA path (no provider, no driver, no
+            // cuDNN) falls back to CPU; a broken model fails there too,
+            // with the CPU path's message.
             Device::Auto => match build(&path, threads, true) {
                 Ok(s) => (s, "CUDAExecutionProvider"),
-                Err(SessionError::NoCuda { .. }) => (build(&path, threads, false)?, "CPUExecutionProvider"),
-                Err(e) => return Err(e),
+                Err(_) => (build(&path, threads, false)?, "CPUExecutionProvider"),
             },
         };
         Ok(ModelSession {
