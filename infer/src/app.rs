@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::error::{check_writable, InferError};
 use crate::figure::{self, Tile};
-use crate::idx::{self, normalize};
+use crate::idx::{self, normalize_into};
 use crate::input::{ImageSource, Preprocess};
 use crate::onnx::Dim;
 use crate::report;
@@ -88,9 +88,10 @@ fn stream(
     mut each: impl FnMut(&[u8], &[crate::session::Output]) -> Result<(), InferError>,
 ) -> Result<f64, InferError> {
     let t0 = Instant::now();
+    let mut x = Vec::new();
     while let Some(pixels) = source.next_batch(batch)? {
         let n = pixels.len() / (session.height * session.width);
-        let x = normalize(&pixels); // [n, 1, H, W] in [0, 1]
+        normalize_into(&pixels, &mut x); // [n, 1, H, W] in [0, 1]
         let outputs = session.run(&x, n)?;
         each(&pixels, &outputs)?;
     }

@@ -231,7 +231,15 @@ impl Images {
 /// equal NumPy's `x / 255.0` and libtorch's bit for bit. A plain loop the
 /// compiler vectorises.
 pub fn normalize(pixels: &[u8]) -> Vec<f32> {
-    pixels.iter().map(|&p| p as f32 / 255.0).collect()
+    let mut out = Vec::with_capacity(pixels.len());
+    normalize_into(pixels, &mut out);
+    out
+}
+
+/// [`normalize`] into a reused buffer (streaming: one allocation in all).
+pub fn normalize_into(pixels: &[u8], out: &mut Vec<f32>) {
+    out.clear();
+    out.extend(pixels.iter().map(|&p| p as f32 / 255.0));
 }
 
 /// The parsed header of an IDX file.

@@ -176,15 +176,20 @@ impl ModelSession {
         let run_err =
             |path: &Path, e: &dyn std::fmt::Display| SessionError::Run { path: path.to_path_buf(), msg: e.to_string() };
         let tensor = TensorRef::from_array_view((shape, images)).map_err(|e| run_err(&self.path, &e))?;
-        let names: Vec<String> = self.outputs.iter().map(|o| o.name.clone()).collect();
+        // Disjoint field borrows: the session runs while the specs are read.
+        let (path, specs) = (&self.path, &self.outputs);
         let outputs =
-            self.session.run(ort::inputs![self.input.name.as_str() => tensor]).map_err(|e| run_err(&self.path, &e))?;
-        names
-            .into_iter()
-            .map(|name| {
+            self.session.run(ort::inputs![self.input.name.as_str() => tensor]).map_err(|e| run_err(path, &e))?;
+        specs
+            .iter()
+            .map(|spec| {
                 let (shape, data) =
-                    outputs[name.as_str()].try_extract_tensor::<f32>().map_err(|e| run_err(&self.path, &e))?;
-                Ok(Output { shape: shape.iter().map(|&d| d as usize).collect(), data: data.to_vec(), name })
+                    outputs[spec.name.as_str()].try_extract_tensor::<f32>().map_err(|e| run_err(path, &e))?;
+                Ok(Output {
+                    shape: shape.iter().map(|&d| d as usize).collect(),
+                    data: data.to_vec(),
+                    name: spec.name.clone(),
+                })
             })
             .collect()
     }

@@ -187,7 +187,7 @@ fn mnist_training_images_load_whole() {
     assert_eq!((imgs.count, imgs.rows, imgs.cols), (60000, 28, 28));
     assert_eq!(x.len(), 60000 * 784);
     assert!(x.iter().all(|v| (0.0..=1.0).contains(v)));
-    assert!(x.iter().any(|&v| v == 1.0), "MNIST has saturated pixels");
+    assert!(x.contains(&1.0), "MNIST has saturated pixels");
 }
 
 // ---------------------------------------------------------------- .npy
