@@ -269,13 +269,15 @@ pub fn classify(opts: &RunOptions, c: &ClassifyOptions, out: &mut dyn Write) -> 
         crate::atomic::write_bytes(p, csv.as_bytes()).map_err(|e| InferError::output(p, e))?;
     }
     if let Some(d) = &c.samples {
-        for (tiles, name, title) in [
-            (&samples[0], "correct.png", "correctly predicted"),
-            (&samples[1], "incorrect.png", "incorrectly predicted"),
-        ] {
-            if tiles.is_empty() && name == "incorrect.png" && labels.is_none() {
-                continue;
-            }
+        // Without labels nothing is known to be right or wrong: one grid.
+        let grids = match labels {
+            Some(_) => vec![
+                (&samples[0], "correct.png", "correctly predicted"),
+                (&samples[1], "incorrect.png", "incorrectly predicted"),
+            ],
+            None => vec![(&samples[0], "predicted.png", "predictions")],
+        };
+        for (tiles, name, title) in grids {
             let p = d.join(name);
             figure::image_grid(&p, Some(title), tiles, 6, 3).map_err(|e| InferError::output(&p, e))?;
         }

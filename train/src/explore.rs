@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use crate::cli::{ExploreArgs, Network};
 use crate::error::TrainError;
-use crate::sweep::{Explorer, Param};
+use crate::sweep::{Explorer, Files, Param};
 
 /// Asks until the answer parses and `ok` accepts it; `None` at end of input.
 fn ask<R: BufRead, W: Write, T: std::str::FromStr>(
@@ -35,19 +35,14 @@ fn ask<R: BufRead, W: Write, T: std::str::FromStr>(
 
 pub fn run<R: BufRead, W: Write>(args: &ExploreArgs, input: &mut R, out: &mut W) -> Result<(), TrainError> {
     let io = |e: std::io::Error| TrainError::Runtime(format!("terminal: {e}"));
-    let test = match crate::cli::test_pair(&args.images, &args.labels, &args.test_images, &args.test_labels) {
-        (Some(i), Some(l)) => Some((i, l)),
-        _ => None,
+    let files = Files {
+        images: args.images.clone(),
+        labels: args.labels.clone(),
+        test_images: args.test_images.clone(),
+        test_labels: args.test_labels.clone(),
+        autoencoder: args.autoencoder.clone(),
     };
-    let mut ex = Explorer::new(
-        args.network,
-        args.base.clone(),
-        args.dir.clone(),
-        args.images.clone(),
-        args.labels.clone(),
-        test,
-        args.autoencoder.clone(),
-    )?;
+    let mut ex = Explorer::new(args.network, args.base.clone(), args.dir.clone(), files)?;
     writeln!(out, "training the base configuration {}", ex.base.name(args.network, None)).map_err(io)?;
     ex.train(ex.base)?;
     let params = Param::of(args.network);

@@ -479,7 +479,8 @@ fn test_report(
             let len = 1000.min(n - start);
             let p = clf.forward(&x.narrow(0, start, len), false, false).softmax(-1, Kind::Float);
             let (c, i) = p.max_dim(-1, false);
-            preds.extend(crate::run::to_vec(&i.to_kind(Kind::Float)).iter().map(|&v| v as usize));
+            let idx = Vec::<i64>::try_from(i.to_device(Device::Cpu)).expect("argmax indices are i64");
+            preds.extend(idx.into_iter().map(|v| v as usize));
             confs.extend(crate::run::to_vec(&c));
             start += len;
         }

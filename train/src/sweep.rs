@@ -101,6 +101,16 @@ impl Point {
     }
 }
 
+/// The files an exploration reads.
+#[derive(Debug, Clone)]
+pub struct Files {
+    pub images: PathBuf,
+    pub labels: PathBuf,
+    pub test_images: Option<PathBuf>,
+    pub test_labels: Option<PathBuf>,
+    pub autoencoder: Option<PathBuf>,
+}
+
 /// Trains configurations for one network and keeps what they gave.
 pub struct Explorer {
     pub network: Network,
@@ -117,15 +127,15 @@ pub struct Explorer {
 }
 
 impl Explorer {
-    pub fn new(
-        network: Network,
-        args: SweepBase,
-        dir: PathBuf,
-        images: PathBuf,
-        labels: PathBuf,
-        test: Option<(PathBuf, PathBuf)>,
-        autoencoder: Option<PathBuf>,
-    ) -> Result<Explorer, TrainError> {
+    /// `files` are the training files, the explicit test files (else the
+    /// `t10k-…` companions of the training files; classifiers only) and the
+    /// autoencoder run a classifier builds on.
+    pub fn new(network: Network, args: SweepBase, dir: PathBuf, files: Files) -> Result<Explorer, TrainError> {
+        let Files { images, labels, test_images, test_labels, autoencoder } = files;
+        let test = match crate::cli::test_pair(&images, &labels, &test_images, &test_labels) {
+            (Some(i), Some(l)) if network == Network::Classifier => Some((i, l)),
+            _ => None,
+        };
         let p = args.common.preset.values();
         let mut base = Point {
             layers: args.base_layers.unwrap_or(p.layers),
@@ -344,19 +354,14 @@ pub fn run(args: &SweepArgs) -> Result<(), TrainError> {
             "nothing to sweep: give at least one list of values, e.g. --layers 3,4,5".into(),
         ));
     }
-    let test = match crate::cli::test_pair(&args.images, &args.labels, &None, &None) {
-        (Some(i), Some(l)) if args.network == Network::Classifier => Some((i, l)),
-        _ => None,
+    let files = Files {
+        images: args.images.clone(),
+        labels: args.labels.clone(),
+        test_images: None,
+        test_labels: None,
+        autoencoder: args.autoencoder.clone(),
     };
-    let mut ex = Explorer::new(
-        args.network,
-        args.base.clone(),
-        args.dir.clone(),
-        args.images.clone(),
-        args.labels.clone(),
-        test,
-        args.autoencoder.clone(),
-    )?;
+    let mut ex = Explorer::new(args.network, args.base.clone(), args.dir.clone(), files)?;
     for (param, values) in varied {
         for &v in values {
             if !args.base.common.quiet {
