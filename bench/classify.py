@@ -3,12 +3,16 @@ the IDX files, predict in batches, print scikit-learn's report.
 
 usage: python bench/classify.py MODEL IMAGES LABELS [THREADS] [BATCH]
 """
+import os
 import sys
 import time
 
 import numpy as np
 import onnxruntime as ort
 from sklearn.metrics import classification_report, confusion_matrix
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
+from idx import read_idx, read_images  # noqa: E402
 
 t0 = time.perf_counter()
 model, images, labels = sys.argv[1:4]
@@ -18,10 +22,9 @@ so = ort.SessionOptions()
 so.intra_op_num_threads = threads
 so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
 sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
-raw = open(images, "rb").read()
-n, h, w = (int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(3))
-x = (np.frombuffer(raw, dtype=np.uint8, offset=16).astype(np.float32) / 255.0).reshape(n, 1, h, w)
-y = np.frombuffer(open(labels, "rb").read(), dtype=np.uint8, offset=8)
+x = read_images(images)
+n = len(x)
+y = read_idx(labels)
 preds = []
 for i in range(0, n, batch):
     p = sess.run(["probabilities"], {"image": x[i:i + batch]})[0]

@@ -4,16 +4,19 @@ level as `infer`: images/s over the IDX images at one batch size.
 usage: python bench/ort_ref.py MODEL IMAGES BATCH THREADS
 """
 import json
+import os
 import sys
 import time
 
 import numpy as np
 import onnxruntime as ort
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
+from idx import read_images  # noqa: E402
+
 model, images, batch, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-raw = open(images, "rb").read()
-n, h, w = (int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(3))
-x = (np.frombuffer(raw, dtype=np.uint8, offset=16).astype(np.float32) / 255.0).reshape(n, 1, h, w)
+x = read_images(images)
+n = len(x)
 so = ort.SessionOptions()
 so.intra_op_num_threads = threads
 so.inter_op_num_threads = 1

@@ -6,12 +6,17 @@ usage: python bench/torch_ref.py --network autoencoder|classifier [--layers 4 --
 """
 import argparse
 import json
+import os
+import sys
 import time
 
 import numpy as np
 import torch
 from torch import nn
 import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
+from idx import read_idx  # noqa: E402
 
 
 class ConvBn(nn.Module):
@@ -77,13 +82,6 @@ class Classifier(nn.Module):
         return self.head(F.relu(self.fc(torch.flatten(self.encoder(x), 1))))
 
 
-def read_idx(path, offset, shape_from_header=True):
-    raw = open(path, "rb").read()
-    nd = raw[3]
-    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(nd)]
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * nd).reshape(dims)
-
-
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--network", required=True, choices=["autoencoder", "classifier"])
@@ -101,9 +99,9 @@ def main():
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    imgs = read_idx(a.images, 16)
+    imgs = read_idx(a.images)
     x_all = torch.from_numpy(imgs.astype(np.float32) / 255.0).unsqueeze(1)
-    y_all = torch.from_numpy(read_idx(a.labels, 8).astype(np.int64)) if a.labels else torch.zeros(len(imgs), dtype=torch.int64)
+    y_all = torch.from_numpy(read_idx(a.labels).astype(np.int64)) if a.labels else torch.zeros(len(imgs), dtype=torch.int64)
     if a.network == "autoencoder":
         model = Autoencoder(a.layers, a.filter_size, a.filters)
         loss_fn = lambda out, x, y: F.mse_loss(out, x)  # noqa: E731

@@ -15,6 +15,9 @@ import onnx
 import onnxruntime as ort
 from sklearn.metrics import classification_report
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
+from idx import read_idx  # noqa: E402
+
 models, data = sys.argv[1], sys.argv[2]
 infer = os.path.join(os.environ.get("BIN_DIR", os.path.join("target", "release")), "infer")
 tol = 1e-5
@@ -32,27 +35,13 @@ def check(name, ok, detail=""):
         print(f"FAIL {name} {detail}")
 
 
-def read_idx_images(path, n):
-    with open(path, "rb") as f:
-        raw = f.read()
-    count, rows, cols = (int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(3))
-    x = np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(count, rows, cols)[:n]
-    return x
-
-
-def read_idx_labels(path):
-    with open(path, "rb") as f:
-        raw = f.read()
-    return np.frombuffer(raw, dtype=np.uint8, offset=8)
-
-
 images = os.path.join(data, "t10k-images-idx3-ubyte")
 labels = os.path.join(data, "t10k-labels-idx1-ubyte")
 n = 256
 tmp = tempfile.mkdtemp()
 # The first n test images as their own IDX file, for both runtimes.
 subset = os.path.join(tmp, "subset-idx3-ubyte")
-x8 = read_idx_images(images, n)
+x8 = read_idx(images)[:n]
 with open(subset, "wb") as f:
     f.write(bytes([0, 0, 8, 3]) + n.to_bytes(4, "big") + (28).to_bytes(4, "big") + (28).to_bytes(4, "big"))
     f.write(x8.tobytes())
@@ -88,7 +77,7 @@ res = subprocess.run([infer, "classify", "--model", clf, "--images", images, "--
 ours = json.loads(res.stdout)["report"]
 rows = np.genfromtxt(pred_csv, delimiter=",", skip_header=1, dtype=np.int64, usecols=(1, 3))
 y_pred, y_true = rows[:, 0], rows[:, 1]
-check("predictions CSV has the true labels", np.array_equal(y_true, read_idx_labels(labels).astype(np.int64)))
+check("predictions CSV has the true labels", np.array_equal(y_true, read_idx(labels).astype(np.int64)))
 ref = classification_report(y_true, y_pred, output_dict=True, zero_division=0)
 worst = 0.0
 for key, val in ref.items():

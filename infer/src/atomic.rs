@@ -6,62 +6,92 @@ use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-/// A file being written; it appears at its path only on [`AtomicFile::commit`].
-/// Dropped without commit, the temporary file is removed.
+/// A temporary file beside `target` that becomes `target` on
+/// [`Staged::commit`]; dropped without commit, it is removed.
 #[derive(Debug)]
-pub struct AtomicFile {
+pub struct Staged {
     target: PathBuf,
     tmp: PathBuf,
-    out: Option<BufWriter<File>>,
+    committed: bool,
 }
 
-impl AtomicFile {
-    pub fn create(target: impl AsRef<Path>) -> io::Result<AtomicFile> {
+fn parent(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+impl Staged {
+    /// The staged file and a handle to write it.
+    pub fn create(target: impl AsRef<Path>) -> io::Result<(Staged, File)> {
         let target = target.as_ref().to_path_buf();
         let name = target
             .file_name()
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "output path has no file name"))?;
-        let dir = match target.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
+        let dir = parent(&target);
         if !dir.is_dir() {
             return Err(io::Error::new(io::ErrorKind::NotFound, format!("directory {} does not exist", dir.display())));
         }
         let tmp = dir.join(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
         let file = File::create(&tmp)?;
-        Ok(AtomicFile { target, tmp, out: Some(BufWriter::with_capacity(1 << 16, file)) })
+        Ok((Staged { target, tmp, committed: false }, file))
     }
 
     pub fn path(&self) -> &Path {
         &self.target
     }
 
-    /// Flushes, syncs and renames into place.
+    /// Syncs the written file, renames it into place and syncs the
+    /// directory, so the rename survives a power loss too.
     pub fn commit(mut self) -> io::Result<()> {
-        let out = self.out.take().expect("not yet committed");
-        let file = out.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&self.tmp, &self.target)
+        File::open(&self.tmp)?.sync_all()?;
+        fs::rename(&self.tmp, &self.target)?;
+        self.committed = true;
+        File::open(parent(&self.target))?.sync_all()
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// A file being written; it appears at its path only on [`AtomicFile::commit`].
+#[derive(Debug)]
+pub struct AtomicFile {
+    staged: Staged,
+    out: BufWriter<File>,
+}
+
+impl AtomicFile {
+    pub fn create(target: impl AsRef<Path>) -> io::Result<AtomicFile> {
+        let (staged, file) = Staged::create(target)?;
+        Ok(AtomicFile { staged, out: BufWriter::with_capacity(1 << 16, file) })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.staged.path()
+    }
+
+    /// Flushes and renames into place.
+    pub fn commit(self) -> io::Result<()> {
+        let AtomicFile { staged, out } = self;
+        drop(out.into_inner().map_err(|e| e.into_error())?);
+        staged.commit()
     }
 }
 
 impl Write for AtomicFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.out.as_mut().expect("not yet committed").write(buf)
+        self.out.write(buf)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.out.as_mut().expect("not yet committed").flush()
-    }
-}
-
-impl Drop for AtomicFile {
-    fn drop(&mut self) {
-        if self.out.take().is_some() {
-            let _ = fs::remove_file(&self.tmp);
-        }
+        self.out.flush()
     }
 }
 
@@ -70,4 +100,12 @@ pub fn write_bytes(path: impl AsRef<Path>, bytes: &[u8]) -> io::Result<()> {
     let mut f = AtomicFile::create(path)?;
     f.write_all(bytes)?;
     f.commit()
+}
+
+/// Checks that files can be created in `dir` now, before any work is done
+/// for them, by creating and removing an empty probe file.
+pub fn check_writable_dir(dir: &Path) -> io::Result<()> {
+    let probe = dir.join(format!(".write-test.{}", std::process::id()));
+    File::create(&probe)?;
+    fs::remove_file(probe)
 }

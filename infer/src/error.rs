@@ -18,9 +18,19 @@ pub enum InferError {
     /// An input file that is not what the command needs.
     #[error("{}: {msg}", path.display())]
     Input { path: PathBuf, msg: String },
-    /// An output that cannot be written.
+    /// An output that cannot be created where it was asked for.
     #[error("{}: {msg}", path.display())]
-    Output { path: PathBuf, msg: String },
+    Unwritable { path: PathBuf, msg: String },
+    /// Writing an output failed; the source says why.
+    #[error("{}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Writing the report to stdout failed (a closed pipe is no error).
+    #[error("stdout")]
+    Stdout(#[source] std::io::Error),
     #[error("{0}")]
     Usage(String),
     #[error("{0}")]
@@ -30,14 +40,22 @@ pub enum InferError {
 impl InferError {
     pub fn exit_code(&self) -> u8 {
         match self {
-            InferError::Runtime(_) => 1,
+            InferError::Runtime(_) | InferError::Stdout(_) => 1,
             InferError::Session(e) if e.is_runtime() => 1,
             _ => 2,
         }
     }
 
-    pub fn output(path: &std::path::Path, e: impl std::fmt::Display) -> InferError {
-        InferError::Output { path: path.to_path_buf(), msg: e.to_string() }
+    /// The `map_err` closure for a failed write of `path`.
+    pub fn write(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> InferError {
+        let path = path.to_path_buf();
+        move |source| InferError::Write { path, source }
+    }
+
+    /// Whether the reader of stdout went away (`infer … | head`): the
+    /// command's work is done, and it exits 0.
+    pub fn is_broken_pipe(&self) -> bool {
+        matches!(self, InferError::Stdout(e) if e.kind() == std::io::ErrorKind::BrokenPipe)
     }
 }
 
@@ -50,11 +68,21 @@ pub fn check_writable(path: &std::path::Path) -> Result<(), InferError> {
     };
     if !dir.is_dir() {
         let why = if dir.exists() { "is not a directory" } else { "does not exist" };
-        return Err(InferError::Output { path: path.to_path_buf(), msg: format!("{} {why}", dir.display()) });
+        return Err(InferError::Unwritable { path: path.to_path_buf(), msg: format!("{} {why}", dir.display()) });
     }
-    let probe = dir.join(format!(".infer-write-test.{}", std::process::id()));
-    std::fs::write(&probe, b"")
-        .map_err(|e| InferError::Output { path: path.to_path_buf(), msg: format!("cannot write there: {e}") })?;
-    let _ = std::fs::remove_file(probe);
-    Ok(())
+    crate::atomic::check_writable_dir(&dir)
+        .map_err(|e| InferError::Unwritable { path: path.to_path_buf(), msg: format!("cannot write there: {e}") })
+}
+
+/// An error and its causes on one line, joined by ": " (`{:#}` in anyhow's
+/// terms): what the binaries print.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s += ": ";
+        s += &c.to_string();
+        cause = c.source();
+    }
+    s
 }

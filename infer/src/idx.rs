@@ -95,7 +95,7 @@ impl fmt::Display for Role {
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdxError {
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Io { path: PathBuf, source: io::Error },
     #[error("{}: empty file, expected an IDX header", path.display())]
     Empty { path: PathBuf },
@@ -115,7 +115,7 @@ pub enum IdxError {
     Truncated { path: PathBuf, dims: String, dtype: DType, expected: u64, actual: u64 },
     #[error("{}: {extra} unexpected trailing bytes after the IDX payload of {dims} {dtype}", path.display())]
     Trailing { path: PathBuf, dims: String, dtype: DType, extra: u64 },
-    #[error("{}: corrupt gzip stream: {source}", path.display())]
+    #[error("{}: corrupt gzip stream", path.display())]
     Gzip { path: PathBuf, source: io::Error },
     #[error("{}: IDX file has shape {dims} of {dtype}, expected {role}", path.display())]
     WrongRole { path: PathBuf, dims: String, dtype: DType, role: Role },

@@ -2,8 +2,9 @@
 //! inputs and figures, the classification report, the ONNX schema, ONNX
 //! Runtime sessions, and the `infer` commands. Nothing here links libtorch.
 
-pub mod app;
 pub mod atomic;
+pub mod commands;
+pub mod device;
 pub mod error;
 pub mod figure;
 pub mod idx;

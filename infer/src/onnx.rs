@@ -294,10 +294,10 @@ impl ModelProto {
 
 #[derive(Debug, thiserror::Error)]
 pub enum OnnxError {
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Io { path: std::path::PathBuf, source: std::io::Error },
-    #[error("{}: not an ONNX model ({source})", path.display())]
-    Decode { path: std::path::PathBuf, source: prost::DecodeError },
+    #[error("{}: not an ONNX model ({error})", path.display())]
+    Decode { path: std::path::PathBuf, error: prost::DecodeError },
     #[error("{}: not an ONNX model (no graph)", path.display())]
     NoGraph { path: std::path::PathBuf },
     #[error("{}: empty file, expected an ONNX model", path.display())]
@@ -311,8 +311,7 @@ pub fn read_model(path: impl AsRef<Path>) -> Result<ModelProto, OnnxError> {
     if bytes.is_empty() {
         return Err(OnnxError::Empty { path: path.into() });
     }
-    let model =
-        ModelProto::decode(bytes.as_slice()).map_err(|source| OnnxError::Decode { path: path.into(), source })?;
+    let model = ModelProto::decode(bytes.as_slice()).map_err(|error| OnnxError::Decode { path: path.into(), error })?;
     if model.graph.is_none() || model.ir_version == 0 {
         return Err(OnnxError::NoGraph { path: path.into() });
     }

@@ -4,24 +4,14 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use ndarray::{ArrayD, ArrayView2, ArrayView4};
 use ort::ep::{self, ExecutionProvider};
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 use ort::value::TensorRef;
 
+pub use crate::device::Device;
 use crate::onnx::{self, Dim, OnnxError};
-
-/// Where to run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Device {
-    /// CUDA when ONNX Runtime can use it, otherwise CPU.
-    #[default]
-    Auto,
-    Cpu,
-    /// CUDA or fail: no silent fallback.
-    Cuda,
-}
 
 #[derive(Debug, Clone, Default)]
 pub struct SessionOptions {
@@ -66,12 +56,20 @@ impl TensorSpec {
     }
 }
 
-/// An output of one batch: its name, shape and values.
+/// An output of one batch: its name and values.
 #[derive(Debug, Clone)]
 pub struct Output {
     pub name: String,
-    pub shape: Vec<usize>,
-    pub data: Vec<f32>,
+    pub values: ArrayD<f32>,
+}
+
+impl Output {
+    /// The values as one row per image: [batch, everything else].
+    pub fn rows(&self) -> ArrayView2<'_, f32> {
+        let n = self.values.shape().first().copied().unwrap_or(0);
+        let per = self.values.len() / n.max(1);
+        self.values.view().into_shape_with_order((n, per)).expect("standard layout")
+    }
 }
 
 pub struct ModelSession {
@@ -171,11 +169,11 @@ impl ModelSession {
     /// Runs one batch of `[batch, 1, H, W]` images in [0, 1]; returns every
     /// output, in the model's order.
     pub fn run(&mut self, images: &[f32], batch: usize) -> Result<Vec<Output>, SessionError> {
-        let shape = [batch as i64, 1, self.height as i64, self.width as i64];
-        debug_assert_eq!(images.len(), batch * self.height * self.width);
         let run_err =
             |path: &Path, e: &dyn std::fmt::Display| SessionError::Run { path: path.to_path_buf(), msg: e.to_string() };
-        let tensor = TensorRef::from_array_view((shape, images)).map_err(|e| run_err(&self.path, &e))?;
+        let x =
+            ArrayView4::from_shape((batch, 1, self.height, self.width), images).map_err(|e| run_err(&self.path, &e))?;
+        let tensor = TensorRef::from_array_view(x).map_err(|e| run_err(&self.path, &e))?;
         // Disjoint field borrows: the session runs while the specs are read.
         let (path, specs) = (&self.path, &self.outputs);
         let outputs =
@@ -183,13 +181,8 @@ impl ModelSession {
         specs
             .iter()
             .map(|spec| {
-                let (shape, data) =
-                    outputs[spec.name.as_str()].try_extract_tensor::<f32>().map_err(|e| run_err(path, &e))?;
-                Ok(Output {
-                    shape: shape.iter().map(|&d| d as usize).collect(),
-                    data: data.to_vec(),
-                    name: spec.name.clone(),
-                })
+                let values = outputs[spec.name.as_str()].try_extract_array::<f32>().map_err(|e| run_err(path, &e))?;
+                Ok(Output { name: spec.name.clone(), values: values.to_owned() })
             })
             .collect()
     }

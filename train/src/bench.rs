@@ -2,12 +2,18 @@
 //! tch models, tch and ONNX Runtime inference throughput, the machine's
 //! float32 matrix-multiply ceiling, and FLOPs counted from the architecture.
 
+use std::path::Path;
 use std::time::Instant;
 
-use tch::{nn::VarStore, Device, Kind, Tensor};
+use tch::{nn::ModuleT, nn::VarStore, Device, Kind, Tensor};
 
+use infer::session::{ModelSession, SessionOptions};
+
+use crate::config::Architecture;
+use crate::data;
+use crate::error::TrainError;
 use crate::fit::Objective;
-use crate::model::{Autoencoder, AutoencoderConfig, Classifier, ClassifierConfig};
+use crate::model::{AutoencoderConfig, ClassifierConfig, InputShape};
 use crate::optim::{Optimizer, OptimizerKind};
 
 /// A model's forward pass, boxed so both networks fit one measurement loop.
@@ -94,13 +100,13 @@ pub fn train_throughput(
     let n = data.size()[0];
     let (forward, objective, flops): (Forward, Objective, u64) = match classifier {
         None => {
-            let m = Autoencoder::new(&vs.root(), ae);
-            (Box::new(move |x| m.forward(x, true)), Objective::Reconstruction, autoencoder_flops(ae))
+            let m = ae.init(&vs.root());
+            (Box::new(move |x| m.forward_t(x, true)), Objective::Reconstruction, autoencoder_flops(ae))
         }
         Some((fc_units, classes)) => {
             let cfg = ClassifierConfig { encoder: *ae, fc_units, classes };
-            let m = Classifier::new(&vs.root(), &cfg);
-            (Box::new(move |x| m.forward(x, true, true)), Objective::CrossEntropy, classifier_flops(&cfg))
+            let m = cfg.init(&vs.root());
+            (Box::new(move |x| m.forward_t(x, true)), Objective::CrossEntropy, classifier_flops(&cfg))
         }
     };
     let params: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
@@ -147,13 +153,13 @@ pub fn tch_inference_throughput(
     let vs = VarStore::new(Device::Cpu);
     let (forward, flops): (Forward, u64) = match classifier {
         None => {
-            let m = Autoencoder::new(&vs.root(), ae);
-            (Box::new(move |x| m.forward(x, false)), autoencoder_flops(ae))
+            let m = ae.init(&vs.root());
+            (Box::new(move |x| m.forward_t(x, false)), autoencoder_flops(ae))
         }
         Some((fc_units, classes)) => {
             let cfg = ClassifierConfig { encoder: *ae, fc_units, classes };
-            let m = Classifier::new(&vs.root(), &cfg);
-            (Box::new(move |x| m.forward(x, false, false).softmax(-1, Kind::Float)), classifier_flops(&cfg))
+            let m = cfg.init(&vs.root());
+            (Box::new(move |x| m.logits(x).softmax(-1, Kind::Float)), classifier_flops(&cfg))
         }
     };
     let n = data.size()[0];
@@ -194,4 +200,76 @@ pub fn matmul_ceiling(n: i64, reps: usize) -> f64 {
     }
     let secs = t0.elapsed().as_secs_f64();
     2.0 * (n * n * n) as f64 * reps as f64 / secs / 1e9
+}
+
+/// A benchmark's model and data: the architecture for the images' size,
+/// the images as a [N, 1, H, W] tensor and the labels (zeros without a
+/// labels file).
+pub fn load(
+    architecture: Architecture,
+    images: &Path,
+    labels: Option<&Path>,
+) -> Result<(AutoencoderConfig, Tensor, Tensor), TrainError> {
+    let imgs = data::load_images(images, None)?;
+    let labels = match labels {
+        Some(l) => data::load_labels(l, images, imgs.count, None)?,
+        None => vec![0; imgs.count],
+    };
+    let cfg = architecture.with_input(InputShape { height: imgs.rows, width: imgs.cols });
+    cfg.validate()?;
+    Ok((cfg, data::images_tensor(&imgs, Device::Cpu), data::labels_tensor(&labels, Device::Cpu)))
+}
+
+/// GFLOP/s of ONNX Runtime's MatMul on n×n matrices.
+pub fn ort_matmul_ceiling(n: i64, reps: usize, threads: usize) -> Result<f64, TrainError> {
+    let path = std::env::temp_dir().join(format!("bench-matmul-{}.onnx", std::process::id()));
+    std::fs::write(&path, crate::export::onnx::matmul_model(n).to_bytes())
+        .map_err(TrainError::io(&path, "cannot write"))?;
+    let session =
+        ModelSession::open(&path, &SessionOptions { device: infer::device::Device::Cpu, threads: Some(threads) });
+    let _ = std::fs::remove_file(&path);
+    let mut s = session?;
+    let a: Vec<f32> = (0..n * n).map(|i| ((i % 89) as f32) / 89.0).collect();
+    s.run(&a, 1)?;
+    let t0 = Instant::now();
+    for _ in 0..reps {
+        s.run(&a, 1)?;
+    }
+    Ok(2.0 * (n * n * n) as f64 * reps as f64 / t0.elapsed().as_secs_f64() / 1e9)
+}
+
+/// ONNX Runtime (through the infer library) throughput over all images of
+/// `images`, batch by batch, after one warm-up batch.
+pub fn ort_inference_throughput(
+    model: &Path,
+    images: &Path,
+    batch: usize,
+    threads: usize,
+) -> Result<serde_json::Value, TrainError> {
+    let opts = SessionOptions { device: infer::device::Device::Cpu, threads: Some(threads) };
+    let mut s = ModelSession::open(model, &opts)?;
+    let imgs = data::load_images(images, None)?;
+    let x = imgs.to_f32();
+    let px = imgs.rows * imgs.cols;
+    let warm = batch.min(imgs.count);
+    s.run(&x[..warm * px], warm)?;
+    let t0 = Instant::now();
+    let mut i = 0;
+    while i < imgs.count {
+        let n = batch.min(imgs.count - i);
+        s.run(&x[i * px..(i + n) * px], n)?;
+        i += n;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    Ok(serde_json::json!({"images_per_second": imgs.count as f64 / secs, "seconds": secs, "images": imgs.count}))
+}
+
+/// Reading an IDX file and normalising it to f32 (the data loader).
+pub fn idx_load(images: &Path) -> Result<serde_json::Value, TrainError> {
+    let t0 = Instant::now();
+    let imgs = data::load_images(images, None)?;
+    let x = imgs.to_f32();
+    let secs = t0.elapsed().as_secs_f64();
+    let bytes = std::fs::metadata(images).map_err(TrainError::io(images, "cannot read"))?.len();
+    Ok(serde_json::json!({"seconds": secs, "images": imgs.count, "values": x.len(), "bytes": bytes}))
 }

@@ -1,15 +1,29 @@
-//! Command-line arguments (clap derive) and their conversion into validated
-//! jobs. Every hyperparameter left unset comes from the preset.
+//! Command-line arguments (clap derive) and their conversion into the
+//! library's validated jobs and plans: each starts from the preset's
+//! configuration (`train::config`) and overwrites the fields a flag sets.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
-use crate::error::TrainError;
-use crate::fit::Objective;
-use crate::optim::OptimizerKind;
-use crate::pipeline::{AutoencoderJob, ClassifierJob, Common, DeviceChoice};
-use crate::run::TrainSettings;
+use crate::cli_values::{choice, names};
+
+use infer::device::Device;
+use train::config::{Loss, Network, Preset, TrainSettings};
+use train::explorer::{Base, Files, Param, Plan};
+use train::export::{ExportJob, VERIFY_IMAGES};
+use train::optim::OptimizerKind;
+use train::pipeline::{AutoencoderJob, ClassifierJob, Common};
+use train::run_dir::Reuse;
+use train::sweep::SweepPlan;
+use train::{data, device, table, TrainError};
+
+/// Overwrites `field` when the flag was given.
+fn set<T>(field: &mut T, flag: Option<T>) {
+    if let Some(v) = flag {
+        *field = v;
+    }
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -36,106 +50,28 @@ pub enum Command {
     Explore(ExploreArgs),
 }
 
-/// Named sets of defaults.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
-pub enum Preset {
-    /// At most 10 minutes for both networks on 2 CPU cores, ≥ 99.2 % test accuracy.
-    #[default]
-    Quick,
-    /// The reference's best: autoencoder L4 FS3 FL32 E100 B40, classifier FC32 E100 B64 (GPU-sized).
-    Paper,
-}
-
-/// The values a preset fills in.
-#[derive(Debug, Clone, Copy)]
-pub struct PresetValues {
-    pub layers: usize,
-    pub filter_size: usize,
-    pub filters: usize,
-    pub ae_epochs: usize,
-    pub ae_batch: usize,
-    pub ae_lr: f64,
-    pub ae_optimizer: OptimizerKind,
-    pub ae_cosine: bool,
-    pub fc_units: usize,
-    pub frozen_epochs: usize,
-    pub clf_epochs: usize,
-    pub clf_batch: usize,
-    pub clf_lr: f64,
-    pub finetune_lr: f64,
-    pub clf_optimizer: OptimizerKind,
-    pub clf_cosine: bool,
-    /// Classifier data augmentation: random shifts of up to N pixels.
-    pub clf_augment: usize,
-}
-
-impl Preset {
-    pub fn values(self) -> PresetValues {
-        match self {
-            Preset::Quick => PresetValues {
-                layers: 4,
-                filter_size: 3,
-                filters: 16,
-                ae_epochs: 2,
-                ae_batch: 64,
-                ae_lr: 2e-3,
-                ae_optimizer: OptimizerKind::Adam,
-                ae_cosine: true,
-                fc_units: 64,
-                frozen_epochs: 1,
-                clf_epochs: 8,
-                clf_batch: 64,
-                clf_lr: 1e-3,
-                finetune_lr: 1e-3,
-                clf_optimizer: OptimizerKind::Adam,
-                clf_cosine: true,
-                clf_augment: 2,
-            },
-            Preset::Paper => PresetValues {
-                layers: 4,
-                filter_size: 3,
-                filters: 32,
-                ae_epochs: 100,
-                ae_batch: 40,
-                ae_lr: 1e-3,
-                ae_optimizer: OptimizerKind::Rmsprop,
-                ae_cosine: false,
-                fc_units: 32,
-                frozen_epochs: 20,
-                clf_epochs: 80,
-                clf_batch: 64,
-                clf_lr: 1e-3,
-                finetune_lr: 1e-4,
-                clf_optimizer: OptimizerKind::Rmsprop,
-                clf_cosine: false,
-                clf_augment: 0,
-            },
-        }
-    }
-}
-
 #[derive(Debug, Clone, Args)]
 pub struct CommonArgs {
     /// Hyperparameter defaults.
-    #[arg(long, value_enum, default_value_t = Preset::Quick)]
+    #[arg(long, value_parser = choice::<Preset>(), default_value_t = Preset::Quick)]
     pub preset: Preset,
     /// Epochs (fine-tuning epochs for the classifier).
     #[arg(long)]
     pub epochs: Option<usize>,
     #[arg(long)]
     pub batch_size: Option<usize>,
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = choice::<OptimizerKind>())]
     pub optimizer: Option<OptimizerKind>,
-    /// Learning rate.
+    /// Learning rate (the classifier's stage 1; stage 2 uses --finetune-lr).
     #[arg(long)]
     pub lr: Option<f64>,
     /// Cosine learning-rate decay over each stage (default: the preset's).
     #[arg(long)]
     pub cosine: Option<bool>,
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = Preset::Quick.autoencoder().settings.seed)]
     pub seed: u64,
     /// Fraction of the images held out for validation.
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, default_value_t = Preset::Quick.autoencoder().settings.val_split)]
     pub val_split: f64,
     /// Train on the first N images only.
     #[arg(long)]
@@ -146,8 +82,8 @@ pub struct CommonArgs {
     /// CPU threads for libtorch (default: libtorch's choice).
     #[arg(long)]
     pub threads: Option<usize>,
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
-    pub device: DeviceChoice,
+    #[arg(long, value_parser = names::<Device>(), default_value_t = Device::Auto)]
+    pub device: Device,
     /// Run directory (default: runs/<model>-<hyperparameters>).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -183,15 +119,6 @@ pub struct AutoencoderArgs {
     pub common: CommonArgs,
 }
 
-/// The classifier's loss.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LossArg {
-    /// Cross-entropy on the logits.
-    CrossEntropy,
-    /// MSE between softmax and one-hot labels (the reference's).
-    Mse,
-}
-
 #[derive(Debug, Clone, Args)]
 pub struct ClassifierArgs {
     /// The autoencoder run whose encoder is reused.
@@ -216,8 +143,8 @@ pub struct ClassifierArgs {
     /// Stage 2 learning rate (default: the preset's).
     #[arg(long)]
     pub finetune_lr: Option<f64>,
-    #[arg(long, value_enum, default_value_t = LossArg::CrossEntropy)]
-    pub loss: LossArg,
+    #[arg(long, value_parser = choice::<Loss>(), default_value_t = Loss::CrossEntropy)]
+    pub loss: Loss,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -236,15 +163,9 @@ pub struct ExportArgs {
     pub quiet: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Network {
-    Autoencoder,
-    Classifier,
-}
-
 #[derive(Debug, Clone, Args)]
 pub struct SweepArgs {
-    #[arg(value_enum)]
+    #[arg(value_parser = choice::<Network>())]
     pub network: Network,
     /// Values of --layers to try (comma-separated).
     #[arg(long, value_delimiter = ',')]
@@ -290,7 +211,7 @@ pub struct SweepBase {
 
 #[derive(Debug, Clone, Args)]
 pub struct ExploreArgs {
-    #[arg(value_enum)]
+    #[arg(value_parser = choice::<Network>())]
     pub network: Network,
     /// Classifier: the autoencoder run to build on.
     #[arg(long)]
@@ -311,124 +232,159 @@ pub struct ExploreArgs {
     pub base: SweepBase,
 }
 
-/// The test set that goes with a training file: `train-images…` →
-/// `t10k-images…` beside it (MNIST's and Fashion-MNIST's naming, plain or
-/// .gz), if that file exists.
-pub fn companion_test_file(train: &std::path::Path) -> Option<PathBuf> {
-    let name = train.file_name()?.to_str()?;
-    let test = name.replacen("train-", "t10k-", 1);
-    let p = train.with_file_name(test);
-    (name.starts_with("train-") && p.is_file()).then_some(p)
-}
-
-/// The test pair to report on: explicit paths ("none" skips), else the
-/// companions of the training files.
-pub fn test_pair(
-    images: &std::path::Path,
-    labels: &std::path::Path,
-    test_images: &Option<PathBuf>,
-    test_labels: &Option<PathBuf>,
-) -> (Option<PathBuf>, Option<PathBuf>) {
-    let none = |p: &Option<PathBuf>| p.as_ref().is_some_and(|p| p.as_os_str() == "none");
-    if none(test_images) || none(test_labels) {
-        return (None, None);
-    }
-    match (test_images, test_labels) {
-        (None, None) => match (companion_test_file(images), companion_test_file(labels)) {
-            (Some(i), Some(l)) => (Some(i), Some(l)),
-            _ => (None, None),
-        },
-        (i, l) => (i.clone(), l.clone()),
-    }
-}
-
 impl CommonArgs {
-    #[allow(clippy::too_many_arguments)]
-    fn settings(
-        &self,
-        epochs: usize,
-        frozen: usize,
-        batch: usize,
-        opt: OptimizerKind,
-        lr: f64,
-        finetune: Option<f64>,
-        cosine: bool,
-    ) -> TrainSettings {
-        TrainSettings {
-            epochs: self.epochs.unwrap_or(epochs),
-            frozen_epochs: frozen,
-            batch_size: self.batch_size.unwrap_or(batch),
-            optimizer: self.optimizer.unwrap_or(opt),
-            lr: self.lr.unwrap_or(lr),
-            finetune_lr: finetune,
-            cosine: self.cosine.unwrap_or(cosine),
-            seed: self.seed,
-            val_split: self.val_split,
-            limit: self.limit,
-            threads: self.threads,
-            loss: None,
-            augment: 0,
+    /// Overwrites what the flags set.
+    fn apply(&self, s: &mut TrainSettings) {
+        set(&mut s.epochs, self.epochs);
+        set(&mut s.batch_size, self.batch_size);
+        set(&mut s.optimizer, self.optimizer);
+        set(&mut s.lr, self.lr);
+        set(&mut s.cosine, self.cosine);
+        set(&mut s.augment, self.augment);
+        s.seed = self.seed;
+        s.val_split = self.val_split;
+        s.limit = self.limit;
+        s.threads = self.threads;
+    }
+
+    fn reuse(&self) -> Reuse {
+        match (self.resume, self.force) {
+            (true, _) => Reuse::Resume,
+            (false, true) => Reuse::Overwrite,
+            (false, false) => Reuse::Refuse,
         }
     }
 
-    pub fn common(&self, default_out: PathBuf, table_name: &str) -> Common {
-        let out = self.out.clone().unwrap_or(default_out);
-        let table =
-            self.table.clone().or_else(|| Some(out.parent().unwrap_or(std::path::Path::new(".")).join(table_name)));
-        Common { out, device: self.device, quiet: self.quiet, resume: self.resume, force: self.force, table }
+    fn common(&self, default_name: &str, table_name: &str) -> Result<Common, TrainError> {
+        let out = self.out.clone().unwrap_or_else(|| Path::new("runs").join(default_name));
+        let table = self.table.clone().unwrap_or_else(|| out.parent().unwrap_or(Path::new(".")).join(table_name));
+        let device = device::resolve(self.device)?;
+        Ok(Common { out, device, quiet: self.quiet, reuse: self.reuse(), table: Some(table) })
     }
 }
 
 impl AutoencoderArgs {
-    pub fn job(&self) -> AutoencoderJob {
-        let p = self.common.preset.values();
-        let mut settings = self.common.settings(p.ae_epochs, 0, p.ae_batch, p.ae_optimizer, p.ae_lr, None, p.ae_cosine);
-        settings.augment = self.common.augment.unwrap_or(0);
-        let (layers, filter_size, filters) = (
-            self.layers.unwrap_or(p.layers),
-            self.filter_size.unwrap_or(p.filter_size),
-            self.filters.unwrap_or(p.filters),
-        );
-        let name = format!(
-            "runs/autoencoder-L{layers}_FS{filter_size}_FL{filters}_E{}_B{}",
-            settings.epochs, settings.batch_size
-        );
-        AutoencoderJob {
-            images: self.images.clone(),
-            layers,
-            filter_size,
-            filters,
-            common: self.common.common(PathBuf::from(name), "loss_values.csv"),
-            settings,
-        }
+    pub fn job(&self) -> Result<AutoencoderJob, TrainError> {
+        let mut training = self.common.preset.autoencoder();
+        let a = &mut training.architecture;
+        set(&mut a.layers, self.layers);
+        set(&mut a.filter_size, self.filter_size);
+        set(&mut a.filters, self.filters);
+        self.common.apply(&mut training.settings);
+        training.validate()?;
+        let common = self.common.common(&training.run_name(), table::AE_TABLE)?;
+        Ok(AutoencoderJob { images: self.images.clone(), training, common })
     }
 }
 
 impl ClassifierArgs {
     pub fn job(&self) -> Result<ClassifierJob, TrainError> {
-        let p = self.common.preset.values();
-        let frozen = self.frozen_epochs.unwrap_or(p.frozen_epochs);
-        let finetune = self.finetune_lr.or(if self.common.lr.is_some() { None } else { Some(p.finetune_lr) });
-        let mut settings =
-            self.common.settings(p.clf_epochs, frozen, p.clf_batch, p.clf_optimizer, p.clf_lr, finetune, p.clf_cosine);
-        let fc_units = self.fc_units.unwrap_or(p.fc_units);
-        let objective = match self.loss {
-            LossArg::CrossEntropy => Objective::CrossEntropy,
-            LossArg::Mse => Objective::OneHotMse,
-        };
-        settings.loss = Some(format!("{:?}", self.loss).to_lowercase());
-        settings.augment = self.common.augment.unwrap_or(p.clf_augment);
-        let name = format!("runs/classifier-FC{fc_units}_E{}+{}_B{}", frozen, settings.epochs, settings.batch_size);
+        let mut training = self.common.preset.classifier().with_loss(self.loss);
+        set(&mut training.fc_units, self.fc_units);
+        let s = &mut training.settings;
+        set(&mut s.frozen_epochs, self.frozen_epochs);
+        set(&mut s.finetune_lr, self.finetune_lr.map(Some));
+        self.common.apply(s);
+        training.validate()?;
+        let test =
+            data::test_pair(&self.images, &self.labels, self.test_images.as_deref(), self.test_labels.as_deref())?;
+        let common = self.common.common(&training.run_name(), table::CLF_TABLE)?;
         Ok(ClassifierJob {
             autoencoder: self.autoencoder.clone(),
             images: self.images.clone(),
             labels: self.labels.clone(),
-            test_images: test_pair(&self.images, &self.labels, &self.test_images, &self.test_labels).0,
-            test_labels: test_pair(&self.images, &self.labels, &self.test_images, &self.test_labels).1,
-            fc_units,
-            objective,
-            common: self.common.common(PathBuf::from(name), "classification_loss_values.csv"),
-            settings,
+            test,
+            training,
+            common,
         })
+    }
+}
+
+impl ExportArgs {
+    pub fn job(&self) -> ExportJob {
+        ExportJob {
+            run: self.run.clone(),
+            out: self.out.clone(),
+            quiet: self.quiet,
+            images: self.images.clone(),
+            verify_count: VERIFY_IMAGES,
+        }
+    }
+}
+
+impl SweepBase {
+    /// The base configuration of an exploration of `network`.
+    fn plan(&self, network: Network, files: Files, dir: &Path) -> Result<Plan, TrainError> {
+        let c = &self.common;
+        let base = match network {
+            Network::Autoencoder => {
+                let mut t = c.preset.autoencoder();
+                set(&mut t.architecture.layers, self.base_layers);
+                set(&mut t.architecture.filter_size, self.base_filter_size);
+                set(&mut t.architecture.filters, self.base_filters);
+                c.apply(&mut t.settings);
+                Base::Autoencoder(t)
+            }
+            Network::Classifier => {
+                let mut t = c.preset.classifier();
+                set(&mut t.fc_units, self.base_fc_units);
+                c.apply(&mut t.settings);
+                Base::Classifier(t)
+            }
+        };
+        Ok(Plan { base, files, dir: dir.to_path_buf(), device: device::resolve(c.device)?, quiet: c.quiet })
+    }
+}
+
+/// Classifiers report on a test set; autoencoders have none.
+fn test_files(
+    network: Network,
+    images: &Path,
+    labels: &Path,
+    ti: Option<&Path>,
+    tl: Option<&Path>,
+) -> Result<Option<(PathBuf, PathBuf)>, TrainError> {
+    match network {
+        Network::Classifier => data::test_pair(images, labels, ti, tl),
+        Network::Autoencoder => Ok(None),
+    }
+}
+
+impl SweepArgs {
+    pub fn plan(&self) -> Result<SweepPlan, TrainError> {
+        let files = Files {
+            images: self.images.clone(),
+            labels: self.labels.clone(),
+            test: test_files(self.network, &self.images, &self.labels, None, None)?,
+            autoencoder: self.autoencoder.clone(),
+        };
+        let varied = vec![
+            (Param::Layers, self.layers.clone()),
+            (Param::FilterSize, self.filter_size.clone()),
+            (Param::Filters, self.filters.clone()),
+            (Param::FcUnits, self.fc_units.clone()),
+            (Param::Epochs, self.epochs_values.clone()),
+            (Param::BatchSize, self.batch_sizes.clone()),
+        ];
+        Ok(SweepPlan { explore: self.base.plan(self.network, files, &self.dir)?, varied })
+    }
+}
+
+impl ExploreArgs {
+    pub fn plan(&self) -> Result<Plan, TrainError> {
+        let test = test_files(
+            self.network,
+            &self.images,
+            &self.labels,
+            self.test_images.as_deref(),
+            self.test_labels.as_deref(),
+        )?;
+        let files = Files {
+            images: self.images.clone(),
+            labels: self.labels.clone(),
+            test,
+            autoencoder: self.autoencoder.clone(),
+        };
+        self.base.plan(self.network, files, &self.dir)
     }
 }

@@ -1,7 +1,7 @@
 //! Loading IDX data onto the device once, the seeded train/validation split
 //! and the per-epoch shuffled batches.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 use tch::{Device, Kind, Tensor};
@@ -143,16 +143,37 @@ pub fn epoch_batches(n: usize, batch_size: usize, seed: u64, epoch: usize, devic
 
 /// SHA-256 of a file, hex.
 pub fn sha256_file(path: &Path) -> Result<String, TrainError> {
-    let mut f = std::fs::File::open(path).map_err(|e| TrainError::Io {
-        path: path.to_path_buf(),
-        what: "cannot read".into(),
-        msg: e.to_string(),
-    })?;
+    let mut f = std::fs::File::open(path).map_err(TrainError::io(path, "cannot read"))?;
     let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut h).map_err(|e| TrainError::Io {
-        path: path.to_path_buf(),
-        what: "cannot read".into(),
-        msg: e.to_string(),
-    })?;
+    std::io::copy(&mut f, &mut h).map_err(TrainError::io(path, "cannot read"))?;
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The test set that goes with a training file: `train-images…` →
+/// `t10k-images…` beside it (MNIST's and Fashion-MNIST's naming, plain or
+/// .gz), if that file exists.
+pub fn companion_test_file(train: &Path) -> Option<PathBuf> {
+    let name = train.file_name()?.to_str()?;
+    let test = name.replacen("train-", "t10k-", 1);
+    let p = train.with_file_name(test);
+    (name.starts_with("train-") && p.is_file()).then_some(p)
+}
+
+/// The test pair to report on: explicit paths (either one "none" skips),
+/// else the companions of the training files, if both exist.
+pub fn test_pair(
+    images: &Path,
+    labels: &Path,
+    test_images: Option<&Path>,
+    test_labels: Option<&Path>,
+) -> Result<Option<(PathBuf, PathBuf)>, TrainError> {
+    let none = |p: Option<&Path>| p.is_some_and(|p| p.as_os_str() == "none");
+    if none(test_images) || none(test_labels) {
+        return Ok(None);
+    }
+    match (test_images, test_labels) {
+        (None, None) => Ok(companion_test_file(images).zip(companion_test_file(labels))),
+        (Some(i), Some(l)) => Ok(Some((i.to_path_buf(), l.to_path_buf()))),
+        _ => Err(TrainError::Invalid("--test-images and --test-labels go together".into())),
+    }
 }

@@ -1,23 +1,37 @@
 //! Everything that can stop `train`, with the exit code each deserves:
 //! 2 for bad input (caught before training), 1 for runtime faults, 130 for
-//! an interrupt.
+//! an interrupt. A variant that wraps an error shows it through `source()`,
+//! not in its own message: the edge prints the chain ([`infer::error::chain`]).
 
-use std::path::PathBuf;
+use std::io;
+use std::path::{Path, PathBuf};
 
-use crate::model::autoencoder::ConfigError;
+use crate::config::ConfigError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
     #[error(transparent)]
     Idx(#[from] infer::idx::IdxError),
-    #[error("{0}")]
+    #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("{}: {what}: {msg}", path.display())]
-    Io { path: PathBuf, what: String, msg: String },
+    /// A file operation on `path` that failed; `what` says which.
+    #[error("{}: {what}", path.display())]
+    Io {
+        path: PathBuf,
+        what: &'static str,
+        #[source]
+        source: io::Error,
+    },
     #[error("{}: not a run directory: {why}", path.display())]
     NotARun { path: PathBuf, why: String },
     #[error("{}: {msg}", path.display())]
     BadRun { path: PathBuf, msg: String },
+    #[error("{}: not a run configuration", path.display())]
+    BadConfig {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("{0}")]
     Invalid(String),
     #[error("training diverged: the loss became NaN in epoch {epoch}")]
@@ -28,17 +42,28 @@ pub enum TrainError {
     Session(#[from] infer::session::SessionError),
     #[error("{}: the ONNX model differs from the trained model: max |difference| {diff:.3e} exceeds {tol:.0e}", path.display())]
     Parity { path: PathBuf, diff: f32, tol: f32 },
+    /// Reading answers from, or writing to, the terminal failed.
+    #[error("terminal")]
+    Terminal(#[source] io::Error),
     #[error("{0}")]
     Runtime(String),
 }
 
 impl TrainError {
+    /// The `map_err` closure for a failed file operation on `path`.
+    pub fn io(path: impl AsRef<Path>, what: &'static str) -> impl FnOnce(io::Error) -> TrainError {
+        let path = path.as_ref().to_path_buf();
+        move |source| TrainError::Io { path, what, source }
+    }
+
     pub fn exit_code(&self) -> i32 {
         match self {
             TrainError::Interrupted { .. } => 130,
-            TrainError::NanLoss { .. } | TrainError::Parity { .. } | TrainError::Runtime(_) => 1,
+            TrainError::NanLoss { .. }
+            | TrainError::Parity { .. }
+            | TrainError::Runtime(_)
+            | TrainError::Terminal(_) => 1,
             TrainError::Session(e) if e.is_runtime() => 1,
-            TrainError::Io { .. } => 2,
             _ => 2,
         }
     }

@@ -6,9 +6,10 @@
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
-use crate::cli::{ExploreArgs, Network};
+use crate::config::Network;
 use crate::error::TrainError;
-use crate::sweep::{Explorer, Files, Param};
+use crate::explorer::{Explorer, Param, Plan};
+use crate::export::{self, ExportJob};
 
 /// Asks until the answer parses and `ok` accepts it; `None` at end of input.
 fn ask<R: BufRead, W: Write, T: std::str::FromStr>(
@@ -17,7 +18,7 @@ fn ask<R: BufRead, W: Write, T: std::str::FromStr>(
     prompt: &str,
     ok: impl Fn(&T) -> bool,
 ) -> Result<Option<T>, TrainError> {
-    let io = |e: std::io::Error| TrainError::Runtime(format!("terminal: {e}"));
+    let io = TrainError::Terminal;
     loop {
         write!(out, "{prompt}").map_err(io)?;
         out.flush().map_err(io)?;
@@ -33,20 +34,17 @@ fn ask<R: BufRead, W: Write, T: std::str::FromStr>(
     }
 }
 
-pub fn run<R: BufRead, W: Write>(args: &ExploreArgs, input: &mut R, out: &mut W) -> Result<(), TrainError> {
-    let io = |e: std::io::Error| TrainError::Runtime(format!("terminal: {e}"));
-    let files = Files {
-        images: args.images.clone(),
-        labels: args.labels.clone(),
-        test_images: args.test_images.clone(),
-        test_labels: args.test_labels.clone(),
-        autoencoder: args.autoencoder.clone(),
-    };
-    let mut ex = Explorer::new(args.network, args.base.clone(), args.dir.clone(), files)?;
-    writeln!(out, "training the base configuration {}", ex.base.name(args.network, None)).map_err(io)?;
-    ex.train(ex.base)?;
-    let params = Param::of(args.network);
-    let third = match args.network {
+/// Images the "save the model" choice checks the export on.
+const EXPORT_CHECK_IMAGES: usize = 16;
+
+pub fn run<R: BufRead, W: Write>(plan: Plan, input: &mut R, out: &mut W) -> Result<(), TrainError> {
+    let io = TrainError::Terminal;
+    let mut ex = Explorer::new(plan)?;
+    let network = ex.network();
+    writeln!(out, "training the base configuration {}", ex.base.name(None)).map_err(io)?;
+    ex.train(&ex.base.clone())?;
+    let params = Param::of(network);
+    let third = match network {
         Network::Autoencoder => "save the model (ONNX)",
         Network::Classifier => "predict the test data",
     };
@@ -100,15 +98,15 @@ pub fn run<R: BufRead, W: Write>(args: &ExploreArgs, input: &mut R, out: &mut W)
             }
             3 => {
                 let last = ex.last.clone().expect("the base run is trained first");
-                match args.network {
+                match network {
                     Network::Autoencoder => {
-                        let models = args.dir.join("models");
-                        crate::export::export(&crate::export::ExportJob {
+                        let models = ex.dir.join("models");
+                        export::export(&ExportJob {
                             run: last.run.clone(),
                             out: models.clone(),
                             quiet: true,
-                            images: Some(args.images.clone()),
-                            verify_count: 16,
+                            images: Some(ex.files.images.clone()),
+                            verify_count: EXPORT_CHECK_IMAGES,
                         })?;
                         writeln!(
                             out,

@@ -1,17 +1,19 @@
 //! The epoch loop shared by both networks: shuffled batches, progress bar,
 //! Keras-style summary line, validation, checkpoint after every epoch,
-//! NaN detection and clean interruption.
+//! NaN detection, clean interruption and resumption.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use tch::{nn::VarStore, Device, Kind, Tensor};
+use tch::{nn::ModuleT, nn::VarStore, Kind, Tensor};
 
-use crate::data::{epoch_batches, Data};
+use crate::checkpoint::{Checkpoint, WEIGHTS};
+use crate::config::{Loss, TrainSettings};
+use crate::data::{epoch_batches, Data, Rng};
 use crate::error::TrainError;
 use crate::optim::Optimizer;
-use crate::run::{EpochRecord, RunDir};
+use crate::run_dir::{EpochRecord, RunDir};
 
 /// Set by the Ctrl-C handler; the loop stops between batches.
 pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -30,6 +32,15 @@ pub enum Objective {
     CrossEntropy,
     /// Classifier as the reference: MSE between softmax and one-hot.
     OneHotMse,
+}
+
+impl From<Loss> for Objective {
+    fn from(loss: Loss) -> Objective {
+        match loss {
+            Loss::CrossEntropy => Objective::CrossEntropy,
+            Loss::Mse => Objective::OneHotMse,
+        }
+    }
 }
 
 impl Objective {
@@ -51,27 +62,28 @@ impl Objective {
 }
 
 /// One training stage: a contiguous range of epochs with one optimizer.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub struct Stage<'a> {
+    /// Shown on the progress bar, e.g. "(fine-tuning)".
     pub name: &'a str,
     /// Global epoch numbers (1-based) this stage runs: first..=last.
     pub first: usize,
     pub last: usize,
-    /// Epochs of the whole run, for "epoch 3/10".
-    pub total: usize,
-    pub batch_size: usize,
     pub lr: f64,
-    /// Cosine decay of the learning rate over this stage's steps.
-    pub cosine: bool,
-    pub seed: u64,
-    pub quiet: bool,
-    /// Random shifts of up to this many pixels (0: none).
-    pub augment: usize,
+    /// Parameters whose names start with this prefix are frozen: no
+    /// gradients, and the model runs in eval mode (BatchNorm statistics
+    /// kept), which only the frozen part may depend on.
+    pub frozen: Option<&'a str>,
 }
 
 impl Stage<'_> {
-    fn lr_at(&self, step_in_stage: usize, steps_in_stage: usize) -> f64 {
-        if !self.cosine || steps_in_stage == 0 {
+    /// All epochs of `settings` in one stage (the autoencoder's).
+    pub fn whole(settings: &TrainSettings) -> Stage<'static> {
+        Stage { name: "", first: 1, last: settings.epochs, lr: settings.lr, frozen: None }
+    }
+
+    fn lr_at(&self, cosine: bool, step_in_stage: usize, steps_in_stage: usize) -> f64 {
+        if !cosine || steps_in_stage == 0 {
             return self.lr;
         }
         let t = step_in_stage as f64 / steps_in_stage as f64;
@@ -80,12 +92,7 @@ impl Stage<'_> {
 }
 
 /// Mean loss and accuracy of the model over `x` (eval mode, no grad).
-pub fn evaluate(
-    forward: &dyn Fn(&Tensor, bool) -> Tensor,
-    objective: Objective,
-    x: &Tensor,
-    y: Option<&Tensor>,
-) -> (f64, Option<f64>) {
+pub fn evaluate(model: &dyn ModuleT, objective: Objective, x: &Tensor, y: Option<&Tensor>) -> (f64, Option<f64>) {
     let n = x.size()[0];
     let chunk = 1000;
     let (mut loss, mut correct) = (0.0, 0i64);
@@ -95,7 +102,7 @@ pub fn evaluate(
             let len = chunk.min(n - start);
             let xb = x.narrow(0, start, len);
             let yb = y.map(|y| y.narrow(0, start, len));
-            let out = forward(&xb, false);
+            let out = model.forward_t(&xb, false);
             loss += objective.loss(&out, &xb, yb.as_ref()).double_value(&[]) * len as f64;
             if let Some(yb) = &yb {
                 correct += out.argmax(-1, false).eq_tensor(yb).sum(Kind::Int64).int64_value(&[]);
@@ -106,99 +113,175 @@ pub fn evaluate(
     (loss / n as f64, objective.classifies().then(|| correct as f64 / n as f64))
 }
 
-/// Runs a stage's epochs from `start` (a resumed run skips the ones done),
-/// appending to `history` and checkpointing after each.
-#[allow(clippy::too_many_arguments)]
-pub fn run_stage(
-    stage: &Stage,
-    start: usize,
-    forward: &dyn Fn(&Tensor, bool) -> Tensor,
+/// Trains a model held in `vs` stage by stage, checkpointing into `run`
+/// after every epoch.
+#[derive(Debug)]
+pub struct Trainer<'a> {
+    pub vs: VarStore,
+    run: &'a RunDir,
+    data: &'a Data,
+    settings: &'a TrainSettings,
     objective: Objective,
-    data: &Data,
-    vs: &VarStore,
-    opt: &mut Optimizer,
-    run: &RunDir,
-    history: &mut Vec<EpochRecord>,
-) -> Result<(), TrainError> {
-    let device: Device = vs.device();
-    let n = data.train_len();
-    let batches_per_epoch = n.div_ceil(stage.batch_size);
-    let steps_in_stage = batches_per_epoch * (stage.last + 1 - stage.first);
-    for epoch in start.max(stage.first)..=stage.last {
-        let t0 = Instant::now();
-        let batches = epoch_batches(n, stage.batch_size, stage.seed, epoch, device);
-        let bar = if stage.quiet { ProgressBar::hidden() } else { ProgressBar::new(batches.len() as u64) };
-        bar.set_style(
-            ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
-                .expect("valid template")
-                .progress_chars("=> "),
-        );
-        bar.set_prefix(format!("epoch {epoch}/{} {}", stage.total, stage.name));
-        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0i64, 0usize);
-        let mut lr = stage.lr;
-        for (b, idx) in batches.iter().enumerate() {
-            if INTERRUPTED.load(Ordering::SeqCst) {
-                bar.finish_and_clear();
-                return Err(TrainError::Interrupted { run: run.path.clone(), epoch: epoch - 1 });
+    quiet: bool,
+    /// Epochs of the whole run, for "epoch 3/10".
+    total: usize,
+    pub history: Vec<EpochRecord>,
+    /// The checkpoint resumed from, until the stage it was saved in has
+    /// taken its optimizer state.
+    resumed: Option<Checkpoint>,
+}
+
+impl<'a> Trainer<'a> {
+    pub fn new(
+        vs: VarStore,
+        run: &'a RunDir,
+        data: &'a Data,
+        settings: &'a TrainSettings,
+        objective: Objective,
+        quiet: bool,
+    ) -> Trainer<'a> {
+        let total = settings.frozen_epochs + settings.epochs;
+        Trainer { vs, run, data, settings, objective, quiet, total, history: Vec::new(), resumed: None }
+    }
+
+    /// Continues the run from its checkpoint: the weights, the history
+    /// (rewritten to `history.csv`, which may lag by an epoch) and, once
+    /// its stage starts, the optimizer state.
+    pub fn resume(&mut self) -> Result<(), TrainError> {
+        let ckpt = Checkpoint::read(&self.run.file(WEIGHTS), self.vs.device())?;
+        ckpt.copy_into(&mut self.vs, "")?;
+        self.history = ckpt.history.clone();
+        self.run.write_history(&self.history)?;
+        self.resumed = Some(ckpt);
+        Ok(())
+    }
+
+    /// The last epoch that is done.
+    fn done(&self) -> usize {
+        self.history.last().map(|r| r.epoch).unwrap_or(0)
+    }
+
+    /// Runs the stage's epochs that are not done yet.
+    pub fn run_stage(&mut self, stage: &Stage, model: &dyn ModuleT) -> Result<(), TrainError> {
+        if stage.first > stage.last || self.done() >= stage.last {
+            return Ok(());
+        }
+        let frozen: Vec<Tensor> = match stage.frozen {
+            Some(prefix) => self
+                .vs
+                .variables()
+                .into_iter()
+                .filter(|(k, t)| k.starts_with(prefix) && t.requires_grad())
+                .map(|(_, t)| t)
+                .collect(),
+            None => Vec::new(),
+        };
+        for t in &frozen {
+            let _ = t.set_requires_grad(false);
+        }
+        let result = self.epochs(stage, model);
+        for t in &frozen {
+            let _ = t.set_requires_grad(true);
+        }
+        result
+    }
+
+    fn epochs(&mut self, stage: &Stage, model: &dyn ModuleT) -> Result<(), TrainError> {
+        let trainable = self.vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
+        let mut opt = Optimizer::new(self.settings.optimizer, trainable);
+        // A checkpoint saved inside this stage carries its optimizer state.
+        if let Some(ckpt) = self.resumed.take_if(|c| c.epoch >= stage.first) {
+            opt.load_state(ckpt.steps, |k| ckpt.tensors.get(k).map(|t| t.shallow_clone()))
+                .map_err(|msg| TrainError::BadRun { path: ckpt.path.clone(), msg })?;
+        }
+        let s = self.settings;
+        let train_mode = stage.frozen.is_none();
+        let n = self.data.train_len();
+        let batches_per_epoch = n.div_ceil(s.batch_size);
+        let steps_in_stage = batches_per_epoch * (stage.last + 1 - stage.first);
+        for epoch in (self.done() + 1).max(stage.first)..=stage.last {
+            let t0 = Instant::now();
+            let batches = epoch_batches(n, s.batch_size, s.seed, epoch, self.vs.device());
+            let bar = if self.quiet { ProgressBar::hidden() } else { ProgressBar::new(batches.len() as u64) };
+            bar.set_style(
+                ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
+                    .expect("valid template")
+                    .progress_chars("=> "),
+            );
+            bar.set_prefix(format!("epoch {epoch}/{} {}", self.total, stage.name));
+            let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0i64, 0usize);
+            let mut lr = stage.lr;
+            for (b, idx) in batches.iter().enumerate() {
+                if INTERRUPTED.load(Ordering::SeqCst) {
+                    bar.finish_and_clear();
+                    return Err(TrainError::Interrupted { run: self.run.path.clone(), epoch: epoch - 1 });
+                }
+                let step = (epoch - stage.first) * batches_per_epoch + b;
+                lr = stage.lr_at(s.cosine, step, steps_in_stage);
+                let mut xb = self.data.train_x.index_select(0, idx); // [B, 1, H, W]
+                if s.augment > 0 {
+                    let mut rng = Rng::new(s.seed ^ ((epoch as u64) << 32) ^ b as u64);
+                    xb = random_shift(&xb, s.augment as i64, &mut rng);
+                }
+                let yb = self.data.train_y.as_ref().map(|y| y.index_select(0, idx));
+                opt.zero_grad();
+                let out = model.forward_t(&xb, train_mode);
+                let loss = self.objective.loss(&out, &xb, yb.as_ref());
+                loss.backward();
+                opt.step(lr);
+                let len = idx.size()[0] as usize;
+                let l = loss.double_value(&[]);
+                if l.is_nan() {
+                    bar.finish_and_clear();
+                    return Err(TrainError::NanLoss { epoch });
+                }
+                loss_sum += l * len as f64;
+                if let Some(yb) = &yb {
+                    correct += tch::no_grad(|| out.argmax(-1, false).eq_tensor(yb).sum(Kind::Int64).int64_value(&[]));
+                }
+                seen += len;
+                if b % 10 == 0 || b + 1 == batches.len() {
+                    let rate = seen as f64 / t0.elapsed().as_secs_f64().max(1e-9);
+                    bar.set_message(format!("loss {:.4} {:.0} img/s", loss_sum / seen as f64, rate));
+                }
+                bar.inc(1);
             }
-            let step = (epoch - stage.first) * batches_per_epoch + b;
-            lr = stage.lr_at(step, steps_in_stage);
-            let mut xb = data.train_x.index_select(0, idx); // [B, 1, H, W]
-            if stage.augment > 0 {
-                let mut rng = crate::data::Rng::new(stage.seed ^ ((epoch as u64) << 32) ^ b as u64);
-                xb = random_shift(&xb, stage.augment as i64, &mut rng);
-            }
-            let yb = data.train_y.as_ref().map(|y| y.index_select(0, idx));
-            opt.zero_grad();
-            let out = forward(&xb, true);
-            let loss = objective.loss(&out, &xb, yb.as_ref());
-            loss.backward();
-            opt.step(lr);
-            let len = idx.size()[0] as usize;
-            let l = loss.double_value(&[]);
-            if l.is_nan() {
-                bar.finish_and_clear();
+            bar.finish_and_clear();
+            let (val_loss, val_acc) = evaluate(model, self.objective, &self.data.val_x, self.data.val_y.as_ref());
+            if val_loss.is_nan() {
                 return Err(TrainError::NanLoss { epoch });
             }
-            loss_sum += l * len as f64;
-            if let Some(yb) = &yb {
-                correct += tch::no_grad(|| out.argmax(-1, false).eq_tensor(yb).sum(Kind::Int64).int64_value(&[]));
+            let record = EpochRecord {
+                epoch,
+                loss: loss_sum / seen as f64,
+                val_loss,
+                accuracy: self.objective.classifies().then(|| correct as f64 / seen as f64),
+                val_accuracy: val_acc,
+                // Milliseconds: what history.csv shows is what the checkpoint holds.
+                seconds: (t0.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+                lr,
+            };
+            if !self.quiet {
+                println!("{}", summary_line(&record, self.total, n));
             }
-            seen += len;
-            if b % 10 == 0 || b + 1 == batches.len() {
-                let rate = seen as f64 / t0.elapsed().as_secs_f64().max(1e-9);
-                bar.set_message(format!("loss {:.4} {:.0} img/s", loss_sum / seen as f64, rate));
-            }
-            bar.inc(1);
+            self.history.push(record);
+            // Checkpoint first (it carries the history), then the CSV view.
+            Checkpoint::save(self.run, &self.vs, &opt.state(), opt.steps, &self.history)?;
+            self.run.write_history(&self.history)?;
         }
-        bar.finish_and_clear();
-        let (val_loss, val_acc) = evaluate(forward, objective, &data.val_x, data.val_y.as_ref());
-        if val_loss.is_nan() {
-            return Err(TrainError::NanLoss { epoch });
-        }
-        let record = EpochRecord {
-            epoch,
-            loss: loss_sum / seen as f64,
-            val_loss,
-            accuracy: objective.classifies().then(|| correct as f64 / seen as f64),
-            val_accuracy: val_acc,
-            seconds: t0.elapsed().as_secs_f64(),
-            lr,
-        };
-        if !stage.quiet {
-            println!("{}", summary_line(&record, stage.total, n));
-        }
-        history.push(record);
-        // Checkpoint first (it carries the history), then the CSV view.
-        run.save_checkpoint(vs, &opt.state(), opt.steps, history)?;
-        run.write_history(history)?;
+        Ok(())
     }
-    Ok(())
+
+    /// The last epoch's record and the training time of all epochs.
+    pub fn outcome(&self) -> Result<(EpochRecord, f64), TrainError> {
+        let last = self.history.last().cloned().ok_or_else(|| TrainError::Runtime("no epoch was trained".into()))?;
+        Ok((last, self.history.iter().map(|r| r.seconds).sum()))
+    }
 }
 
 /// Translates each image by a random (dx, dy) in [−max, max]², filling
 /// with zeros (background): [B, 1, H, W] → [B, 1, H, W].
-pub fn random_shift(x: &Tensor, max: i64, rng: &mut crate::data::Rng) -> Tensor {
+pub fn random_shift(x: &Tensor, max: i64, rng: &mut Rng) -> Tensor {
     let size = x.size();
     let (n, h, w) = (size[0], size[2], size[3]);
     let padded = x.constant_pad_nd([max, max, max, max]); // [B, 1, H+2m, W+2m]

@@ -1,19 +1,25 @@
 //! Training of the convolutional autoencoder and the classifier built on
 //! its encoder (libtorch through tch), their ONNX export, and the reference
 //! project's experiment workflow (results tables, sweeps, interactive menu).
+//! `ARCHITECTURE.md` maps each concept to its module.
 
 pub mod bench;
-pub mod cli;
+pub mod checkpoint;
+pub mod config;
 pub mod data;
+pub mod device;
 pub mod error;
 pub mod explore;
+pub mod explorer;
 pub mod export;
+pub mod figures;
 pub mod fit;
 pub mod model;
 pub mod optim;
 pub mod pipeline;
-pub mod run;
+pub mod run_dir;
 pub mod sweep;
 pub mod table;
+pub mod test_report;
 
 pub use error::TrainError;

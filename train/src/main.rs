@@ -1,24 +1,23 @@
+//! `train`: parses the command line, maps it onto a library job and runs it.
+
+mod cli;
+#[path = "../../infer/src/cli_values.rs"]
+mod cli_values;
+
 use std::process::ExitCode;
 
 use clap::Parser;
 
-use train::cli::{Cli, Command};
+use cli::{Cli, Command};
 use train::{explore, export, fit, pipeline, sweep, TrainError};
 
 fn run(cli: Cli) -> Result<(), TrainError> {
     match cli.command {
-        Command::Autoencoder(a) => pipeline::train_autoencoder(&a.job()).map(drop),
+        Command::Autoencoder(a) => pipeline::train_autoencoder(&a.job()?).map(drop),
         Command::Classifier(a) => pipeline::train_classifier(&a.job()?).map(drop),
-        Command::Export(a) => export::export(&export::ExportJob {
-            run: a.run,
-            out: a.out,
-            quiet: a.quiet,
-            images: a.images,
-            verify_count: 64,
-        })
-        .map(drop),
-        Command::Sweep(a) => sweep::run(&a),
-        Command::Explore(a) => explore::run(&a, &mut std::io::stdin().lock(), &mut std::io::stdout()),
+        Command::Export(a) => export::export(&a.job()).map(drop),
+        Command::Sweep(a) => sweep::run(a.plan()?),
+        Command::Explore(a) => explore::run(a.plan()?, &mut std::io::stdin().lock(), &mut std::io::stdout()),
     }
 }
 
@@ -28,7 +27,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", infer::error::chain(&e));
             ExitCode::from(e.exit_code() as u8)
         }
     }

@@ -10,8 +10,10 @@
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(strum::Display, strum::EnumString, strum::IntoStaticStr, strum::VariantArray, strum::EnumMessage)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum OptimizerKind {
     /// Keras defaults: rho 0.9, eps 1e-7.
     Rmsprop,

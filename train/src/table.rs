@@ -5,9 +5,22 @@
 
 use std::path::Path;
 
+use crate::config::{Network, TrainSettings};
 use crate::error::TrainError;
 use crate::model::{AutoencoderConfig, ClassifierConfig};
-use crate::run::{EpochRecord, TrainSettings};
+use crate::run_dir::EpochRecord;
+
+/// The tables' file names, next to the runs they list.
+pub const AE_TABLE: &str = "loss_values.csv";
+pub const CLF_TABLE: &str = "classification_loss_values.csv";
+
+/// The table a network's runs go to.
+pub fn name(network: Network) -> &'static str {
+    match network {
+        Network::Autoencoder => AE_TABLE,
+        Network::Classifier => CLF_TABLE,
+    }
+}
 
 pub const AE_HEADER: &str = "Layers,Filter_Size,Filters/Layer,Epochs,Batch_Size,Train_Time,Loss,Val_Loss";
 pub const CLF_HEADER: &str = "Layers,Fc_units,Epochs,Batch_Size,Train_Time,Loss,Val_Loss,Accuracy,Val_Accuracy";
@@ -25,11 +38,7 @@ impl Table {
         if !path.exists() {
             return Ok(Table { header: head, rows: Vec::new() });
         }
-        let text = std::fs::read_to_string(path).map_err(|e| TrainError::Io {
-            path: path.into(),
-            what: "cannot read".into(),
-            msg: e.to_string(),
-        })?;
+        let text = std::fs::read_to_string(path).map_err(TrainError::io(path, "cannot read"))?;
         let mut lines = text.lines();
         if lines.next().map(str::trim) != Some(header) {
             return Err(TrainError::BadRun {
@@ -58,17 +67,9 @@ impl Table {
             out += "\n";
         }
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| TrainError::Io {
-                path: dir.into(),
-                what: "cannot create".into(),
-                msg: e.to_string(),
-            })?;
+            std::fs::create_dir_all(dir).map_err(TrainError::io(dir, "cannot create"))?;
         }
-        infer::atomic::write_bytes(path, out.as_bytes()).map_err(|e| TrainError::Io {
-            path: path.into(),
-            what: "cannot write".into(),
-            msg: e.to_string(),
-        })
+        infer::atomic::write_bytes(path, out.as_bytes()).map_err(TrainError::io(path, "cannot write"))
     }
 
     /// Replaces the row with the same first `key` values, or appends; then

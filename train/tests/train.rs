@@ -14,12 +14,14 @@ use tch::{nn::VarStore, Device, Kind, Tensor};
 
 use infer::idx::{self, Images};
 use infer::session::{Device as OrtDevice, ModelSession, SessionOptions};
+use tch::nn::ModuleT;
+use train::checkpoint::Checkpoint;
+use train::config::{Architecture, AutoencoderTraining, ClassifierTraining, Loss, TrainSettings};
 use train::export::onnx::{self as export_onnx, Graph, Weights};
-use train::fit::Objective;
 use train::model::{Autoencoder, AutoencoderConfig, Classifier, ClassifierConfig, InputShape};
 use train::optim::OptimizerKind;
-use train::pipeline::{self, AutoencoderJob, ClassifierJob, Common, DeviceChoice};
-use train::run::{RunDir, TrainSettings};
+use train::pipeline::{self, AutoencoderJob, ClassifierJob, Common};
+use train::run_dir::{Reuse, RunDir};
 
 static TORCH: Mutex<()> = Mutex::new(());
 
@@ -56,16 +58,16 @@ fn settings(epochs: usize, batch: usize) -> TrainSettings {
 }
 
 fn common(out: &Path) -> Common {
-    Common { out: out.into(), device: DeviceChoice::Cpu, quiet: true, resume: false, force: true, table: None }
+    Common { out: out.into(), device: Device::Cpu, quiet: true, reuse: Reuse::Overwrite, table: None }
 }
 
 fn ae_job(out: &Path, epochs: usize) -> AutoencoderJob {
     AutoencoderJob {
         images: mnist("train-images-idx3-ubyte"),
-        layers: 2,
-        filter_size: 3,
-        filters: 4,
-        settings: settings(epochs, 32),
+        training: AutoencoderTraining {
+            architecture: Architecture { layers: 2, filter_size: 3, filters: 4 },
+            settings: settings(epochs, 32),
+        },
         common: common(out),
     }
 }
@@ -87,9 +89,9 @@ fn every_filter_size_keeps_the_image_size() {
             let vs = VarStore::new(Device::Cpu);
             let ae = Autoencoder::new(&vs.root(), &cfg);
             let x = Tensor::rand([3, 1, 28, 20], (Kind::Float, Device::Cpu));
-            let y = ae.forward(&x, false);
+            let y = ae.forward_t(&x, false);
             assert_eq!(y.size(), vec![3, 1, 28, 20], "K={k} L={layers}");
-            let e = ae.encoder.forward(&x, false);
+            let e = ae.encode(&x, false);
             let [c, h, w] = cfg.embedding_shape();
             assert_eq!(e.size(), vec![3, c as i64, h as i64, w as i64]);
         }
@@ -154,11 +156,8 @@ fn classifier_beats_chance_and_reports_on_test_set() {
         autoencoder: ae.clone(),
         images: mnist("train-images-idx3-ubyte"),
         labels: mnist("train-labels-idx1-ubyte"),
-        test_images: Some(ti),
-        test_labels: Some(tl),
-        fc_units: 16,
-        objective: Objective::CrossEntropy,
-        settings: s,
+        test: Some((ti, tl)),
+        training: ClassifierTraining { fc_units: 16, loss: Loss::CrossEntropy, settings: s },
         common: common(&out),
     };
     let o = pipeline::train_classifier(&job).unwrap();
@@ -170,8 +169,8 @@ fn classifier_beats_chance_and_reports_on_test_set() {
         assert!(out.join(f).is_file(), "{f} missing");
     }
     // The encoder really came from the autoencoder: stage 1 froze it.
-    let ae_w = train::run::Checkpoint::read(&ae.join("weights.safetensors"), Device::Cpu).unwrap();
-    let clf_w = train::run::Checkpoint::read(&out.join("weights.safetensors"), Device::Cpu).unwrap();
+    let ae_w = Checkpoint::read(&ae.join("weights.safetensors"), Device::Cpu).unwrap();
+    let clf_w = Checkpoint::read(&out.join("weights.safetensors"), Device::Cpu).unwrap();
     let k = "encoder.0.conv.weight";
     assert_eq!(ae_w.tensors[k].size(), clf_w.tensors[k].size());
     // Stage 2 fine-tuned it, so it moved a little but not far.
@@ -204,9 +203,9 @@ fn resume_reproduces_an_uninterrupted_run() {
         std::thread::sleep(std::time::Duration::from_millis(2));
     });
     let mut job = ae_job(&cut, 3);
-    job.settings.batch_size = 8; // many batches: the flag lands mid-epoch
+    job.training.settings.batch_size = 8; // many batches: the flag lands mid-epoch
     let mut full_job = ae_job(&full, 3);
-    full_job.settings.batch_size = 8;
+    full_job.training.settings.batch_size = 8;
     pipeline::train_autoencoder(&full_job).unwrap();
     let r = pipeline::train_autoencoder(&job);
     watcher.join().unwrap();
@@ -219,12 +218,11 @@ fn resume_reproduces_an_uninterrupted_run() {
         Ok(_) => panic!("the run should have been interrupted"),
     }
     assert_eq!(history_losses(&cut).len(), 2);
-    job.common.resume = true;
-    job.common.force = false;
+    job.common.reuse = Reuse::Resume;
     pipeline::train_autoencoder(&job).unwrap();
     assert_eq!(history_losses(&cut), history_losses(&full));
-    let a = train::run::Checkpoint::read(&full.join("weights.safetensors"), Device::Cpu).unwrap();
-    let b = train::run::Checkpoint::read(&cut.join("weights.safetensors"), Device::Cpu).unwrap();
+    let a = Checkpoint::read(&full.join("weights.safetensors"), Device::Cpu).unwrap();
+    let b = Checkpoint::read(&cut.join("weights.safetensors"), Device::Cpu).unwrap();
     for (k, t) in &a.tensors {
         assert!(t.equal(&b.tensors[k]), "{k} differs after resume");
     }
@@ -278,10 +276,10 @@ fn onnx_matches_tch_for_all_graphs_and_architectures() {
         randomise(&vs);
         let w = weights(&vs);
         let m = export_onnx::autoencoder_model(&w, &cfg, Graph::Autoencoder, &meta).unwrap();
-        let d = parity(&m, &|x| vec![ae.forward(x, false)], 28, 28);
+        let d = parity(&m, &|x| vec![ae.forward_t(x, false)], 28, 28);
         assert!(d <= 1e-4, "autoencoder L{layers} K{k}: {d}");
         let m = export_onnx::autoencoder_model(&w, &cfg, Graph::Encoder, &meta).unwrap();
-        let d = parity(&m, &|x| vec![ae.encoder.forward(x, false)], 28, 28);
+        let d = parity(&m, &|x| vec![ae.encode(x, false)], 28, 28);
         assert!(d <= 1e-4, "encoder L{layers} K{k}: {d}");
 
         let ccfg = ClassifierConfig { encoder: cfg, fc_units: 9, classes: 10 };
@@ -292,7 +290,7 @@ fn onnx_matches_tch_for_all_graphs_and_architectures() {
         let d = parity(
             &m,
             &|x| {
-                let l = clf.forward(x, false, false);
+                let l = clf.logits(x);
                 vec![l.softmax(-1, Kind::Float), l]
             },
             28,
@@ -548,6 +546,49 @@ fn sweep_writes_table_rows_and_graphs() {
     }
 }
 
+/// `--lr` is stage 1's rate and `--finetune-lr` stage 2's, in `train
+/// classifier` and `sweep` alike (once, `--lr` also moved stage 2 in one
+/// and not the other).
+#[test]
+fn lr_means_the_same_in_classifier_and_sweep() {
+    let _g = lock();
+    let dir = tempfile::tempdir().unwrap();
+    let ae = dir.path().join("ae");
+    pipeline::train_autoencoder(&ae_job(&ae, 1)).unwrap();
+    let (images, labels) = (mnist("train-images-idx3-ubyte"), mnist("train-labels-idx1-ubyte"));
+    let common = [
+        "--autoencoder",
+        ae.to_str().unwrap(),
+        "--images",
+        images.to_str().unwrap(),
+        "--labels",
+        labels.to_str().unwrap(),
+        "--lr",
+        "0.005",
+        "--limit",
+        "200",
+        "--epochs",
+        "1",
+        "--threads",
+        "2",
+        "--quiet",
+    ];
+    let clf = dir.path().join("clf");
+    let mut args = vec!["classifier", "--test-images", "none", "--out", clf.to_str().unwrap()];
+    args.extend(common);
+    let (code, _, err) = run(&args, None);
+    assert_eq!(code, 0, "{err}");
+    let sweep = dir.path().join("sweep");
+    let mut args = vec!["sweep", "classifier", "--fc-units", "8", "--dir", sweep.to_str().unwrap()];
+    args.extend(common);
+    let (code, _, err) = run(&args, None);
+    assert_eq!(code, 0, "{err}");
+    let settings = |run: &Path| RunDir { path: run.into() }.read_config().unwrap().train;
+    let (a, b) = (settings(&clf), settings(&sweep.join("classifier-L2_FC8_E1_B64")));
+    assert_eq!((a.lr, a.finetune_lr), (0.005, Some(1e-3)), "--lr sets stage 1; stage 2 keeps the preset's");
+    assert_eq!((b.lr, b.finetune_lr), (a.lr, a.finetune_lr));
+}
+
 #[test]
 fn cli_help_snapshots() {
     for sub in ["autoencoder", "classifier", "export", "sweep", "explore"] {
@@ -600,7 +641,7 @@ fn hostile_inputs_corpus() {
     idx::write_labels(&good_labels, &labels, false).unwrap();
     let ae = d.join("ae");
     let mut job = ae_job(&ae, 1);
-    job.settings.limit = Some(200);
+    job.training.settings.limit = Some(200);
     pipeline::train_autoencoder(&job).unwrap();
     let model = root().join("models/classifier.onnx");
 
@@ -706,7 +747,7 @@ fn hostile_inputs_corpus() {
     idx::write_images(&odd, &Images { count: 40, rows: 32, cols: 32, pixels: vec![7; 40 * 1024] }, false).unwrap();
     let mut j = ae_job(&d.join("ae32"), 1);
     j.images = odd.clone();
-    j.settings.limit = None;
+    j.training.settings.limit = None;
     pipeline::train_autoencoder(&j).unwrap();
     let (code, _, err) = run(
         &["export", "--run", d.join("ae32").to_str().unwrap(), "--out", d.join("m32").to_str().unwrap(), "-q"],
@@ -807,7 +848,7 @@ fn sigint_saves_the_last_epoch_and_says_how_to_resume() {
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
     assert_eq!(status.code(), Some(130), "{err}");
     assert!(err.contains("--resume") && err.contains("is the last one saved"), "{err}");
-    let ckpt = train::run::Checkpoint::read(&out.join("weights.safetensors"), Device::Cpu).unwrap();
+    let ckpt = Checkpoint::read(&out.join("weights.safetensors"), Device::Cpu).unwrap();
     assert!(ckpt.epoch >= 1);
     assert_eq!(history_rows(&out), ckpt.epoch);
 }
@@ -848,7 +889,7 @@ fn sigkill_at_random_moments_never_loses_the_run() {
         let status = child.wait().unwrap();
         let w = cut.join("weights.safetensors");
         if w.exists() {
-            let ckpt = train::run::Checkpoint::read(&w, Device::Cpu).expect("a loadable checkpoint after every kill");
+            let ckpt = Checkpoint::read(&w, Device::Cpu).expect("a loadable checkpoint after every kill");
             let rows = history_rows(&cut);
             assert!(
                 rows == ckpt.epoch || rows + 1 == ckpt.epoch,
@@ -865,8 +906,8 @@ fn sigkill_at_random_moments_never_loses_the_run() {
     let status = args(&cut, true).status().unwrap();
     assert!(status.success());
     assert_eq!(history_losses(&cut), history_losses(&full));
-    let a = train::run::Checkpoint::read(&full.join("weights.safetensors"), Device::Cpu).unwrap();
-    let b = train::run::Checkpoint::read(&cut.join("weights.safetensors"), Device::Cpu).unwrap();
+    let a = Checkpoint::read(&full.join("weights.safetensors"), Device::Cpu).unwrap();
+    let b = Checkpoint::read(&cut.join("weights.safetensors"), Device::Cpu).unwrap();
     for (k, t) in &a.tensors {
         assert!(t.equal(&b.tensors[k]), "{k} differs after kills and resumes");
     }

@@ -7,19 +7,23 @@ pub mod onnx;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use tch::{nn::VarStore, Device, Kind, Tensor};
+use tch::{nn::ModuleT, nn::VarStore, Device, Kind, Tensor};
 
 use infer::session::{Device as OrtDevice, ModelSession, SessionOptions};
 
+use crate::checkpoint::{to_vec, Checkpoint, WEIGHTS};
 use crate::data;
 use crate::error::TrainError;
-use crate::model::{Autoencoder, AutoencoderConfig, Classifier};
-use crate::run::{Checkpoint, ModelConfig, RunConfig, RunDir, WEIGHTS};
+use crate::model::AutoencoderConfig;
+use crate::run_dir::{ModelConfig, RunConfig, RunDir};
 
 use self::onnx::{Graph, Weights};
 
 /// Largest allowed |ONNX − tch| on any output element.
 pub const TOLERANCE: f32 = 1e-4;
+
+/// Images `train export` checks every graph on.
+pub const VERIFY_IMAGES: usize = 64;
 
 #[derive(Debug, Clone)]
 pub struct ExportJob {
@@ -107,14 +111,14 @@ fn pending(run: &RunDir) -> Result<(Vec<Pending>, AutoencoderConfig, RunConfig),
     let (ae_run, ae_cfg_full) = match &cfg.model {
         ModelConfig::Autoencoder { .. } => (run.clone(), cfg.clone()),
         ModelConfig::Classifier { autoencoder_run, model, .. } => {
-            let (w, clf) = load(run, |p| Classifier::new(p, model))?;
+            let (w, clf) = load(run, |p| model.init(p))?;
             let m = onnx::classifier_model(&w, model, &metadata(&cfg, run))
                 .map_err(|msg| TrainError::BadRun { path: run.file(WEIGHTS), msg })?;
             out.push(Pending {
                 name: "classifier",
                 model: m,
                 reference: Box::new(move |x| {
-                    let logits = clf.forward(x, false, false);
+                    let logits = clf.logits(x);
                     vec![logits.softmax(-1, Kind::Float), logits]
                 }),
             });
@@ -127,24 +131,19 @@ fn pending(run: &RunDir) -> Result<(Vec<Pending>, AutoencoderConfig, RunConfig),
         return Err(TrainError::Invalid(format!("{}: expected an autoencoder run", ae_run.path.display())));
     };
     let meta = metadata(&ae_cfg_full, &ae_run);
-    let (w, ae) = load(&ae_run, |p| Autoencoder::new(p, &ae_cfg))?;
+    let (w, ae) = load(&ae_run, |p| ae_cfg.init(p))?;
     let ae = std::rc::Rc::new(ae);
     for which in [Graph::Autoencoder, Graph::Encoder] {
         let m = onnx::autoencoder_model(&w, &ae_cfg, which, &meta)
             .map_err(|msg| TrainError::BadRun { path: ae_run.file(WEIGHTS), msg })?;
         let ae = ae.clone();
         let (name, reference): (&'static str, Reference) = match which {
-            Graph::Autoencoder => ("autoencoder", Box::new(move |x| vec![ae.forward(x, false)])),
-            _ => ("encoder", Box::new(move |x| vec![ae.encoder.forward(x, false)])),
+            Graph::Autoencoder => ("autoencoder", Box::new(move |x| vec![ae.forward_t(x, false)])),
+            _ => ("encoder", Box::new(move |x| vec![ae.encode(x, false)])),
         };
         out.push(Pending { name, model: m, reference });
     }
     Ok((out, ae_cfg, cfg))
-}
-
-fn io(path: &Path, what: &str) -> impl Fn(std::io::Error) -> TrainError {
-    let (path, what) = (path.to_path_buf(), what.to_string());
-    move |e| TrainError::Io { path: path.clone(), what: what.clone(), msg: e.to_string() }
 }
 
 /// Images to verify with: the first `n` of `path`, in [0, 1].
@@ -168,21 +167,21 @@ pub fn max_abs_diff(
     x: &Tensor,
 ) -> Result<f32, TrainError> {
     let n = x.size()[0] as usize;
-    let input = crate::run::to_vec(x);
+    let input = to_vec(x);
     let outputs = session.run(&input, n)?;
     let expected = tch::no_grad(|| reference(x));
     let mut diff = 0f32;
     for (o, e) in outputs.iter().zip(&expected) {
-        let e = crate::run::to_vec(e);
-        if o.data.len() != e.len() {
+        let e = to_vec(e);
+        if o.values.len() != e.len() {
             return Err(TrainError::Runtime(format!(
                 "output {} has {} values, tch gives {}",
                 o.name,
-                o.data.len(),
+                o.values.len(),
                 e.len()
             )));
         }
-        diff = o.data.iter().zip(&e).fold(diff, |d, (a, b)| d.max((a - b).abs()));
+        diff = o.values.iter().zip(&e).fold(diff, |d, (a, b)| d.max((a - b).abs()));
     }
     Ok(diff)
 }
@@ -190,10 +189,9 @@ pub fn max_abs_diff(
 pub fn export(job: &ExportJob) -> Result<Vec<Exported>, TrainError> {
     let run = RunDir::open(&job.run)?;
     let (pending, ae_cfg, cfg) = pending(&run)?;
-    std::fs::create_dir_all(&job.out).map_err(io(&job.out, "cannot create the output directory"))?;
-    let probe = job.out.join(".write-test");
-    std::fs::write(&probe, b"ok").map_err(io(&job.out, "output directory is not writable"))?;
-    let _ = std::fs::remove_file(&probe);
+    std::fs::create_dir_all(&job.out).map_err(TrainError::io(&job.out, "cannot create the output directory"))?;
+    infer::atomic::check_writable_dir(&job.out)
+        .map_err(TrainError::io(&job.out, "output directory is not writable"))?;
 
     let images = job.images.clone().unwrap_or_else(|| cfg.dataset.images.clone());
     let x = verification_batch(&images, job.verify_count.max(1), ae_cfg.input.height, ae_cfg.input.width)?;
@@ -212,7 +210,7 @@ pub fn export(job: &ExportJob) -> Result<Vec<Exported>, TrainError> {
         if let Err(e) = std::fs::write(&tmp, &bytes) {
             cleanup(&staged);
             let _ = std::fs::remove_file(&tmp);
-            return Err(io(&tmp, "cannot write")(e));
+            return Err(TrainError::io(&tmp, "cannot write")(e));
         }
         staged.push((tmp.clone(), target.clone(), bytes.len(), 0.0));
         let checked = (|| {
@@ -233,7 +231,7 @@ pub fn export(job: &ExportJob) -> Result<Vec<Exported>, TrainError> {
     }
     let mut done = Vec::new();
     for (tmp, target, bytes, diff) in staged {
-        std::fs::rename(&tmp, &target).map_err(io(&target, "cannot write"))?;
+        std::fs::rename(&tmp, &target).map_err(TrainError::io(&target, "cannot write"))?;
         if !job.quiet {
             println!(
                 "exported {} ({:.1} kB): ONNX Runtime matches tch to {:.2e} (max |difference| on {} images)",

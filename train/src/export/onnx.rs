@@ -45,7 +45,7 @@ impl Weights {
         let tensors = named
             .iter()
             .filter(|(k, _)| !k.starts_with("optimizer."))
-            .map(|(k, t)| (k.clone(), (t.size(), crate::run::to_vec(t))))
+            .map(|(k, t)| (k.clone(), (t.size(), crate::checkpoint::to_vec(t))))
             .collect();
         Weights { tensors }
     }
@@ -301,6 +301,25 @@ pub fn classifier_model(
         cfg.classes
     );
     Ok(model(graph, &doc, meta))
+}
+
+/// `y = image · b` for an n×n `image` and an n×n initializer `b`: the
+/// float32 matrix-multiply ceiling `make bench` measures ONNX Runtime at.
+pub fn matmul_model(n: i64) -> ModelProto {
+    let values: Vec<f32> = (0..n * n).map(|i| ((i % 97) as f32) / 97.0).collect();
+    let mut b = Builder::new("image");
+    b.inits.push(TensorProto::f32("b", &[n, n], &values));
+    b.node("MatMul", "mm", &["b"], vec![], Some("y"));
+    let dims = [Dim::Fixed(1), Dim::Fixed(1), Dim::Fixed(n), Dim::Fixed(n)];
+    let graph = GraphProto {
+        node: b.nodes,
+        name: "matmul".into(),
+        initializer: b.inits,
+        input: vec![ValueInfoProto::tensor_f32("image", &dims)],
+        output: vec![ValueInfoProto::tensor_f32("y", &dims)],
+        ..Default::default()
+    };
+    model(graph, "n×n matrix product", &BTreeMap::new())
 }
 
 /// A one-screen description of a graph for snapshots: op types in order,

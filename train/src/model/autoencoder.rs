@@ -2,14 +2,20 @@
 //! any depth, kernel size and width.
 
 use serde::{Deserialize, Serialize};
-use tch::{nn, Tensor};
+use tch::{nn, nn::ModuleT, Tensor};
 
-use super::{ConvBn, Encoder, InputShape};
+use super::encoder::POOLED_LAYERS;
+use super::{conv_bn, ConfigError, ConvBn, Encoder};
+use crate::config::Architecture;
 
-/// Only the first two encoder layers pool (and the last two decoder layers
-/// upsample), as in the reference, so deep models keep a 7×7 map on MNIST.
-pub const POOLED_LAYERS: usize = 2;
+/// The input images' geometry, recorded with every model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputShape {
+    pub height: usize,
+    pub width: usize,
+}
 
+/// An autoencoder for images of one size ([`Architecture::with_input`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AutoencoderConfig {
     /// Encoder layers (the decoder mirrors them).
@@ -21,26 +27,10 @@ pub struct AutoencoderConfig {
     pub input: InputShape,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq)]
-pub enum ConfigError {
-    #[error("--layers must be between 1 and 8, got {0}")]
-    Layers(usize),
-    #[error("--filter-size must be between 2 and 7, got {0}")]
-    FilterSize(usize),
-    #[error("--filters must be between 1 and 512, got {0}")]
-    Filters(usize),
-    #[error("images of {h}×{w} cannot go through {pools} 2×2 poolings: height and width must be divisible by {div}")]
-    Geometry { h: usize, w: usize, pools: usize, div: usize },
-    #[error("--fc-units must be between 1 and 65536, got {0}")]
-    FcUnits(usize),
-    #[error("the labels name {0} classes, expected at least 2")]
-    Classes(usize),
-}
-
 impl AutoencoderConfig {
     /// Hyperparameters and input geometry.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.validate_hyperparameters()?;
+        self.architecture().validate()?;
         let div = 1 << self.pools();
         let (h, w) = (self.input.height, self.input.width);
         if h == 0 || w == 0 || h % div != 0 || w % div != 0 {
@@ -49,18 +39,13 @@ impl AutoencoderConfig {
         Ok(())
     }
 
-    /// The hyperparameters alone, checkable before any image is read.
-    pub fn validate_hyperparameters(&self) -> Result<(), ConfigError> {
-        if !(1..=8).contains(&self.layers) {
-            return Err(ConfigError::Layers(self.layers));
-        }
-        if !(2..=7).contains(&self.filter_size) {
-            return Err(ConfigError::FilterSize(self.filter_size));
-        }
-        if !(1..=512).contains(&self.filters) {
-            return Err(ConfigError::Filters(self.filters));
-        }
-        Ok(())
+    pub fn architecture(&self) -> Architecture {
+        Architecture { layers: self.layers, filter_size: self.filter_size, filters: self.filters }
+    }
+
+    /// The model, its parameters under `p`.
+    pub fn init(&self, p: &nn::Path) -> Autoencoder {
+        Autoencoder::new(p, self)
     }
 
     pub fn pools(&self) -> usize {
@@ -80,7 +65,7 @@ impl AutoencoderConfig {
 
     /// The reference's naming: L4_FS3_FL32.
     pub fn tag(&self) -> String {
-        format!("L{}_FS{}_FL{}", self.layers, self.filter_size, self.filters)
+        self.architecture().tag()
     }
 }
 
@@ -103,7 +88,7 @@ impl Autoencoder {
         let decoder = (0..config.layers)
             .map(|j| {
                 let c_out = config.channels(config.layers - 1 - j);
-                let b = ConvBn::new(&(&dp / j), c_in, c_out, config.filter_size as i64);
+                let b = conv_bn(&(&dp / j), c_in, c_out, config.filter_size as i64);
                 c_in = c_out;
                 b
             })
@@ -117,9 +102,14 @@ impl Autoencoder {
         j + self.config.pools() >= self.config.layers
     }
 
-    /// [B, 1, H, W] → [B, 1, H, W] in [0, 1].
-    pub fn forward(&self, xs: &Tensor, train: bool) -> Tensor {
-        let mut x = self.encoder.forward(xs, train); // [B, C, H/4, W/4]
+    /// [B, 1, H, W] → the embedding [B, C, H/4, W/4].
+    pub fn encode(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.encoder.forward_t(xs, train)
+    }
+
+    /// The embedding [B, C, H/4, W/4] → pixels [B, 1, H, W] in [0, 1].
+    pub fn decode(&self, zs: &Tensor, train: bool) -> Tensor {
+        let mut x = zs.shallow_clone();
         for (j, b) in self.decoder.iter().enumerate() {
             x = b.forward_t(&x, train).relu();
             if self.upsamples(j) {
@@ -128,5 +118,12 @@ impl Autoencoder {
             }
         }
         x.apply(&self.out).sigmoid()
+    }
+}
+
+impl ModuleT for Autoencoder {
+    /// [B, 1, H, W] → its reconstruction [B, 1, H, W] in [0, 1].
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.decode(&self.encode(xs, train), train)
     }
 }

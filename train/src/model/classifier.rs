@@ -2,10 +2,10 @@
 //! connected ReLU layer → one logit per class (softmax at inference).
 
 use serde::{Deserialize, Serialize};
-use tch::{nn, Tensor};
+use tch::{nn, nn::ModuleT, Tensor};
 
-use super::autoencoder::ConfigError;
-use super::{AutoencoderConfig, Encoder};
+use super::{AutoencoderConfig, ConfigError, Encoder};
+use crate::config::FC_UNITS;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClassifierConfig {
@@ -18,13 +18,18 @@ pub struct ClassifierConfig {
 impl ClassifierConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.encoder.validate()?;
-        if !(1..=65536).contains(&self.fc_units) {
+        if !FC_UNITS.contains(&self.fc_units) {
             return Err(ConfigError::FcUnits(self.fc_units));
         }
         if self.classes < 2 {
             return Err(ConfigError::Classes(self.classes));
         }
         Ok(())
+    }
+
+    /// The model, its parameters under `p`.
+    pub fn init(&self, p: &nn::Path) -> Classifier {
+        Classifier::new(p, self)
     }
 
     pub fn embedding_len(&self) -> usize {
@@ -48,14 +53,23 @@ impl Classifier {
         Classifier { config: config.clone(), encoder, fc, head }
     }
 
-    /// [B, 1, H, W] → logits [B, classes]. `train_encoder` false keeps the
-    /// encoder's BatchNorm in eval mode (stage 1: encoder frozen).
-    pub fn forward(&self, xs: &Tensor, train: bool, train_encoder: bool) -> Tensor {
-        self.encoder
-            .forward(xs, train && train_encoder) // [B, C, h, w]
-            .flatten(1, -1) // [B, C·h·w]
-            .apply(&self.fc)
-            .relu()
-            .apply(&self.head)
+    /// [B, 1, H, W] → logits [B, classes] with the encoder in eval mode:
+    /// evaluation, export, and stage 1 (encoder frozen, its BatchNorm
+    /// statistics kept).
+    pub fn logits(&self, xs: &Tensor) -> Tensor {
+        self.head_logits(&self.encoder.forward_t(xs, false))
+    }
+
+    /// The embedding [B, C, h, w] → logits [B, classes].
+    fn head_logits(&self, zs: &Tensor) -> Tensor {
+        zs.flatten(1, -1).apply(&self.fc).relu().apply(&self.head) // [B, C·h·w] → [B, classes]
+    }
+}
+
+impl ModuleT for Classifier {
+    /// [B, 1, H, W] → logits [B, classes]; `train` reaches the encoder's
+    /// BatchNorm (stage 2: everything fine-tuned).
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.head_logits(&self.encoder.forward_t(xs, train))
     }
 }

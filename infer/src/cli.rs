@@ -1,0 +1,165 @@
+//! Command-line arguments (clap derive) and their mapping onto the
+//! library's options.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::cli_values::choice;
+
+use infer::commands::{self, ClassifyOptions, Format, ReconstructOptions, RunOptions};
+use infer::input::Preprocess;
+use infer::session::{Device, SessionOptions};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "infer",
+    version,
+    about = "Batch inference with the exported ONNX models on ONNX Runtime (no libtorch)"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Predict classes; with labels, print the classification report and confusion matrix.
+    Classify(ClassifyArgs),
+    /// Reconstruct images with the autoencoder; report the reconstruction MSE.
+    Reconstruct(ReconstructArgs),
+    /// Write the encoder's embeddings as a NumPy .npy matrix (one row per image).
+    Embed(EmbedArgs),
+    /// Show a model's inputs, outputs, opset and metadata.
+    Info(InfoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The ONNX model.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Images: an IDX file (plain or .gz), a PNG/JPEG file, or a directory of them.
+    #[arg(long)]
+    pub images: PathBuf,
+    /// Images per ONNX Runtime call.
+    #[arg(long, default_value_t = commands::DEFAULT_BATCH)]
+    pub batch_size: usize,
+    /// auto: CUDA when available, else CPU; cuda: fail without CUDA.
+    #[arg(long, value_parser = choice::<Device>(), default_value_t = Device::Auto)]
+    pub device: Device,
+    /// Intra-op threads (default: the physical cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Scale images of another size to the model's.
+    #[arg(long)]
+    pub resize: bool,
+    /// Invert gray levels (for dark digits on light paper).
+    #[arg(long)]
+    pub invert: bool,
+    /// No timing line on stderr.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+impl RunArgs {
+    pub fn options(&self) -> RunOptions {
+        RunOptions {
+            model: self.model.clone(),
+            images: self.images.clone(),
+            session: SessionOptions { device: self.device, threads: self.threads },
+            batch_size: self.batch_size,
+            pre: Preprocess { resize: self.resize, invert: self.invert },
+            quiet: self.quiet,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ClassifyArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// IDX labels: adds the classification report and confusion matrix.
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    #[arg(long, value_parser = choice::<Format>(), default_value_t = Format::Text)]
+    pub format: Format,
+    /// Decimal digits in the text report.
+    #[arg(long, default_value_t = 2)]
+    pub digits: usize,
+    /// Write per-image predictions as CSV.
+    #[arg(long)]
+    pub predictions: Option<PathBuf>,
+    /// Write the confusion matrix as a PNG heatmap (needs --labels).
+    #[arg(long)]
+    pub confusion: Option<PathBuf>,
+    /// Write grids of correctly and incorrectly predicted images into this directory.
+    #[arg(long)]
+    pub samples: Option<PathBuf>,
+    /// Write every image's class probabilities as a [N, classes] NumPy .npy.
+    #[arg(long)]
+    pub probabilities: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReconstructArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// PNG of originals above reconstructions.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Images shown in the PNG and listed on stdout.
+    #[arg(long, default_value_t = 16)]
+    pub count: usize,
+    /// Write every image's MSE as CSV.
+    #[arg(long)]
+    pub per_image: Option<PathBuf>,
+    /// Write the reconstructions as a [N, 1, H, W] NumPy .npy.
+    #[arg(long)]
+    pub npy: Option<PathBuf>,
+    #[arg(long, value_parser = choice::<Format>(), default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct EmbedArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// The .npy file to write.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    #[arg(long)]
+    pub model: PathBuf,
+    #[arg(long, value_parser = choice::<Format>(), default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+impl ClassifyArgs {
+    pub fn options(&self) -> ClassifyOptions {
+        ClassifyOptions {
+            labels: self.labels.clone(),
+            format: self.format,
+            digits: self.digits,
+            predictions: self.predictions.clone(),
+            confusion: self.confusion.clone(),
+            samples: self.samples.clone(),
+            probabilities: self.probabilities.clone(),
+        }
+    }
+}
+
+impl ReconstructArgs {
+    pub fn options(&self) -> ReconstructOptions {
+        ReconstructOptions {
+            grid: self.out.clone(),
+            count: self.count,
+            per_image: self.per_image.clone(),
+            npy: self.npy.clone(),
+            format: self.format,
+        }
+    }
+}

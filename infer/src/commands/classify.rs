@@ -1,0 +1,201 @@
+//! `infer classify`: predictions, the classification report, the confusion
+//! matrix, probabilities and sample grids.
+
+use std::fmt::Write as _;
+use std::io::Write;
+use std::path::PathBuf;
+
+use serde_json::json;
+
+use crate::error::{check_writable, InferError};
+use crate::figure::{self, Tile};
+use crate::idx;
+use crate::npy::NpyWriter;
+use crate::onnx::Dim;
+use crate::report;
+
+use super::{class_names, open, peak_rss_mib, print, print_json, stream, timing_line, write_csv, Format, RunOptions};
+
+#[derive(Debug, Clone, Default)]
+pub struct ClassifyOptions {
+    pub labels: Option<PathBuf>,
+    pub format: Format,
+    pub digits: usize,
+    pub predictions: Option<PathBuf>,
+    pub confusion: Option<PathBuf>,
+    pub samples: Option<PathBuf>,
+    /// Every image's class probabilities as a `[N, classes]` .npy.
+    pub probabilities: Option<PathBuf>,
+}
+
+/// A row of `--predictions`.
+#[derive(serde::Serialize)]
+struct Prediction<'a> {
+    index: usize,
+    predicted: &'a str,
+    /// Six decimals, as the report prints them.
+    confidence: String,
+    #[serde(rename = "true", skip_serializing_if = "Option::is_none")]
+    truth: Option<&'a str>,
+}
+
+/// Figures kept while streaming: the first few right and wrong images.
+const SAMPLES: usize = 24;
+
+pub fn classify(opts: &RunOptions, c: &ClassifyOptions, out: &mut dyn Write) -> Result<(), InferError> {
+    let (mut session, mut source) = open(opts, "probabilities", "a classifier")?;
+    let classes = match session.output("probabilities").map(|o| o.dims.as_slice()) {
+        Some([_, Dim::Fixed(k)]) if *k >= 1 => *k as usize,
+        _ => {
+            return Err(InferError::Input {
+                path: opts.model.clone(),
+                msg: "output `probabilities` is not [batch, classes]".into(),
+            })
+        }
+    };
+    let labels = match &c.labels {
+        Some(p) => {
+            let l = idx::read_labels(p)?;
+            if l.len() != source.count() {
+                return Err(InferError::Input {
+                    path: p.clone(),
+                    msg: format!("{} labels, but {} has {} images", l.len(), source.path().display(), source.count()),
+                });
+            }
+            if let Some(i) = l.iter().position(|&v| v as usize >= classes) {
+                return Err(InferError::Input {
+                    path: p.clone(),
+                    msg: format!("label {} at index {i} is not below the model's {classes} classes", l[i]),
+                });
+            }
+            Some(l)
+        }
+        None => None,
+    };
+    for p in [&c.predictions, &c.confusion, &c.probabilities].into_iter().flatten() {
+        check_writable(p)?;
+    }
+    let mut probs_npy = match &c.probabilities {
+        Some(p) => Some(NpyWriter::create(p, &[source.count(), classes]).map_err(InferError::write(p))?),
+        None => None,
+    };
+    if c.confusion.is_some() && labels.is_none() {
+        return Err(InferError::Usage("--confusion needs --labels".into()));
+    }
+    if let Some(d) = &c.samples {
+        if !d.is_dir() {
+            std::fs::create_dir_all(d).map_err(InferError::write(d))?;
+        }
+        check_writable(&d.join("correct.png"))?;
+    }
+    let names = class_names(&session, classes);
+    let (h, w) = (session.height, session.width);
+    // Capacity from the header is capped: a lying header must not allocate.
+    let mut preds: Vec<usize> = Vec::with_capacity(source.count().min(1 << 20));
+    let mut confs: Vec<f32> = Vec::with_capacity(source.count().min(1 << 20));
+    let mut samples: [Vec<Tile>; 2] = [Vec::new(), Vec::new()];
+    let seconds = stream(&mut session, &mut source, opts.batch_size, |pixels, outputs| {
+        let probs = outputs.iter().find(|o| o.name == "probabilities").expect("checked");
+        if let (Some(w), Some(p)) = (probs_npy.as_mut(), &c.probabilities) {
+            w.write_rows(probs.rows()).map_err(InferError::write(p))?;
+        }
+        for (i, row) in probs.rows().outer_iter().enumerate() {
+            let (best, p) =
+                row.iter().enumerate().fold((0, f32::NEG_INFINITY), |a, (k, &v)| if v > a.1 { (k, v) } else { a });
+            let index = preds.len();
+            preds.push(best);
+            confs.push(p);
+            if c.samples.is_some() {
+                let truth = labels.as_ref().map(|l| l[index] as usize);
+                let right = truth.is_none_or(|t| t == best);
+                let slot = &mut samples[usize::from(!right)];
+                if slot.len() < SAMPLES {
+                    let caption = match truth {
+                        Some(t) => format!("predicted {}, true {} ({:.0}%)", names[best], names[t], p * 100.0),
+                        None => format!("predicted {} ({:.0}%)", names[best], p * 100.0),
+                    };
+                    slot.push(Tile {
+                        pixels: pixels[i * h * w..(i + 1) * h * w].to_vec(),
+                        height: h,
+                        width: w,
+                        caption: Some(caption),
+                        alert: !right,
+                    });
+                }
+            }
+        }
+        Ok(())
+    })?;
+    if let (Some(w), Some(p)) = (probs_npy, &c.probabilities) {
+        w.finish().map_err(InferError::write(p))?;
+    }
+    let n = preds.len();
+    let rate = n as f64 / seconds.max(1e-9);
+    let provider = session.provider;
+    if !opts.quiet {
+        eprintln!("{}", timing_line(n, seconds, &session, opts.batch_size));
+    }
+    let mut text = String::new();
+    let mut doc = json!({
+        "model": opts.model.display().to_string(),
+        "images": opts.images.display().to_string(),
+        "count": n,
+        "execution_provider": provider,
+        "batch_size": opts.batch_size,
+        "seconds": seconds,
+        "images_per_second": rate,
+        "peak_rss_mib": peak_rss_mib(),
+    });
+    if let Some(l) = &labels {
+        let truth: Vec<usize> = l.iter().map(|&v| v as usize).collect();
+        let rep = report::classification_report(&truth, &preds, classes, Some(&names));
+        text += &rep.to_text(c.digits);
+        text += "\n";
+        text += &rep.confusion_text();
+        doc["report"] = rep.to_json();
+        if let Some(p) = &c.confusion {
+            figure::confusion_heatmap(p, &rep.confusion, &names).map_err(InferError::write(p))?;
+        }
+    } else {
+        let mut hist = vec![0usize; classes];
+        for &p in &preds {
+            hist[p] += 1;
+        }
+        let _ = writeln!(text, "predicted class histogram ({n} images)");
+        let width = names.iter().map(|s| s.len()).max().unwrap_or(1);
+        let top = hist.iter().copied().max().unwrap_or(1).max(1);
+        for (k, &count) in hist.iter().enumerate() {
+            let bar = "#".repeat((count * 40).div_ceil(top).min(40));
+            let _ = writeln!(text, "{:>width$} {count:>8} {bar}", names[k]);
+        }
+        doc["histogram"] =
+            json!(names.iter().cloned().zip(hist.iter().map(|&c| json!(c))).collect::<serde_json::Map<_, _>>());
+    }
+    if let Some(p) = &c.predictions {
+        let rows = preds.iter().zip(&confs).enumerate().map(|(index, (&pr, &cf))| Prediction {
+            index,
+            predicted: &names[pr],
+            confidence: format!("{cf:.6}"),
+            truth: labels.as_ref().map(|l| names[l[index] as usize].as_str()),
+        });
+        write_csv(p, rows)?;
+    }
+    if let Some(d) = &c.samples {
+        // Without labels nothing is known to be right or wrong: one grid.
+        let grids = match labels {
+            Some(_) => vec![
+                (&samples[0], "correct.png", "correctly predicted"),
+                (&samples[1], "incorrect.png", "incorrectly predicted"),
+            ],
+            None => vec![(&samples[0], "predicted.png", "predictions")],
+        };
+        for (tiles, name, title) in grids {
+            let p = d.join(name);
+            figure::image_grid(&p, Some(title), tiles, 6, 3).map_err(InferError::write(&p))?;
+        }
+    }
+    match c.format {
+        Format::Text => print(out, &text),
+        Format::Json => print_json(out, &doc),
+    }
+}

@@ -1,0 +1,45 @@
+//! `infer embed`: the encoder's embeddings as a `.npy` matrix.
+
+use std::io::Write;
+use std::path::Path;
+
+use crate::error::{check_writable, InferError};
+use crate::npy::NpyWriter;
+use crate::onnx::Dim;
+
+use super::{open, print, stream, timing_line, RunOptions};
+
+pub fn embed(opts: &RunOptions, npy: &Path, out: &mut dyn Write) -> Result<(), InferError> {
+    let (mut session, mut source) = open(opts, "embedding", "an encoder")?;
+    let dims = session.output("embedding").expect("checked").dims.clone();
+    let width: usize = dims[1..]
+        .iter()
+        .map(|d| match d {
+            Dim::Fixed(v) if *v > 0 => Ok(*v as usize),
+            _ => Err(InferError::Input {
+                path: opts.model.clone(),
+                msg: "output `embedding` has a non-fixed shape".into(),
+            }),
+        })
+        .product::<Result<usize, _>>()?;
+    check_writable(npy)?;
+    let mut writer = NpyWriter::create(npy, &[source.count(), width]).map_err(InferError::write(npy))?;
+    let seconds = stream(&mut session, &mut source, opts.batch_size, |_, outputs| {
+        let e = outputs.iter().find(|o| o.name == "embedding").expect("checked");
+        writer.write_rows(e.rows()).map_err(InferError::write(npy))
+    })?;
+    writer.finish().map_err(InferError::write(npy))?;
+    let n = source.count();
+    if !opts.quiet {
+        eprintln!("{}", timing_line(n, seconds, &session, opts.batch_size));
+    }
+    print(
+        out,
+        &format!(
+            "wrote {} embeddings of {width} floats ([{}]) to {}\n",
+            n,
+            dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "),
+            npy.display()
+        ),
+    )
+}

@@ -1,0 +1,65 @@
+//! `infer info`: a model's contract and metadata.
+
+use std::fmt::Write as _;
+use std::io::Write;
+use std::path::Path;
+
+use serde_json::json;
+
+use crate::error::InferError;
+
+use super::{print, print_json, Format};
+
+/// `infer info`: the model's contract and metadata, read from the file
+/// without starting ONNX Runtime.
+pub fn info(model: &Path, format: Format, out: &mut dyn Write) -> Result<(), InferError> {
+    let m = crate::onnx::read_model(model)?;
+    let g = m.graph.as_ref().expect("read_model checks");
+    let inits: std::collections::HashSet<&str> = g.initializer.iter().map(|t| t.name.as_str()).collect();
+    let shape = |v: &crate::onnx::ValueInfoProto| v.dims().iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ");
+    let inputs: Vec<_> = g.input.iter().filter(|i| !inits.contains(i.name.as_str())).collect();
+    let params: usize = g.initializer.iter().map(|t| t.dims.iter().product::<i64>().max(0) as usize).sum();
+    match format {
+        Format::Text => {
+            let mut s = String::new();
+            let _ = writeln!(s, "model: {}", model.display());
+            let _ = writeln!(s, "producer: {} {}", m.producer_name, m.producer_version);
+            let _ = writeln!(
+                s,
+                "ir_version: {}  opset: {}",
+                m.ir_version,
+                m.opset().map(|o| o.to_string()).unwrap_or("?".into())
+            );
+            if !m.doc_string.is_empty() {
+                let _ = writeln!(s, "doc: {}", m.doc_string);
+            }
+            for i in &inputs {
+                let _ = writeln!(s, "input: {} float32 [{}]", i.name, shape(i));
+            }
+            for o in &g.output {
+                let _ = writeln!(s, "output: {} float32 [{}]", o.name, shape(o));
+            }
+            let _ = writeln!(s, "nodes: {}  parameters: {params}", g.node.len());
+            let _ = writeln!(s, "metadata:");
+            for (k, v) in m.metadata() {
+                let _ = writeln!(s, "  {k}: {v}");
+            }
+            print(out, &s)
+        }
+        Format::Json => {
+            let doc = json!({
+                "model": model.display().to_string(),
+                "producer": format!("{} {}", m.producer_name, m.producer_version),
+                "ir_version": m.ir_version,
+                "opset": m.opset(),
+                "doc": m.doc_string,
+                "inputs": inputs.iter().map(|i| json!({"name": i.name, "shape": shape(i)})).collect::<Vec<_>>(),
+                "outputs": g.output.iter().map(|o| json!({"name": o.name, "shape": shape(o)})).collect::<Vec<_>>(),
+                "nodes": g.node.len(),
+                "parameters": params,
+                "metadata": m.metadata(),
+            });
+            print_json(out, &doc)
+        }
+    }
+}

@@ -1,0 +1,26 @@
+"""The IDX format (MNIST's), for the Python checks and benchmarks: one
+reader, plain or gzip, any u8 array.
+
+    from idx import read_idx, read_images
+"""
+import gzip
+
+import numpy as np
+
+
+def read_idx(path):
+    """The u8 array an IDX file holds, shaped by its header."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    if raw[:2] != b"\0\0" or raw[2] != 0x08:
+        raise ValueError(f"{path}: not a u8 IDX file")
+    nd = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(nd)]
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * nd).reshape(dims)
+
+
+def read_images(path):
+    """IDX images as the models take them: float32 [N, 1, H, W] in [0, 1]."""
+    x = read_idx(path)
+    return (x.astype(np.float32) / 255.0).reshape(x.shape[0], 1, *x.shape[1:])

@@ -1,0 +1,137 @@
+//! `weights.safetensors`: the model's variables, the optimizer state, the
+//! epoch it was saved after and the history up to it. The checkpoint is
+//! the run's single source of truth: `history.csv` is rewritten from it
+//! right after, so a kill at any moment leaves a loadable checkpoint whose
+//! history `history.csv` holds or lags by one epoch, and `--resume`
+//! restores both.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use tch::{nn::VarStore, Device, Kind, Tensor};
+
+use crate::error::TrainError;
+use crate::run_dir::{EpochRecord, RunDir};
+
+pub const WEIGHTS: &str = "weights.safetensors";
+
+/// A decoded `weights.safetensors`.
+#[derive(Debug)]
+pub struct Checkpoint {
+    pub path: PathBuf,
+    pub epoch: usize,
+    /// Optimizer steps taken (Adam's bias correction needs them).
+    pub steps: i64,
+    /// The history up to `epoch`.
+    pub history: Vec<EpochRecord>,
+    pub tensors: HashMap<String, Tensor>,
+}
+
+impl Checkpoint {
+    /// Saves the model's variables, the optimizer state and the history
+    /// into `run`'s checkpoint.
+    pub fn save(
+        run: &RunDir,
+        vs: &VarStore,
+        optimizer: &[(String, Tensor)],
+        steps: i64,
+        history: &[EpochRecord],
+    ) -> Result<(), TrainError> {
+        let epoch = history.last().map(|r| r.epoch).unwrap_or(0);
+        let p = run.file(WEIGHTS);
+        let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+        named.extend(optimizer.iter().map(|(k, t)| (k.clone(), t.shallow_clone())));
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        let meta = HashMap::from([
+            ("epoch".to_string(), epoch.to_string()),
+            ("steps".to_string(), steps.to_string()),
+            ("history".to_string(), serde_json::to_string(history).expect("history serialises")),
+        ]);
+        let bytes = encode_safetensors(&named, meta)
+            .map_err(|e| TrainError::BadRun { path: p.clone(), msg: format!("cannot encode: {e}") })?;
+        infer::atomic::write_bytes(&p, &bytes).map_err(TrainError::io(&p, "cannot write"))
+    }
+
+    pub fn read(path: &Path, device: Device) -> Result<Checkpoint, TrainError> {
+        let bad = |msg: String| TrainError::BadRun { path: path.to_path_buf(), msg };
+        let bytes = std::fs::read(path).map_err(TrainError::io(path, "cannot read"))?;
+        let st = safetensors::SafeTensors::deserialize(&bytes)
+            .map_err(|e| bad(format!("not a safetensors checkpoint: {e}")))?;
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
+        let meta = meta.metadata().clone().unwrap_or_default();
+        let epoch =
+            meta.get("epoch").and_then(|e| e.parse().ok()).ok_or_else(|| bad("no epoch in its metadata".into()))?;
+        let steps = meta.get("steps").and_then(|e| e.parse().ok()).unwrap_or(0);
+        let history: Vec<EpochRecord> = match meta.get("history") {
+            Some(h) => serde_json::from_str(h).map_err(|e| bad(format!("unreadable history in its metadata: {e}")))?,
+            None => Vec::new(),
+        };
+        if history.len() != epoch {
+            return Err(bad(format!("its metadata has {} history rows for epoch {epoch}", history.len())));
+        }
+        let mut tensors = HashMap::new();
+        for name in st.names() {
+            let view = st.tensor(name).map_err(|e| bad(e.to_string()))?;
+            if view.dtype() != safetensors::Dtype::F32 {
+                return Err(bad(format!("tensor {name} is {:?}, expected F32", view.dtype())));
+            }
+            let values: Vec<f32> =
+                view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+            tensors.insert(name.to_string(), Tensor::from_slice(&values).reshape(&shape).to_device(device));
+        }
+        Ok(Checkpoint { path: path.to_path_buf(), epoch, steps, history, tensors })
+    }
+
+    /// Copies the checkpoint's tensors into every variable of `vs` whose
+    /// name starts with `only` (all when empty); each must be present with
+    /// its shape.
+    pub fn copy_into(&self, vs: &mut VarStore, only: &str) -> Result<(), TrainError> {
+        let bad = |msg: String| TrainError::BadRun { path: self.path.clone(), msg };
+        for (name, mut var) in vs.variables() {
+            if !name.starts_with(only) {
+                continue;
+            }
+            let src = self.tensors.get(&name).ok_or_else(|| bad(format!("checkpoint has no tensor {name}")))?;
+            if src.size() != var.size() {
+                return Err(bad(format!(
+                    "tensor {name} has shape {:?}, the model expects {:?}",
+                    src.size(),
+                    var.size()
+                )));
+            }
+            tch::no_grad(|| var.copy_(src));
+        }
+        Ok(())
+    }
+}
+
+/// Tensors → safetensors bytes (f32, little-endian).
+pub fn encode_safetensors(
+    named: &[(String, Tensor)],
+    meta: HashMap<String, String>,
+) -> Result<Vec<u8>, safetensors::SafeTensorError> {
+    let host: Vec<(String, Vec<usize>, Vec<u8>)> = named
+        .iter()
+        .map(|(k, t)| {
+            let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
+            (k.clone(), shape, to_vec(t).iter().flat_map(|x| x.to_le_bytes()).collect())
+        })
+        .collect();
+    let views = host
+        .iter()
+        .map(|(k, shape, bytes)| {
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes).map(|v| (k.clone(), v))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    safetensors::serialize(views, Some(meta))
+}
+
+/// Tensor → Vec<f32> on the host.
+pub fn to_vec(t: &Tensor) -> Vec<f32> {
+    let t = t.to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
+    let n = t.numel();
+    let mut v = vec![0f32; n];
+    t.copy_data(&mut v, n);
+    v
+}

@@ -1,0 +1,301 @@
+//! Every training setting, defined once: the presets and the complete
+//! configuration of each network's training. Command-line flags, sweep
+//! points, the interactive menu and the bench binary all start from a
+//! preset's value and overwrite its fields; nothing else holds a default.
+
+use serde::{Deserialize, Serialize};
+use strum::{Display, EnumMessage, EnumString, IntoStaticStr, VariantArray};
+
+use crate::model::{AutoencoderConfig, InputShape};
+use crate::optim::OptimizerKind;
+
+/// A configuration the networks cannot be built or trained with.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ConfigError {
+    #[error("--layers must be between 1 and 8, got {0}")]
+    Layers(usize),
+    #[error("--filter-size must be between 2 and 7, got {0}")]
+    FilterSize(usize),
+    #[error("--filters must be between 1 and 512, got {0}")]
+    Filters(usize),
+    #[error("images of {h}×{w} cannot go through {pools} 2×2 poolings: height and width must be divisible by {div}")]
+    Geometry { h: usize, w: usize, pools: usize, div: usize },
+    #[error("--fc-units must be between 1 and 65536, got {0}")]
+    FcUnits(usize),
+    #[error("the labels name {0} classes, expected at least 2")]
+    Classes(usize),
+    #[error("--batch-size must be at least 1, got 0")]
+    BatchSize,
+    #[error("--epochs must be at least 1, got 0")]
+    Epochs,
+    #[error("--val-split must be strictly between 0 and 1, got {0}")]
+    ValSplit(f64),
+    #[error("{0} must be positive, got {1}")]
+    Lr(&'static str, f64),
+    #[error("--limit must be at least 1, got 0")]
+    Limit,
+}
+
+/// The two networks this crate trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Display, EnumString, IntoStaticStr, VariantArray, EnumMessage)]
+#[strum(serialize_all = "kebab-case")]
+pub enum Network {
+    Autoencoder,
+    Classifier,
+}
+
+/// Named sets of defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Display, EnumString, IntoStaticStr, VariantArray, EnumMessage)]
+#[strum(serialize_all = "kebab-case")]
+pub enum Preset {
+    /// At most 10 minutes for both networks on 2 CPU cores, ≥ 99.2 % test accuracy.
+    #[default]
+    Quick,
+    /// The reference's best: autoencoder L4 FS3 FL32 E100 B40, classifier FC32 E100 B64 (GPU-sized).
+    Paper,
+}
+
+/// The classifier's loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Display, EnumString, IntoStaticStr, VariantArray, EnumMessage)]
+#[strum(serialize_all = "kebab-case")]
+pub enum Loss {
+    /// Cross-entropy on the logits.
+    #[serde(rename = "crossentropy")]
+    CrossEntropy,
+    /// MSE between softmax and one-hot labels (the reference's).
+    #[serde(rename = "mse")]
+    Mse,
+}
+
+/// How a run is trained: everything needed to rebuild and continue it
+/// (stored in the run's `config.json` and the ONNX metadata).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainSettings {
+    /// Epochs (the classifier's stage 2: fine-tuning).
+    pub epochs: usize,
+    /// Classifier only: stage-1 epochs with the encoder frozen, before `epochs`.
+    #[serde(default)]
+    pub frozen_epochs: usize,
+    pub batch_size: usize,
+    pub optimizer: OptimizerKind,
+    /// Learning rate: the autoencoder's, or the classifier's stage 1.
+    pub lr: f64,
+    /// Classifier only: stage 2's learning rate (`None`: `lr`).
+    #[serde(default)]
+    pub finetune_lr: Option<f64>,
+    /// Cosine decay of the learning rate over each stage.
+    pub cosine: bool,
+    pub seed: u64,
+    /// Fraction of the images held out for validation.
+    pub val_split: f64,
+    /// Train on the first N images only.
+    pub limit: Option<usize>,
+    /// libtorch's CPU threads (`None`: libtorch's choice).
+    pub threads: Option<usize>,
+    /// Classifier only.
+    #[serde(default)]
+    pub loss: Option<Loss>,
+    /// Random translation of training images by up to this many pixels
+    /// (data augmentation; 0 = none).
+    #[serde(default)]
+    pub augment: usize,
+}
+
+impl TrainSettings {
+    /// The checks that need no data; run before any file is read.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive = |v: f64| v > 0.0 && v.is_finite();
+        if self.batch_size == 0 {
+            return Err(ConfigError::BatchSize);
+        }
+        if self.epochs == 0 && self.frozen_epochs == 0 {
+            return Err(ConfigError::Epochs);
+        }
+        if !(self.val_split > 0.0 && self.val_split < 1.0) {
+            return Err(ConfigError::ValSplit(self.val_split));
+        }
+        if !positive(self.lr) {
+            return Err(ConfigError::Lr("--lr", self.lr));
+        }
+        if let Some(lr) = self.finetune_lr.filter(|&lr| !positive(lr)) {
+            return Err(ConfigError::Lr("--finetune-lr", lr));
+        }
+        if self.limit == Some(0) {
+            return Err(ConfigError::Limit);
+        }
+        Ok(())
+    }
+
+    /// Stage 2's learning rate.
+    pub fn finetune_lr(&self) -> f64 {
+        self.finetune_lr.unwrap_or(self.lr)
+    }
+}
+
+/// The autoencoder's architecture: three of the reference's five
+/// hyperparameters (epochs and batch size are [`TrainSettings`]').
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Architecture {
+    /// Encoder layers (the decoder mirrors them).
+    pub layers: usize,
+    /// Kernel size K (K×K), odd or even.
+    pub filter_size: usize,
+    /// Filters of the first encoder layer; each next layer doubles them.
+    pub filters: usize,
+}
+
+impl Architecture {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=8).contains(&self.layers) {
+            return Err(ConfigError::Layers(self.layers));
+        }
+        if !(2..=7).contains(&self.filter_size) {
+            return Err(ConfigError::FilterSize(self.filter_size));
+        }
+        if !(1..=512).contains(&self.filters) {
+            return Err(ConfigError::Filters(self.filters));
+        }
+        Ok(())
+    }
+
+    /// The model for images of `input`'s size.
+    pub fn with_input(self, input: InputShape) -> AutoencoderConfig {
+        AutoencoderConfig { layers: self.layers, filter_size: self.filter_size, filters: self.filters, input }
+    }
+
+    /// The reference's naming: L4_FS3_FL32.
+    pub fn tag(&self) -> String {
+        format!("L{}_FS{}_FL{}", self.layers, self.filter_size, self.filters)
+    }
+}
+
+/// An autoencoder training, complete.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AutoencoderTraining {
+    pub architecture: Architecture,
+    pub settings: TrainSettings,
+}
+
+impl AutoencoderTraining {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.architecture.validate()?;
+        self.settings.validate()
+    }
+
+    /// `autoencoder-L4_FS3_FL16_E2_B64`: the reference's naming.
+    pub fn run_name(&self) -> String {
+        format!("autoencoder-{}_E{}_B{}", self.architecture.tag(), self.settings.epochs, self.settings.batch_size)
+    }
+}
+
+/// A classifier training on a trained encoder, complete.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClassifierTraining {
+    /// Units of the fully connected layer.
+    pub fc_units: usize,
+    pub loss: Loss,
+    pub settings: TrainSettings,
+}
+
+/// The range of `fc_units` a classifier accepts.
+pub const FC_UNITS: std::ops::RangeInclusive<usize> = 1..=65536;
+
+impl ClassifierTraining {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !FC_UNITS.contains(&self.fc_units) {
+            return Err(ConfigError::FcUnits(self.fc_units));
+        }
+        self.settings.validate()
+    }
+
+    /// Sets the loss (also recorded in the settings).
+    pub fn with_loss(mut self, loss: Loss) -> ClassifierTraining {
+        self.loss = loss;
+        self.settings.loss = Some(loss);
+        self
+    }
+
+    /// `classifier-FC64_E1+8_B64`.
+    pub fn run_name(&self) -> String {
+        let s = &self.settings;
+        format!("classifier-FC{}_E{}+{}_B{}", self.fc_units, s.frozen_epochs, s.epochs, s.batch_size)
+    }
+}
+
+impl Preset {
+    /// The preset's autoencoder training.
+    pub fn autoencoder(self) -> AutoencoderTraining {
+        let base = TrainSettings {
+            epochs: 2,
+            frozen_epochs: 0,
+            batch_size: 64,
+            optimizer: OptimizerKind::Adam,
+            lr: 2e-3,
+            finetune_lr: None,
+            cosine: true,
+            seed: 42,
+            val_split: 0.2,
+            limit: None,
+            threads: None,
+            loss: None,
+            augment: 0,
+        };
+        match self {
+            Preset::Quick => AutoencoderTraining {
+                architecture: Architecture { layers: 4, filter_size: 3, filters: 16 },
+                settings: base,
+            },
+            Preset::Paper => AutoencoderTraining {
+                architecture: Architecture { layers: 4, filter_size: 3, filters: 32 },
+                settings: TrainSettings {
+                    epochs: 100,
+                    batch_size: 40,
+                    optimizer: OptimizerKind::Rmsprop,
+                    lr: 1e-3,
+                    cosine: false,
+                    ..base
+                },
+            },
+        }
+    }
+
+    /// The preset's classifier training (stage 1 `frozen_epochs` at `lr`,
+    /// stage 2 `epochs` at `finetune_lr`).
+    pub fn classifier(self) -> ClassifierTraining {
+        let quick = TrainSettings {
+            epochs: 8,
+            frozen_epochs: 1,
+            batch_size: 64,
+            optimizer: OptimizerKind::Adam,
+            lr: 1e-3,
+            finetune_lr: Some(1e-3),
+            cosine: true,
+            seed: 42,
+            val_split: 0.2,
+            limit: None,
+            threads: None,
+            loss: Some(Loss::CrossEntropy),
+            augment: 2,
+        };
+        let settings = match self {
+            Preset::Quick => quick,
+            Preset::Paper => TrainSettings {
+                epochs: 80,
+                frozen_epochs: 20,
+                optimizer: OptimizerKind::Rmsprop,
+                finetune_lr: Some(1e-4),
+                cosine: false,
+                augment: 0,
+                ..quick
+            },
+        };
+        let fc_units = match self {
+            Preset::Quick => 64,
+            Preset::Paper => 32,
+        };
+        ClassifierTraining { fc_units, loss: Loss::CrossEntropy, settings }
+    }
+}

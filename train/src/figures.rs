@@ -1,0 +1,70 @@
+//! A run's figures: loss (and accuracy) per epoch, and reconstructions.
+
+use std::path::Path;
+
+use tch::{nn::ModuleT, Tensor};
+
+use infer::figure::{self, Series, Tile};
+
+use crate::checkpoint::to_vec;
+use crate::data::Data;
+use crate::error::TrainError;
+use crate::model::Autoencoder;
+use crate::run_dir::{EpochRecord, RunDir};
+
+/// A curve's name and how to read its value from a history row.
+type Curve = (&'static str, fn(&EpochRecord) -> Option<f64>);
+
+/// `loss.png`, and `accuracy.png` for a classifier.
+pub fn plot_history(run: &RunDir, history: &[EpochRecord], classifier: bool) -> Result<(), TrainError> {
+    let pts = |f: fn(&EpochRecord) -> Option<f64>| {
+        history.iter().filter_map(|r| f(r).map(|v| (r.epoch as f64, v))).collect::<Vec<_>>()
+    };
+    let chart = |name: &str, title: &str, y: &str, series: [Curve; 2], log| {
+        let p = run.file(name);
+        let series = series.map(|(name, f)| Series { name: name.into(), points: pts(f) });
+        figure::line_chart(&p, title, "epoch", y, &series, log).map_err(TrainError::io(&p, "cannot write"))
+    };
+    chart(
+        "loss.png",
+        "loss per epoch",
+        "loss",
+        [("loss", |r| Some(r.loss)), ("val_loss", |r| Some(r.val_loss))],
+        true,
+    )?;
+    if classifier {
+        chart(
+            "accuracy.png",
+            "accuracy per epoch",
+            "accuracy",
+            [("accuracy", |r| r.accuracy), ("val_accuracy", |r| r.val_accuracy)],
+            false,
+        )?;
+    }
+    Ok(())
+}
+
+/// Pixels in [0, 1] → u8.
+fn to_u8(t: &Tensor) -> Vec<u8> {
+    to_vec(t).iter().map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8).collect()
+}
+
+/// The first `n` validation images (top row) above their reconstructions
+/// (bottom row).
+pub fn reconstructions(path: &Path, ae: &Autoencoder, data: &Data, n: usize) -> Result<(), TrainError> {
+    let n = n.min(data.val_x.size()[0] as usize) as i64;
+    let x = data.val_x.narrow(0, 0, n);
+    let y = tch::no_grad(|| ae.forward_t(&x, false));
+    let (h, w) = (data.height, data.width);
+    let tile = |t: &Tensor, i: i64, cap: &str| Tile {
+        pixels: to_u8(&t.get(i)),
+        height: h,
+        width: w,
+        caption: (i == 0).then(|| cap.to_string()),
+        alert: false,
+    };
+    let mut tiles: Vec<Tile> = (0..n).map(|i| tile(&x, i, "original")).collect();
+    tiles.extend((0..n).map(|i| tile(&y, i, "reconstruction")));
+    figure::image_grid(path, Some("originals (top) and reconstructions (bottom)"), &tiles, n as usize, 3)
+        .map_err(TrainError::io(path, "cannot write"))
+}

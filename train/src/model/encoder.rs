@@ -1,0 +1,44 @@
+//! The encoder half, shared by the autoencoder and the classifier.
+
+use tch::{nn, nn::ModuleT, Tensor};
+
+use super::{conv_bn, AutoencoderConfig, ConvBn};
+
+/// Only the first two encoder layers pool (and the last two decoder layers
+/// upsample), as in the reference, so deep models keep a 7×7 map on MNIST.
+pub const POOLED_LAYERS: usize = 2;
+
+/// Layer i is ConvBn → ReLU, then 2×2 max-pool for i < 2.
+#[derive(Debug)]
+pub struct Encoder {
+    pub blocks: Vec<ConvBn>,
+}
+
+impl Encoder {
+    pub fn new(p: &nn::Path, cfg: &AutoencoderConfig) -> Encoder {
+        let mut c_in = 1;
+        let blocks = (0..cfg.layers)
+            .map(|i| {
+                let c_out = cfg.channels(i);
+                let b = conv_bn(&(p / i), c_in, c_out, cfg.filter_size as i64);
+                c_in = c_out;
+                b
+            })
+            .collect();
+        Encoder { blocks }
+    }
+}
+
+impl ModuleT for Encoder {
+    /// [B, 1, H, W] → [B, F·2^(L−1), H/4, W/4] (H/2 when L = 1).
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        let mut x = xs.shallow_clone();
+        for (i, b) in self.blocks.iter().enumerate() {
+            x = b.forward_t(&x, train).relu();
+            if i < POOLED_LAYERS {
+                x = x.max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false);
+            }
+        }
+        x
+    }
+}

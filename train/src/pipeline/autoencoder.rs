@@ -1,0 +1,61 @@
+use tch::nn::VarStore;
+
+use crate::data;
+use crate::error::TrainError;
+use crate::figures;
+use crate::fit::{Objective, Stage, Trainer};
+use crate::model::InputShape;
+use crate::run_dir::{DatasetInfo, ModelConfig, RunConfig, RunDir};
+use crate::table;
+
+use super::{set_threads, AutoencoderJob, Outcome, PRODUCER};
+
+pub fn train_autoencoder(job: &AutoencoderJob) -> Result<Outcome, TrainError> {
+    let t = &job.training;
+    t.validate()?;
+    let images = data::load_images(&job.images, t.settings.limit)?;
+    let model = t.architecture.with_input(InputShape { height: images.rows, width: images.cols });
+    model.validate().map_err(|e| TrainError::Invalid(format!("{}: {e}", job.images.display())))?;
+    let cfg = RunConfig {
+        model: ModelConfig::Autoencoder { model },
+        train: t.settings.clone(),
+        dataset: DatasetInfo {
+            images: job.images.clone(),
+            images_sha256: data::sha256_file(&job.images)?,
+            labels: None,
+            count: images.count,
+        },
+        producer: PRODUCER.into(),
+    };
+    let (run, resuming) = RunDir::prepare(&job.common.out, &cfg, job.common.reuse)?;
+    set_threads(&t.settings);
+    tch::manual_seed(t.settings.seed as i64);
+    let device = job.common.device;
+    let data = data::split(&images, None, t.settings.val_split, t.settings.seed, device)?;
+    let vs = VarStore::new(device);
+    let ae = model.init(&vs.root());
+    let mut trainer = Trainer::new(vs, &run, &data, &t.settings, Objective::Reconstruction, job.common.quiet);
+    if resuming {
+        trainer.resume()?;
+    } else {
+        run.write_config(&cfg)?;
+    }
+    trainer.run_stage(&Stage::whole(&t.settings), &ae)?;
+    let (last, train_seconds) = trainer.outcome()?;
+    figures::plot_history(&run, &trainer.history, false)?;
+    figures::reconstructions(&run.file("reconstructions.png"), &ae, &data, 10)?;
+    if let Some(path) = &job.common.table {
+        table::append_autoencoder(path, &model, &t.settings, train_seconds, &last)?;
+    }
+    if !job.common.quiet {
+        println!(
+            "autoencoder {}: val_loss {:.6} after {} epochs, {:.1}s training; run in {}",
+            model.tag(),
+            last.val_loss,
+            last.epoch,
+            train_seconds,
+            run.path.display()
+        );
+    }
+    Ok(Outcome { run: run.path.clone(), last, train_seconds, test_accuracy: None })
+}

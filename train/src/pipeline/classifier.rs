@@ -1,0 +1,128 @@
+use tch::nn::VarStore;
+
+use crate::checkpoint::{Checkpoint, WEIGHTS};
+use crate::data;
+use crate::error::TrainError;
+use crate::figures;
+use crate::fit::{Stage, Trainer};
+use crate::model::ClassifierConfig;
+use crate::run_dir::{DatasetInfo, ModelConfig, RunConfig, RunDir};
+use crate::table;
+use crate::test_report;
+
+use super::{set_threads, ClassifierJob, Outcome, PRODUCER};
+
+pub fn train_classifier(job: &ClassifierJob) -> Result<Outcome, TrainError> {
+    let t = &job.training;
+    t.validate()?;
+    let ae_run = RunDir::open(&job.autoencoder)?;
+    let ae_cfg = ae_run.read_config()?;
+    let ModelConfig::Autoencoder { model: encoder } = ae_cfg.model else {
+        return Err(TrainError::Invalid(format!(
+            "{}: is a {} run, expected an autoencoder run (--autoencoder)",
+            job.autoencoder.display(),
+            ae_cfg.model.kind()
+        )));
+    };
+    let images = data::load_images(&job.images, t.settings.limit)?;
+    if (images.rows, images.cols) != (encoder.input.height, encoder.input.width) {
+        return Err(TrainError::Invalid(format!(
+            "{}: images are {}×{}, but the encoder in {} takes {}×{}",
+            job.images.display(),
+            images.rows,
+            images.cols,
+            job.autoencoder.display(),
+            encoder.input.height,
+            encoder.input.width
+        )));
+    }
+    let labels = data::load_labels(&job.labels, &job.images, images.count, t.settings.limit)?;
+    let classes = labels.iter().copied().max().map(|m| m as usize + 1).unwrap_or(0);
+    let test = match &job.test {
+        Some((ti, tl)) => {
+            let timg = data::load_images(ti, None)?;
+            if (timg.rows, timg.cols) != (images.rows, images.cols) {
+                return Err(TrainError::Invalid(format!(
+                    "{}: test images are {}×{}, expected {}×{} like the training images",
+                    ti.display(),
+                    timg.rows,
+                    timg.cols,
+                    images.rows,
+                    images.cols
+                )));
+            }
+            let tlab = data::load_labels(tl, ti, timg.count, None)?;
+            if let Some(&bad) = tlab.iter().find(|&&l| l as usize >= classes) {
+                return Err(TrainError::Invalid(format!(
+                    "{}: label {bad} is not one of the {classes} classes of the training labels",
+                    tl.display()
+                )));
+            }
+            Some((timg, tlab))
+        }
+        None => None,
+    };
+    let model = ClassifierConfig { encoder, fc_units: t.fc_units, classes };
+    model.validate()?;
+    let class_names: Vec<String> = (0..classes).map(|c| c.to_string()).collect();
+    let cfg = RunConfig {
+        model: ModelConfig::Classifier {
+            model: model.clone(),
+            class_names: class_names.clone(),
+            autoencoder_run: job.autoencoder.clone(),
+        },
+        train: t.settings.clone(),
+        dataset: DatasetInfo {
+            images: job.images.clone(),
+            images_sha256: data::sha256_file(&job.images)?,
+            labels: Some(job.labels.clone()),
+            count: images.count,
+        },
+        producer: PRODUCER.into(),
+    };
+    let (run, resuming) = RunDir::prepare(&job.common.out, &cfg, job.common.reuse)?;
+    let s = &t.settings;
+    set_threads(s);
+    tch::manual_seed(s.seed as i64);
+    let device = job.common.device;
+    let data = data::split(&images, Some(&labels), s.val_split, s.seed, device)?;
+    let mut vs = VarStore::new(device);
+    let clf = model.init(&vs.root());
+    // The encoder starts from the autoencoder's trained weights.
+    Checkpoint::read(&ae_run.file(WEIGHTS), device)?.copy_into(&mut vs, "encoder.")?;
+
+    let mut trainer = Trainer::new(vs, &run, &data, s, t.loss.into(), job.common.quiet);
+    if resuming {
+        trainer.resume()?;
+    } else {
+        run.write_config(&cfg)?;
+    }
+    let frozen = s.frozen_epochs;
+    let stage1 = Stage { name: "(encoder frozen)", first: 1, last: frozen, lr: s.lr, frozen: Some("encoder.") };
+    trainer.run_stage(&stage1, &clf)?;
+    let stage2 =
+        Stage { name: "(fine-tuning)", first: frozen + 1, last: frozen + s.epochs, lr: s.finetune_lr(), frozen: None };
+    trainer.run_stage(&stage2, &clf)?;
+    let (last, train_seconds) = trainer.outcome()?;
+    figures::plot_history(&run, &trainer.history, true)?;
+    let test_accuracy = match &test {
+        Some((timg, tlab)) => Some(test_report::write(&run, &clf, timg, tlab, &class_names, device, job.common.quiet)?),
+        None => None,
+    };
+    if let Some(path) = &job.common.table {
+        table::append_classifier(path, &model, s, train_seconds, &last)?;
+    }
+    if !job.common.quiet {
+        println!(
+            "classifier {} FC{}: val_accuracy {:.4}{} after {} epochs, {:.1}s training; run in {}",
+            model.encoder.tag(),
+            model.fc_units,
+            last.val_accuracy.unwrap_or(0.0),
+            test_accuracy.map(|a| format!(", test accuracy {a:.4}")).unwrap_or_default(),
+            last.epoch,
+            train_seconds,
+            run.path.display()
+        );
+    }
+    Ok(Outcome { run: run.path.clone(), last, train_seconds, test_accuracy })
+}

@@ -1,0 +1,60 @@
+//! `train autoencoder` and `train classifier`: from a validated job to a
+//! finished run directory with checkpoint, history, figures and report.
+
+mod autoencoder;
+mod classifier;
+
+use std::path::PathBuf;
+
+pub use autoencoder::train_autoencoder;
+pub use classifier::train_classifier;
+
+use crate::config::{AutoencoderTraining, ClassifierTraining, TrainSettings};
+use crate::run_dir::{EpochRecord, Reuse};
+
+pub const PRODUCER: &str = concat!("train ", env!("CARGO_PKG_VERSION"));
+
+/// What every training job shares.
+#[derive(Debug, Clone)]
+pub struct Common {
+    pub out: PathBuf,
+    pub device: tch::Device,
+    pub quiet: bool,
+    pub reuse: Reuse,
+    /// The results table to add the run to (`None`: none).
+    pub table: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AutoencoderJob {
+    pub images: PathBuf,
+    pub training: AutoencoderTraining,
+    pub common: Common,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClassifierJob {
+    /// The autoencoder run whose encoder is reused.
+    pub autoencoder: PathBuf,
+    pub images: PathBuf,
+    pub labels: PathBuf,
+    /// Test images and labels for the final report.
+    pub test: Option<(PathBuf, PathBuf)>,
+    pub training: ClassifierTraining,
+    pub common: Common,
+}
+
+/// What a finished run reports back (sweeps tabulate it).
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub run: PathBuf,
+    pub last: EpochRecord,
+    pub train_seconds: f64,
+    pub test_accuracy: Option<f64>,
+}
+
+fn set_threads(settings: &TrainSettings) {
+    if let Some(t) = settings.threads {
+        tch::set_num_threads(t as i32);
+    }
+}

@@ -1,0 +1,185 @@
+//! A run directory: `config.json` (what was trained, on what), the
+//! checkpoint (`weights.safetensors`, see [`crate::checkpoint`]),
+//! `history.csv` and the figures, every file written atomically; and the
+//! policy for starting, overwriting or resuming a run there.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use infer::atomic;
+
+use crate::checkpoint::WEIGHTS;
+use crate::config::TrainSettings;
+use crate::error::TrainError;
+use crate::model::{AutoencoderConfig, ClassifierConfig};
+
+pub const CONFIG: &str = "config.json";
+pub const HISTORY: &str = "history.csv";
+
+/// The dataset a run was trained on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetInfo {
+    pub images: PathBuf,
+    pub images_sha256: String,
+    pub labels: Option<PathBuf>,
+    pub count: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum ModelConfig {
+    Autoencoder { model: AutoencoderConfig },
+    Classifier { model: ClassifierConfig, class_names: Vec<String>, autoencoder_run: PathBuf },
+}
+
+impl ModelConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ModelConfig::Autoencoder { .. } => "autoencoder",
+            ModelConfig::Classifier { .. } => "classifier",
+        }
+    }
+
+    pub fn autoencoder(&self) -> &AutoencoderConfig {
+        match self {
+            ModelConfig::Autoencoder { model } => model,
+            ModelConfig::Classifier { model, .. } => &model.encoder,
+        }
+    }
+}
+
+/// `config.json`: everything needed to rebuild and continue a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunConfig {
+    #[serde(flatten)]
+    pub model: ModelConfig,
+    pub train: TrainSettings,
+    pub dataset: DatasetInfo,
+    pub producer: String,
+}
+
+/// One row of `history.csv`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    pub loss: f64,
+    pub val_loss: f64,
+    pub accuracy: Option<f64>,
+    pub val_accuracy: Option<f64>,
+    pub seconds: f64,
+    pub lr: f64,
+}
+
+/// What to do with a directory that may already hold a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Reuse {
+    /// Refuse to touch an existing run.
+    #[default]
+    Refuse,
+    /// Start over, replacing it.
+    Overwrite,
+    /// Continue it from its last checkpoint (a fresh start when there is none).
+    Resume,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    pub path: PathBuf,
+}
+
+impl RunDir {
+    /// Creates (or reuses) the directory and checks that it is writable now,
+    /// before any training time is spent.
+    pub fn create(path: impl AsRef<Path>) -> Result<RunDir, TrainError> {
+        let path = path.as_ref().to_path_buf();
+        std::fs::create_dir_all(&path).map_err(TrainError::io(&path, "cannot create the run directory"))?;
+        atomic::check_writable_dir(&path).map_err(TrainError::io(&path, "run directory is not writable"))?;
+        Ok(RunDir { path })
+    }
+
+    /// Prepares `path` for a run of `cfg`: a fresh run refuses to overwrite
+    /// another one unless told to; a resumed one needs the same model and
+    /// training options. Returns the directory and whether to resume.
+    pub fn prepare(path: &Path, cfg: &RunConfig, reuse: Reuse) -> Result<(RunDir, bool), TrainError> {
+        let run = RunDir::create(path)?;
+        let has_run = run.file(WEIGHTS).exists();
+        match reuse {
+            Reuse::Resume if has_run => {
+                let old = run.read_config()?;
+                if old.model != cfg.model || old.train != cfg.train {
+                    return Err(TrainError::Invalid(format!(
+                        "{}: --resume needs the same model and training options as the interrupted run",
+                        run.path.display()
+                    )));
+                }
+                Ok((run, true))
+            }
+            Reuse::Refuse if has_run => Err(TrainError::Invalid(format!(
+                "{}: already holds a run; pass --resume to continue it or --force to start over",
+                run.path.display()
+            ))),
+            _ => Ok((run, false)),
+        }
+    }
+
+    /// An existing run; fails unless it has a config and weights.
+    pub fn open(path: impl AsRef<Path>) -> Result<RunDir, TrainError> {
+        let path = path.as_ref().to_path_buf();
+        if !path.is_dir() {
+            return Err(TrainError::NotARun { path, why: "no such directory".into() });
+        }
+        for f in [CONFIG, WEIGHTS] {
+            if !path.join(f).is_file() {
+                return Err(TrainError::NotARun {
+                    path: path.clone(),
+                    why: format!("it has no {f} (incomplete run?)"),
+                });
+            }
+        }
+        Ok(RunDir { path })
+    }
+
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    pub fn write_config(&self, cfg: &RunConfig) -> Result<(), TrainError> {
+        let p = self.file(CONFIG);
+        let json = serde_json::to_string_pretty(cfg).expect("config serialises");
+        atomic::write_bytes(&p, format!("{json}\n").as_bytes()).map_err(TrainError::io(&p, "cannot write"))
+    }
+
+    pub fn read_config(&self) -> Result<RunConfig, TrainError> {
+        let p = self.file(CONFIG);
+        let text = std::fs::read_to_string(&p).map_err(TrainError::io(&p, "cannot read"))?;
+        serde_json::from_str(&text).map_err(|source| TrainError::BadConfig { path: p, source })
+    }
+
+    pub fn write_history(&self, rows: &[EpochRecord]) -> Result<(), TrainError> {
+        let p = self.file(HISTORY);
+        let mut csv = csv::Writer::from_writer(Vec::new());
+        for r in rows {
+            csv.serialize(r).map_err(|e| TrainError::io(&p, "cannot encode")(e.into()))?;
+        }
+        let bytes = csv.into_inner().map_err(|e| TrainError::io(&p, "cannot encode")(e.into_error()))?;
+        atomic::write_bytes(&p, &bytes).map_err(TrainError::io(&p, "cannot write"))
+    }
+
+    pub fn read_history(&self) -> Result<Vec<EpochRecord>, TrainError> {
+        let p = self.file(HISTORY);
+        if !p.exists() {
+            return Ok(Vec::new());
+        }
+        let mut csv = csv::Reader::from_path(&p).map_err(|e| TrainError::io(&p, "cannot read")(e.into()))?;
+        csv.deserialize()
+            .enumerate()
+            .map(|(i, row)| {
+                row.map_err(|_| TrainError::BadRun {
+                    path: p.clone(),
+                    msg: format!("line {} is not a history row", i + 2),
+                })
+            })
+            .collect()
+    }
+}
