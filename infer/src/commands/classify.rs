@@ -43,6 +43,10 @@ struct Prediction<'a> {
 const SAMPLES: usize = 24;
 
 pub fn classify(opts: &RunOptions, c: &ClassifyOptions, out: &mut dyn Write) -> Result<(), InferError> {
+    // Usage errors first: no model is loaded for a command that cannot run.
+    if c.confusion.is_some() && c.labels.is_none() {
+        return Err(InferError::Usage("--confusion needs --labels".into()));
+    }
     let (mut session, mut source) = open(opts, "probabilities", "a classifier")?;
     let classes = match session.output("probabilities").map(|o| o.dims.as_slice()) {
         Some([_, Dim::Fixed(k)]) if *k >= 1 => *k as usize,
@@ -79,9 +83,6 @@ pub fn classify(opts: &RunOptions, c: &ClassifyOptions, out: &mut dyn Write) -> 
         Some(p) => Some(NpyWriter::create(p, &[source.count(), classes]).map_err(InferError::write(p))?),
         None => None,
     };
-    if c.confusion.is_some() && labels.is_none() {
-        return Err(InferError::Usage("--confusion needs --labels".into()));
-    }
     if let Some(d) = &c.samples {
         if !d.is_dir() {
             std::fs::create_dir_all(d).map_err(InferError::write(d))?;
