@@ -136,6 +136,27 @@ impl AttributeProto {
 pub mod data_type {
     pub const FLOAT: i32 = 1;
     pub const INT64: i32 = 7;
+
+    /// ONNX's name of a `TensorProto.DataType`.
+    pub fn name(code: i32) -> &'static str {
+        match code {
+            1 => "float32",
+            2 => "uint8",
+            3 => "int8",
+            4 => "uint16",
+            5 => "int16",
+            6 => "int32",
+            7 => "int64",
+            8 => "string",
+            9 => "bool",
+            10 => "float16",
+            11 => "float64",
+            12 => "uint32",
+            13 => "uint64",
+            16 => "bfloat16",
+            _ => "another type",
+        }
+    }
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -237,6 +258,11 @@ impl std::fmt::Display for Dim {
 }
 
 impl ValueInfoProto {
+    /// The element type's ONNX name ("float32", …).
+    pub fn elem_type_name(&self) -> &'static str {
+        data_type::name(self.r#type.as_ref().and_then(|t| t.tensor_type.as_ref()).map_or(0, |t| t.elem_type))
+    }
+
     /// A float32 tensor value with the given dimensions.
     pub fn tensor_f32(name: &str, dims: &[Dim]) -> Self {
         let dim = dims

@@ -1,5 +1,6 @@
-//! An ONNX model opened in ONNX Runtime, with its input/output contract read
-//! from the file itself and the execution provider that actually runs it.
+//! An ONNX model opened in ONNX Runtime, with its input/output contract and
+//! metadata as ONNX Runtime reads them, and the execution provider that
+//! actually runs it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -8,10 +9,10 @@ use ndarray::{ArrayD, ArrayView2, ArrayView4};
 use ort::ep::{self, ExecutionProvider};
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
-use ort::value::TensorRef;
+use ort::value::{TensorElementType, TensorRef, ValueType};
 
 pub use crate::device::Device;
-use crate::onnx::{self, Dim, OnnxError};
+use crate::onnx::{Dim, OnnxError};
 
 #[derive(Debug, Clone, Default)]
 pub struct SessionOptions {
@@ -32,6 +33,8 @@ pub enum SessionError {
     Inputs { path: PathBuf, inputs: usize },
     #[error("{}: model input {name} has shape [{shape}], expected [batch, 1, H, W] float32", path.display())]
     InputShape { path: PathBuf, name: String, shape: String },
+    #[error("{}: model {role} {name} is {ty}, expected a float32 tensor", path.display())]
+    ElementType { path: PathBuf, role: &'static str, name: String, ty: String },
     #[error("{}: inference failed: {msg}", path.display())]
     Run { path: PathBuf, msg: String },
 }
@@ -80,7 +83,6 @@ pub struct ModelSession {
     pub input: TensorSpec,
     pub outputs: Vec<TensorSpec>,
     pub metadata: BTreeMap<String, String>,
-    pub opset: Option<i64>,
     pub producer: String,
     pub doc: String,
     /// Image height and width the model takes.
@@ -96,6 +98,30 @@ impl std::fmt::Debug for ModelSession {
             .field("input", &self.input)
             .field("outputs", &self.outputs)
             .finish()
+    }
+}
+
+/// A tensor outlet's name and dimensions (symbolic ones by name); it must
+/// hold float32.
+fn spec(path: &Path, outlet: &ort::value::Outlet, role: &'static str) -> Result<TensorSpec, SessionError> {
+    let name = outlet.name().to_string();
+    match outlet.dtype() {
+        ValueType::Tensor { ty: TensorElementType::Float32, shape, dimension_symbols } => {
+            let dims = shape
+                .iter()
+                .enumerate()
+                .map(|(i, &d)| match dimension_symbols.get(i).filter(|s| !s.is_empty()) {
+                    _ if d >= 0 => Dim::Fixed(d),
+                    Some(sym) => Dim::Symbolic(sym.clone()),
+                    None => Dim::Symbolic("?".into()),
+                })
+                .collect();
+            Ok(TensorSpec { name, dims })
+        }
+        ValueType::Tensor { ty, .. } => {
+            Err(SessionError::ElementType { path: path.into(), role, name, ty: format!("{ty:?}").to_lowercase() })
+        }
+        other => Err(SessionError::ElementType { path: path.into(), role, name, ty: other.to_string() }),
     }
 }
 
@@ -119,22 +145,12 @@ pub fn physical_cores() -> usize {
 impl ModelSession {
     pub fn open(path: impl AsRef<Path>, opts: &SessionOptions) -> Result<ModelSession, SessionError> {
         let path = path.as_ref().to_path_buf();
-        // Decoding the protobuf first turns "not a model" into a clear error
-        // and gives us the declared shapes and metadata.
-        let model = onnx::read_model(&path)?;
-        let graph = model.graph.as_ref().expect("read_model checks the graph");
-        let initializers: std::collections::HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
-        let inputs: Vec<_> = graph.input.iter().filter(|i| !initializers.contains(i.name.as_str())).collect();
-        if inputs.len() != 1 {
-            return Err(SessionError::Inputs { path, inputs: inputs.len() });
+        // A missing or empty file gets the plain message; anything else
+        // is ONNX Runtime's to judge.
+        let len = std::fs::metadata(&path).map_err(|source| OnnxError::Io { path: path.clone(), source })?.len();
+        if len == 0 {
+            return Err(OnnxError::Empty { path }.into());
         }
-        let input = TensorSpec { name: inputs[0].name.clone(), dims: inputs[0].dims() };
-        let (height, width) = match input.dims.as_slice() {
-            [_, Dim::Fixed(1), Dim::Fixed(h), Dim::Fixed(w)] if *h > 0 && *w > 0 => (*h as usize, *w as usize),
-            _ => return Err(SessionError::InputShape { path, name: input.name.clone(), shape: input.dims_string() }),
-        };
-        let outputs = graph.output.iter().map(|o| TensorSpec { name: o.name.clone(), dims: o.dims() }).collect();
-
         let threads = opts.threads.unwrap_or_else(physical_cores).max(1);
         let (session, provider) = match opts.device {
             Device::Cpu => (build(&path, threads, false)?, "CPUExecutionProvider"),
@@ -147,19 +163,28 @@ impl ModelSession {
                 Err(_) => (build(&path, threads, false)?, "CPUExecutionProvider"),
             },
         };
-        Ok(ModelSession {
-            session,
-            path,
-            provider,
-            input,
-            outputs,
-            metadata: model.metadata(),
-            opset: model.opset(),
-            producer: format!("{} {}", model.producer_name, model.producer_version).trim().to_string(),
-            doc: model.doc_string.clone(),
-            height,
-            width,
-        })
+        // The contract as ONNX Runtime reads it: one float32 image input,
+        // float32 outputs.
+        if session.inputs().len() != 1 {
+            return Err(SessionError::Inputs { path, inputs: session.inputs().len() });
+        }
+        let input = spec(&path, &session.inputs()[0], "input")?;
+        let (height, width) = match input.dims.as_slice() {
+            [_, Dim::Fixed(1), Dim::Fixed(h), Dim::Fixed(w)] if *h > 0 && *w > 0 => (*h as usize, *w as usize),
+            _ => return Err(SessionError::InputShape { path, name: input.name.clone(), shape: input.dims_string() }),
+        };
+        let outputs = session.outputs().iter().map(|o| spec(&path, o, "output")).collect::<Result<_, _>>()?;
+        let meta = session.metadata().map_err(|e| SessionError::Load { path: path.clone(), msg: e.to_string() })?;
+        let metadata = meta
+            .custom_keys()
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|k| meta.custom(&k).map(|v| (k, v)))
+            .collect();
+        let producer = meta.producer().unwrap_or_default();
+        let doc = meta.description().unwrap_or_default();
+        drop(meta);
+        Ok(ModelSession { session, path, provider, input, outputs, metadata, producer, doc, height, width })
     }
 
     pub fn output(&self, name: &str) -> Option<&TensorSpec> {

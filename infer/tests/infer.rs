@@ -344,6 +344,27 @@ impl Fixture {
             std::fs::write(d.join(format!("{kind}.onnx")), fixture_model(kind, 8, 8).to_bytes()).unwrap();
         }
         std::fs::write(d.join("big.onnx"), fixture_model("classifier", 12, 12).to_bytes()).unwrap();
+        // A classifier taking float16 images (a Cast in front).
+        let mut m = fixture_model("classifier", 8, 8);
+        let g = m.graph.as_mut().unwrap();
+        g.input[0].r#type.as_mut().unwrap().tensor_type.as_mut().unwrap().elem_type = 10;
+        g.node[0].input[0] = "image32".into();
+        g.node.insert(0, node("Cast", &["image"], "image32", vec![AttributeProto::int("to", 1)]));
+        std::fs::write(d.join("f16.onnx"), m.to_bytes()).unwrap();
+        // A classifier whose logits are NaN (times a NaN constant).
+        let mut m = fixture_model("classifier", 8, 8);
+        let g = m.graph.as_mut().unwrap();
+        g.initializer.push(TensorProto::f32("nan", &[1], &[f32::NAN]));
+        let softmax = g.node.len() - 1;
+        g.node[softmax].input[0] = "nan_logits".into();
+        g.node.insert(softmax, node("Mul", &["logits", "nan"], "nan_logits", vec![]));
+        std::fs::write(d.join("nan.onnx"), m.to_bytes()).unwrap();
+        // An "autoencoder" whose reconstruction has 2 channels.
+        let mut m = fixture_model("encoder", 8, 8);
+        let g = m.graph.as_mut().unwrap();
+        g.node.last_mut().unwrap().output[0] = "reconstruction".into();
+        g.output[0].name = "reconstruction".into();
+        std::fs::write(d.join("two-channel.onnx"), m.to_bytes()).unwrap();
         let imgs = Images { count: 60, rows: 8, cols: 8, pixels: noise(60 * 64, 11) };
         idx::write_images(d.join("images"), &imgs, false).unwrap();
         idx::write_images(d.join("images.gz"), &imgs, true).unwrap();
@@ -487,6 +508,14 @@ fn pictures_and_directories_are_inputs() {
 }
 
 #[test]
+fn median_is_numpys() {
+    use infer::commands::median;
+    assert_eq!(median(&[1.0, 2.0, 3.0]), 2.0);
+    assert_eq!(median(&[1.0, 2.0, 3.0, 4.0]), 2.5, "even count: mean of the two middle values");
+    assert_eq!(median(&[]), 0.0);
+}
+
+#[test]
 fn reconstruct_mean_is_mean_of_per_image() {
     let f = Fixture::new();
     let (code, out, err) = infer_cmd(&[
@@ -538,6 +567,10 @@ fn info_snapshot() {
     let (code, out, _) = infer_cmd(&["info", "--model", &f.p("classifier.onnx")]);
     assert_eq!(code, 0);
     insta::assert_snapshot!("info_text", out.replace(&f.p(""), "<tmp>/"));
+    // The element type is the model's, not assumed.
+    let (code, out, _) = infer_cmd(&["info", "--model", &f.p("f16.onnx")]);
+    assert_eq!(code, 0);
+    assert!(out.contains("input: image float16 [batch, 1, 8, 8]"), "{out}");
 }
 
 #[test]
@@ -549,6 +582,21 @@ fn bad_inputs_fail_with_one_line_and_exit_2() {
         (
             "classify_on_autoencoder",
             vec!["classify", "--model", &f.p("autoencoder.onnx"), "--images", &imgs]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+        ),
+        (
+            "float16_input",
+            vec!["classify", "--model", &f.p("f16.onnx"), "--images", &imgs].into_iter().map(String::from).collect(),
+        ),
+        (
+            "nan_probabilities",
+            vec!["classify", "--model", &f.p("nan.onnx"), "--images", &imgs].into_iter().map(String::from).collect(),
+        ),
+        (
+            "reconstruction_shape",
+            vec!["reconstruct", "--model", &f.p("two-channel.onnx"), "--images", &imgs]
                 .into_iter()
                 .map(String::from)
                 .collect(),

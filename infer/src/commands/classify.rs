@@ -101,6 +101,12 @@ pub fn classify(opts: &RunOptions, c: &ClassifyOptions, out: &mut dyn Write) -> 
             w.write_rows(probs.rows()).map_err(InferError::write(p))?;
         }
         for (i, row) in probs.rows().outer_iter().enumerate() {
+            if row.iter().any(|p| p.is_nan()) {
+                return Err(InferError::Input {
+                    path: opts.model.clone(),
+                    msg: format!("image {} got NaN probabilities: the model's weights are broken", preds.len()),
+                });
+            }
             let (best, p) =
                 row.iter().enumerate().fold((0, f32::NEG_INFINITY), |a, (k, &v)| if v > a.1 { (k, v) } else { a });
             let index = preds.len();

@@ -34,10 +34,10 @@ pub fn info(model: &Path, format: Format, out: &mut dyn Write) -> Result<(), Inf
                 let _ = writeln!(s, "doc: {}", m.doc_string);
             }
             for i in &inputs {
-                let _ = writeln!(s, "input: {} float32 [{}]", i.name, shape(i));
+                let _ = writeln!(s, "input: {} {} [{}]", i.name, i.elem_type_name(), shape(i));
             }
             for o in &g.output {
-                let _ = writeln!(s, "output: {} float32 [{}]", o.name, shape(o));
+                let _ = writeln!(s, "output: {} {} [{}]", o.name, o.elem_type_name(), shape(o));
             }
             let _ = writeln!(s, "nodes: {}  parameters: {params}", g.node.len());
             let _ = writeln!(s, "metadata:");
@@ -53,8 +53,8 @@ pub fn info(model: &Path, format: Format, out: &mut dyn Write) -> Result<(), Inf
                 "ir_version": m.ir_version,
                 "opset": m.opset(),
                 "doc": m.doc_string,
-                "inputs": inputs.iter().map(|i| json!({"name": i.name, "shape": shape(i)})).collect::<Vec<_>>(),
-                "outputs": g.output.iter().map(|o| json!({"name": o.name, "shape": shape(o)})).collect::<Vec<_>>(),
+                "inputs": inputs.iter().map(|i| json!({"name": i.name, "type": i.elem_type_name(), "shape": shape(i)})).collect::<Vec<_>>(),
+                "outputs": g.output.iter().map(|o| json!({"name": o.name, "type": o.elem_type_name(), "shape": shape(o)})).collect::<Vec<_>>(),
                 "nodes": g.node.len(),
                 "parameters": params,
                 "metadata": m.metadata(),

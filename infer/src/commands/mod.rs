@@ -15,7 +15,7 @@ use std::time::Instant;
 pub use classify::{classify, ClassifyOptions};
 pub use embed::embed;
 pub use info::info;
-pub use reconstruct::{reconstruct, ReconstructOptions};
+pub use reconstruct::{median, reconstruct, ReconstructOptions};
 
 use crate::error::InferError;
 use crate::idx::normalize_into;

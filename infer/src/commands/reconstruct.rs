@@ -9,6 +9,7 @@ use serde_json::json;
 use crate::error::{check_writable, InferError};
 use crate::figure::{self, Tile};
 use crate::npy::NpyWriter;
+use crate::onnx::Dim;
 
 use super::{open, print, print_json, stream, timing_line, write_csv, Format, RunOptions};
 
@@ -24,10 +25,22 @@ pub struct ReconstructOptions {
 
 pub fn reconstruct(opts: &RunOptions, r: &ReconstructOptions, out: &mut dyn Write) -> Result<(), InferError> {
     let (mut session, mut source) = open(opts, "reconstruction", "an autoencoder")?;
+    let (h, w) = (session.height, session.width);
+    match session.output("reconstruction").map(|o| o.dims.as_slice()) {
+        Some([_, Dim::Fixed(1), Dim::Fixed(oh), Dim::Fixed(ow)]) if (*oh, *ow) == (h as i64, w as i64) => {}
+        _ => {
+            return Err(InferError::Input {
+                path: opts.model.clone(),
+                msg: format!(
+                    "output `reconstruction` is [{}], expected [batch, 1, {h}, {w}] like the input",
+                    session.output("reconstruction").map(|o| o.dims_string()).unwrap_or_default()
+                ),
+            })
+        }
+    }
     for p in [&r.grid, &r.per_image, &r.npy].into_iter().flatten() {
         check_writable(p)?;
     }
-    let (h, w) = (session.height, session.width);
     let mut npy = match &r.npy {
         Some(p) => Some(NpyWriter::create(p, &[source.count(), 1, h, w]).map_err(InferError::write(p))?),
         None => None,
