@@ -52,6 +52,7 @@ test: setup data build
 	cargo test --release --workspace
 	tests/e2e.sh $(VENV) $(DATA)
 	$(PYTHON) tests/interop.py $(MODELS) $(DATA)
+	tests/fresh_export.sh $(DATA)
 
 # Benchmarks against PyTorch eager and Python onnxruntime (writes BENCHMARKS.md).
 bench: setup data build

@@ -11,7 +11,7 @@ use crate::cli_values::{choice, names};
 use infer::device::Device;
 use train::config::{Loss, Network, Preset, TrainSettings};
 use train::explorer::{Base, Files, Param, Plan};
-use train::export::{ExportJob, VERIFY_IMAGES};
+use train::export::{EncoderSource, ExportJob, VERIFY_IMAGES};
 use train::optim::OptimizerKind;
 use train::pipeline::{AutoencoderJob, ClassifierJob, Common};
 use train::run_dir::Reuse;
@@ -159,6 +159,9 @@ pub struct ExportArgs {
     /// Images for the parity check (default: the run's dataset).
     #[arg(long)]
     pub images: Option<PathBuf>,
+    /// Classifier runs: which encoder encoder.onnx holds.
+    #[arg(long, value_parser = choice::<EncoderSource>(), default_value_t = EncoderSource::Autoencoder)]
+    pub encoder: EncoderSource,
     #[arg(long, short)]
     pub quiet: bool,
 }
@@ -308,6 +311,7 @@ impl ExportArgs {
             quiet: self.quiet,
             images: self.images.clone(),
             verify_count: VERIFY_IMAGES,
+            encoder: self.encoder,
         }
     }
 }

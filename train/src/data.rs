@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
 use tch::{Device, Kind, Tensor};
 
 use infer::idx::{self, Images};
@@ -139,14 +138,6 @@ pub fn epoch_batches(n: usize, batch_size: usize, seed: u64, epoch: usize, devic
     perm.chunks(batch_size)
         .map(|c| Tensor::from_slice(&c.iter().map(|&i| i as i64).collect::<Vec<_>>()).to_device(device))
         .collect()
-}
-
-/// SHA-256 of a file, hex.
-pub fn sha256_file(path: &Path) -> Result<String, TrainError> {
-    let mut f = std::fs::File::open(path).map_err(TrainError::io(path, "cannot read"))?;
-    let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut h).map_err(TrainError::io(path, "cannot read"))?;
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// The test set that goes with a training file: `train-images…` →

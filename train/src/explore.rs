@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use crate::config::Network;
 use crate::error::TrainError;
 use crate::explorer::{Explorer, Param, Plan};
-use crate::export::{self, ExportJob};
+use crate::export::{self, EncoderSource, ExportJob};
 
 /// Asks until the answer parses and `ok` accepts it; `None` at end of input.
 fn ask<R: BufRead, W: Write, T: std::str::FromStr>(
@@ -107,6 +107,7 @@ pub fn run<R: BufRead, W: Write>(plan: Plan, input: &mut R, out: &mut W) -> Resu
                             quiet: true,
                             images: Some(ex.files.images.clone()),
                             verify_count: EXPORT_CHECK_IMAGES,
+                            encoder: EncoderSource::Autoencoder,
                         })?;
                         writeln!(
                             out,

@@ -17,20 +17,46 @@ use crate::model::{AutoencoderConfig, ClassifierConfig};
 pub const CONFIG: &str = "config.json";
 pub const HISTORY: &str = "history.csv";
 
-/// The dataset a run was trained on.
+/// The dataset a run was trained on: canonical paths and content hashes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DatasetInfo {
     pub images: PathBuf,
     pub images_sha256: String,
     pub labels: Option<PathBuf>,
+    #[serde(default)]
+    pub labels_sha256: Option<String>,
+    /// Images used (after `--limit`).
     pub count: usize,
+}
+
+impl DatasetInfo {
+    /// `images` (and `labels`) as they are now: canonical paths, hashes.
+    pub fn of(images: &Path, labels: Option<&Path>, count: usize) -> Result<DatasetInfo, TrainError> {
+        let canonical = |p: &Path| std::fs::canonicalize(p).map_err(TrainError::io(p, "cannot resolve"));
+        Ok(DatasetInfo {
+            images: canonical(images)?,
+            images_sha256: sha256_file(images)?,
+            labels: labels.map(canonical).transpose()?,
+            labels_sha256: labels.map(sha256_file).transpose()?,
+            count,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum ModelConfig {
-    Autoencoder { model: AutoencoderConfig },
-    Classifier { model: ClassifierConfig, class_names: Vec<String>, autoencoder_run: PathBuf },
+    Autoencoder {
+        model: AutoencoderConfig,
+    },
+    Classifier {
+        model: ClassifierConfig,
+        class_names: Vec<String>,
+        /// The autoencoder run whose encoder the classifier started from
+        /// (canonical), and the SHA-256 of its checkpoint then.
+        autoencoder_run: PathBuf,
+        autoencoder_sha256: String,
+    },
 }
 
 impl ModelConfig {
@@ -57,6 +83,48 @@ pub struct RunConfig {
     pub train: TrainSettings,
     pub dataset: DatasetInfo,
     pub producer: String,
+}
+
+impl RunConfig {
+    /// Refuses to continue (or export) a run whose inputs changed since it
+    /// was made: the images, the labels, the autoencoder checkpoint.
+    pub fn same_sources(&self, now: &RunConfig, run: &Path) -> Result<(), TrainError> {
+        let changed = |what: &str, path: &Path, then: &str, now: &str| {
+            Err(TrainError::Invalid(format!(
+                "{}: {what} {} changed since the run began: sha256 {then} then, {now} now",
+                run.display(),
+                path.display()
+            )))
+        };
+        let (a, b) = (&self.dataset, &now.dataset);
+        if a.images_sha256 != b.images_sha256 {
+            return changed("the images", &b.images, &a.images_sha256, &b.images_sha256);
+        }
+        if let (Some(x), Some(y), Some(p)) = (&a.labels_sha256, &b.labels_sha256, &b.labels) {
+            if x != y {
+                return changed("the labels", p, x, y);
+            }
+        }
+        if let (
+            ModelConfig::Classifier { autoencoder_sha256: x, .. },
+            ModelConfig::Classifier { autoencoder_sha256: y, autoencoder_run, .. },
+        ) = (&self.model, &now.model)
+        {
+            if x != y {
+                return changed("the autoencoder checkpoint in", autoencoder_run, x, y);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// SHA-256 of a file, hex.
+pub fn sha256_file(path: &Path) -> Result<String, TrainError> {
+    use sha2::{Digest, Sha256};
+    let mut f = std::fs::File::open(path).map_err(TrainError::io(path, "cannot read"))?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).map_err(TrainError::io(path, "cannot read"))?;
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// One row of `history.csv`.
@@ -107,6 +175,7 @@ impl RunDir {
         match reuse {
             Reuse::Resume if has_run => {
                 let old = run.read_config()?;
+                old.same_sources(cfg, &run.path)?;
                 if old.model != cfg.model || old.train != cfg.train {
                     return Err(TrainError::Invalid(format!(
                         "{}: --resume needs the same model and training options as the interrupted run",

@@ -156,7 +156,7 @@ fn classifier_beats_chance_and_reports_on_test_set() {
         autoencoder: ae.clone(),
         images: mnist("train-images-idx3-ubyte"),
         labels: mnist("train-labels-idx1-ubyte"),
-        test: Some((ti, tl)),
+        test: Some((ti.clone(), tl.clone())),
         training: ClassifierTraining { fc_units: 16, loss: Loss::CrossEntropy, settings: s },
         common: common(&out),
     };
@@ -176,6 +176,86 @@ fn classifier_beats_chance_and_reports_on_test_set() {
     // Stage 2 fine-tuned it, so it moved a little but not far.
     let d = (&ae_w.tensors[k] - &clf_w.tensors[k]).abs().max().double_value(&[]);
     assert!(d > 0.0 && d < 1.0, "fine-tuning moved the encoder by {d}");
+
+    // Exported, the classifier predicts in ONNX Runtime what the run predicted.
+    let models = dir.path().join("models");
+    let (code, _, err) =
+        run(&["export", "--run", out.to_str().unwrap(), "--out", models.to_str().unwrap(), "-q"], None);
+    assert_eq!(code, 0, "{err}");
+    let preds = dir.path().join("p.csv");
+    let clf_onnx = models.join("classifier.onnx");
+    let status = Command::new(infer_bin())
+        .args(["classify", "-q", "--model"])
+        .arg(&clf_onnx)
+        .args(["--images".as_ref(), ti.as_os_str(), "--labels".as_ref(), tl.as_os_str()])
+        .args(["--predictions".as_ref(), preds.as_os_str()])
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    let predicted = |p: &Path| -> Vec<String> {
+        let mut r = csv::Reader::from_path(p).unwrap();
+        let col = r.headers().unwrap().iter().position(|h| h == "predicted").unwrap();
+        r.records().map(|row| row.unwrap()[col].to_string()).collect()
+    };
+    assert_eq!(predicted(&out.join("test_predictions.csv")), predicted(&preds));
+
+    // Its metadata names the checkpoints it came from.
+    let meta = |model: &Path| -> serde_json::Value {
+        let o = Command::new(infer_bin()).args(["info", "--format", "json", "--model"]).arg(model).output().unwrap();
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["metadata"].clone()
+    };
+    let sha = |p: PathBuf| train::run_dir::sha256_file(&p).unwrap();
+    let m = meta(&clf_onnx);
+    assert_eq!(m["weights_sha256"], sha(out.join("weights.safetensors")).as_str());
+    assert_eq!(m["autoencoder_sha256"], sha(ae.join("weights.safetensors")).as_str());
+    let m = meta(&models.join("encoder.onnx"));
+    assert_eq!(m["weights_sha256"], sha(ae.join("weights.safetensors")).as_str());
+    assert!(m["encoder_weights"].as_str().unwrap().contains("not fine-tuned"), "{m}");
+    // The fine-tuned encoder on request, checked against the classifier's.
+    let tuned = dir.path().join("tuned");
+    let (code, _, err) = run(
+        &["export", "--run", out.to_str().unwrap(), "--out", tuned.to_str().unwrap(), "--encoder", "fine-tuned", "-q"],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let m = meta(&tuned.join("encoder.onnx"));
+    assert_eq!(m["weights_sha256"], sha(out.join("weights.safetensors")).as_str());
+    assert!(m["encoder_weights"].as_str().unwrap().contains("(fine-tuned"), "{m}");
+
+    // Retraining the autoencoder under the classifier: export and resume refuse.
+    let before = sha(ae.join("weights.safetensors"));
+    let mut again = ae_job(&ae, 1);
+    again.training.settings.seed = 8;
+    pipeline::train_autoencoder(&again).unwrap();
+    let after = sha(ae.join("weights.safetensors"));
+    let (code, _, err) = run(&["export", "--run", out.to_str().unwrap(), "--out", models.to_str().unwrap()], None);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains(&before) && err.contains(&after), "names both hashes: {err}");
+    let mut resume = job.clone();
+    resume.common.reuse = Reuse::Resume;
+    let e = pipeline::train_classifier(&resume).unwrap_err();
+    assert_eq!(e.exit_code(), 2);
+    assert!(e.to_string().contains("changed since the run began") && e.to_string().contains(&after), "{e}");
+}
+
+/// `--resume` refuses images that are not the ones the run began on.
+#[test]
+fn resume_refuses_changed_images() {
+    let _g = lock();
+    let dir = tempfile::tempdir().unwrap();
+    let mut images = idx::read_images(mnist("train-images-idx3-ubyte")).unwrap();
+    images.truncate(400);
+    let file = dir.path().join("images");
+    idx::write_images(&file, &images, false).unwrap();
+    let mut job = ae_job(&dir.path().join("ae"), 1);
+    job.images = file.clone();
+    pipeline::train_autoencoder(&job).unwrap();
+    images.pixels[0] ^= 1;
+    idx::write_images(&file, &images, false).unwrap();
+    job.common.reuse = Reuse::Resume;
+    let e = pipeline::train_autoencoder(&job).unwrap_err();
+    assert_eq!(e.exit_code(), 2);
+    assert!(e.to_string().contains("the images") && e.to_string().contains("changed since the run began"), "{e}");
 }
 
 #[test]

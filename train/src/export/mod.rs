@@ -1,11 +1,14 @@
 //! `train export`: writes autoencoder.onnx, encoder.onnx and (for a
 //! classifier run) classifier.onnx, each verified in ONNX Runtime against
-//! the tch model before it is put in place.
+//! the tch model before it is put in place. Every graph's metadata names
+//! the checkpoint (SHA-256) and the data it came from; a classifier run
+//! whose autoencoder checkpoint changed since it was trained is refused.
 
 pub mod onnx;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use tch::{nn::ModuleT, nn::VarStore, Device, Kind, Tensor};
 
@@ -15,7 +18,7 @@ use crate::checkpoint::{to_vec, Checkpoint, WEIGHTS};
 use crate::data;
 use crate::error::TrainError;
 use crate::model::AutoencoderConfig;
-use crate::run_dir::{ModelConfig, RunConfig, RunDir};
+use crate::run_dir::{sha256_file, ModelConfig, RunConfig, RunDir};
 
 use self::onnx::{Graph, Weights};
 
@@ -24,6 +27,28 @@ pub const TOLERANCE: f32 = 1e-4;
 
 /// Images `train export` checks every graph on.
 pub const VERIFY_IMAGES: usize = 64;
+
+/// Which weights `encoder.onnx` of a classifier run holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(strum::Display, strum::EnumString, strum::IntoStaticStr, strum::VariantArray, strum::EnumMessage)]
+#[strum(serialize_all = "kebab-case")]
+pub enum EncoderSource {
+    /// The autoencoder run's encoder, as the autoencoder trained it.
+    #[default]
+    Autoencoder,
+    /// The classifier run's encoder after fine-tuning (classifier runs only).
+    FineTuned,
+}
+
+impl EncoderSource {
+    /// What the metadata says.
+    fn describe(self) -> &'static str {
+        match self {
+            EncoderSource::Autoencoder => "the autoencoder run's encoder (not fine-tuned)",
+            EncoderSource::FineTuned => "the classifier run's encoder (fine-tuned with the classifier)",
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct ExportJob {
@@ -34,6 +59,7 @@ pub struct ExportJob {
     pub images: Option<PathBuf>,
     /// How many images the parity check runs.
     pub verify_count: usize,
+    pub encoder: EncoderSource,
 }
 
 #[derive(Debug, Clone)]
@@ -53,8 +79,10 @@ struct Pending {
     reference: Reference,
 }
 
-fn metadata(cfg: &RunConfig, run: &RunDir) -> BTreeMap<String, String> {
+fn metadata(cfg: &RunConfig, run: &RunDir, weights_sha256: &str) -> BTreeMap<String, String> {
     let mut m = BTreeMap::new();
+    m.insert("weights_sha256".into(), weights_sha256.into());
+    m.insert("run".into(), std::fs::canonicalize(&run.path).unwrap_or(run.path.clone()).display().to_string());
     let (h, w) = (cfg.model.autoencoder().input.height, cfg.model.autoencoder().input.width);
     m.insert("producer".into(), cfg.producer.clone());
     m.insert("model_kind".into(), cfg.model.kind().into());
@@ -67,6 +95,10 @@ fn metadata(cfg: &RunConfig, run: &RunDir) -> BTreeMap<String, String> {
     m.insert("dataset".into(), cfg.dataset.images.display().to_string());
     m.insert("dataset_sha256".into(), cfg.dataset.images_sha256.clone());
     m.insert("dataset_images".into(), cfg.dataset.count.to_string());
+    if let (Some(l), Some(h)) = (&cfg.dataset.labels, &cfg.dataset.labels_sha256) {
+        m.insert("dataset_labels".into(), l.display().to_string());
+        m.insert("dataset_labels_sha256".into(), h.clone());
+    }
     if let Ok(history) = run.read_history() {
         if let Some(last) = history.last() {
             m.insert("epochs".into(), last.epoch.to_string());
@@ -78,7 +110,9 @@ fn metadata(cfg: &RunConfig, run: &RunDir) -> BTreeMap<String, String> {
             m.insert("train_seconds".into(), format!("{:.1}", history.iter().map(|r| r.seconds).sum::<f64>()));
         }
     }
-    if let ModelConfig::Classifier { class_names, model, .. } = &cfg.model {
+    if let ModelConfig::Classifier { class_names, model, autoencoder_run, autoencoder_sha256 } = &cfg.model {
+        m.insert("autoencoder_run".into(), autoencoder_run.display().to_string());
+        m.insert("autoencoder_sha256".into(), autoencoder_sha256.clone());
         m.insert("classes".into(), model.classes.to_string());
         m.insert("class_names".into(), serde_json::to_string(class_names).expect("json"));
         if let Ok(text) = std::fs::read_to_string(run.file("test_metrics.json")) {
@@ -104,25 +138,57 @@ fn load<M>(run: &RunDir, build: impl FnOnce(&tch::nn::Path) -> M) -> Result<(Wei
 }
 
 /// The graphs a run exports: an autoencoder run gives autoencoder + encoder;
-/// a classifier run adds its classifier to its autoencoder run's two.
-fn pending(run: &RunDir) -> Result<(Vec<Pending>, AutoencoderConfig, RunConfig), TrainError> {
+/// a classifier run adds its classifier to its autoencoder run's two (the
+/// encoder from `encoder`).
+fn pending(run: &RunDir, encoder: EncoderSource) -> Result<(Vec<Pending>, AutoencoderConfig, RunConfig), TrainError> {
     let cfg = run.read_config()?;
+    let weights_sha256 = sha256_file(&run.file(WEIGHTS))?;
     let mut out = Vec::new();
+    let mut fine_tuned = None;
     let (ae_run, ae_cfg_full) = match &cfg.model {
+        ModelConfig::Autoencoder { .. } if encoder == EncoderSource::FineTuned => {
+            return Err(TrainError::Invalid(format!(
+                "{}: --encoder fine-tuned needs a classifier run, this is an autoencoder run",
+                run.path.display()
+            )))
+        }
         ModelConfig::Autoencoder { .. } => (run.clone(), cfg.clone()),
-        ModelConfig::Classifier { autoencoder_run, model, .. } => {
+        ModelConfig::Classifier { autoencoder_run, autoencoder_sha256, model, .. } => {
+            let ae_run = RunDir::open(autoencoder_run)?;
+            let now = sha256_file(&ae_run.file(WEIGHTS))?;
+            if &now != autoencoder_sha256 {
+                return Err(TrainError::Invalid(format!(
+                    "{}: was trained on the encoder of {} with checkpoint sha256 {autoencoder_sha256}, which now has \
+                     sha256 {now}: retrain the classifier, or export the autoencoder run on its own",
+                    run.path.display(),
+                    ae_run.path.display()
+                )));
+            }
             let (w, clf) = load(run, |p| model.init(p))?;
-            let m = onnx::classifier_model(&w, model, &metadata(&cfg, run))
+            let clf = Rc::new(clf);
+            let mut meta = metadata(&cfg, run, &weights_sha256);
+            let m = onnx::classifier_model(&w, model, &meta)
                 .map_err(|msg| TrainError::BadRun { path: run.file(WEIGHTS), msg })?;
+            let c = clf.clone();
             out.push(Pending {
                 name: "classifier",
                 model: m,
                 reference: Box::new(move |x| {
-                    let logits = clf.logits(x);
+                    let logits = c.logits(x);
                     vec![logits.softmax(-1, Kind::Float), logits]
                 }),
             });
-            let ae_run = RunDir::open(autoencoder_run)?;
+            if encoder == EncoderSource::FineTuned {
+                meta.insert("model_kind".into(), "encoder".into());
+                meta.insert("encoder_weights".into(), encoder.describe().into());
+                let m = onnx::autoencoder_model(&w, &model.encoder, Graph::Encoder, &meta)
+                    .map_err(|msg| TrainError::BadRun { path: run.file(WEIGHTS), msg })?;
+                fine_tuned = Some(Pending {
+                    name: "encoder",
+                    model: m,
+                    reference: Box::new(move |x| vec![clf.encoder.forward_t(x, false)]),
+                });
+            }
             let ae_cfg = ae_run.read_config()?;
             (ae_run, ae_cfg)
         }
@@ -130,18 +196,21 @@ fn pending(run: &RunDir) -> Result<(Vec<Pending>, AutoencoderConfig, RunConfig),
     let ModelConfig::Autoencoder { model: ae_cfg } = ae_cfg_full.model.clone() else {
         return Err(TrainError::Invalid(format!("{}: expected an autoencoder run", ae_run.path.display())));
     };
-    let meta = metadata(&ae_cfg_full, &ae_run);
+    let mut meta = metadata(&ae_cfg_full, &ae_run, &sha256_file(&ae_run.file(WEIGHTS))?);
     let (w, ae) = load(&ae_run, |p| ae_cfg.init(p))?;
-    let ae = std::rc::Rc::new(ae);
-    for which in [Graph::Autoencoder, Graph::Encoder] {
-        let m = onnx::autoencoder_model(&w, &ae_cfg, which, &meta)
-            .map_err(|msg| TrainError::BadRun { path: ae_run.file(WEIGHTS), msg })?;
-        let ae = ae.clone();
-        let (name, reference): (&'static str, Reference) = match which {
-            Graph::Autoencoder => ("autoencoder", Box::new(move |x| vec![ae.forward_t(x, false)])),
-            _ => ("encoder", Box::new(move |x| vec![ae.encode(x, false)])),
-        };
-        out.push(Pending { name, model: m, reference });
+    let ae = Rc::new(ae);
+    let m = onnx::autoencoder_model(&w, &ae_cfg, Graph::Autoencoder, &meta)
+        .map_err(|msg| TrainError::BadRun { path: ae_run.file(WEIGHTS), msg })?;
+    let a = ae.clone();
+    out.push(Pending { name: "autoencoder", model: m, reference: Box::new(move |x| vec![a.forward_t(x, false)]) });
+    match fine_tuned {
+        Some(p) => out.push(p),
+        None => {
+            meta.insert("encoder_weights".into(), EncoderSource::Autoencoder.describe().into());
+            let m = onnx::autoencoder_model(&w, &ae_cfg, Graph::Encoder, &meta)
+                .map_err(|msg| TrainError::BadRun { path: ae_run.file(WEIGHTS), msg })?;
+            out.push(Pending { name: "encoder", model: m, reference: Box::new(move |x| vec![ae.encode(x, false)]) });
+        }
     }
     Ok((out, ae_cfg, cfg))
 }
@@ -188,7 +257,7 @@ pub fn max_abs_diff(
 
 pub fn export(job: &ExportJob) -> Result<Vec<Exported>, TrainError> {
     let run = RunDir::open(&job.run)?;
-    let (pending, ae_cfg, cfg) = pending(&run)?;
+    let (pending, ae_cfg, cfg) = pending(&run, job.encoder)?;
     std::fs::create_dir_all(&job.out).map_err(TrainError::io(&job.out, "cannot create the output directory"))?;
     infer::atomic::check_writable_dir(&job.out)
         .map_err(TrainError::io(&job.out, "output directory is not writable"))?;

@@ -19,12 +19,7 @@ pub fn train_autoencoder(job: &AutoencoderJob) -> Result<Outcome, TrainError> {
     let cfg = RunConfig {
         model: ModelConfig::Autoencoder { model },
         train: t.settings.clone(),
-        dataset: DatasetInfo {
-            images: job.images.clone(),
-            images_sha256: data::sha256_file(&job.images)?,
-            labels: None,
-            count: images.count,
-        },
+        dataset: DatasetInfo::of(&job.images, None, images.count)?,
         producer: PRODUCER.into(),
     };
     let (run, resuming) = RunDir::prepare(&job.common.out, &cfg, job.common.reuse)?;

@@ -6,7 +6,7 @@ use crate::error::TrainError;
 use crate::figures;
 use crate::fit::{Stage, Trainer};
 use crate::model::ClassifierConfig;
-use crate::run_dir::{DatasetInfo, ModelConfig, RunConfig, RunDir};
+use crate::run_dir::{sha256_file, DatasetInfo, ModelConfig, RunConfig, RunDir};
 use crate::table;
 use crate::test_report;
 
@@ -69,15 +69,12 @@ pub fn train_classifier(job: &ClassifierJob) -> Result<Outcome, TrainError> {
         model: ModelConfig::Classifier {
             model: model.clone(),
             class_names: class_names.clone(),
-            autoencoder_run: job.autoencoder.clone(),
+            autoencoder_run: std::fs::canonicalize(&ae_run.path)
+                .map_err(TrainError::io(&ae_run.path, "cannot resolve"))?,
+            autoencoder_sha256: sha256_file(&ae_run.file(WEIGHTS))?,
         },
         train: t.settings.clone(),
-        dataset: DatasetInfo {
-            images: job.images.clone(),
-            images_sha256: data::sha256_file(&job.images)?,
-            labels: Some(job.labels.clone()),
-            count: images.count,
-        },
+        dataset: DatasetInfo::of(&job.images, Some(&job.labels), images.count)?,
         producer: PRODUCER.into(),
     };
     let (run, resuming) = RunDir::prepare(&job.common.out, &cfg, job.common.reuse)?;
