@@ -38,9 +38,15 @@ else
   no "data step: good package"
 fi
 
-# 2. infer never links libtorch.
-if cargo tree -p infer --edges normal,build 2>/dev/null | grep -qE '\b(tch|torch-sys)\b'; then
+# 2. infer never links libtorch. Each check fails when its tool fails (a
+#    failing `cargo tree` or `ldd` is a FAIL, not an empty match); each was
+#    seen failing once: BIN_DIR=/nonexistent, and -p train for cargo tree.
+if ! tree=$(cargo tree -p "${E2E_INFER_PACKAGE:-infer}" --edges normal,build 2>&1); then
+  no "cargo tree -p infer failed: $(head -1 <<<"$tree")"
+elif grep -qE '\b(tch|torch-sys)\b' <<<"$tree"; then
   no "cargo tree -p infer contains tch/torch-sys"
+elif ! grep -q '^infer v' <<<"$tree"; then
+  no "cargo tree -p infer printed no tree"
 else
   ok "cargo tree -p infer has no tch or torch-sys"
 fi
@@ -53,8 +59,18 @@ for b in train infer; do
     no "$b --help in an empty environment"
   fi
 done
-if ldd $bin/infer | grep -q 'not found'; then no "ldd infer: missing libraries"; else ok "ldd infer resolves every library"; fi
-if ldd $bin/infer | grep -q 'libtorch'; then no "infer links libtorch"; else ok "infer binary does not load libtorch"; fi
+if ! deps=$(ldd "$bin/infer" 2>&1); then
+  no "ldd $bin/infer failed: $(head -1 <<<"$deps")"
+else
+  if grep -q 'not found' <<<"$deps"; then no "ldd infer: missing libraries"; else ok "ldd infer resolves every library"; fi
+  if ! grep -q 'libonnxruntime' <<<"$deps"; then
+    no "ldd infer: no libonnxruntime (not the infer binary?)"
+  elif grep -q 'libtorch' <<<"$deps"; then
+    no "infer links libtorch"
+  else
+    ok "infer binary loads ONNX Runtime and not libtorch"
+  fi
+fi
 
 # 4. Set-up is idempotent.
 if scripts/setup.sh "$venv" requirements.txt | grep -q "up to date"; then

@@ -6,6 +6,24 @@ use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+/// Removes the temporary files that processes no longer running left in
+/// `dir` (`.NAME.PID.tmp`, after a kill -9 or a power loss). Best effort:
+/// what cannot be read or removed stays.
+pub fn remove_stale(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(pid) = name.strip_suffix(".tmp").and_then(|n| n.rsplit_once('.')).map(|(_, pid)| pid) else {
+            continue;
+        };
+        let alive = |pid: &str| Path::new("/proc").join(pid).exists();
+        if name.starts_with('.') && pid.parse::<u32>().is_ok() && !alive(pid) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// A temporary file beside `target` that becomes `target` on
 /// [`Staged::commit`]; dropped without commit, it is removed.
 #[derive(Debug)]
@@ -33,6 +51,7 @@ impl Staged {
         if !dir.is_dir() {
             return Err(io::Error::new(io::ErrorKind::NotFound, format!("directory {} does not exist", dir.display())));
         }
+        remove_stale(&dir);
         let tmp = dir.join(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
         let file = File::create(&tmp)?;
         Ok((Staged { target, tmp, committed: false }, file))

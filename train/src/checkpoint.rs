@@ -8,9 +8,14 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use std::io::Write;
+
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
+use infer::atomic::AtomicFile;
+
 use crate::error::TrainError;
+use crate::fault;
 use crate::run_dir::{EpochRecord, RunDir};
 
 pub const WEIGHTS: &str = "weights.safetensors";
@@ -49,7 +54,10 @@ impl Checkpoint {
         ]);
         let bytes = encode_safetensors(&named, meta)
             .map_err(|e| TrainError::BadRun { path: p.clone(), msg: format!("cannot encode: {e}") })?;
-        infer::atomic::write_bytes(&p, &bytes).map_err(TrainError::io(&p, "cannot write"))
+        let mut file = AtomicFile::create(&p).map_err(TrainError::io(&p, "cannot write"))?;
+        file.write_all(&bytes).map_err(TrainError::io(&p, "cannot write"))?;
+        fault::point("checkpoint-before-rename", epoch);
+        file.commit().map_err(TrainError::io(&p, "cannot write"))
     }
 
     pub fn read(path: &Path, device: Device) -> Result<Checkpoint, TrainError> {

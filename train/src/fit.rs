@@ -267,6 +267,7 @@ impl<'a> Trainer<'a> {
             self.history.push(record);
             // Checkpoint first (it carries the history), then the CSV view.
             Checkpoint::save(self.run, &self.vs, &opt.state(), opt.steps, &self.history)?;
+            crate::fault::point("checkpoint-before-history", epoch);
             self.run.write_history(&self.history)?;
         }
         Ok(())

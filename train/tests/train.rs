@@ -993,6 +993,50 @@ fn sigkill_at_random_moments_never_loses_the_run() {
     }
 }
 
+/// A kill landing inside a checkpoint write, at each of its two points
+/// (`train::fault`): the run resumes to exactly the uninterrupted weights,
+/// and the dead process's temporary file is cleaned up.
+#[test]
+fn kill_during_checkpoint_write_is_survived() {
+    let _g = lock();
+    let dir = tempfile::tempdir().unwrap();
+    let images = mnist("train-images-idx3-ubyte");
+    let args = |out: &Path, extra: &[&str]| {
+        let mut c = train_bin();
+        c.args(SIG_ARGS).args(["--epochs", "2", "--images", images.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+        c.args(extra).stdout(Stdio::null()).stderr(Stdio::null());
+        c
+    };
+    let full = dir.path().join("full");
+    assert!(args(&full, &["--force"]).status().unwrap().success());
+    let stale = |d: &Path| {
+        std::fs::read_dir(d)
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".tmp"))
+            .count()
+    };
+    for (point, saved) in [("checkpoint-before-rename", 1), ("checkpoint-before-history", 2)] {
+        let cut = dir.path().join(point);
+        let status = args(&cut, &["--force"]).env("TRAIN_FAULT", format!("{point}@2")).status().unwrap();
+        assert!(!status.success(), "{point}: the fault must kill the process");
+        let ckpt = Checkpoint::read(&cut.join("weights.safetensors"), Device::Cpu).unwrap();
+        assert_eq!((ckpt.epoch, history_rows(&cut)), (saved, 1), "{point}: checkpoint epoch, history rows");
+        if point == "checkpoint-before-rename" {
+            assert_eq!(stale(&cut), 1, "the killed write left its temporary file");
+        }
+        assert!(args(&cut, &["--resume"]).status().unwrap().success(), "{point}: resume");
+        assert_eq!(stale(&cut), 0, "{point}: stale temporary files are removed");
+        assert_eq!(history_losses(&cut), history_losses(&full), "{point}");
+        let (a, b) = (
+            Checkpoint::read(&full.join("weights.safetensors"), Device::Cpu).unwrap(),
+            Checkpoint::read(&cut.join("weights.safetensors"), Device::Cpu).unwrap(),
+        );
+        for (k, t) in &a.tensors {
+            assert!(t.equal(&b.tensors[k]), "{point}: {k} differs after resume");
+        }
+    }
+}
+
 #[test]
 fn nan_loss_stops_training_with_the_epoch_named() {
     let _g = lock();
