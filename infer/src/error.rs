@@ -31,6 +31,9 @@ pub enum InferError {
     /// Writing the report to stdout failed (a closed pipe is no error).
     #[error("stdout")]
     Stdout(#[source] std::io::Error),
+    /// Ctrl-C: the command stopped and wrote nothing.
+    #[error("interrupted: nothing was written")]
+    Interrupted,
     #[error("{0}")]
     Usage(String),
     #[error("{0}")]
@@ -41,6 +44,7 @@ impl InferError {
     pub fn exit_code(&self) -> u8 {
         match self {
             InferError::Runtime(_) | InferError::Stdout(_) => 1,
+            InferError::Interrupted => crate::interrupt::EXIT_CODE,
             InferError::Session(e) if e.is_runtime() => 1,
             _ => 2,
         }

@@ -9,6 +9,7 @@ pub mod error;
 pub mod figure;
 pub mod idx;
 pub mod input;
+pub mod interrupt;
 pub mod npy;
 pub mod onnx;
 pub mod report;

@@ -507,6 +507,41 @@ fn pictures_and_directories_are_inputs() {
     assert_eq!(code, 0, "{err}");
 }
 
+/// Ctrl-C in the middle of a run: exit 130, and none of the outputs (nor
+/// a temporary file) is left.
+#[test]
+fn ctrl_c_stops_and_leaves_nothing() {
+    let dir = tmp();
+    let out = dir.path();
+    let model = root().join("models/classifier.onnx");
+    let images = root().join("data/mnist/t10k-images-idx3-ubyte");
+    // Batch 1 over 10 000 images: seconds of work, checked between batches.
+    let child = Command::new(env!("CARGO_BIN_EXE_infer"))
+        .args(["classify", "-q", "--batch-size", "1", "--threads", "1", "--model"])
+        .arg(&model)
+        .arg("--images")
+        .arg(&images)
+        .arg("--predictions")
+        .arg(out.join("p.csv"))
+        .arg("--probabilities")
+        .arg(out.join("p.npy"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    let t0 = std::time::Instant::now();
+    let result = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(130), "{err}");
+    assert!(err.contains("error: interrupted: nothing was written"), "stopped at a check, not killed: {err}");
+    assert!(t0.elapsed().as_secs_f64() < 1.0, "prompt: {:?}", t0.elapsed());
+    let left: Vec<_> = std::fs::read_dir(out).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(left.is_empty(), "nothing written: {left:?}");
+}
+
 #[test]
 fn median_is_numpys() {
     use infer::commands::median;

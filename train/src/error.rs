@@ -38,6 +38,9 @@ pub enum TrainError {
     NanLoss { epoch: usize },
     #[error("interrupted: epoch {epoch} is the last one saved in {}; continue with the same command and --resume", run.display())]
     Interrupted { run: PathBuf, epoch: usize },
+    /// Ctrl-C outside training (export, sweeps): nothing was written.
+    #[error("interrupted: nothing was written")]
+    Cancelled,
     #[error(transparent)]
     Session(#[from] infer::session::SessionError),
     #[error("{}: the ONNX model differs from the trained model: max |difference| {diff:.3e} exceeds {tol:.0e}", path.display())]
@@ -58,7 +61,7 @@ impl TrainError {
 
     pub fn exit_code(&self) -> i32 {
         match self {
-            TrainError::Interrupted { .. } => 130,
+            TrainError::Interrupted { .. } | TrainError::Cancelled => 130,
             TrainError::NanLoss { .. }
             | TrainError::Parity { .. }
             | TrainError::Runtime(_)

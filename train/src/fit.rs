@@ -1,11 +1,12 @@
 //! The epoch loop shared by both networks: shuffled batches, progress bar,
 //! Keras-style summary line, validation, checkpoint after every epoch,
-//! NaN detection, clean interruption and resumption.
+//! NaN detection, clean interruption (checked between batches) and
+//! resumption.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
+use infer::interrupt;
 use tch::{nn::ModuleT, nn::VarStore, Kind, Tensor};
 
 use crate::checkpoint::{Checkpoint, WEIGHTS};
@@ -14,14 +15,6 @@ use crate::data::{epoch_batches, Data, Rng};
 use crate::error::TrainError;
 use crate::optim::Optimizer;
 use crate::run_dir::{EpochRecord, RunDir};
-
-/// Set by the Ctrl-C handler; the loop stops between batches.
-pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-/// Installs the Ctrl-C handler (once per process).
-pub fn install_interrupt_handler() {
-    let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
-}
 
 /// What the loss compares the model's output with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,7 +205,7 @@ impl<'a> Trainer<'a> {
             let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0i64, 0usize);
             let mut lr = stage.lr;
             for (b, idx) in batches.iter().enumerate() {
-                if INTERRUPTED.load(Ordering::SeqCst) {
+                if interrupt::requested() {
                     bar.finish_and_clear();
                     return Err(TrainError::Interrupted { run: self.run.path.clone(), epoch: epoch - 1 });
                 }

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use cli::{Cli, Command};
-use train::{explore, export, fit, pipeline, sweep, TrainError};
+use train::{explore, export, pipeline, sweep, TrainError};
 
 fn run(cli: Cli) -> Result<(), TrainError> {
     match cli.command {
@@ -23,7 +23,7 @@ fn run(cli: Cli) -> Result<(), TrainError> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    fit::install_interrupt_handler();
+    infer::interrupt::install();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

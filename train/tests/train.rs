@@ -277,7 +277,7 @@ fn resume_reproduces_an_uninterrupted_run() {
     let watch = cut.join("history.csv");
     let watcher = std::thread::spawn(move || loop {
         if std::fs::read_to_string(&watch).map(|t| t.lines().count() >= 3).unwrap_or(false) {
-            train::fit::INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+            infer::interrupt::set_requested(true);
             return;
         }
         std::thread::sleep(std::time::Duration::from_millis(2));
@@ -289,7 +289,7 @@ fn resume_reproduces_an_uninterrupted_run() {
     pipeline::train_autoencoder(&full_job).unwrap();
     let r = pipeline::train_autoencoder(&job);
     watcher.join().unwrap();
-    train::fit::INTERRUPTED.store(false, std::sync::atomic::Ordering::SeqCst);
+    infer::interrupt::set_requested(false);
     match r {
         Err(e) => {
             assert_eq!(e.exit_code(), 130);
@@ -581,6 +581,54 @@ fn explore_runs_from_piped_answers() {
     assert!(out.contains("L1_FSx_FL2_E1_B64.png") && graph.is_file(), "{out}");
     let table = std::fs::read_to_string(d.join("loss_values.csv")).unwrap();
     assert_eq!(table.lines().count(), 3, "header + base + varied: {table}");
+}
+
+/// Ctrl-C at the menu's prompt (nothing checks there) exits 130 at once.
+#[test]
+fn ctrl_c_at_the_explore_prompt_exits_at_once() {
+    use std::io::Read;
+    let _g = lock();
+    let dir = tempfile::tempdir().unwrap();
+    let images = mnist("train-images-idx3-ubyte");
+    let mut child = train_bin()
+        .args(["explore", "autoencoder", "--limit", "300", "--epochs", "1", "--base-layers", "1", "--quiet"])
+        .args(["--base-filters", "2", "--threads", "2", "--images", images.to_str().unwrap()])
+        .args(["--dir", dir.path().join("e").to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 256];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buf[..n]);
+            if String::from_utf8_lossy(&seen).contains("choice: ") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(60)).expect("the menu's prompt");
+    signal(child.id(), "-INT");
+    let t0 = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if t0.elapsed().as_secs() >= 5 {
+            let _ = child.kill();
+            panic!("still running 5 s after Ctrl-C");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    assert_eq!(status.code(), Some(130));
+    assert!(t0.elapsed().as_secs_f64() < 1.0, "{:?}", t0.elapsed());
 }
 
 #[test]

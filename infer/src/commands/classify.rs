@@ -43,6 +43,7 @@ struct Prediction<'a> {
 const SAMPLES: usize = 24;
 
 pub fn classify(opts: &RunOptions, c: &ClassifyOptions, out: &mut dyn Write) -> Result<(), InferError> {
+    let _checked = crate::interrupt::Checked::begin();
     // Usage errors first: no model is loaded for a command that cannot run.
     if c.confusion.is_some() && c.labels.is_none() {
         return Err(InferError::Usage("--confusion needs --labels".into()));

@@ -10,6 +10,7 @@ use crate::onnx::Dim;
 use super::{open, print, stream, timing_line, RunOptions};
 
 pub fn embed(opts: &RunOptions, npy: &Path, out: &mut dyn Write) -> Result<(), InferError> {
+    let _checked = crate::interrupt::Checked::begin();
     let (mut session, mut source) = open(opts, "embedding", "an encoder")?;
     let dims = session.output("embedding").expect("checked").dims.clone();
     let width: usize = dims[1..]

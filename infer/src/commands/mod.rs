@@ -20,6 +20,7 @@ pub use reconstruct::{median, reconstruct, ReconstructOptions};
 use crate::error::InferError;
 use crate::idx::normalize_into;
 use crate::input::{ImageSource, Preprocess};
+use crate::interrupt;
 use crate::session::{ModelSession, Output, SessionOptions};
 
 /// Output format of reports.
@@ -97,10 +98,18 @@ pub(crate) fn stream(
     let t0 = Instant::now();
     let mut x = Vec::new();
     while let Some(pixels) = source.next_batch(batch)? {
+        if interrupt::requested() {
+            return Err(InferError::Interrupted);
+        }
         let n = pixels.len() / (session.height * session.width);
         normalize_into(&pixels, &mut x); // [n, 1, H, W] in [0, 1]
         let outputs = session.run(&x, n)?;
         each(&pixels, &outputs)?;
+    }
+    // The outputs are written after the last batch: a Ctrl-C by now stops
+    // the command before the first of them.
+    if interrupt::requested() {
+        return Err(InferError::Interrupted);
     }
     Ok(t0.elapsed().as_secs_f64())
 }

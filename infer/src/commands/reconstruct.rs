@@ -24,6 +24,7 @@ pub struct ReconstructOptions {
 }
 
 pub fn reconstruct(opts: &RunOptions, r: &ReconstructOptions, out: &mut dyn Write) -> Result<(), InferError> {
+    let _checked = crate::interrupt::Checked::begin();
     let (mut session, mut source) = open(opts, "reconstruction", "an autoencoder")?;
     let (h, w) = (session.height, session.width);
     match session.output("reconstruction").map(|o| o.dims.as_slice()) {

@@ -12,6 +12,7 @@ use std::rc::Rc;
 
 use tch::{nn::ModuleT, nn::VarStore, Device, Kind, Tensor};
 
+use infer::interrupt;
 use infer::session::{Device as OrtDevice, ModelSession, SessionOptions};
 
 use crate::checkpoint::{to_vec, Checkpoint, WEIGHTS};
@@ -256,6 +257,7 @@ pub fn max_abs_diff(
 }
 
 pub fn export(job: &ExportJob) -> Result<Vec<Exported>, TrainError> {
+    let _checked = interrupt::Checked::begin();
     let run = RunDir::open(&job.run)?;
     let (pending, ae_cfg, cfg) = pending(&run, job.encoder)?;
     std::fs::create_dir_all(&job.out).map_err(TrainError::io(&job.out, "cannot create the output directory"))?;
@@ -273,6 +275,10 @@ pub fn export(job: &ExportJob) -> Result<Vec<Exported>, TrainError> {
         }
     };
     for p in &pending {
+        if interrupt::requested() {
+            cleanup(&staged);
+            return Err(TrainError::Cancelled);
+        }
         let target = job.out.join(format!("{}.onnx", p.name));
         let tmp = job.out.join(format!(".{}.onnx.{}.tmp", p.name, std::process::id()));
         let bytes = p.model.to_bytes();
@@ -297,6 +303,10 @@ pub fn export(job: &ExportJob) -> Result<Vec<Exported>, TrainError> {
                 return Err(e);
             }
         }
+    }
+    if interrupt::requested() {
+        cleanup(&staged);
+        return Err(TrainError::Cancelled);
     }
     let mut done = Vec::new();
     for (tmp, target, bytes, diff) in staged {

@@ -8,9 +8,12 @@ use crate::model::InputShape;
 use crate::run_dir::{DatasetInfo, ModelConfig, RunConfig, RunDir};
 use crate::table;
 
-use super::{set_threads, AutoencoderJob, Outcome, PRODUCER};
+use infer::interrupt;
+
+use super::{set_threads, stop_if_interrupted, AutoencoderJob, Outcome, PRODUCER};
 
 pub fn train_autoencoder(job: &AutoencoderJob) -> Result<Outcome, TrainError> {
+    let _checked = interrupt::Checked::begin();
     let t = &job.training;
     t.validate()?;
     let images = data::load_images(&job.images, t.settings.limit)?;
@@ -37,8 +40,10 @@ pub fn train_autoencoder(job: &AutoencoderJob) -> Result<Outcome, TrainError> {
     }
     trainer.run_stage(&Stage::whole(&t.settings), &ae)?;
     let (last, train_seconds) = trainer.outcome()?;
+    stop_if_interrupted(&run, &last)?;
     figures::plot_history(&run, &trainer.history, false)?;
     figures::reconstructions(&run.file("reconstructions.png"), &ae, &data, 10)?;
+    stop_if_interrupted(&run, &last)?;
     if let Some(path) = &job.common.table {
         table::append_autoencoder(path, &model, &t.settings, train_seconds, &last)?;
     }

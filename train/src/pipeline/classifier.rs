@@ -10,9 +10,12 @@ use crate::run_dir::{sha256_file, DatasetInfo, ModelConfig, RunConfig, RunDir};
 use crate::table;
 use crate::test_report;
 
-use super::{set_threads, ClassifierJob, Outcome, PRODUCER};
+use infer::interrupt;
+
+use super::{set_threads, stop_if_interrupted, ClassifierJob, Outcome, PRODUCER};
 
 pub fn train_classifier(job: &ClassifierJob) -> Result<Outcome, TrainError> {
+    let _checked = interrupt::Checked::begin();
     let t = &job.training;
     t.validate()?;
     let ae_run = RunDir::open(&job.autoencoder)?;
@@ -101,11 +104,13 @@ pub fn train_classifier(job: &ClassifierJob) -> Result<Outcome, TrainError> {
         Stage { name: "(fine-tuning)", first: frozen + 1, last: frozen + s.epochs, lr: s.finetune_lr(), frozen: None };
     trainer.run_stage(&stage2, &clf)?;
     let (last, train_seconds) = trainer.outcome()?;
+    stop_if_interrupted(&run, &last)?;
     figures::plot_history(&run, &trainer.history, true)?;
     let test_accuracy = match &test {
         Some((timg, tlab)) => Some(test_report::write(&run, &clf, timg, tlab, &class_names, device, job.common.quiet)?),
         None => None,
     };
+    stop_if_interrupted(&run, &last)?;
     if let Some(path) = &job.common.table {
         table::append_classifier(path, &model, s, train_seconds, &last)?;
     }

@@ -10,7 +10,10 @@ pub use autoencoder::train_autoencoder;
 pub use classifier::train_classifier;
 
 use crate::config::{AutoencoderTraining, ClassifierTraining, TrainSettings};
-use crate::run_dir::{EpochRecord, Reuse};
+use infer::interrupt;
+
+use crate::error::TrainError;
+use crate::run_dir::{EpochRecord, Reuse, RunDir};
 
 pub const PRODUCER: &str = concat!("train ", env!("CARGO_PKG_VERSION"));
 
@@ -51,6 +54,15 @@ pub struct Outcome {
     pub last: EpochRecord,
     pub train_seconds: f64,
     pub test_accuracy: Option<f64>,
+}
+
+/// Stops between the steps after training (figures, report, table) when
+/// Ctrl-C was pressed: the checkpoint is complete, `--resume` redoes them.
+fn stop_if_interrupted(run: &RunDir, last: &EpochRecord) -> Result<(), TrainError> {
+    match interrupt::requested() {
+        true => Err(TrainError::Interrupted { run: run.path.clone(), epoch: last.epoch }),
+        false => Ok(()),
+    }
 }
 
 fn set_threads(settings: &TrainSettings) {
