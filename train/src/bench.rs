@@ -1,23 +1,19 @@
-//! Measurements for `make bench`: steady-state training throughput of the
-//! tch models, tch and ONNX Runtime inference throughput, the machine's
-//! float32 matrix-multiply ceiling, and FLOPs counted from the architecture.
+//! Measurements for `make bench` that need the library: ONNX Runtime
+//! inference throughput through `infer`'s session, the machine's float32
+//! matrix-multiply ceiling, IDX loading, and FLOPs and parameters counted
+//! from the architecture. Training is measured on the real `train` commands
+//! (bench/run.py).
 
 use std::path::Path;
 use std::time::Instant;
 
-use tch::{nn::ModuleT, nn::VarStore, Device, Kind, Tensor};
+use tch::{nn::VarStore, Device, Kind, Tensor};
 
 use infer::session::{ModelSession, SessionOptions};
 
-use crate::config::Architecture;
 use crate::data;
 use crate::error::TrainError;
-use crate::fit::Objective;
-use crate::model::{AutoencoderConfig, ClassifierConfig, InputShape};
-use crate::optim::{Optimizer, OptimizerKind};
-
-/// A model's forward pass, boxed so both networks fit one measurement loop.
-type Forward = Box<dyn Fn(&Tensor) -> Tensor>;
+use crate::model::{AutoencoderConfig, ClassifierConfig};
 
 /// Multiply-accumulates of one conv over an h×w output map.
 fn conv_macs(h: usize, w: usize, c_in: usize, c_out: usize, k: usize) -> u64 {
@@ -69,124 +65,27 @@ pub fn classifier_flops(cfg: &ClassifierConfig) -> u64 {
 /// inputs, gradients of weights).
 pub const TRAIN_FLOPS_FACTOR: u64 = 3;
 
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Throughput {
-    pub images_per_second: f64,
-    pub seconds: f64,
-    pub images: usize,
-    pub parameters: i64,
-    pub flops_per_image: u64,
-    pub gflops_per_second: f64,
-}
-
-fn parameters(vs: &VarStore) -> i64 {
-    vs.trainable_variables().iter().map(|t| t.numel() as i64).sum()
-}
-
-/// Training steps per second at steady state: `warmup` steps, then `steps`
-/// timed ones, on `data` already in memory.
-#[allow(clippy::too_many_arguments)]
-pub fn train_throughput(
-    classifier: Option<(usize, usize)>,
-    ae: &AutoencoderConfig,
-    optimizer: OptimizerKind,
-    data: &Tensor,
-    labels: &Tensor,
-    batch: usize,
-    warmup: usize,
-    steps: usize,
-) -> Throughput {
+/// Forward FLOPs per image and parameter count of a network, from its
+/// architecture (`classifier`: fc units and classes).
+pub fn model_size(ae: &AutoencoderConfig, classifier: Option<(usize, usize)>) -> serde_json::Value {
     let vs = VarStore::new(Device::Cpu);
-    let n = data.size()[0];
-    let (forward, objective, flops): (Forward, Objective, u64) = match classifier {
+    let flops = match classifier {
         None => {
-            let m = ae.init(&vs.root());
-            (Box::new(move |x| m.forward_t(x, true)), Objective::Reconstruction, autoencoder_flops(ae))
+            let _m = ae.init(&vs.root());
+            autoencoder_flops(ae)
         }
         Some((fc_units, classes)) => {
             let cfg = ClassifierConfig { encoder: *ae, fc_units, classes };
-            let m = cfg.init(&vs.root());
-            (Box::new(move |x| m.forward_t(x, true)), Objective::CrossEntropy, classifier_flops(&cfg))
+            let _m = cfg.init(&vs.root());
+            classifier_flops(&cfg)
         }
     };
-    let params: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
-    let mut opt = Optimizer::new(optimizer, params);
-    let mut rng = crate::data::Rng::new(1);
-    let mut step = |opt: &mut Optimizer| {
-        let idx: Vec<i64> = (0..batch).map(|_| (rng.next_u64() % n as u64) as i64).collect();
-        let idx = Tensor::from_slice(&idx);
-        let x = data.index_select(0, &idx);
-        let y = labels.index_select(0, &idx);
-        opt.zero_grad();
-        let loss = objective.loss(&forward(&x), &x, Some(&y));
-        loss.backward();
-        opt.step(1e-3);
-    };
-    for _ in 0..warmup {
-        step(&mut opt);
-    }
-    let t0 = Instant::now();
-    for _ in 0..steps {
-        step(&mut opt);
-    }
-    let seconds = t0.elapsed().as_secs_f64();
-    let images = steps * batch;
-    let ips = images as f64 / seconds;
-    let train_flops = TRAIN_FLOPS_FACTOR * flops;
-    Throughput {
-        images_per_second: ips,
-        seconds,
-        images,
-        parameters: parameters(&vs),
-        flops_per_image: train_flops,
-        gflops_per_second: ips * train_flops as f64 / 1e9,
-    }
-}
-
-/// tch eval-mode forward throughput over all of `data` in batches.
-pub fn tch_inference_throughput(
-    classifier: Option<(usize, usize)>,
-    ae: &AutoencoderConfig,
-    data: &Tensor,
-    batch: usize,
-) -> Throughput {
-    let vs = VarStore::new(Device::Cpu);
-    let (forward, flops): (Forward, u64) = match classifier {
-        None => {
-            let m = ae.init(&vs.root());
-            (Box::new(move |x| m.forward_t(x, false)), autoencoder_flops(ae))
-        }
-        Some((fc_units, classes)) => {
-            let cfg = ClassifierConfig { encoder: *ae, fc_units, classes };
-            let m = cfg.init(&vs.root());
-            (Box::new(move |x| m.logits(x).softmax(-1, Kind::Float)), classifier_flops(&cfg))
-        }
-    };
-    let n = data.size()[0];
-    let run = || {
-        tch::no_grad(|| {
-            let mut s = 0;
-            while s < n {
-                let len = (batch as i64).min(n - s);
-                let _ = forward(&data.narrow(0, s, len)).sum(Kind::Float).double_value(&[]);
-                s += len;
-            }
-        })
-    };
-    // One short warm-up pass over a slice.
-    let _ = tch::no_grad(|| forward(&data.narrow(0, 0, (batch as i64).min(n))));
-    let t0 = Instant::now();
-    run();
-    let seconds = t0.elapsed().as_secs_f64();
-    let ips = n as f64 / seconds;
-    Throughput {
-        images_per_second: ips,
-        seconds,
-        images: n as usize,
-        parameters: parameters(&vs),
-        flops_per_image: flops,
-        gflops_per_second: ips * flops as f64 / 1e9,
-    }
+    let parameters: i64 = vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
+    serde_json::json!({
+        "forward_flops_per_image": flops,
+        "train_flops_per_image": TRAIN_FLOPS_FACTOR * flops,
+        "parameters": parameters,
+    })
 }
 
 /// The float32 matrix-multiply ceiling: GFLOP/s of repeated n×n products.
@@ -200,24 +99,6 @@ pub fn matmul_ceiling(n: i64, reps: usize) -> f64 {
     }
     let secs = t0.elapsed().as_secs_f64();
     2.0 * (n * n * n) as f64 * reps as f64 / secs / 1e9
-}
-
-/// A benchmark's model and data: the architecture for the images' size,
-/// the images as a [N, 1, H, W] tensor and the labels (zeros without a
-/// labels file).
-pub fn load(
-    architecture: Architecture,
-    images: &Path,
-    labels: Option<&Path>,
-) -> Result<(AutoencoderConfig, Tensor, Tensor), TrainError> {
-    let imgs = data::load_images(images, None)?;
-    let labels = match labels {
-        Some(l) => data::load_labels(l, images, imgs.count, None)?,
-        None => vec![0; imgs.count],
-    };
-    let cfg = architecture.with_input(InputShape { height: imgs.rows, width: imgs.cols });
-    cfg.validate()?;
-    Ok((cfg, data::images_tensor(&imgs, Device::Cpu), data::labels_tensor(&labels, Device::Cpu)))
 }
 
 /// GFLOP/s of ONNX Runtime's MatMul on n×n matrices.

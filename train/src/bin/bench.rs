@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 use train::bench;
 use train::config::{Architecture, Network};
-use train::optim::OptimizerKind;
+use train::model::{AutoencoderConfig, InputShape};
 use train::TrainError;
 
 #[derive(Debug, Parser)]
@@ -24,10 +24,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Steady-state training throughput of a tch model (a synthetic loop: batches sampled with replacement).
-    Train(ModelArgs),
-    /// tch forward (eval) throughput over the images.
-    TchInfer(ModelArgs),
+    /// Forward and training FLOPs per image and the parameter count of a network.
+    Flops(ModelArgs),
     /// ONNX Runtime (through the infer library) throughput over the images.
     OrtInfer {
         #[arg(long)]
@@ -64,43 +62,32 @@ struct ModelArgs {
     filters: usize,
     #[arg(long, default_value_t = 64)]
     fc_units: usize,
-    #[arg(long, default_value_t = 64)]
-    batch: usize,
-    #[arg(long, default_value_t = 5)]
-    warmup: usize,
-    #[arg(long, default_value_t = 40)]
-    steps: usize,
-    #[arg(long, default_value_t = OptimizerKind::Adam)]
-    optimizer: OptimizerKind,
-    #[arg(long)]
-    images: PathBuf,
-    #[arg(long)]
-    labels: Option<PathBuf>,
+    #[arg(long, default_value_t = 10)]
+    classes: usize,
+    #[arg(long, default_value_t = 28)]
+    height: usize,
+    #[arg(long, default_value_t = 28)]
+    width: usize,
 }
 
 impl ModelArgs {
-    fn architecture(&self) -> Architecture {
-        Architecture { layers: self.layers, filter_size: self.filter_size, filters: self.filters }
+    fn model(&self) -> Result<AutoencoderConfig, TrainError> {
+        let arch = Architecture { layers: self.layers, filter_size: self.filter_size, filters: self.filters };
+        let cfg = arch.with_input(InputShape { height: self.height, width: self.width });
+        cfg.validate()?;
+        Ok(cfg)
     }
 
     /// The classifier's head: (fc units, classes).
     fn head(&self) -> Option<(usize, usize)> {
-        (self.network == Network::Classifier).then_some((self.fc_units, 10))
+        (self.network == Network::Classifier).then_some((self.fc_units, self.classes))
     }
 }
 
 fn run(cli: Cli) -> Result<serde_json::Value, TrainError> {
     tch::set_num_threads(cli.threads as i32);
     Ok(match &cli.command {
-        Command::Train(a) => {
-            let (cfg, x, y) = bench::load(a.architecture(), &a.images, a.labels.as_deref())?;
-            let t = bench::train_throughput(a.head(), &cfg, a.optimizer, &x, &y, a.batch, a.warmup, a.steps);
-            serde_json::to_value(t).expect("json")
-        }
-        Command::TchInfer(a) => {
-            let (cfg, x, _) = bench::load(a.architecture(), &a.images, a.labels.as_deref())?;
-            serde_json::to_value(bench::tch_inference_throughput(a.head(), &cfg, &x, a.batch)).expect("json")
-        }
+        Command::Flops(a) => bench::model_size(&a.model()?, a.head()),
         Command::OrtInfer { model, images, batch } => {
             bench::ort_inference_throughput(model, images, *batch, cli.threads)?
         }
