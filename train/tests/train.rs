@@ -238,6 +238,35 @@ fn classifier_beats_chance_and_reports_on_test_set() {
     assert!(e.to_string().contains("changed since the run began") && e.to_string().contains(&after), "{e}");
 }
 
+/// A run made with relative paths exports from any working directory: the
+/// config records canonical paths.
+#[test]
+fn runs_record_canonical_paths() {
+    let _g = lock();
+    let dir = tempfile::tempdir().unwrap();
+    let mut images = idx::read_images(mnist("train-images-idx3-ubyte")).unwrap();
+    images.truncate(300);
+    idx::write_images(dir.path().join("imgs"), &images, false).unwrap();
+    let status = train_bin()
+        .current_dir(dir.path())
+        .args(SIG_ARGS)
+        .args(["--epochs", "1", "--images", "imgs", "--out", "run", "--force"])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let cfg = RunDir { path: dir.path().join("run") }.read_config().unwrap();
+    assert!(cfg.dataset.images.is_absolute(), "{}", cfg.dataset.images.display());
+    let run_dir = dir.path().join("run");
+    let models = dir.path().join("models");
+    let out = train_bin()
+        .current_dir("/")
+        .args(["export", "-q", "--run", run_dir.to_str().unwrap(), "--out", models.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// `--resume` refuses images that are not the ones the run began on.
 #[test]
 fn resume_refuses_changed_images() {
