@@ -272,7 +272,7 @@ T.append("\nThe same ONNX file in the same ONNX Runtime build, same intra-op thr
          "provider; input already normalised in memory; session time only.\n")
 over = [r for r in infer_rows if r["of_ceiling"] > 1.0]
 if over:
-    T.append(f"{len(over)} of these rows exceed 100 % of the ceiling: on these shapes ONNX Runtime's direct convolution "
+    T.append(f"{len(over)} of these rows {'exceeds' if len(over) == 1 else 'exceed'} 100 % of the ceiling: on these shapes ONNX Runtime's direct convolution "
              "kernels run faster than its (and libtorch's) 2048³ GEMM, so the ceiling is a reference point, not a bound; "
              "the FLOPs are counted from the architecture, not measured.\n")
 T.append("### Whole process: load the model, read the IDX files, predict, print the report\n")
