@@ -289,8 +289,10 @@ T.append(f"\nAt the default batch the Python process takes {w256p / w256i:.2f}×
          f"'import …'` alone, same run), so the work after start-up is {w256p - imp:.2f} s against `infer`'s {w256i:.2f} s "
          f"for everything: most of the lead is start-up, which a long-lived Python service would pay once.\n")
 T.append("## 3. Time to accuracy (not measured in this run)\n")
-T.append(f"From the metadata of `{MODELS}/*.onnx`, written when `make train` produced them (machine and date in "
-         f"`{MODELS}/README.md`); `make bench` does not retrain them.\n")
+trained = subprocess.run(["git", "log", "-1", "--format=%cs", "--", os.path.join(MODELS, "classifier.onnx")],
+                         capture_output=True, text=True).stdout.strip() or "an unknown date"
+T.append(f"From the metadata of `{MODELS}/*.onnx`, written when `make train` produced them (committed {trained}, on the "
+         f"machine `{MODELS}/README.md` names, which need not be this one); `make bench` does not retrain them.\n")
 T.append("| | autoencoder training | autoencoder val MSE | classifier training | accuracy |")
 T.append("|---|---|---|---|---|")
 T.append(f"| this toolchain, quick preset, 2 CPU cores | {tta['autoencoder_seconds']:.0f} s | {tta['autoencoder_val_loss']:.5f} | "
