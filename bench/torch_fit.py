@@ -107,6 +107,8 @@ def main():
     p.add_argument("--frozen-epochs", type=int, default=0, help="classifier: epochs with the encoder frozen first")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--channels-last", action="store_true",
+                   help="model and batches in torch.channels_last (PyTorch's advice for CPU and GPU convolutions)")
     p.add_argument("--images", required=True)
     p.add_argument("--labels")
     a = p.parse_args()
@@ -127,6 +129,8 @@ def main():
         model = Classifier(a.layers, a.filter_size, a.filters, a.fc_units, 10, imgs.shape[1:])
         loss_fn = lambda out, x, y: F.cross_entropy(out, y)  # noqa: E731
     params = sum(p.numel() for p in model.parameters())
+    fmt = torch.channels_last if a.channels_last else torch.contiguous_format
+    model = model.to(memory_format=fmt)
     n = len(train_x)
     steps_per_epoch = -(-n // a.batch)
 
@@ -153,6 +157,7 @@ def main():
             x = train_x[idx]
             if a.augment:
                 x = random_shift(x, a.augment, gen)
+            x = x.contiguous(memory_format=fmt)
             y = train_y[idx] if train_y is not None else None
             opt.zero_grad()
             out = model(x)
@@ -168,7 +173,7 @@ def main():
         with torch.no_grad():
             val = 0.0
             for i in range(0, len(val_x), 1000):
-                xb = val_x[i:i + 1000]
+                xb = val_x[i:i + 1000].contiguous(memory_format=fmt)
                 yb = val_y[i:i + 1000] if val_y is not None else None
                 out = model(xb)
                 val += loss_fn(out, xb, yb).item() * len(xb)

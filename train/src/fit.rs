@@ -106,6 +106,20 @@ pub fn evaluate(model: &dyn ModuleT, objective: Objective, x: &Tensor, y: Option
     (loss / n as f64, objective.classifies().then(|| correct as f64 / n as f64))
 }
 
+/// Gives every 4-D variable (convolution weights) channels-last strides,
+/// values unchanged: libtorch then picks its channels-last convolution
+/// kernels, and activations stay channels-last through BatchNorm, ReLU,
+/// pooling and upsampling. Frozen weights too, so stage 1 runs the same
+/// kernels.
+fn channels_last(vs: &VarStore) {
+    for (_, mut t) in vs.variables() {
+        if t.dim() == 4 {
+            let cl = t.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2]); // [O, I, kh, kw], NHWC strides
+            t.set_data(&cl);
+        }
+    }
+}
+
 /// Trains a model held in `vs` stage by stage, checkpointing into `run`
 /// after every epoch.
 #[derive(Debug)]
@@ -134,6 +148,7 @@ impl<'a> Trainer<'a> {
         quiet: bool,
     ) -> Trainer<'a> {
         let total = settings.frozen_epochs + settings.epochs;
+        channels_last(&vs);
         Trainer { vs, run, data, settings, objective, quiet, total, history: Vec::new(), resumed: None }
     }
 
@@ -202,7 +217,12 @@ impl<'a> Trainer<'a> {
                     .progress_chars("=> "),
             );
             bar.set_prefix(format!("epoch {epoch}/{} {}", self.total, stage.name));
-            let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0i64, 0usize);
+            // Sums stay on the device; the host reads them only when the
+            // progress bar refreshes and at the end of the epoch.
+            let device = self.vs.device();
+            let mut loss_sum = Tensor::zeros([], (Kind::Double, device));
+            let mut correct = Tensor::zeros([], (Kind::Int64, device));
+            let mut seen = 0usize;
             let mut lr = stage.lr;
             for (b, idx) in batches.iter().enumerate() {
                 if interrupt::requested() {
@@ -223,19 +243,21 @@ impl<'a> Trainer<'a> {
                 loss.backward();
                 opt.step(lr);
                 let len = idx.size()[0] as usize;
-                let l = loss.double_value(&[]);
-                if l.is_nan() {
-                    bar.finish_and_clear();
-                    return Err(TrainError::NanLoss { epoch });
-                }
-                loss_sum += l * len as f64;
-                if let Some(yb) = &yb {
-                    correct += tch::no_grad(|| out.argmax(-1, false).eq_tensor(yb).sum(Kind::Int64).int64_value(&[]));
-                }
+                tch::no_grad(|| {
+                    loss_sum += loss.detach().to_kind(Kind::Double) * len as f64;
+                    if let Some(yb) = &yb {
+                        correct += out.argmax(-1, false).eq_tensor(yb).sum(Kind::Int64);
+                    }
+                });
                 seen += len;
                 if b % 10 == 0 || b + 1 == batches.len() {
+                    let mean = loss_sum.double_value(&[]) / seen as f64;
+                    if mean.is_nan() {
+                        bar.finish_and_clear();
+                        return Err(TrainError::NanLoss { epoch });
+                    }
                     let rate = seen as f64 / t0.elapsed().as_secs_f64().max(1e-9);
-                    bar.set_message(format!("loss {:.4} {:.0} img/s", loss_sum / seen as f64, rate));
+                    bar.set_message(format!("loss {mean:.4} {rate:.0} img/s"));
                 }
                 bar.inc(1);
             }
@@ -246,9 +268,9 @@ impl<'a> Trainer<'a> {
             }
             let record = EpochRecord {
                 epoch,
-                loss: loss_sum / seen as f64,
+                loss: loss_sum.double_value(&[]) / seen as f64,
                 val_loss,
-                accuracy: self.objective.classifies().then(|| correct as f64 / seen as f64),
+                accuracy: self.objective.classifies().then(|| correct.int64_value(&[]) as f64 / seen as f64),
                 val_accuracy: val_acc,
                 // Milliseconds: what history.csv shows is what the checkpoint holds.
                 seconds: (t0.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
@@ -274,19 +296,23 @@ impl<'a> Trainer<'a> {
 }
 
 /// Translates each image by a random (dx, dy) in [−max, max]², filling
-/// with zeros (background): [B, 1, H, W] → [B, 1, H, W].
+/// with zeros (background): [B, 1, H, W] → [B, 1, H, W]. One pad and two
+/// gathers for the whole batch (rows, then columns, each image at its own
+/// offset); the offsets are drawn per image, dy then dx.
 pub fn random_shift(x: &Tensor, max: i64, rng: &mut Rng) -> Tensor {
     let size = x.size();
-    let (n, h, w) = (size[0], size[2], size[3]);
-    let padded = x.constant_pad_nd([max, max, max, max]); // [B, 1, H+2m, W+2m]
+    let (n, c, h, w) = (size[0], size[1], size[2], size[3]);
     let span = (2 * max + 1) as u64;
-    let crops: Vec<Tensor> = (0..n)
-        .map(|i| {
-            let (dy, dx) = ((rng.next_u64() % span) as i64, (rng.next_u64() % span) as i64);
-            padded.get(i).narrow(1, dy, h).narrow(2, dx, w)
-        })
-        .collect();
-    Tensor::stack(&crops, 0)
+    let (dy, dx): (Vec<i64>, Vec<i64>) =
+        (0..n).map(|_| ((rng.next_u64() % span) as i64, (rng.next_u64() % span) as i64)).unzip();
+    let device = x.device();
+    let offsets = |d: &[i64], len: i64| {
+        Tensor::from_slice(d).to_device(device).view([n, 1]) + Tensor::arange(len, (Kind::Int64, device)).view([1, len])
+    };
+    let padded = x.constant_pad_nd([max, max, max, max]); // [B, C, H+2m, W+2m]
+    let rows = offsets(&dy, h).view([n, 1, h, 1]).expand([n, c, h, w + 2 * max], false);
+    let cols = offsets(&dx, w).view([n, 1, 1, w]).expand([n, c, h, w], false);
+    padded.gather(2, &rows, false).gather(3, &cols, false) // [B, C, H, W+2m] → [B, C, H, W]
 }
 
 /// `epoch 3/10 loss 0.0012 val_loss 0.0013 [acc …] 41.2s (1165 img/s)`

@@ -6,6 +6,10 @@
 //! of it), so an update is a handful of kernels over one contiguous tensor
 //! instead of a dozen small ones per parameter — on these small models the
 //! per-op dispatch cost, not the arithmetic, dominated the update.
+//!
+//! Convolution weights are stored channels-last inside the buffer (their
+//! views have NHWC strides), which is what makes libtorch run the
+//! channels-last convolution kernels; checkpoints still see NCHW values.
 
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
@@ -25,6 +29,24 @@ const RHO: f64 = 0.9;
 const BETA1: f64 = 0.9;
 const BETA2: f64 = 0.999;
 const EPS: f64 = 1e-7;
+
+/// The view of a parameter's slice of the flat buffer: 4-D (convolution)
+/// weights are laid out [O, kh, kw, I] and viewed as [O, I, kh, kw] with
+/// channels-last strides; everything else is contiguous.
+fn storage_view(part: &Tensor, shape: &[i64]) -> Tensor {
+    match *shape {
+        [o, i, kh, kw] => part.view([o, kh, kw, i]).permute([0, 3, 1, 2]),
+        _ => part.view(shape),
+    }
+}
+
+/// A tensor shaped like a parameter, flattened in its storage order.
+fn storage_order(t: &Tensor) -> Tensor {
+    match t.dim() {
+        4 => t.permute([0, 2, 3, 1]).reshape([-1]),
+        _ => t.reshape([-1]),
+    }
+}
 
 /// One parameter: its name, tensor, and where it sits in the flat buffer.
 #[derive(Debug)]
@@ -62,7 +84,7 @@ impl Optimizer {
             .map(|(name, mut param)| {
                 let numel = param.numel() as i64;
                 let shape = param.size();
-                let view = flat.narrow(0, offset, numel).view(shape.as_slice());
+                let view = storage_view(&flat.narrow(0, offset, numel), &shape);
                 tch::no_grad(|| {
                     let mut v = view.shallow_clone();
                     v.copy_(&param);
@@ -95,7 +117,7 @@ impl Optimizer {
             .map(|s| {
                 let g = s.param.grad();
                 if g.defined() {
-                    g.reshape([-1])
+                    storage_order(&g)
                 } else {
                     Tensor::zeros([s.numel], (Kind::Float, self.flat.device()))
                 }
@@ -148,7 +170,7 @@ impl Optimizer {
             .iter()
             .flat_map(|s| {
                 self.state.iter().enumerate().map(move |(i, t)| {
-                    (format!("optimizer.{}.{i}", s.name), t.narrow(0, s.offset, s.numel).view(s.shape.as_slice()))
+                    (format!("optimizer.{}.{i}", s.name), storage_view(&t.narrow(0, s.offset, s.numel), &s.shape))
                 })
             })
             .collect()
@@ -163,8 +185,8 @@ impl Optimizer {
                 if src.size() != s.shape {
                     return Err(format!("checkpoint {key} has shape {:?}, expected {:?}", src.size(), s.shape));
                 }
-                let mut dst = t.narrow(0, s.offset, s.numel);
-                tch::no_grad(|| dst.copy_(&src.reshape([-1])));
+                let mut dst = storage_view(&t.narrow(0, s.offset, s.numel), &s.shape);
+                tch::no_grad(|| dst.copy_(&src));
             }
         }
         self.steps = steps;

@@ -116,6 +116,20 @@ fn bad_geometry_and_hyperparameters_are_refused() {
     cfg(1, 3, 4, 30).validate().unwrap();
 }
 
+/// The batched shift equals cropping each padded image at its own offset.
+#[test]
+fn random_shift_is_a_per_image_crop() {
+    let x = Tensor::rand([9, 1, 6, 5], (Kind::Float, Device::Cpu));
+    let shifted = train::fit::random_shift(&x, 2, &mut train::data::Rng::new(3));
+    let mut rng = train::data::Rng::new(3);
+    let padded = x.constant_pad_nd([2, 2, 2, 2]);
+    for i in 0..9 {
+        let (dy, dx) = ((rng.next_u64() % 5) as i64, (rng.next_u64() % 5) as i64);
+        let crop = padded.get(i).narrow(1, dy, 6).narrow(2, dx, 5);
+        assert!(crop.equal(&shifted.get(i)), "image {i}");
+    }
+}
+
 // ---------------------------------------------------------------- training
 
 #[test]
