@@ -121,6 +121,15 @@ pub fn write_bytes(path: impl AsRef<Path>, bytes: &[u8]) -> io::Result<()> {
     f.commit()
 }
 
+/// Writes rows as CSV (header from the row type) to `path`, atomically.
+pub fn write_csv<T: serde::Serialize>(path: impl AsRef<Path>, rows: impl IntoIterator<Item = T>) -> io::Result<()> {
+    let mut csv = csv::Writer::from_writer(AtomicFile::create(path)?);
+    for row in rows {
+        csv.serialize(row)?;
+    }
+    csv.into_inner().map_err(|e| e.into_error())?.commit()
+}
+
 /// Checks that files can be created in `dir` now, before any work is done
 /// for them, by creating and removing an empty probe file.
 pub fn check_writable_dir(dir: &Path) -> io::Result<()> {

@@ -185,3 +185,33 @@ mod tests {
         assert_eq!(r.confusion.len(), 5);
     }
 }
+
+/// A row of a predictions CSV (`infer classify --predictions`, a classifier
+/// run's `test_predictions.csv`).
+#[derive(serde::Serialize)]
+struct Prediction<'a> {
+    index: usize,
+    predicted: &'a str,
+    /// Six decimals, as the report prints them.
+    confidence: String,
+    #[serde(rename = "true", skip_serializing_if = "Option::is_none")]
+    truth: Option<&'a str>,
+}
+
+/// Writes one row per image (index, predicted class, confidence, and the
+/// true class when known) to `path`, atomically.
+pub fn write_predictions(
+    path: &std::path::Path,
+    predicted: &[usize],
+    confidence: &[f32],
+    truth: Option<&[usize]>,
+    names: &[String],
+) -> std::io::Result<()> {
+    let rows = predicted.iter().zip(confidence).enumerate().map(|(index, (&p, &c))| Prediction {
+        index,
+        predicted: &names[p],
+        confidence: format!("{c:.6}"),
+        truth: truth.map(|t| names[t[index]].as_str()),
+    });
+    crate::atomic::write_csv(path, rows)
+}

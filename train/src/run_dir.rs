@@ -227,12 +227,7 @@ impl RunDir {
 
     pub fn write_history(&self, rows: &[EpochRecord]) -> Result<(), TrainError> {
         let p = self.file(HISTORY);
-        let mut csv = csv::Writer::from_writer(Vec::new());
-        for r in rows {
-            csv.serialize(r).map_err(|e| TrainError::io(&p, "cannot encode")(e.into()))?;
-        }
-        let bytes = csv.into_inner().map_err(|e| TrainError::io(&p, "cannot encode")(e.into_error()))?;
-        atomic::write_bytes(&p, &bytes).map_err(TrainError::io(&p, "cannot write"))
+        atomic::write_csv(&p, rows).map_err(TrainError::io(&p, "cannot write"))
     }
 
     pub fn read_history(&self) -> Result<Vec<EpochRecord>, TrainError> {

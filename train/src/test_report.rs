@@ -24,31 +24,6 @@ const GRID: usize = 24;
 /// Every test image's prediction, in `infer classify --predictions`' layout.
 pub const PREDICTIONS: &str = "test_predictions.csv";
 
-#[derive(serde::Serialize)]
-struct Prediction<'a> {
-    index: usize,
-    predicted: &'a str,
-    confidence: String,
-    #[serde(rename = "true")]
-    truth: &'a str,
-}
-
-fn write_predictions(
-    path: &std::path::Path,
-    pred: &[usize],
-    conf: &[f32],
-    truth: &[usize],
-    names: &[String],
-) -> Result<(), TrainError> {
-    let mut csv = csv::Writer::from_writer(Vec::new());
-    for (index, ((&p, &c), &t)) in pred.iter().zip(conf).zip(truth).enumerate() {
-        let row = Prediction { index, predicted: &names[p], confidence: format!("{c:.6}"), truth: &names[t] };
-        csv.serialize(row).map_err(|e| TrainError::io(path, "cannot encode")(e.into()))?;
-    }
-    let bytes = csv.into_inner().map_err(|e| TrainError::io(path, "cannot encode")(e.into_error()))?;
-    infer::atomic::write_bytes(path, &bytes).map_err(TrainError::io(path, "cannot write"))
-}
-
 /// Predicts the test set and writes the report; returns the accuracy.
 pub fn write(
     run: &RunDir,
@@ -88,7 +63,8 @@ pub fn write(
     let mut json = rep.to_json();
     json["seconds"] = serde_json::json!(t0.elapsed().as_secs_f64());
     write("test_metrics.json", format!("{}\n", serde_json::to_string_pretty(&json).expect("json")).as_bytes())?;
-    write_predictions(&run.file(PREDICTIONS), &pred, &conf, &truth, names)?;
+    let p = run.file(PREDICTIONS);
+    report::write_predictions(&p, &pred, &conf, Some(&truth), names).map_err(TrainError::io(&p, "cannot write"))?;
     let (h, w) = (images.rows, images.cols);
     let grid = |name: &str, title: &str, correct: bool| {
         let tiles: Vec<Tile> = (0..images.count)

@@ -14,7 +14,7 @@ use crate::npy::NpyWriter;
 use crate::onnx::Dim;
 use crate::report;
 
-use super::{class_names, open, peak_rss_mib, print, print_json, stream, timing_line, write_csv, Format, RunOptions};
+use super::{class_names, open, peak_rss_mib, print, print_json, stream, timing_line, Format, RunOptions};
 
 #[derive(Debug, Clone, Default)]
 pub struct ClassifyOptions {
@@ -26,17 +26,6 @@ pub struct ClassifyOptions {
     pub samples: Option<PathBuf>,
     /// Every image's class probabilities as a `[N, classes]` .npy.
     pub probabilities: Option<PathBuf>,
-}
-
-/// A row of `--predictions`.
-#[derive(serde::Serialize)]
-struct Prediction<'a> {
-    index: usize,
-    predicted: &'a str,
-    /// Six decimals, as the report prints them.
-    confidence: String,
-    #[serde(rename = "true", skip_serializing_if = "Option::is_none")]
-    truth: Option<&'a str>,
 }
 
 /// Figures kept while streaming: the first few right and wrong images.
@@ -77,6 +66,7 @@ pub fn classify(opts: &RunOptions, c: &ClassifyOptions, out: &mut dyn Write) -> 
         }
         None => None,
     };
+    let truth: Option<Vec<usize>> = labels.as_ref().map(|l| l.iter().map(|&v| v as usize).collect());
     for p in [&c.predictions, &c.confusion, &c.probabilities].into_iter().flatten() {
         check_writable(p)?;
     }
@@ -154,9 +144,8 @@ pub fn classify(opts: &RunOptions, c: &ClassifyOptions, out: &mut dyn Write) -> 
         "images_per_second": rate,
         "peak_rss_mib": peak_rss_mib(),
     });
-    if let Some(l) = &labels {
-        let truth: Vec<usize> = l.iter().map(|&v| v as usize).collect();
-        let rep = report::classification_report(&truth, &preds, classes, Some(&names));
+    if let Some(t) = &truth {
+        let rep = report::classification_report(t, &preds, classes, Some(&names));
         text += &rep.to_text(c.digits);
         text += "\n";
         text += &rep.confusion_text();
@@ -180,13 +169,7 @@ pub fn classify(opts: &RunOptions, c: &ClassifyOptions, out: &mut dyn Write) -> 
             json!(names.iter().cloned().zip(hist.iter().map(|&c| json!(c))).collect::<serde_json::Map<_, _>>());
     }
     if let Some(p) = &c.predictions {
-        let rows = preds.iter().zip(&confs).enumerate().map(|(index, (&pr, &cf))| Prediction {
-            index,
-            predicted: &names[pr],
-            confidence: format!("{cf:.6}"),
-            truth: labels.as_ref().map(|l| names[l[index] as usize].as_str()),
-        });
-        write_csv(p, rows)?;
+        report::write_predictions(p, &preds, &confs, truth.as_deref(), &names).map_err(InferError::write(p))?;
     }
     if let Some(d) = &c.samples {
         // Without labels nothing is known to be right or wrong: one grid.

@@ -133,17 +133,3 @@ pub(crate) fn print(out: &mut dyn Write, text: &str) -> Result<(), InferError> {
 pub(crate) fn print_json(out: &mut dyn Write, doc: &serde_json::Value) -> Result<(), InferError> {
     print(out, &format!("{}\n", serde_json::to_string_pretty(doc).expect("json")))
 }
-
-/// Writes rows as CSV (header from the row type) to `path`, atomically.
-pub(crate) fn write_csv<T: serde::Serialize>(
-    path: &std::path::Path,
-    rows: impl IntoIterator<Item = T>,
-) -> Result<(), InferError> {
-    let file = crate::atomic::AtomicFile::create(path).map_err(InferError::write(path))?;
-    let mut csv = csv::Writer::from_writer(file);
-    for row in rows {
-        csv.serialize(row).map_err(|e| InferError::write(path)(e.into()))?;
-    }
-    let file = csv.into_inner().map_err(|e| InferError::write(path)(e.into_error()))?;
-    file.commit().map_err(InferError::write(path))
-}

@@ -11,7 +11,7 @@ use crate::figure::{self, Tile};
 use crate::npy::NpyWriter;
 use crate::onnx::Dim;
 
-use super::{open, print, print_json, stream, timing_line, write_csv, Format, RunOptions};
+use super::{open, print, print_json, stream, timing_line, Format, RunOptions};
 
 #[derive(Debug, Clone, Default)]
 pub struct ReconstructOptions {
@@ -89,7 +89,8 @@ pub fn reconstruct(opts: &RunOptions, r: &ReconstructOptions, out: &mut dyn Writ
             index: usize,
             mse: f64,
         }
-        write_csv(p, mse.iter().enumerate().map(|(index, &mse)| Row { index, mse }))?;
+        crate::atomic::write_csv(p, mse.iter().enumerate().map(|(index, &mse)| Row { index, mse }))
+            .map_err(InferError::write(p))?;
     }
     if let Some(p) = &r.grid {
         let cols = originals.len();
