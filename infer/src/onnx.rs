@@ -135,6 +135,8 @@ impl AttributeProto {
 /// `TensorProto.DataType` values used here.
 pub mod data_type {
     pub const FLOAT: i32 = 1;
+    pub const INT8: i32 = 3;
+    pub const INT32: i32 = 6;
     pub const INT64: i32 = 7;
 
     /// ONNX's name of a `TensorProto.DataType`.
@@ -188,6 +190,43 @@ impl TensorProto {
             raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
             ..Default::default()
         }
+    }
+
+    /// An int8 initializer (quantized weights, zero points).
+    pub fn i8(name: &str, dims: &[i64], values: &[i8]) -> Self {
+        TensorProto {
+            dims: dims.to_vec(),
+            data_type: data_type::INT8,
+            name: name.into(),
+            raw_data: values.iter().map(|&v| v as u8).collect(),
+            ..Default::default()
+        }
+    }
+
+    /// An int32 initializer (quantized biases).
+    pub fn i32(name: &str, dims: &[i64], values: &[i32]) -> Self {
+        TensorProto {
+            dims: dims.to_vec(),
+            data_type: data_type::INT32,
+            name: name.into(),
+            raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ..Default::default()
+        }
+    }
+
+    /// The values of a float32 initializer (raw or `float_data`).
+    pub fn f32_values(&self) -> Option<Vec<f32>> {
+        if self.data_type != data_type::FLOAT {
+            return None;
+        }
+        if !self.float_data.is_empty() {
+            return Some(self.float_data.clone());
+        }
+        let chunks = self.raw_data.chunks_exact(4);
+        if !chunks.remainder().is_empty() {
+            return None;
+        }
+        Some(chunks.map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
     }
 
     pub fn i64(name: &str, dims: &[i64], values: &[i64]) -> Self {
@@ -280,6 +319,16 @@ impl ValueInfoProto {
                     shape: Some(TensorShapeProto { dim }),
                 }),
             }),
+            doc_string: String::new(),
+        }
+    }
+
+    /// A float32 tensor value whose shape is left to the runtime to infer
+    /// (an intermediate value exposed as an output).
+    pub fn tensor_f32_any_shape(name: &str) -> Self {
+        ValueInfoProto {
+            name: name.into(),
+            r#type: Some(TypeProto { tensor_type: Some(TensorTypeProto { elem_type: data_type::FLOAT, shape: None }) }),
             doc_string: String::new(),
         }
     }

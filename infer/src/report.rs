@@ -31,6 +31,11 @@ pub struct Report {
     pub total: u64,
 }
 
+/// The top class and its probability (the first of equal maxima).
+pub fn argmax<'a>(row: impl IntoIterator<Item = &'a f32>) -> (usize, f32) {
+    row.into_iter().enumerate().fold((0, f32::NEG_INFINITY), |a, (k, &v)| if v > a.1 { (k, v) } else { a })
+}
+
 /// Builds the report. `class_names[i]` names class `i` (falls back to the
 /// index). Labels must be `< num_classes`; the caller validates that.
 pub fn classification_report(

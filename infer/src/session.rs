@@ -151,16 +151,30 @@ impl ModelSession {
         if len == 0 {
             return Err(OnnxError::Empty { path }.into());
         }
+        ModelSession::start(path.clone(), Source::File(&path), opts)
+    }
+
+    /// A model held in memory (e.g. one being built); `name` stands for
+    /// it in messages.
+    pub fn from_bytes(
+        bytes: &[u8],
+        name: impl AsRef<Path>,
+        opts: &SessionOptions,
+    ) -> Result<ModelSession, SessionError> {
+        ModelSession::start(name.as_ref().to_path_buf(), Source::Memory(bytes), opts)
+    }
+
+    fn start(path: PathBuf, source: Source<'_>, opts: &SessionOptions) -> Result<ModelSession, SessionError> {
         let threads = opts.threads.unwrap_or_else(physical_cores).max(1);
         let (session, provider) = match opts.device {
-            Device::Cpu => (build(&path, threads, false)?, "CPUExecutionProvider"),
-            Device::Cuda => (build(&path, threads, true)?, "CUDAExecutionProvider"),
+            Device::Cpu => (build(&path, source, threads, false)?, "CPUExecutionProvider"),
+            Device::Cuda => (build(&path, source, threads, true)?, "CUDAExecutionProvider"),
             // Any failure on the CUDA path (no provider, no driver, no
             // cuDNN) falls back to CPU; a broken model fails there too,
             // with the CPU path's message.
-            Device::Auto => match build(&path, threads, true) {
+            Device::Auto => match build(&path, source, threads, true) {
                 Ok(s) => (s, "CUDAExecutionProvider"),
-                Err(_) => (build(&path, threads, false)?, "CPUExecutionProvider"),
+                Err(_) => (build(&path, source, threads, false)?, "CPUExecutionProvider"),
             },
         };
         // The contract as ONNX Runtime reads it: one float32 image input,
@@ -225,7 +239,14 @@ fn environment() -> Result<ort::environment::Environment, String> {
     Ok(env)
 }
 
-fn build(path: &Path, threads: usize, cuda: bool) -> Result<Session, SessionError> {
+/// Where a model's bytes come from.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    File(&'a Path),
+    Memory(&'a [u8]),
+}
+
+fn build(path: &Path, source: Source<'_>, threads: usize, cuda: bool) -> Result<Session, SessionError> {
     let load = |e: &dyn std::fmt::Display| SessionError::Load { path: path.to_path_buf(), msg: e.to_string() };
     let env = environment().map_err(|e| load(&e))?;
     let mut builder = Session::builder(&env)
@@ -245,5 +266,9 @@ fn build(path: &Path, threads: usize, cuda: bool) -> Result<Session, SessionErro
         }
         ep::CUDA::default().register(&mut builder).map_err(|e| no_cuda(e.to_string()))?;
     }
-    builder.commit_from_file(path).map_err(|e| load(&e))
+    match source {
+        Source::File(file) => builder.commit_from_file(file),
+        Source::Memory(bytes) => builder.commit_from_memory(bytes),
+    }
+    .map_err(|e| load(&e))
 }

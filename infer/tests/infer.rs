@@ -606,6 +606,21 @@ fn info_snapshot() {
     let (code, out, _) = infer_cmd(&["info", "--model", &f.p("f16.onnx")]);
     assert_eq!(code, 0);
     assert!(out.contains("input: image float16 [batch, 1, 8, 8]"), "{out}");
+    // A QDQ model says so, counted from its nodes; and it runs.
+    let mut m = fixture_model("classifier", 8, 8);
+    let g = m.graph.as_mut().unwrap();
+    g.initializer.push(TensorProto::f32("s", &[], &[1.0 / 255.0]));
+    g.initializer.push(TensorProto::i8("z", &[], &[-128]));
+    g.node[0].input[0] = "image.dq".into();
+    g.node.insert(0, node("DequantizeLinear", &["image.q", "s", "z"], "image.dq", vec![]));
+    g.node.insert(0, node("QuantizeLinear", &["image", "s", "z"], "image.q", vec![]));
+    std::fs::write(f.p("int8.onnx"), m.to_bytes()).unwrap();
+    let (code, out, _) = infer_cmd(&["info", "--model", &f.p("int8.onnx")]);
+    assert_eq!(code, 0);
+    assert!(out.contains("precision: int8 (QDQ: 1 QuantizeLinear, 1 DequantizeLinear)"), "{out}");
+    let (code, out, err) = infer_cmd(&["classify", "--model", &f.p("int8.onnx"), "--images", &f.p("images")]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("predicted class histogram"), "{out}");
 }
 
 #[test]

@@ -34,6 +34,8 @@ pub enum ConfigError {
     Lr(&'static str, f64),
     #[error("--limit must be at least 1, got 0")]
     Limit,
+    #[error("--warmup must be a fraction in [0, 1), got {0}")]
+    Warmup(f64),
 }
 
 /// The two networks this crate trains.
@@ -88,6 +90,10 @@ pub struct TrainSettings {
     pub finetune_lr: Option<f64>,
     /// Cosine decay of the learning rate over each stage.
     pub cosine: bool,
+    /// Fraction of each stage's steps spent warming the learning rate up
+    /// linearly from lr/25 to lr (with `cosine`: a one-cycle schedule).
+    #[serde(default)]
+    pub warmup: f64,
     pub seed: u64,
     /// Fraction of the images held out for validation.
     pub val_split: f64,
@@ -125,6 +131,9 @@ impl TrainSettings {
         }
         if self.limit == Some(0) {
             return Err(ConfigError::Limit);
+        }
+        if !(0.0..1.0).contains(&self.warmup) {
+            return Err(ConfigError::Warmup(self.warmup));
         }
         Ok(())
     }
@@ -236,6 +245,7 @@ impl Preset {
             lr: 2e-3,
             finetune_lr: None,
             cosine: true,
+            warmup: 0.0,
             seed: 42,
             val_split: 0.2,
             limit: None,
@@ -273,6 +283,7 @@ impl Preset {
             lr: 1e-3,
             finetune_lr: Some(1e-3),
             cosine: true,
+            warmup: 0.0,
             seed: 42,
             val_split: 0.2,
             limit: None,

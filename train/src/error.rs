@@ -45,6 +45,8 @@ pub enum TrainError {
     Session(#[from] infer::session::SessionError),
     #[error("{}: the ONNX model differs from the trained model: max |difference| {diff:.3e} exceeds {tol:.0e}", path.display())]
     Parity { path: PathBuf, diff: f32, tol: f32 },
+    #[error("{}: the int8 model misses the accuracy gate: {summary}; --int8-ungated writes it anyway", path.display())]
+    Int8Gate { path: PathBuf, summary: String },
     /// Reading answers from, or writing to, the terminal failed.
     #[error("terminal")]
     Terminal(#[source] io::Error),
@@ -64,6 +66,7 @@ impl TrainError {
             TrainError::Interrupted { .. } | TrainError::Cancelled => 130,
             TrainError::NanLoss { .. }
             | TrainError::Parity { .. }
+            | TrainError::Int8Gate { .. }
             | TrainError::Runtime(_)
             | TrainError::Terminal(_) => 1,
             TrainError::Session(e) if e.is_runtime() => 1,

@@ -108,6 +108,7 @@ pub fn run<R: BufRead, W: Write>(plan: Plan, input: &mut R, out: &mut W) -> Resu
                             images: Some(ex.files.images.clone()),
                             verify_count: EXPORT_CHECK_IMAGES,
                             encoder: EncoderSource::Autoencoder,
+                            int8: None,
                         })?;
                         writeln!(
                             out,

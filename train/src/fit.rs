@@ -75,11 +75,19 @@ impl Stage<'_> {
         Stage { name: "", first: 1, last: settings.epochs, lr: settings.lr, frozen: None }
     }
 
-    fn lr_at(&self, cosine: bool, step_in_stage: usize, steps_in_stage: usize) -> f64 {
-        if !cosine || steps_in_stage == 0 {
+    /// The rate at a step of this stage: a linear warm-up from lr/25 over
+    /// the first `warmup` fraction of the steps, then constant or a cosine
+    /// decay to 0 over the rest (warm-up + cosine is the one-cycle policy).
+    pub fn lr_at(&self, s: &TrainSettings, step_in_stage: usize, steps_in_stage: usize) -> f64 {
+        let warm = (s.warmup * steps_in_stage as f64).round() as usize;
+        if step_in_stage < warm {
+            let t = step_in_stage as f64 / warm as f64;
+            return self.lr * (1.0 / 25.0 + (1.0 - 1.0 / 25.0) * t);
+        }
+        if !s.cosine || steps_in_stage <= warm {
             return self.lr;
         }
-        let t = step_in_stage as f64 / steps_in_stage as f64;
+        let t = (step_in_stage - warm) as f64 / (steps_in_stage - warm) as f64;
         self.lr * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
     }
 }
@@ -230,7 +238,7 @@ impl<'a> Trainer<'a> {
                     return Err(TrainError::Interrupted { run: self.run.path.clone(), epoch: epoch - 1 });
                 }
                 let step = (epoch - stage.first) * batches_per_epoch + b;
-                lr = stage.lr_at(s.cosine, step, steps_in_stage);
+                lr = stage.lr_at(s, step, steps_in_stage);
                 let mut xb = self.data.train_x.index_select(0, idx); // [B, 1, H, W]
                 if s.augment > 0 {
                     let mut rng = Rng::new(s.seed ^ ((epoch as u64) << 32) ^ b as u64);

@@ -17,7 +17,9 @@ use infer::session::{Device as OrtDevice, ModelSession, SessionOptions};
 use tch::nn::ModuleT;
 use train::checkpoint::Checkpoint;
 use train::config::{Architecture, AutoencoderTraining, ClassifierTraining, Loss, TrainSettings};
+use train::export::int8::Int8Options;
 use train::export::onnx::{self as export_onnx, Graph, Weights};
+use train::export::quantize::{CalibrationMethod, WeightRange};
 use train::model::{Autoencoder, AutoencoderConfig, Classifier, ClassifierConfig, InputShape};
 use train::optim::OptimizerKind;
 use train::pipeline::{self, AutoencoderJob, ClassifierJob, Common};
@@ -48,6 +50,7 @@ fn settings(epochs: usize, batch: usize) -> TrainSettings {
         lr: 2e-3,
         finetune_lr: None,
         cosine: false,
+        warmup: 0.0,
         seed: 7,
         val_split: 0.2,
         limit: Some(1200),
@@ -116,6 +119,25 @@ fn bad_geometry_and_hyperparameters_are_refused() {
     cfg(1, 3, 4, 30).validate().unwrap();
 }
 
+/// Warm-up climbs linearly from lr/25 to lr, then cosine decays to 0
+/// (one-cycle); without warm-up the old cosine schedule is unchanged.
+#[test]
+fn one_cycle_schedule_warms_up_then_decays() {
+    let stage = train::fit::Stage { name: "", first: 1, last: 1, lr: 5e-3, frozen: None };
+    let mut s = settings(1, 64);
+    s.cosine = true;
+    s.warmup = 0.25;
+    let at = |s: &TrainSettings, step| stage.lr_at(s, step, 100);
+    assert!((at(&s, 0) - 5e-3 / 25.0).abs() < 1e-12);
+    assert!(at(&s, 10) < at(&s, 20) && at(&s, 20) < 5e-3);
+    assert!((at(&s, 25) - 5e-3).abs() < 1e-12, "peak at the end of warm-up");
+    assert!(at(&s, 60) < at(&s, 40) && at(&s, 99) < 1e-5);
+    s.warmup = 0.0;
+    assert!((at(&s, 0) - 5e-3).abs() < 1e-12 && (at(&s, 50) - 2.5e-3).abs() < 1e-12);
+    s.warmup = 1.0;
+    assert_eq!(s.validate().unwrap_err().to_string(), "--warmup must be a fraction in [0, 1), got 1");
+}
+
 /// The batched shift equals cropping each padded image at its own offset.
 #[test]
 fn random_shift_is_a_per_image_crop() {
@@ -148,6 +170,54 @@ fn autoencoder_loss_falls_and_run_is_complete() {
     }
     let png = image::open(out.join("loss.png")).unwrap().to_luma8();
     assert!(png.pixels().any(|p| p.0[0] < 128), "the chart has ink");
+}
+
+/// `export --int8`: QDQ models beside the float ones, calibrated and
+/// compared on the run's own split, recorded in the metadata; a model
+/// quantized with ranges far too narrow fails the gate.
+#[test]
+fn int8_export_calibrates_gates_and_records() {
+    let _g = lock();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("ae");
+    pipeline::train_autoencoder(&ae_job(&out, 2)).unwrap();
+    let models = dir.path().join("models");
+    let job = |gate| train::export::ExportJob {
+        run: out.clone(),
+        out: models.clone(),
+        quiet: true,
+        images: None,
+        verify_count: 16,
+        encoder: train::export::EncoderSource::Autoencoder,
+        int8: Some(Int8Options { calibration_images: 128, gate, ..Int8Options::default() }),
+    };
+    let done = train::export::export(&job(false)).unwrap();
+    let names: Vec<String> = done.iter().map(|e| e.path.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    assert_eq!(names, ["autoencoder.onnx", "encoder.onnx", "autoencoder.int8.onnx", "encoder.int8.onnx"]);
+    let gate = done[2].gate.as_ref().unwrap();
+    assert_eq!((gate.metric, gate.images), ("val_mse", 240));
+    assert!(gate.int8 > 0.0 && gate.int8 < gate.float * 1.2, "{gate:?}");
+    let m = infer::onnx::read_model(models.join("autoencoder.int8.onnx")).unwrap();
+    let meta = m.metadata();
+    assert_eq!(meta["calibration_images"], "128");
+    assert_eq!(meta["calibration_method"], "min-max");
+    let float_bytes = std::fs::read(models.join("autoencoder.onnx")).unwrap();
+    assert_eq!(meta["float_model_sha256"], train::run_dir::sha256_bytes(&float_bytes));
+    assert_eq!(meta["weights_sha256"], train::run_dir::sha256_file(&out.join("weights.safetensors")).unwrap());
+    insta::assert_snapshot!("autoencoder_int8_graph", export_onnx::summary(&m));
+
+    // Ranges 1000× too narrow clip every activation: the gate must fail.
+    let float = infer::onnx::read_model(models.join("autoencoder.onnx")).unwrap();
+    let cfg = train::run_dir::RunDir::open(&out).unwrap().read_config().unwrap();
+    let images = train::export::int8::RunImages::of(&cfg, 64).unwrap();
+    let narrow: HashMap<String, f32> = train::export::int8::calibrate(&float, &out, &images, CalibrationMethod::MinMax)
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| (k, v / 1000.0))
+        .collect();
+    let broken = train::export::quantize::quantize(&float, &narrow, WeightRange::Reduced, &BTreeMap::new()).unwrap();
+    let g = train::export::int8::compare("autoencoder", &float, &broken, &out, &images).unwrap();
+    assert!(!g.passed && g.int8 > g.float * 1.5, "{g:?}");
 }
 
 #[test]

@@ -98,8 +98,7 @@ pub fn classify(opts: &RunOptions, c: &ClassifyOptions, out: &mut dyn Write) -> 
                     msg: format!("image {} got NaN probabilities: the model's weights are broken", preds.len()),
                 });
             }
-            let (best, p) =
-                row.iter().enumerate().fold((0, f32::NEG_INFINITY), |a, (k, &v)| if v > a.1 { (k, v) } else { a });
+            let (best, p) = report::argmax(row.iter());
             let index = preds.len();
             preds.push(best);
             confs.push(p);

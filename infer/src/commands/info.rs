@@ -19,6 +19,7 @@ pub fn info(model: &Path, format: Format, out: &mut dyn Write) -> Result<(), Inf
     let shape = |v: &crate::onnx::ValueInfoProto| v.dims().iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ");
     let inputs: Vec<_> = g.input.iter().filter(|i| !inits.contains(i.name.as_str())).collect();
     let params: usize = g.initializer.iter().map(|t| t.dims.iter().product::<i64>().max(0) as usize).sum();
+    let precision = precision(&m);
     match format {
         Format::Text => {
             let mut s = String::new();
@@ -40,6 +41,7 @@ pub fn info(model: &Path, format: Format, out: &mut dyn Write) -> Result<(), Inf
                 let _ = writeln!(s, "output: {} {} [{}]", o.name, o.elem_type_name(), shape(o));
             }
             let _ = writeln!(s, "nodes: {}  parameters: {params}", g.node.len());
+            let _ = writeln!(s, "precision: {}", precision.describe());
             let _ = writeln!(s, "metadata:");
             for (k, v) in m.metadata() {
                 let _ = writeln!(s, "  {k}: {v}");
@@ -57,9 +59,63 @@ pub fn info(model: &Path, format: Format, out: &mut dyn Write) -> Result<(), Inf
                 "outputs": g.output.iter().map(|o| json!({"name": o.name, "type": o.elem_type_name(), "shape": shape(o)})).collect::<Vec<_>>(),
                 "nodes": g.node.len(),
                 "parameters": params,
+                "precision": precision.name(),
+                "quantized_tensors": precision.quantized_tensors(),
                 "metadata": m.metadata(),
             });
             print_json(out, &doc)
+        }
+    }
+}
+
+/// What a graph computes in: float32, or int8 in QDQ form (counted from
+/// its nodes, not taken from the metadata).
+enum Precision {
+    Float,
+    Int8 { quantize: usize, dequantize: usize, how: Option<String> },
+}
+
+fn precision(m: &crate::onnx::ModelProto) -> Precision {
+    let g = m.graph.as_ref().expect("read_model checks");
+    let count = |op: &str| g.node.iter().filter(|n| n.op_type == op).count();
+    let (quantize, dequantize) = (count("QuantizeLinear"), count("DequantizeLinear"));
+    if quantize + dequantize == 0 {
+        return Precision::Float;
+    }
+    let meta = m.metadata();
+    let how = meta.get("quantization").map(|q| match meta.get("calibration_method") {
+        Some(c) => format!(
+            "{q}; {c} calibration on {} images{}",
+            meta.get("calibration_images").map_or("?", String::as_str),
+            meta.get("int8_gate").map(|g| format!("; gate: {g}")).unwrap_or_default()
+        ),
+        None => q.clone(),
+    });
+    Precision::Int8 { quantize, dequantize, how }
+}
+
+impl Precision {
+    fn name(&self) -> &'static str {
+        match self {
+            Precision::Float => "float32",
+            Precision::Int8 { .. } => "int8",
+        }
+    }
+
+    fn quantized_tensors(&self) -> usize {
+        match self {
+            Precision::Float => 0,
+            Precision::Int8 { quantize, .. } => *quantize,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Precision::Float => "float32".into(),
+            Precision::Int8 { quantize, dequantize, how } => format!(
+                "int8 (QDQ: {quantize} QuantizeLinear, {dequantize} DequantizeLinear){}",
+                how.as_ref().map(|h| format!(" — {h}")).unwrap_or_default()
+            ),
         }
     }
 }

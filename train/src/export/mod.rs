@@ -4,7 +4,9 @@
 //! the checkpoint (SHA-256) and the data it came from; a classifier run
 //! whose autoencoder checkpoint changed since it was trained is refused.
 
+pub mod int8;
 pub mod onnx;
+pub mod quantize;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,6 +23,7 @@ use crate::error::TrainError;
 use crate::model::AutoencoderConfig;
 use crate::run_dir::{sha256_file, ModelConfig, RunConfig, RunDir};
 
+use self::int8::{Gate, Int8Options, RunImages};
 use self::onnx::{Graph, Weights};
 
 /// Largest allowed |ONNX − tch| on any output element.
@@ -61,13 +64,18 @@ pub struct ExportJob {
     /// How many images the parity check runs.
     pub verify_count: usize,
     pub encoder: EncoderSource,
+    /// Also write `*.int8.onnx` beside each float model.
+    pub int8: Option<Int8Options>,
 }
 
 #[derive(Debug, Clone)]
 pub struct Exported {
     pub path: PathBuf,
     pub bytes: usize,
-    pub max_diff: f32,
+    /// Float models: the parity check's max |ONNX − tch|.
+    pub max_diff: Option<f32>,
+    /// Int8 models: float and int8 on the validation images.
+    pub gate: Option<Gate>,
 }
 
 /// The tch model's outputs for a batch, in the ONNX graph's output order.
@@ -78,6 +86,8 @@ struct Pending {
     name: &'static str,
     model: infer::onnx::ModelProto,
     reference: Reference,
+    /// The run whose data the weights were trained on (int8 calibration).
+    source: Rc<RunConfig>,
 }
 
 fn metadata(cfg: &RunConfig, run: &RunDir, weights_sha256: &str) -> BTreeMap<String, String> {
@@ -167,6 +177,7 @@ fn pending(run: &RunDir, encoder: EncoderSource) -> Result<(Vec<Pending>, Autoen
             }
             let (w, clf) = load(run, |p| model.init(p))?;
             let clf = Rc::new(clf);
+            let source = Rc::new(cfg.clone());
             let mut meta = metadata(&cfg, run, &weights_sha256);
             let m = onnx::classifier_model(&w, model, &meta)
                 .map_err(|msg| TrainError::BadRun { path: run.file(WEIGHTS), msg })?;
@@ -178,6 +189,7 @@ fn pending(run: &RunDir, encoder: EncoderSource) -> Result<(Vec<Pending>, Autoen
                     let logits = c.logits(x);
                     vec![logits.softmax(-1, Kind::Float), logits]
                 }),
+                source: source.clone(),
             });
             if encoder == EncoderSource::FineTuned {
                 meta.insert("model_kind".into(), "encoder".into());
@@ -188,6 +200,7 @@ fn pending(run: &RunDir, encoder: EncoderSource) -> Result<(Vec<Pending>, Autoen
                     name: "encoder",
                     model: m,
                     reference: Box::new(move |x| vec![clf.encoder.forward_t(x, false)]),
+                    source,
                 });
             }
             let ae_cfg = ae_run.read_config()?;
@@ -203,14 +216,25 @@ fn pending(run: &RunDir, encoder: EncoderSource) -> Result<(Vec<Pending>, Autoen
     let m = onnx::autoencoder_model(&w, &ae_cfg, Graph::Autoencoder, &meta)
         .map_err(|msg| TrainError::BadRun { path: ae_run.file(WEIGHTS), msg })?;
     let a = ae.clone();
-    out.push(Pending { name: "autoencoder", model: m, reference: Box::new(move |x| vec![a.forward_t(x, false)]) });
+    let source = Rc::new(ae_cfg_full.clone());
+    out.push(Pending {
+        name: "autoencoder",
+        model: m,
+        reference: Box::new(move |x| vec![a.forward_t(x, false)]),
+        source: source.clone(),
+    });
     match fine_tuned {
         Some(p) => out.push(p),
         None => {
             meta.insert("encoder_weights".into(), EncoderSource::Autoencoder.describe().into());
             let m = onnx::autoencoder_model(&w, &ae_cfg, Graph::Encoder, &meta)
                 .map_err(|msg| TrainError::BadRun { path: ae_run.file(WEIGHTS), msg })?;
-            out.push(Pending { name: "encoder", model: m, reference: Box::new(move |x| vec![ae.encode(x, false)]) });
+            out.push(Pending {
+                name: "encoder",
+                model: m,
+                reference: Box::new(move |x| vec![ae.encode(x, false)]),
+                source,
+            });
         }
     }
     Ok((out, ae_cfg, cfg))
@@ -268,59 +292,79 @@ pub fn export(job: &ExportJob) -> Result<Vec<Exported>, TrainError> {
     let x = verification_batch(&images, job.verify_count.max(1), ae_cfg.input.height, ae_cfg.input.width)?;
     // Write every file to a temporary name, verify it from disk, and only
     // then rename them all into place: nothing half-done is left behind.
-    let mut staged: Vec<(PathBuf, PathBuf, usize, f32)> = Vec::new();
-    let cleanup = |staged: &[(PathBuf, PathBuf, usize, f32)]| {
-        for (tmp, ..) in staged {
+    let mut staged: Vec<(PathBuf, Exported)> = Vec::new();
+    let cleanup = |staged: &[(PathBuf, Exported)]| {
+        for (tmp, _) in staged {
             let _ = std::fs::remove_file(tmp);
         }
     };
-    for p in &pending {
-        if interrupt::requested() {
-            cleanup(&staged);
-            return Err(TrainError::Cancelled);
-        }
-        let target = job.out.join(format!("{}.onnx", p.name));
-        let tmp = job.out.join(format!(".{}.onnx.{}.tmp", p.name, std::process::id()));
-        let bytes = p.model.to_bytes();
-        if let Err(e) = std::fs::write(&tmp, &bytes) {
-            cleanup(&staged);
+    let stage = |staged: &mut Vec<(PathBuf, Exported)>, file: &str, bytes: &[u8]| -> Result<PathBuf, TrainError> {
+        let target = job.out.join(file);
+        let tmp = job.out.join(format!(".{file}.{}.tmp", std::process::id()));
+        if let Err(e) = std::fs::write(&tmp, bytes) {
             let _ = std::fs::remove_file(&tmp);
             return Err(TrainError::io(&tmp, "cannot write")(e));
         }
-        staged.push((tmp.clone(), target.clone(), bytes.len(), 0.0));
-        let checked = (|| {
-            let mut session = ModelSession::open(&tmp, &SessionOptions { device: OrtDevice::Cpu, threads: None })?;
-            max_abs_diff(&mut session, &*p.reference, &x)
-        })();
-        match checked {
-            Ok(diff) if diff <= TOLERANCE => staged.last_mut().expect("just pushed").3 = diff,
-            Ok(diff) => {
-                cleanup(&staged);
-                return Err(TrainError::Parity { path: target, diff, tol: TOLERANCE });
+        staged.push((tmp.clone(), Exported { path: target, bytes: bytes.len(), max_diff: None, gate: None }));
+        Ok(tmp)
+    };
+    let result = (|| {
+        for p in &pending {
+            if interrupt::requested() {
+                return Err(TrainError::Cancelled);
             }
-            Err(e) => {
-                cleanup(&staged);
-                return Err(e);
+            let tmp = stage(&mut staged, &format!("{}.onnx", p.name), &p.model.to_bytes())?;
+            let mut session = ModelSession::open(&tmp, &SessionOptions { device: OrtDevice::Cpu, threads: None })?;
+            let diff = max_abs_diff(&mut session, &*p.reference, &x)?;
+            let done = &mut staged.last_mut().expect("just staged").1;
+            if diff > TOLERANCE {
+                return Err(TrainError::Parity { path: done.path.clone(), diff, tol: TOLERANCE });
+            }
+            done.max_diff = Some(diff);
+        }
+        if let Some(opts) = &job.int8 {
+            // One load per distinct run: the classifier's and the
+            // autoencoder's runs usually share the images, not the split.
+            let mut images: Vec<(Rc<RunConfig>, RunImages)> = Vec::new();
+            for p in &pending {
+                if !images.iter().any(|(c, _)| Rc::ptr_eq(c, &p.source)) {
+                    images.push((p.source.clone(), RunImages::of(&p.source, opts.calibration_images)?));
+                }
+                let (_, data) = images.iter().find(|(c, _)| Rc::ptr_eq(c, &p.source)).expect("loaded");
+                let file = format!("{}.int8.onnx", p.name);
+                let q = int8::quantize_model(p.name, &p.model, &job.out.join(&file), data, opts)?;
+                if opts.gate && !q.gate.passed {
+                    return Err(TrainError::Int8Gate { path: job.out.join(&file), summary: q.gate.summary() });
+                }
+                stage(&mut staged, &file, &q.model.to_bytes())?;
+                staged.last_mut().expect("just staged").1.gate = Some(q.gate);
             }
         }
-    }
-    if interrupt::requested() {
+        if interrupt::requested() {
+            return Err(TrainError::Cancelled);
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
         cleanup(&staged);
-        return Err(TrainError::Cancelled);
+        return Err(e);
     }
     let mut done = Vec::new();
-    for (tmp, target, bytes, diff) in staged {
-        std::fs::rename(&tmp, &target).map_err(TrainError::io(&target, "cannot write"))?;
+    for (tmp, e) in staged {
+        std::fs::rename(&tmp, &e.path).map_err(TrainError::io(&e.path, "cannot write"))?;
         if !job.quiet {
-            println!(
-                "exported {} ({:.1} kB): ONNX Runtime matches tch to {:.2e} (max |difference| on {} images)",
-                target.display(),
-                bytes as f64 / 1000.0,
-                diff,
-                x.size()[0]
-            );
+            let kb = e.bytes as f64 / 1000.0;
+            match (&e.max_diff, &e.gate) {
+                (Some(diff), _) => println!(
+                    "exported {} ({kb:.1} kB): ONNX Runtime matches tch to {diff:.2e} (max |difference| on {} images)",
+                    e.path.display(),
+                    x.size()[0]
+                ),
+                (None, Some(g)) => println!("exported {} ({kb:.1} kB): {}", e.path.display(), g.summary()),
+                (None, None) => println!("exported {} ({kb:.1} kB)", e.path.display()),
+            }
         }
-        done.push(Exported { path: target, bytes, max_diff: diff });
+        done.push(e);
     }
     Ok(done)
 }

@@ -1,0 +1,289 @@
+//! `train export --int8`: each float graph calibrated on the run's own
+//! training images, rewritten in QDQ form ([`super::quantize`]), and held
+//! to an accuracy gate on the run's validation images before it is written.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use tch::Device;
+
+use infer::interrupt;
+use infer::onnx::ModelProto;
+use infer::session::{ModelSession, SessionOptions};
+
+use crate::checkpoint::to_vec;
+use crate::data::{self, Rng};
+use crate::error::TrainError;
+use crate::run_dir::{sha256_bytes, sha256_file, RunConfig};
+
+use super::quantize::{self, CalibrationMethod, RangeObserver, WeightRange};
+
+/// Calibration images by default.
+pub const CALIBRATION_IMAGES: usize = 1024;
+/// The classifier's int8 validation accuracy may be at most this much lower.
+pub const MAX_ACCURACY_DROP: f64 = 0.001;
+/// The autoencoder's int8 validation MSE may be at most this much higher (relative).
+pub const MAX_MSE_RISE: f64 = 0.03;
+/// Images per ONNX Runtime call while calibrating and gating.
+const BATCH: usize = 256;
+
+/// How `train export --int8` quantizes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Int8Options {
+    pub calibration_images: usize,
+    pub method: CalibrationMethod,
+    pub weights: WeightRange,
+    /// `false`: write the int8 models even when they miss the gate.
+    pub gate: bool,
+}
+
+impl Default for Int8Options {
+    fn default() -> Self {
+        Int8Options {
+            calibration_images: CALIBRATION_IMAGES,
+            method: CalibrationMethod::default(),
+            weights: WeightRange::default(),
+            gate: true,
+        }
+    }
+}
+
+/// A run's images, split as its training split them: calibration images
+/// from the training part, the gate's images from the validation part.
+pub struct RunImages {
+    calibration: Vec<f32>,
+    calibration_count: usize,
+    val: Vec<f32>,
+    val_count: usize,
+    val_labels: Option<Vec<i64>>,
+    pixels: usize,
+}
+
+impl RunImages {
+    /// Loads the run's dataset (refused if it changed since training).
+    pub fn of(cfg: &RunConfig, calibration_images: usize) -> Result<RunImages, TrainError> {
+        let d = &cfg.dataset;
+        for (path, then) in [(Some(&d.images), Some(&d.images_sha256)), (d.labels.as_ref(), d.labels_sha256.as_ref())] {
+            if let (Some(path), Some(then)) = (path, then) {
+                let now = sha256_file(path)?;
+                if &now != then {
+                    return Err(TrainError::Invalid(format!(
+                        "{}: changed since the run was trained (sha256 {then} then, {now} now): cannot calibrate on it",
+                        path.display()
+                    )));
+                }
+            }
+        }
+        let images = data::load_images(&d.images, Some(d.count))?;
+        let labels = match &d.labels {
+            Some(l) => Some(data::load_labels(l, &d.images, images.count, Some(d.count))?),
+            None => None,
+        };
+        let s = &cfg.train;
+        let split = data::split(&images, labels.as_deref(), s.val_split, s.seed, Device::Cpu)?;
+        // A seeded draw from the training part (never the validation part).
+        let n = split.train_len();
+        let count = calibration_images.clamp(1, n);
+        let pick: Vec<i64> = Rng::new(s.seed ^ 0xCA11_B8A7).permutation(n)[..count].iter().map(|&i| i as i64).collect();
+        let calibration = to_vec(&split.train_x.index_select(0, &tch::Tensor::from_slice(&pick)));
+        Ok(RunImages {
+            calibration,
+            calibration_count: count,
+            val_count: split.val_x.size()[0] as usize,
+            val: to_vec(&split.val_x),
+            val_labels: split.val_y.as_ref().map(|y| Vec::<i64>::try_from(y).expect("int64 labels")),
+            pixels: images.rows * images.cols,
+        })
+    }
+
+    fn batches<'a>(&'a self, x: &'a [f32]) -> impl Iterator<Item = (&'a [f32], usize)> + 'a {
+        x.chunks(BATCH * self.pixels).map(|c| (c, c.len() / self.pixels))
+    }
+}
+
+/// Upper ends of the Relu outputs of `model`, measured on the calibration images.
+pub fn calibrate(
+    model: &ModelProto,
+    name: &Path,
+    images: &RunImages,
+    method: CalibrationMethod,
+) -> Result<HashMap<String, f32>, TrainError> {
+    let names = quantize::calibrated_tensors(model);
+    let bytes = quantize::instrumented(model, &names).to_bytes();
+    let mut session = ModelSession::from_bytes(&bytes, name, &SessionOptions::default())?;
+    let mut observers: HashMap<String, RangeObserver> =
+        names.iter().map(|n| (n.clone(), RangeObserver::new())).collect();
+    let passes = if method == CalibrationMethod::Percentile { 2 } else { 1 };
+    for pass in 0..passes {
+        for (x, n) in images.batches(&images.calibration) {
+            if interrupt::requested() {
+                return Err(TrainError::Cancelled);
+            }
+            for out in session.run(x, n)? {
+                if let Some(o) = observers.get_mut(&out.name) {
+                    let values = out.values.iter().copied();
+                    if pass == 0 {
+                        o.observe_max(values);
+                    } else {
+                        o.observe_histogram(values);
+                    }
+                }
+            }
+        }
+    }
+    Ok(observers.into_iter().map(|(k, o)| (k, o.upper(method))).collect())
+}
+
+/// The float and int8 models' figure on the validation images.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gate {
+    /// "val_accuracy", "val_mse" or "embedding_relative_error".
+    pub metric: &'static str,
+    pub float: f64,
+    pub int8: f64,
+    pub images: usize,
+    /// The limit, in words; `None`: reported, not gated.
+    pub limit: Option<String>,
+    pub passed: bool,
+}
+
+impl Gate {
+    pub fn summary(&self) -> String {
+        format!(
+            "{} {:.6} float, {:.6} int8 on {} validation images{}",
+            self.metric,
+            self.float,
+            self.int8,
+            self.images,
+            self.limit.as_ref().map(|l| format!(" ({l})")).unwrap_or_default()
+        )
+    }
+}
+
+/// Runs both models (`name` in messages) on the validation images and
+/// compares what each graph is for (`kind`): the classifier's accuracy,
+/// the autoencoder's MSE, the encoder's embedding (reported, not gated).
+pub fn compare(
+    kind: &str,
+    float: &ModelProto,
+    int8: &ModelProto,
+    name: &Path,
+    images: &RunImages,
+) -> Result<Gate, TrainError> {
+    let mut float = ModelSession::from_bytes(&float.to_bytes(), name, &SessionOptions::default())?;
+    let mut int8 = ModelSession::from_bytes(&int8.to_bytes(), name, &SessionOptions::default())?;
+    let (mut f_sum, mut q_sum, mut norm) = (0f64, 0f64, 0f64);
+    let mut seen = 0usize;
+    for (x, n) in images.batches(&images.val) {
+        if interrupt::requested() {
+            return Err(TrainError::Cancelled);
+        }
+        let (fo, qo) = (float.run(x, n)?, int8.run(x, n)?);
+        match kind {
+            "classifier" => {
+                let labels = images.val_labels.as_ref().ok_or_else(|| TrainError::Runtime("no labels".into()))?;
+                let correct = |outs: &[infer::session::Output]| -> usize {
+                    let p = outs.iter().find(|o| o.name == "probabilities").expect("classifier output");
+                    p.rows()
+                        .outer_iter()
+                        .zip(&labels[seen..seen + n])
+                        .filter(|(row, &y)| infer::report::argmax(row.iter()).0 as i64 == y)
+                        .count()
+                };
+                f_sum += correct(&fo) as f64;
+                q_sum += correct(&qo) as f64;
+            }
+            "autoencoder" => {
+                let sq = |outs: &[infer::session::Output]| -> f64 {
+                    outs[0].values.iter().zip(x).map(|(r, p)| ((r - p) as f64).powi(2)).sum()
+                };
+                f_sum += sq(&fo);
+                q_sum += sq(&qo);
+            }
+            _ => {
+                for (a, b) in fo[0].values.iter().zip(qo[0].values.iter()) {
+                    q_sum += ((a - b) as f64).powi(2);
+                    norm += (*a as f64).powi(2);
+                }
+            }
+        }
+        seen += n;
+    }
+    let images_n = images.val_count;
+    Ok(match kind {
+        "classifier" => {
+            let (f, q) = (f_sum / seen as f64, q_sum / seen as f64);
+            Gate {
+                metric: "val_accuracy",
+                float: f,
+                int8: q,
+                images: images_n,
+                limit: Some(format!("at most {MAX_ACCURACY_DROP} below float")),
+                passed: q >= f - MAX_ACCURACY_DROP - 1e-12,
+            }
+        }
+        "autoencoder" => {
+            let per = (seen * images.pixels) as f64;
+            let (f, q) = (f_sum / per, q_sum / per);
+            Gate {
+                metric: "val_mse",
+                float: f,
+                int8: q,
+                images: images_n,
+                limit: Some(format!("at most {:.0} % above float", MAX_MSE_RISE * 100.0)),
+                passed: q <= f * (1.0 + MAX_MSE_RISE),
+            }
+        }
+        _ => Gate {
+            metric: "embedding_relative_error",
+            float: 0.0,
+            int8: (q_sum / norm.max(f64::MIN_POSITIVE)).sqrt(),
+            images: images_n,
+            limit: None,
+            passed: true,
+        },
+    })
+}
+
+/// An int8 model ready to write, with its gate.
+pub struct Quantized {
+    pub model: ModelProto,
+    pub gate: Gate,
+}
+
+/// The int8 model of the float `model` (`kind`: classifier, autoencoder
+/// or encoder), calibrated on and gated against `images`; `target` names
+/// it in messages.
+pub fn quantize_model(
+    kind: &str,
+    model: &ModelProto,
+    target: &Path,
+    images: &RunImages,
+    opts: &Int8Options,
+) -> Result<Quantized, TrainError> {
+    let bad = |msg: String| TrainError::Runtime(format!("{}: {msg}", target.display()));
+    let ranges = calibrate(model, target, images, opts.method)?;
+    let float_bytes = model.to_bytes();
+    let mut meta = BTreeMap::new();
+    meta.insert(
+        "quantization".into(),
+        format!(
+            "int8 QDQ: weights symmetric int8 per output channel (range ±{}), biases int32; activations int8 \
+             asymmetric (image at scale 1/255); inputs and outputs float32",
+            opts.weights.qmax()
+        ),
+    );
+    meta.insert("quantization_weight_range".into(), opts.weights.to_string());
+    meta.insert("calibration_method".into(), opts.method.to_string());
+    meta.insert("calibration_images".into(), images.calibration_count.to_string());
+    meta.insert("calibration_source".into(), "the run's training split (seeded draw)".into());
+    meta.insert("float_model_sha256".into(), sha256_bytes(&float_bytes));
+    let draft = quantize::quantize(model, &ranges, opts.weights, &meta).map_err(bad)?;
+    let g = compare(kind, model, &draft, target, images)?;
+    meta.insert("int8_gate".into(), g.summary());
+    meta.insert(format!("float_{}", g.metric), format!("{}", g.float));
+    meta.insert(format!("int8_{}", g.metric), format!("{}", g.int8));
+    meta.insert("int8_gate_passed".into(), g.passed.to_string());
+    let model = quantize::quantize(model, &ranges, opts.weights, &meta).map_err(bad)?;
+    Ok(Quantized { model, gate: g })
+}
