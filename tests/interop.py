@@ -57,12 +57,11 @@ runs = {
     "classifier": ("classify", "--probabilities", "probabilities"),
 }
 def quantized_step(model, output):
-    """The int8 model's output resolution: the scale of the last quantized
-    activation before `output` (one step there moves the output by about
-    this much times the last layer's weights)."""
-    scales = {t.name: float(onnx.numpy_helper.to_array(t).max()) for t in model.graph.initializer
+    """The int8 model's output grid: the scale at which `output` is
+    quantized before it is dequantized under its name."""
+    scales = {t.name: float(onnx.numpy_helper.to_array(t)) for t in model.graph.initializer
               if t.name.endswith(".scale") and not t.dims}
-    return max(scales.values()) if scales else 0.0
+    return scales[f"{output}.float.scale"]
 
 
 for name, (cmd, flag, output) in runs.items():
@@ -96,12 +95,12 @@ for name, (cmd, flag, output) in runs.items():
         check(f"{label}: ONNX reference evaluator and onnxruntime predict the same class", bad == 0,
               f"({int((a != b).sum())} of {k} differ, {bad} outside a near-tie; max |diff| {diff:.2e})")
     else:
-        # Within a few output quantization steps (the last activation's
-        # scale, amplified by at most one layer).
+        # Integer kernels round where the reference computes in float: a
+        # few steps of the output's grid at most, almost never on average.
         mean = float(np.abs(spec - py[:k]).mean())
         step = quantized_step(model, output)
-        check(f"{label}: ONNX reference evaluator ~ onnxruntime", mean <= step / 100 and diff <= 2 * step,
-              f"(mean |diff| {mean:.2e}, max {diff:.2e}; activation step {step:.2e}, {k} images)")
+        check(f"{label}: ONNX reference evaluator ~ onnxruntime", mean <= step / 100 and diff <= 8 * step,
+              f"(mean |diff| {mean:.2e}, max {diff:.2e}; output step {step:.2e}, {k} images)")
     out = os.path.join(tmp, f"{label}.npy")
     subprocess.run([infer, cmd, "--model", path, "--images", subset, "--device", "cpu", "-q", flag, out],
                    check=True, stdout=subprocess.DEVNULL)

@@ -210,11 +210,12 @@ fn int8_export_calibrates_gates_and_records() {
     let float = infer::onnx::read_model(models.join("autoencoder.onnx")).unwrap();
     let cfg = train::run_dir::RunDir::open(&out).unwrap().read_config().unwrap();
     let images = train::export::int8::RunImages::of(&cfg, 64).unwrap();
-    let narrow: HashMap<String, f32> = train::export::int8::calibrate(&float, &out, &images, CalibrationMethod::MinMax)
-        .unwrap()
-        .into_iter()
-        .map(|(k, v)| (k, v / 1000.0))
-        .collect();
+    let narrow: HashMap<String, (f32, f32)> =
+        train::export::int8::calibrate(&float, &out, &images, CalibrationMethod::MinMax)
+            .unwrap()
+            .into_iter()
+            .map(|(k, (lo, hi))| (k, (lo / 1000.0, hi / 1000.0)))
+            .collect();
     let broken = train::export::quantize::quantize(&float, &narrow, WeightRange::Reduced, &BTreeMap::new()).unwrap();
     let g = train::export::int8::compare("autoencoder", &float, &broken, &out, &images).unwrap();
     assert!(!g.passed && g.int8 > g.float * 1.5, "{g:?}");

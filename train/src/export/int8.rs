@@ -101,13 +101,14 @@ impl RunImages {
     }
 }
 
-/// Upper ends of the Relu outputs of `model`, measured on the calibration images.
+/// Ranges [lo, hi] of the activations of `model` that calibration decides
+/// ([`quantize::calibrated_tensors`]), measured on the calibration images.
 pub fn calibrate(
     model: &ModelProto,
     name: &Path,
     images: &RunImages,
     method: CalibrationMethod,
-) -> Result<HashMap<String, f32>, TrainError> {
+) -> Result<HashMap<String, (f32, f32)>, TrainError> {
     let names = quantize::calibrated_tensors(model);
     let bytes = quantize::instrumented(model, &names).to_bytes();
     let mut session = ModelSession::from_bytes(&bytes, name, &SessionOptions::default())?;
@@ -123,7 +124,7 @@ pub fn calibrate(
                 if let Some(o) = observers.get_mut(&out.name) {
                     let values = out.values.iter().copied();
                     if pass == 0 {
-                        o.observe_max(values);
+                        o.observe_extremes(values);
                     } else {
                         o.observe_histogram(values);
                     }
@@ -131,7 +132,7 @@ pub fn calibrate(
             }
         }
     }
-    Ok(observers.into_iter().map(|(k, o)| (k, o.upper(method))).collect())
+    Ok(observers.into_iter().map(|(k, o)| (k, o.range(method))).collect())
 }
 
 /// The float and int8 models' figure on the validation images.

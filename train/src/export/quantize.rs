@@ -8,13 +8,14 @@
 //!   the integer kernels add them.
 //! - Activations: int8, asymmetric. The image is exact at scale 1/255 (IDX
 //!   pixels are k/255); a Relu output spans [0, calibrated max] with zero
-//!   point −128, so the Relu folds into the quantization; MaxPool, Resize
-//!   and Flatten only move values and keep their input's scale.
+//!   point −128, so the Relu folds into the quantization; the Conv before
+//!   the Sigmoid spans its calibrated [min, max], the Sigmoid [0, 1] at
+//!   1/255 (the input's own grid); MaxPool, Resize and Flatten only move
+//!   values and keep their input's scale.
 //! - What the consumer sees stays float32 under the same names: the graph
-//!   input, every graph output (logits, probabilities, reconstruction,
-//!   embedding) and the ops that make them (the last Conv before the
-//!   Sigmoid, the head Gemm, Softmax) read dequantized values and compute
-//!   in float.
+//!   input and every graph output (a quantized one is dequantized under
+//!   its name). The head Gemm and Softmax compute in float, so logits and
+//!   probabilities are not rounded to a grid.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -74,9 +75,10 @@ fn moves_values(op: &str) -> bool {
     matches!(op, "MaxPool" | "Resize" | "Flatten")
 }
 
-/// Ops that read quantized inputs.
+/// Ops that read quantized inputs (ONNX Runtime fuses DQ → op → Q into
+/// QLinearConv, QGemm, QLinearSigmoid or an int8 MaxPool/Resize).
 fn reads_quantized(op: &str) -> bool {
-    matches!(op, "Conv" | "Gemm") || moves_values(op)
+    matches!(op, "Conv" | "Gemm" | "Sigmoid") || moves_values(op)
 }
 
 /// (scale, zero point) of an int8 activation.
@@ -86,19 +88,35 @@ pub struct Params {
     pub zero_point: i8,
 }
 
-/// The activations whose range calibration must measure: the Relu
-/// outputs that a quantized op reads.
+impl Params {
+    /// Asymmetric int8 over [lo, hi] widened to hold 0 exactly (zero
+    /// padding and Relu's floor must be representable).
+    fn spanning(lo: f32, hi: f32) -> Params {
+        let (lo, hi) = (lo.min(0.0), hi.max(0.0));
+        let scale = (hi - lo) / 255.0;
+        let zero_point = (-128.0 - lo / scale).round().clamp(-128.0, 127.0) as i8;
+        Params { scale, zero_point }
+    }
+}
+
+/// The activations whose range calibration must measure: the Relu outputs
+/// a quantized op reads or the graph returns, and the Conv/Gemm outputs a Sigmoid reads (its
+/// input; the Sigmoid's own output has the fixed range [0, 1]).
 pub fn calibrated_tensors(m: &ModelProto) -> Vec<String> {
     let g = m.graph.as_ref().expect("graph");
-    let read: HashSet<&str> = g
-        .node
-        .iter()
-        .filter(|n| reads_quantized(&n.op_type))
-        .flat_map(|n| n.input.first().map(String::as_str))
-        .collect();
+    let read_by = |op: &dyn Fn(&str) -> bool| -> HashSet<&str> {
+        g.node.iter().filter(|n| op(&n.op_type)).flat_map(|n| n.input.first().map(String::as_str)).collect()
+    };
+    let mut quantized = read_by(&reads_quantized);
+    quantized.extend(g.output.iter().map(|o| o.name.as_str()));
+    let sigmoid = read_by(&|op| op == "Sigmoid");
     g.node
         .iter()
-        .filter(|n| n.op_type == "Relu" && read.contains(n.output[0].as_str()))
+        .filter(|n| {
+            let out = n.output[0].as_str();
+            (n.op_type == "Relu" && quantized.contains(out))
+                || (matches!(n.op_type.as_str(), "Conv" | "Gemm") && sigmoid.contains(out))
+        })
         .map(|n| n.output[0].clone())
         .collect()
 }
@@ -114,52 +132,66 @@ pub fn instrumented(m: &ModelProto, names: &[String]) -> ModelProto {
 /// The range of one activation from its calibration values.
 #[derive(Debug, Clone)]
 pub struct RangeObserver {
+    min: f32,
     max: f32,
-    /// Counts of values in [0, max_at_first_pass] in `BINS` bins (second pass).
+    /// Counts of values in [min, max] (of the first pass) in `BINS` bins.
     histogram: Vec<u64>,
     count: u64,
 }
 
 const BINS: usize = 4096;
-const PERCENTILE: f64 = 99.99;
+/// Percentile calibration keeps this share of the values inside the range
+/// (ONNX Runtime's default for its percentile method).
+const PERCENTILE: f64 = 99.999;
 
 impl RangeObserver {
     pub fn new() -> RangeObserver {
-        RangeObserver { max: 0.0, histogram: Vec::new(), count: 0 }
+        RangeObserver { min: 0.0, max: 0.0, histogram: Vec::new(), count: 0 }
     }
 
-    /// First pass: the maximum.
-    pub fn observe_max(&mut self, values: impl Iterator<Item = f32>) {
-        self.max = values.fold(self.max, f32::max);
+    /// First pass: the extremes.
+    pub fn observe_extremes(&mut self, values: impl Iterator<Item = f32>) {
+        for v in values {
+            self.min = self.min.min(v);
+            self.max = self.max.max(v);
+        }
     }
 
-    /// Second pass (percentile only): the histogram over [0, max].
+    /// Second pass (percentile only): the histogram over [min, max].
     pub fn observe_histogram(&mut self, values: impl Iterator<Item = f32>) {
         if self.histogram.is_empty() {
             self.histogram = vec![0; BINS];
         }
-        let per = BINS as f32 / self.max.max(f32::MIN_POSITIVE);
+        let per = BINS as f32 / (self.max - self.min).max(f32::MIN_POSITIVE);
         for v in values {
-            let b = ((v.max(0.0) * per) as usize).min(BINS - 1);
+            let b = (((v - self.min).max(0.0) * per) as usize).min(BINS - 1);
             self.histogram[b] += 1;
             self.count += 1;
         }
     }
 
-    /// The range's upper end under `method`.
-    pub fn upper(&self, method: CalibrationMethod) -> f32 {
+    /// The value below which a fraction `q` of the histogram lies.
+    fn quantile(&self, q: f64) -> f32 {
+        let target = (self.count as f64 * q).ceil() as u64;
+        let mut seen = 0;
+        let width = (self.max - self.min) / BINS as f32;
+        for (b, &c) in self.histogram.iter().enumerate() {
+            seen += c;
+            if seen >= target {
+                return self.min + width * (b + 1) as f32;
+            }
+        }
+        self.max
+    }
+
+    /// The range [lo, hi] under `method`.
+    pub fn range(&self, method: CalibrationMethod) -> (f32, f32) {
         match method {
-            CalibrationMethod::MinMax => self.max,
+            CalibrationMethod::MinMax => (self.min, self.max),
             CalibrationMethod::Percentile => {
-                let target = (self.count as f64 * PERCENTILE / 100.0).ceil() as u64;
-                let mut seen = 0;
-                for (b, &c) in self.histogram.iter().enumerate() {
-                    seen += c;
-                    if seen >= target {
-                        return self.max * (b + 1) as f32 / BINS as f32;
-                    }
-                }
-                self.max
+                let tail = 1.0 - PERCENTILE / 100.0;
+                let lo = if self.min < 0.0 { self.quantile(tail).min(0.0) } else { self.min };
+                (lo, self.quantile(1.0 - tail))
             }
         }
     }
@@ -212,19 +244,20 @@ impl Rewrite {
     /// `x` → QuantizeLinear → DequantizeLinear → `x.dq`, for the ops that
     /// read `x` quantized.
     fn quantize_activation(&mut self, x: &str, p: Params) -> String {
+        let dq = format!("{x}.dq");
+        self.quantize_activation_as(x, p, &dq);
+        dq
+    }
+
+    /// `x` → QuantizeLinear → DequantizeLinear → `dq`.
+    fn quantize_activation_as(&mut self, x: &str, p: Params, dq: &str) {
         let (scale, zp) = (format!("{x}.scale"), format!("{x}.zero_point"));
         self.inits.push(TensorProto::f32(&scale, &[], &[p.scale]));
         self.inits.push(TensorProto::i8(&zp, &[], &[p.zero_point]));
-        let (q, dq) = (format!("{x}.q"), format!("{x}.dq"));
-        self.node(
-            "QuantizeLinear",
-            format!("{x}.quantize"),
-            vec![x.into(), scale.clone(), zp.clone()],
-            q.clone(),
-            vec![],
-        );
-        self.node("DequantizeLinear", format!("{x}.dequantize"), vec![q, scale, zp], dq.clone(), vec![]);
-        dq
+        let q = format!("{x}.q");
+        let inputs = vec![x.into(), scale.clone(), zp.clone()];
+        self.node("QuantizeLinear", format!("{x}.quantize"), inputs, q.clone(), vec![]);
+        self.node("DequantizeLinear", format!("{x}.dequantize"), vec![q, scale, zp], dq.into(), vec![]);
     }
 
     /// A weight as int8 per output channel + DequantizeLinear; returns the
@@ -291,7 +324,7 @@ impl Rewrite {
 /// metadata. Inputs and outputs keep their names, types and shapes.
 pub fn quantize(
     m: &ModelProto,
-    ranges: &HashMap<String, f32>,
+    ranges: &HashMap<String, (f32, f32)>,
     weights: WeightRange,
     meta: &BTreeMap<String, String>,
 ) -> Result<ModelProto, String> {
@@ -305,25 +338,28 @@ pub fn quantize(
     }
     for n in &g.node {
         let out = &n.output[0];
-        if n.op_type == "Relu" {
-            if let Some(&max) = ranges.get(out) {
-                if !(max.is_finite() && max > 0.0) {
-                    return Err(format!("activation {out} has calibrated range [0, {max}]: nothing to quantize"));
-                }
-                params.insert(out.clone(), Params { scale: max / 255.0, zero_point: RELU_ZERO_POINT });
+        let input = n.input.first().and_then(|i| params.get(i)).copied();
+        if let Some(&(lo, hi)) = ranges.get(out) {
+            if !(lo.is_finite() && hi.is_finite() && hi > lo.min(0.0)) {
+                return Err(format!("activation {out} has calibrated range [{lo}, {hi}]: nothing to quantize"));
             }
-        } else if moves_values(&n.op_type) {
-            if let Some(&p) = n.input.first().and_then(|i| params.get(i)) {
-                params.insert(out.clone(), p);
-            }
+            params.insert(out.clone(), Params::spanning(lo, hi));
+        } else if n.op_type == "Sigmoid" && input.is_some() {
+            params.insert(out.clone(), Params { scale: IMAGE_SCALE, zero_point: RELU_ZERO_POINT });
+        } else if let (true, Some(p)) = (moves_values(&n.op_type), input) {
+            params.insert(out.clone(), p);
         }
     }
-    // A value is quantized where a quantized op reads it.
+    // A value is quantized where a quantized op reads it, and where it
+    // leaves the graph from a quantized op (then the graph's output is the
+    // dequantized value, under the same name).
+    let graph_outputs: HashSet<&str> = g.output.iter().map(|o| o.name.as_str()).collect();
     let read_quantized: HashSet<&str> = g
         .node
         .iter()
         .filter(|n| reads_quantized(&n.op_type))
         .filter_map(|n| n.input.first().map(String::as_str))
+        .chain(graph_outputs.iter().copied())
         .filter(|i| params.contains_key(*i))
         .collect();
 
@@ -372,8 +408,18 @@ pub fn quantize(
                 kept_inits.extend(n.input.iter().skip(1).filter(|i| inits.contains_key(i.as_str())).cloned());
             }
         }
-        rw.nodes.push(node);
-        quantize_if_read(&mut rw, &n.output[0], &mut dequantized);
+        let out = n.output[0].clone();
+        if graph_outputs.contains(out.as_str()) && read_quantized.contains(out.as_str()) {
+            // The op writes int8-ready values under an inner name; the
+            // dequantized copy takes the output's name.
+            let inner = format!("{out}.float");
+            node.output[0] = inner.clone();
+            rw.nodes.push(node);
+            rw.quantize_activation_as(&inner, params[&out], &out);
+        } else {
+            rw.nodes.push(node);
+            quantize_if_read(&mut rw, &out, &mut dequantized);
+        }
     }
     let mut initializer: Vec<TensorProto> =
         g.initializer.iter().filter(|t| kept_inits.contains(&t.name)).cloned().collect();
