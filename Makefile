@@ -44,7 +44,7 @@ train: setup data build
 	  --images $(DATA)/train-images-idx3-ubyte --labels $(DATA)/train-labels-idx1-ubyte \
 	  --test-images $(DATA)/t10k-images-idx3-ubyte --test-labels $(DATA)/t10k-labels-idx1-ubyte \
 	  --out $(RUN)/classifier --force $(ARGS) $(CLF_ARGS)
-	$(TRAIN) export --run $(RUN)/classifier --out $(MODELS)
+	$(TRAIN) export --run $(RUN)/classifier --out $(MODELS) --int8
 	$(INFER) classify --model $(MODELS)/classifier.onnx \
 	  --images $(DATA)/t10k-images-idx3-ubyte --labels $(DATA)/t10k-labels-idx1-ubyte
 

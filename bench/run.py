@@ -184,6 +184,35 @@ for name in ("classifier", "autoencoder"):
         })
 results["inference"] = infer_rows
 
+# ------------------------------------------------------------ 2b. int8
+# Our int8 models (`train export --int8`, committed beside the float ones)
+# against the float32 models and against ONNX Runtime's own quantize_static
+# output for the same float model (bench/ort_quantize.py: QDQ, per-channel,
+# 1024 calibration images, reduce_range as its docs advise for this CPU),
+# through infer's session, interleaved; accuracy on the 10 000 test images.
+peer_dir = tempfile.mkdtemp()
+int8_rows, int8_accuracy, peer_settings = [], {}, {}
+for name in ("classifier", "autoencoder"):
+    f32 = os.path.join(MODELS, f"{name}.onnx")
+    ours8 = os.path.join(MODELS, f"{name}.int8.onnx")
+    peer8 = os.path.join(peer_dir, f"{name}.int8.onnx")
+    log(f"int8 {name}: quantize_static peer, accuracy …")
+    peer_settings[name] = run_json([PY, os.path.join(HERE, "ort_quantize.py"), f32, TRAIN_IMAGES, peer8, "1024", "42"])
+    acc = run_json([PY, os.path.join(HERE, "int8_accuracy.py"), name, TEST_IMAGES, TEST_LABELS, f32, ours8, peer8])
+    int8_accuracy[name] = {"float32": acc[f32], "ours": acc[ours8], "quantize_static": acc[peer8]}
+    for batch in (1, 64, 256):
+        def speed(model, batch=batch):
+            return run_json(bench("ort-infer", "--model", model, "--images", TEST_IMAGES, "--batch", str(batch)))["images_per_second"]
+
+        log(f"int8 {name} batch {batch} …")
+        med, samples = interleave({"float32": lambda: speed(f32), "ours": lambda: speed(ours8),
+                                   "quantize_static": lambda: speed(peer8)})
+        int8_rows.append({"model": name, "batch": batch, "threads": THREADS, "float32": med["float32"],
+                          "int8": med["ours"], "peer": med["quantize_static"], "ratio": med["ours"] / med["float32"],
+                          "peer_ratio": med["quantize_static"] / med["float32"], "vs_peer": med["ours"] / med["quantize_static"],
+                          "samples": samples})
+results["int8"] = {"rows": int8_rows, "accuracy": int8_accuracy, "peer": peer_settings}
+
 # ------------------------------------------------------------ 3. whole process
 # At the shipped default batch (256) and at 64; the Python side's start-up
 # (interpreter + numpy, onnxruntime, scikit-learn imports) measured on its own.
@@ -197,6 +226,9 @@ for _ in range(5 if not QUICK else 3):
             "--threads", str(THREADS), "--device", "cpu", "--batch-size", str(batch)]))
         proc.setdefault(f"python {batch}", []).append(timed([
             PY, os.path.join(HERE, "classify.py"), clf, TEST_IMAGES, TEST_LABELS, str(THREADS), str(batch)]))
+    proc.setdefault("infer int8 256", []).append(timed([
+        os.path.join(BIN, "infer"), "classify", "--model", os.path.join(MODELS, "classifier.int8.onnx"), "--images",
+        TEST_IMAGES, "--labels", TEST_LABELS, "--threads", str(THREADS), "--device", "cpu", "--batch-size", "256"]))
     proc.setdefault("python imports", []).append(timed([
         PY, "-c", "import numpy, onnxruntime, sklearn.metrics"]))
 whole = {k: {"seconds": statistics.median(w for w, _ in v), "rss_mib": max(r for _, r in v)} for k, v in proc.items()}
@@ -295,7 +327,31 @@ T.append(f"\nAt the default batch the Python process takes {w256p / w256i:.2f}×
          f"{imp:.2f} s are the interpreter starting and importing numpy, onnxruntime and scikit-learn (`python -c "
          f"'import …'` alone, same run), so the work after start-up is {w256p - imp:.2f} s against `infer`'s {w256i:.2f} s "
          f"for everything: most of the lead is start-up, which a long-lived Python service would pay once.\n")
-T.append("## 3. Time to accuracy (not measured in this run)\n")
+dot = [f for f in ("avx512_vnni", "avx_vnni", "amx_int8") if f in flags]
+T.append("## 3. INT8 models: ours against float32 and against ONNX Runtime's `quantize_static`\n")
+T.append(f"Integer dot-product instructions on this CPU: **{', '.join(dot) if dot else 'none'}**"
+         + ("" if dot else " (AVX2 only: ONNX Runtime multiplies u8 × s8 with `vpmaddubsw`, whose int16 pair sums would "
+                            "saturate with full-range int8 weights; both int8 models use 7-bit weights)") + ". "
+         f"`models/*.int8.onnx` (from `train export --int8`) and `quantize_static` on the same float model "
+         f"(QDQ, per-channel int8 weights, int8 activations, min-max on 1024 training images, reduce_range "
+         f"{'on' if peer_settings['classifier']['reduce_range'] else 'off'}: `bench/ort_quantize.py`), run through `infer`'s "
+         f"ONNX Runtime session (`bench ort-infer`), images/s over the 10 000 test images, interleaved, medians of {ROUNDS}.\n")
+T.append("| model | batch | float32 | int8 (ours) | ratio | int8 (`quantize_static`) | ratio | ours ÷ `quantize_static` |")
+T.append("|---|---|---|---|---|---|---|---|")
+for r in int8_rows:
+    T.append(f"| {r['model']} | {r['batch']} | {r['float32']:.0f} | {r['int8']:.0f} | {r['ratio']:.2f}× | {r['peer']:.0f} | "
+             f"{r['peer_ratio']:.2f}× | {r['vs_peer']:.2f}× |")
+a_c, a_a = int8_accuracy["classifier"], int8_accuracy["autoencoder"]
+T.append("\n| on the 10 000 test images | float32 | int8 (ours) | int8 (`quantize_static`) |")
+T.append("|---|---|---|---|")
+T.append(f"| classifier accuracy | {a_c['float32']:.4f} | {a_c['ours']:.4f} | {a_c['quantize_static']:.4f} |")
+T.append(f"| autoencoder MSE | {a_a['float32']:.6f} | {a_a['ours']:.6f} ({100 * (a_a['ours'] / a_a['float32'] - 1):+.1f} %) | "
+         f"{a_a['quantize_static']:.6f} ({100 * (a_a['quantize_static'] / a_a['float32'] - 1):+.1f} %) |")
+w8 = whole["infer int8 256"]["seconds"]
+T.append(f"\nWhole process (`infer classify --labels …`, batch 256, as in section 2): float32 {w256i:.3f} s, int8 {w8:.3f} s "
+         f"({w256i / w8:.2f}×).\n")
+
+T.append("## 4. Time to accuracy (not measured in this run)\n")
 trained = subprocess.run(["git", "log", "-1", "--format=%cs", "--", os.path.join(MODELS, "classifier.onnx")],
                          capture_output=True, text=True).stdout.strip() or "an unknown date"
 T.append(f"From the metadata of `{MODELS}/*.onnx`, written when `make train` produced them (committed {trained}, on the "
@@ -305,7 +361,7 @@ T.append("|---|---|---|---|---|")
 T.append(f"| this toolchain, quick preset, 2 CPU cores | {tta['autoencoder_seconds']:.0f} s | {tta['autoencoder_val_loss']:.5f} | "
          f"{tta['classifier_seconds']:.0f} s | test {tta['test_accuracy']:.4f}, val {tta['val_accuracy']:.4f} |")
 T.append("| reference (Keras, Tesla K80; its README) | 1046 s (100 epochs) | 0.00044 | 727 s (100 epochs) | val 0.989 |\n")
-T.append("## 4. Data loading and memory\n")
+T.append("## 5. Data loading and memory\n")
 T.append(f"- Reading the {results['idx_load']['bytes'] / 1e6:.0f} MB MNIST training images (IDX) and normalising them to float32: "
          f"{1000 * results['idx_load']['seconds']:.0f} ms (median of 5 processes).")
 T.append(f"- `infer classify` on the 10 000 test images (batch 256): peak RSS {whole['infer 256']['rss_mib']:.0f} MiB (the Python "
@@ -325,7 +381,19 @@ T.append(f"- Autoencoder epochs ≥ 80 % of the matmul ceiling: {'met' if ae_cei
 T.append(f"- Inference ≥ 1.0× Python onnxruntime at every batch size: "
          f"{'met' if all(r['ratio_python'] >= 1.0 for r in infer_rows) else 'missed'} (ratios {inf_ratios}).")
 T.append(f"- Whole-process `infer classify` faster than the Python script at the default batch: "
-         f"{'met' if w256i < w256p else 'missed'}.\n")
+         f"{'met' if w256i < w256p else 'missed'}.")
+big = [r for r in int8_rows if r["batch"] in (64, 256)]
+int8_fast = all(r["ratio"] >= 1.5 for r in big)
+T.append(f"- INT8 ≥ 1.5× float32 at batch 64 and 256 (both models; the target is for CPUs with VNNI): "
+         f"{'met' if int8_fast else 'missed'} (ratios {', '.join('%.2f' % r['ratio'] for r in big)})"
+         + ("" if dot else "; this CPU has no VNNI, so this run states the result without judging the target") + ".")
+acc_ok = a_c["ours"] >= a_c["float32"] - 0.001 and a_a["ours"] <= a_a["float32"] * 1.03
+T.append(f"- INT8 accuracy within 0.1 point (classifier) and 3 % MSE (autoencoder) on the test set: {'met' if acc_ok else 'missed'}.")
+peer_fast = all(r["vs_peer"] >= 1.0 for r in int8_rows)
+peer_acc = a_c["ours"] >= a_c["quantize_static"] and a_a["ours"] <= a_a["quantize_static"] * 1.005
+T.append(f"- INT8 at least as fast as `quantize_static` at every batch: {'met' if peer_fast else 'missed'} "
+         f"(ours ÷ theirs {', '.join('%.2f' % r['vs_peer'] for r in int8_rows)}); at least as accurate (MSE within 0.5 %): "
+         f"{'met' if peer_acc else 'missed'}.\n")
 T.append("How earlier measurements shaped the code is in [`bench/LOG.md`](bench/LOG.md) (dated entries, each naming its "
          "machine; not figures of this run).\n")
 T.append(f"Reproduce: `make bench`. Raw samples: `bench/results.json`.\n")

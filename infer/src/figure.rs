@@ -79,6 +79,30 @@ pub fn image_grid(path: &Path, title: Option<&str>, tiles: &[Tile], cols: usize,
     save_rgb(path, buf, w, h)
 }
 
+/// A tick label as a plain decimal with about three significant digits
+/// (0.99, 0.0025, 12.5), never in exponent notation.
+pub fn plain(v: f64) -> String {
+    if v == 0.0 || !v.is_finite() {
+        return format!("{v}");
+    }
+    let digits = (2 - v.abs().log10().floor() as i32).max(0) as usize;
+    let s = format!("{v:.digits$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
+}
+
+/// `v` rounded to `n` significant digits.
+fn round_sig(v: f64, n: i32) -> f64 {
+    if v == 0.0 || !v.is_finite() {
+        return v;
+    }
+    let m = 10f64.powi(n - 1 - v.abs().log10().floor() as i32);
+    (v * m).round() / m
+}
+
 /// One named line of a chart.
 #[derive(Debug, Clone)]
 pub struct Series {
@@ -118,41 +142,38 @@ pub fn line_chart(
         let mut builder = ChartBuilder::on(&root);
         builder.caption(title, ("sans-serif", 18)).margin(12).x_label_area_size(40).y_label_area_size(80);
         let pad = (x1 - x0) * 0.03;
-        macro_rules! draw {
-            ($chart:expr) => {{
-                let mut chart = $chart;
-                chart
-                    .configure_mesh()
-                    .x_desc(x_label)
-                    .y_desc(y_label)
-                    .y_label_formatter(&|v| format!("{v:.3e}"))
-                    .draw()
-                    .map_err(draw_err)?;
-                for (i, s) in series.iter().enumerate() {
-                    let c = colors[i % colors.len()];
-                    chart
-                        .draw_series(LineSeries::new(s.points.iter().copied(), c.stroke_width(2)))
-                        .map_err(draw_err)?
-                        .label(s.name.clone())
-                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
-                    chart.draw_series(s.points.iter().map(|&p| Circle::new(p, 3, c.filled()))).map_err(draw_err)?;
-                }
-                chart
-                    .configure_series_labels()
-                    .background_style(WHITE.mix(0.8))
-                    .border_style(BLACK)
-                    .draw()
-                    .map_err(draw_err)?;
-            }};
+        // A log axis is drawn as log10 on a linear one, so that its ticks
+        // are evenly spaced and all labelled (plotters labels decades only).
+        let (ty, label): (fn(f64) -> f64, fn(&f64) -> String) =
+            if log_y { (f64::log10, |v| plain(round_sig(10f64.powf(*v), 2))) } else { (|v| v, |v| plain(*v)) };
+        let (ly0, ly1) = (ty(y0), ty(y1));
+        let ypad = (ly1 - ly0) * 0.05;
+        let mut chart =
+            builder.build_cartesian_2d((x0 - pad)..(x1 + pad), (ly0 - ypad)..(ly1 + ypad)).map_err(draw_err)?;
+        chart
+            .configure_mesh()
+            .x_desc(x_label)
+            .y_desc(y_label)
+            .y_labels(10)
+            .y_label_formatter(&label)
+            .draw()
+            .map_err(draw_err)?;
+        for (i, s) in series.iter().enumerate() {
+            let c = colors[i % colors.len()];
+            let points: Vec<(f64, f64)> = s.points.iter().map(|&(x, y)| (x, ty(y))).collect();
+            chart
+                .draw_series(LineSeries::new(points.iter().copied(), c.stroke_width(2)))
+                .map_err(draw_err)?
+                .label(s.name.clone())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+            chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, c.filled()))).map_err(draw_err)?;
         }
-        if log_y {
-            draw!(builder
-                .build_cartesian_2d((x0 - pad)..(x1 + pad), (y0 * 0.9..y1 * 1.1).log_scale())
-                .map_err(draw_err)?);
-        } else {
-            let ypad = (y1 - y0) * 0.05;
-            draw!(builder.build_cartesian_2d((x0 - pad)..(x1 + pad), (y0 - ypad)..(y1 + ypad)).map_err(draw_err)?);
-        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(draw_err)?;
         root.present().map_err(draw_err)?;
     }
     save_rgb(path, buf, w, h)

@@ -817,3 +817,10 @@ fn classify_streams_in_bounded_memory() {
     // the growth to the per-image predictions (12 bytes each, 2.2 MB more).
     assert!(large - small < 12.0, "peak RSS grew from {small} to {large} MiB");
 }
+
+#[test]
+fn tick_labels_are_plain_decimals() {
+    let p = infer::figure::plain;
+    let got: Vec<String> = [0.99, 0.0025, 0.00044, 12.5, 1.0, 1000.0, 0.0].into_iter().map(p).collect();
+    assert_eq!(got, ["0.99", "0.0025", "0.00044", "12.5", "1", "1000", "0"]);
+}

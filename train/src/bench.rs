@@ -154,3 +154,46 @@ pub fn idx_load(images: &Path) -> Result<serde_json::Value, TrainError> {
     let bytes = std::fs::metadata(images).map_err(TrainError::io(images, "cannot read"))?.len();
     Ok(serde_json::json!({"seconds": secs, "images": imgs.count, "values": x.len(), "bytes": bytes}))
 }
+
+/// Validation loss against cumulative training time (minutes) for each
+/// `(label, history.csv)`, with `target` as a horizontal line, written to
+/// `out`; returns, per history, the first epoch at or below `target` and
+/// the minutes it took.
+pub fn val_loss_curves(
+    histories: &[(String, std::path::PathBuf)],
+    target: f64,
+    out: &Path,
+) -> Result<serde_json::Value, TrainError> {
+    use infer::figure::{line_chart, Series};
+    let mut series = Vec::new();
+    let mut crossings = serde_json::Map::new();
+    let mut end = 0f64;
+    for (label, path) in histories {
+        let mut csv = csv::Reader::from_path(path).map_err(|e| TrainError::io(path, "cannot read")(e.into()))?;
+        let rows: Vec<crate::run_dir::EpochRecord> = csv
+            .deserialize()
+            .collect::<Result<_, _>>()
+            .map_err(|e| TrainError::BadRun { path: path.clone(), msg: format!("not a history.csv: {e}") })?;
+        let mut minutes = 0.0;
+        let mut points = Vec::new();
+        let mut crossed = serde_json::Value::Null;
+        for r in &rows {
+            minutes += r.seconds / 60.0;
+            points.push((minutes, r.val_loss));
+            if crossed.is_null() && r.val_loss <= target {
+                crossed = serde_json::json!({"epoch": r.epoch, "minutes": minutes, "val_loss": r.val_loss});
+            }
+        }
+        end = end.max(minutes);
+        let last = rows.last().map(|r| r.val_loss).unwrap_or(f64::NAN);
+        crossings.insert(
+            label.clone(),
+            serde_json::json!({"crossed": crossed, "epochs": rows.len(), "minutes": minutes, "val_loss": last}),
+        );
+        series.push(Series { name: label.clone(), points });
+    }
+    series.push(Series { name: format!("target {target}"), points: vec![(0.0, target), (end, target)] });
+    line_chart(out, "autoencoder validation MSE against training time", "minutes", "val MSE", &series, true)
+        .map_err(TrainError::io(out, "cannot write"))?;
+    Ok(serde_json::Value::Object(crossings))
+}

@@ -200,7 +200,7 @@ fn int8_export_calibrates_gates_and_records() {
     let m = infer::onnx::read_model(models.join("autoencoder.int8.onnx")).unwrap();
     let meta = m.metadata();
     assert_eq!(meta["calibration_images"], "128");
-    assert_eq!(meta["calibration_method"], "min-max");
+    assert_eq!(meta["calibration_method"], "percentile");
     let float_bytes = std::fs::read(models.join("autoencoder.onnx")).unwrap();
     assert_eq!(meta["float_model_sha256"], train::run_dir::sha256_bytes(&float_bytes));
     assert_eq!(meta["weights_sha256"], train::run_dir::sha256_file(&out.join("weights.safetensors")).unwrap());

@@ -40,6 +40,17 @@ enum Command {
         #[arg(long)]
         images: PathBuf,
     },
+    /// Validation loss against cumulative training time, from history.csv files, as a PNG.
+    Curve {
+        /// LABEL=PATH of a history.csv (repeatable).
+        #[arg(long = "history", value_parser = labelled, required = true)]
+        histories: Vec<(String, PathBuf)>,
+        /// The horizontal line (the reference's autoencoder val MSE).
+        #[arg(long, default_value_t = 0.00044)]
+        target: f64,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// float32 matrix-multiply GFLOP/s (the machine's ceiling), in libtorch
     /// and in ONNX Runtime's own GEMM; the larger is the ceiling.
     Matmul {
@@ -84,6 +95,11 @@ impl ModelArgs {
     }
 }
 
+fn labelled(s: &str) -> Result<(String, PathBuf), String> {
+    let (label, path) = s.split_once('=').ok_or("expected LABEL=PATH")?;
+    Ok((label.to_string(), PathBuf::from(path)))
+}
+
 fn run(cli: Cli) -> Result<serde_json::Value, TrainError> {
     tch::set_num_threads(cli.threads as i32);
     Ok(match &cli.command {
@@ -92,6 +108,7 @@ fn run(cli: Cli) -> Result<serde_json::Value, TrainError> {
             bench::ort_inference_throughput(model, images, *batch, cli.threads)?
         }
         Command::IdxLoad { images } => bench::idx_load(images)?,
+        Command::Curve { histories, target, out } => bench::val_loss_curves(histories, *target, out)?,
         Command::Matmul { n, reps } => {
             let torch = bench::matmul_ceiling(*n, *reps);
             let ort = bench::ort_matmul_ceiling(*n, *reps, cli.threads)?;

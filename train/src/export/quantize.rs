@@ -38,10 +38,13 @@ const RELU_ZERO_POINT: i8 = -128;
 #[derive(strum::Display, strum::EnumString, strum::IntoStaticStr, strum::VariantArray, strum::EnumMessage)]
 #[strum(serialize_all = "kebab-case")]
 pub enum CalibrationMethod {
-    /// The largest value seen (nothing clipped).
-    #[default]
+    /// The extremes seen (nothing clipped).
     MinMax,
-    /// The 99.99th percentile of the values (outliers clipped, finer steps).
+    /// The 99.999th percentile at each end (outliers clipped, finer
+    /// steps). The default: on the quick models it lost less than min-max
+    /// (classifier validation accuracy 0.99400 vs 0.99392 against float's
+    /// 0.99417; autoencoder test MSE 0.0022529 vs 0.0022550).
+    #[default]
     Percentile,
 }
 
