@@ -101,6 +101,8 @@ def main():
     p.add_argument("--optimizer", default="adam", choices=["adam", "rmsprop"])
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--cosine", action="store_true", help="cosine decay over each stage's steps")
+    p.add_argument("--warmup", type=float, default=0.0,
+                   help="fraction of each stage warming up linearly from lr/25 (with --cosine: one-cycle, as train)")
     p.add_argument("--augment", type=int, default=0)
     p.add_argument("--limit", type=int)
     p.add_argument("--val-split", type=float, default=0.2)
@@ -142,8 +144,16 @@ def main():
         else:
             opt = torch.optim.RMSprop(ps, lr=a.lr, alpha=0.9, eps=1e-7)
         total = steps_per_epoch * stage_epochs
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / total)) if a.cosine else 1.0)
+        warm = round(a.warmup * total)
+
+        def factor(s):  # train's Stage::lr_at
+            if s < warm:
+                return 1 / 25 + (1 - 1 / 25) * s / warm
+            if not a.cosine or total <= warm:
+                return 1.0
+            return 0.5 * (1 + math.cos(math.pi * (s - warm) / (total - warm)))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return opt, sched
 
     def epoch(opt, sched, frozen):
