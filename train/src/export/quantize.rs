@@ -40,10 +40,10 @@ const RELU_ZERO_POINT: i8 = -128;
 pub enum CalibrationMethod {
     /// The extremes seen (nothing clipped).
     MinMax,
-    /// The 99.999th percentile at each end (outliers clipped, finer
-    /// steps). The default: on the quick models it lost less than min-max
-    /// (classifier validation accuracy 0.99400 vs 0.99392 against float's
-    /// 0.99417; autoencoder test MSE 0.0022529 vs 0.0022550).
+    /// The 99.999th percentile at each end (outliers clipped, finer steps)
+    // The default: on the quick models it lost less than min-max
+    // (classifier validation accuracy 0.99400 vs 0.99392 against float's
+    // 0.99417; autoencoder test MSE 0.0022529 vs 0.0022550; bench/LOG.md).
     #[default]
     Percentile,
 }
@@ -53,13 +53,14 @@ pub enum CalibrationMethod {
 #[derive(strum::Display, strum::EnumString, strum::IntoStaticStr, strum::VariantArray, strum::EnumMessage)]
 #[strum(serialize_all = "kebab-case")]
 pub enum WeightRange {
-    /// ±64 (7 bits): exact on every x86 CPU. Without VNNI, ONNX Runtime
-    /// multiplies u8 activations by s8 weights with AVX2's vpmaddubsw, which
-    /// adds pairs of products into int16: 2·255·64 = 32640 fits, 2·255·127
-    /// saturates (measured: classifier accuracy 0.994 → 0.963).
+    /// ±64 (7 bits): no int16 saturation on any x86 CPU
+    // Without VNNI, ONNX Runtime multiplies u8 activations by s8 weights
+    // with AVX2's vpmaddubsw, which adds pairs of products into int16:
+    // 2·255·64 = 32640 fits, 2·255·127 saturates (measured: classifier
+    // accuracy 0.994 → 0.963; bench/LOG.md).
     #[default]
     Reduced,
-    /// ±127 (8 bits): only for CPUs with VNNI (or ARM dot products).
+    /// ±127 (8 bits): only for CPUs with VNNI (or ARM dot products)
     Full,
 }
 
