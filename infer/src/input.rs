@@ -95,6 +95,15 @@ impl ImageSource {
         &self.path
     }
 
+    /// The picture files, in the order their images come (a directory's
+    /// sorted by path); `None` for an IDX file, whose images are indexed.
+    pub fn files(&self) -> Option<&[PathBuf]> {
+        match &self.kind {
+            Kind::Files(files) => Some(files),
+            Kind::Idx(_) => None,
+        }
+    }
+
     /// The next up to `n` images as u8 pixels `[n, H, W]`, `None` at the end.
     pub fn next_batch(&mut self, n: usize) -> Result<Option<Vec<u8>>, InferError> {
         if self.next >= self.count {

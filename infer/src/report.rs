@@ -196,6 +196,9 @@ mod tests {
 #[derive(serde::Serialize)]
 struct Prediction<'a> {
     index: usize,
+    /// The picture file, for picture inputs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<String>,
     predicted: &'a str,
     /// Six decimals, as the report prints them.
     confidence: String,
@@ -203,17 +206,20 @@ struct Prediction<'a> {
     truth: Option<&'a str>,
 }
 
-/// Writes one row per image (index, predicted class, confidence, and the
-/// true class when known) to `path`, atomically.
+/// Writes one row per image (index, the picture file for picture inputs,
+/// predicted class, confidence, and the true class when known) to `path`,
+/// atomically.
 pub fn write_predictions(
     path: &std::path::Path,
     predicted: &[usize],
     confidence: &[f32],
     truth: Option<&[usize]>,
     names: &[String],
+    files: Option<&[std::path::PathBuf]>,
 ) -> std::io::Result<()> {
     let rows = predicted.iter().zip(confidence).enumerate().map(|(index, (&p, &c))| Prediction {
         index,
+        path: files.map(|f| f[index].display().to_string()),
         predicted: &names[p],
         confidence: format!("{c:.6}"),
         truth: truth.map(|t| names[t[index]].as_str()),

@@ -498,6 +498,59 @@ fn pictures_and_directories_are_inputs() {
     let (code, out, err) = infer_cmd(&["classify", "--model", &f.p("classifier.onnx"), "--images", &f.p("pngs"), "-q"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("(3 images)"), "{out}");
+    // Each file is named with its class, in sorted order, on screen, in
+    // the JSON and in the CSV; the classes are those of the same images
+    // read from the IDX file.
+    let csv_rows = |p: &str| -> Vec<Vec<String>> {
+        let mut r = csv::Reader::from_path(p).unwrap();
+        let head: Vec<String> = r.headers().unwrap().iter().map(String::from).collect();
+        std::iter::once(head).chain(r.records().map(|x| x.unwrap().iter().map(String::from).collect())).collect()
+    };
+    let (code, _, err) = infer_cmd(&[
+        "classify",
+        "--model",
+        &f.p("classifier.onnx"),
+        "--images",
+        &f.p("images"),
+        "-q",
+        "--predictions",
+        &f.p("idx.csv"),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = infer_cmd(&[
+        "classify",
+        "--model",
+        &f.p("classifier.onnx"),
+        "--images",
+        &f.p("pngs"),
+        "-q",
+        "--predictions",
+        &f.p("png.csv"),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (idx_rows, png_rows) = (csv_rows(&f.p("idx.csv")), csv_rows(&f.p("png.csv")));
+    assert_eq!(png_rows[0], ["index", "path", "predicted", "confidence"]);
+    for i in 0..3 {
+        let path = f.p(&format!("pngs/{i}.png"));
+        assert_eq!(png_rows[i + 1][1], path);
+        assert_eq!(png_rows[i + 1][2], idx_rows[i + 1][1], "image {i}");
+        let line = out.lines().nth(i).unwrap();
+        assert!(line.starts_with(&path) && line.contains(&format!("  {}  ", png_rows[i + 1][2])), "{out}");
+    }
+    let (code, out, _) = infer_cmd(&[
+        "classify",
+        "--model",
+        &f.p("classifier.onnx"),
+        "--images",
+        &f.p("pngs"),
+        "-q",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 0);
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["files"][2]["path"], f.p("pngs/2.png").as_str());
+    assert_eq!(doc["files"][2]["predicted"], png_rows[3][2].as_str());
     let (code, _, err) =
         infer_cmd(&["classify", "--model", &f.p("classifier.onnx"), "--images", &f.p("16x16.png"), "-q"]);
     assert_eq!(code, 2);

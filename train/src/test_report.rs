@@ -64,7 +64,8 @@ pub fn write(
     json["seconds"] = serde_json::json!(t0.elapsed().as_secs_f64());
     write("test_metrics.json", format!("{}\n", serde_json::to_string_pretty(&json).expect("json")).as_bytes())?;
     let p = run.file(PREDICTIONS);
-    report::write_predictions(&p, &pred, &conf, Some(&truth), names).map_err(TrainError::io(&p, "cannot write"))?;
+    report::write_predictions(&p, &pred, &conf, Some(&truth), names, None)
+        .map_err(TrainError::io(&p, "cannot write"))?;
     let (h, w) = (images.rows, images.cols);
     let grid = |name: &str, title: &str, correct: bool| {
         let tiles: Vec<Tile> = (0..images.count)

@@ -31,6 +31,9 @@ pub struct ClassifyOptions {
 /// Figures kept while streaming: the first few right and wrong images.
 const SAMPLES: usize = 24;
 
+/// Picture inputs: how many per-file lines the text report shows.
+const PER_FILE_LINES: usize = 20;
+
 pub fn classify(opts: &RunOptions, c: &ClassifyOptions, out: &mut dyn Write) -> Result<(), InferError> {
     let _checked = crate::interrupt::Checked::begin();
     // Usage errors first: no model is loaded for a command that cannot run.
@@ -143,6 +146,29 @@ pub fn classify(opts: &RunOptions, c: &ClassifyOptions, out: &mut dyn Write) -> 
         "images_per_second": rate,
         "peak_rss_mib": peak_rss_mib(),
     });
+    // Picture inputs: which file got which class (the first few on screen,
+    // all of them in the JSON and the predictions CSV).
+    if let Some(files) = source.files() {
+        let width = files.iter().take(PER_FILE_LINES).map(|f| f.display().to_string().len()).max().unwrap_or(0);
+        for (i, f) in files.iter().enumerate().take(PER_FILE_LINES) {
+            let _ = writeln!(text, "{:<width$}  {}  {:.1}%", f.display(), names[preds[i]], confs[i] * 100.0);
+        }
+        if files.len() > PER_FILE_LINES {
+            let _ = writeln!(
+                text,
+                "… {} more; every file's class is in --predictions FILE.csv and --format json",
+                files.len() - PER_FILE_LINES
+            );
+        }
+        text += "\n";
+        doc["files"] = json!(files
+            .iter()
+            .enumerate()
+            .map(
+                |(i, f)| json!({"path": f.display().to_string(), "predicted": names[preds[i]], "confidence": confs[i]})
+            )
+            .collect::<Vec<_>>());
+    }
     if let Some(t) = &truth {
         let rep = report::classification_report(t, &preds, classes, Some(&names));
         text += &rep.to_text(c.digits);
@@ -168,7 +194,8 @@ pub fn classify(opts: &RunOptions, c: &ClassifyOptions, out: &mut dyn Write) -> 
             json!(names.iter().cloned().zip(hist.iter().map(|&c| json!(c))).collect::<serde_json::Map<_, _>>());
     }
     if let Some(p) = &c.predictions {
-        report::write_predictions(p, &preds, &confs, truth.as_deref(), &names).map_err(InferError::write(p))?;
+        report::write_predictions(p, &preds, &confs, truth.as_deref(), &names, source.files())
+            .map_err(InferError::write(p))?;
     }
     if let Some(d) = &c.samples {
         // Without labels nothing is known to be right or wrong: one grid.
