@@ -551,6 +551,42 @@ fn pictures_and_directories_are_inputs() {
     let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(doc["files"][2]["path"], f.p("pngs/2.png").as_str());
     assert_eq!(doc["files"][2]["predicted"], png_rows[3][2].as_str());
+    // reconstruct --per-image and embed name the files too.
+    let (code, _, err) = infer_cmd(&[
+        "reconstruct",
+        "--model",
+        &f.p("autoencoder.onnx"),
+        "--images",
+        &f.p("pngs"),
+        "-q",
+        "--per-image",
+        &f.p("r.csv"),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let rows = csv_rows(&f.p("r.csv"));
+    assert_eq!((rows[0][1].as_str(), rows[3][1].as_str()), ("path", f.p("pngs/2.png").as_str()));
+    let (code, out, err) =
+        infer_cmd(&["embed", "--model", &f.p("encoder.onnx"), "--images", &f.p("pngs"), "-q", "--out", &f.p("e.npy")]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&format!("(rows' files: {})", f.p("e.paths.csv"))), "{out}");
+    let rows = csv_rows(&f.p("e.paths.csv"));
+    assert_eq!(
+        rows,
+        [["index", "path"], ["0", &f.p("pngs/0.png")], ["1", &f.p("pngs/1.png")], ["2", &f.p("pngs/2.png")]]
+    );
+    // IDX inputs keep the index only: no path column, no index file.
+    let (code, _, _) = infer_cmd(&[
+        "embed",
+        "--model",
+        &f.p("encoder.onnx"),
+        "--images",
+        &f.p("images"),
+        "-q",
+        "--out",
+        &f.p("i.npy"),
+    ]);
+    assert_eq!(code, 0);
+    assert!(!Path::new(&f.p("i.paths.csv")).exists());
     let (code, _, err) =
         infer_cmd(&["classify", "--model", &f.p("classifier.onnx"), "--images", &f.p("16x16.png"), "-q"]);
     assert_eq!(code, 2);

@@ -24,12 +24,26 @@ pub fn embed(opts: &RunOptions, npy: &Path, out: &mut dyn Write) -> Result<(), I
         })
         .product::<Result<usize, _>>()?;
     check_writable(npy)?;
+    // Picture inputs: which row is which file, beside the matrix.
+    let index = source.files().map(|_| npy.with_extension("paths.csv"));
+    if let Some(p) = &index {
+        check_writable(p)?;
+    }
     let mut writer = NpyWriter::create(npy, &[source.count(), width]).map_err(InferError::write(npy))?;
     let seconds = stream(&mut session, &mut source, opts.batch_size, |_, outputs| {
         let e = outputs.iter().find(|o| o.name == "embedding").expect("checked");
         writer.write_rows(e.rows()).map_err(InferError::write(npy))
     })?;
     writer.finish().map_err(InferError::write(npy))?;
+    if let (Some(p), Some(files)) = (&index, source.files()) {
+        #[derive(serde::Serialize)]
+        struct Row {
+            index: usize,
+            path: String,
+        }
+        let rows = files.iter().enumerate().map(|(index, f)| Row { index, path: f.display().to_string() });
+        crate::atomic::write_csv(p, rows).map_err(InferError::write(p))?;
+    }
     let n = source.count();
     if !opts.quiet {
         eprintln!("{}", timing_line(n, seconds, &session, opts.batch_size));
@@ -37,10 +51,11 @@ pub fn embed(opts: &RunOptions, npy: &Path, out: &mut dyn Write) -> Result<(), I
     print(
         out,
         &format!(
-            "wrote {} embeddings of {width} floats ([{}]) to {}\n",
+            "wrote {} embeddings of {width} floats ([{}]) to {}{}\n",
             n,
             dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "),
-            npy.display()
+            npy.display(),
+            index.map(|p| format!(" (rows' files: {})", p.display())).unwrap_or_default()
         ),
     )
 }

@@ -87,10 +87,18 @@ pub fn reconstruct(opts: &RunOptions, r: &ReconstructOptions, out: &mut dyn Writ
         #[derive(serde::Serialize)]
         struct Row {
             index: usize,
+            /// The picture file, for picture inputs.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            path: Option<String>,
             mse: f64,
         }
-        crate::atomic::write_csv(p, mse.iter().enumerate().map(|(index, &mse)| Row { index, mse }))
-            .map_err(InferError::write(p))?;
+        let files = source.files();
+        let rows = mse.iter().enumerate().map(|(index, &mse)| Row {
+            index,
+            path: files.map(|f| f[index].display().to_string()),
+            mse,
+        });
+        crate::atomic::write_csv(p, rows).map_err(InferError::write(p))?;
     }
     if let Some(p) = &r.grid {
         let cols = originals.len();
