@@ -110,6 +110,15 @@ pub struct Series {
     pub points: Vec<(f64, f64)>,
 }
 
+/// How the x axis of a [`line_chart`] reads.
+#[derive(Debug, Clone, Default)]
+pub struct XAxis {
+    /// Label only whole numbers (epochs), as integers.
+    pub integers: bool,
+    /// A vertical line at x with its legend text (e.g. where fine-tuning starts).
+    pub marker: Option<(f64, String)>,
+}
+
 /// A line chart with markers and a legend; a log y axis when `log_y` and
 /// every value is positive.
 pub fn line_chart(
@@ -119,6 +128,19 @@ pub fn line_chart(
     y_label: &str,
     series: &[Series],
     log_y: bool,
+) -> io::Result<()> {
+    line_chart_with(path, title, x_label, y_label, series, log_y, &XAxis::default())
+}
+
+/// [`line_chart`] with an x axis of integers and/or a marker line.
+pub fn line_chart_with(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+    log_y: bool,
+    x_axis: &XAxis,
 ) -> io::Result<()> {
     let (w, h) = (800u32, 500u32);
     let mut buf = vec![255u8; (w * h * 3) as usize];
@@ -150,14 +172,34 @@ pub fn line_chart(
         let ypad = (ly1 - ly0) * 0.05;
         let mut chart =
             builder.build_cartesian_2d((x0 - pad)..(x1 + pad), (ly0 - ypad)..(ly1 + ypad)).map_err(draw_err)?;
+        let x_label_of = |v: &f64| -> String {
+            if !x_axis.integers {
+                plain(*v)
+            } else if (v - v.round()).abs() < 1e-9 {
+                format!("{}", v.round() as i64)
+            } else {
+                String::new()
+            }
+        };
+        let x_ticks = if x_axis.integers { ((x1 - x0).round() as usize + 1).clamp(2, 20) } else { 10 };
         chart
             .configure_mesh()
             .x_desc(x_label)
             .y_desc(y_label)
+            .x_labels(x_ticks)
+            .x_label_formatter(&x_label_of)
             .y_labels(10)
             .y_label_formatter(&label)
             .draw()
             .map_err(draw_err)?;
+        if let Some((x, text)) = &x_axis.marker {
+            let red = RGBColor(170, 40, 40);
+            chart
+                .draw_series(LineSeries::new([(*x, ly0 - ypad), (*x, ly1 + ypad)], red.stroke_width(2)))
+                .map_err(draw_err)?
+                .label(text.clone())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], red.stroke_width(2)));
+        }
         for (i, s) in series.iter().enumerate() {
             let c = colors[i % colors.len()];
             let points: Vec<(f64, f64)> = s.points.iter().map(|&(x, y)| (x, ty(y))).collect();

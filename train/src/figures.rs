@@ -15,15 +15,26 @@ use crate::run_dir::{EpochRecord, RunDir};
 /// A curve's name and how to read its value from a history row.
 type Curve = (&'static str, fn(&EpochRecord) -> Option<f64>);
 
-/// `loss.png`, and `accuracy.png` for a classifier.
-pub fn plot_history(run: &RunDir, history: &[EpochRecord], classifier: bool) -> Result<(), TrainError> {
+/// `loss.png`, and `accuracy.png` for a classifier; `fine_tuning_from`:
+/// the first epoch of the classifier's stage 2, marked on both.
+pub fn plot_history(
+    run: &RunDir,
+    history: &[EpochRecord],
+    classifier: bool,
+    fine_tuning_from: Option<usize>,
+) -> Result<(), TrainError> {
+    let x_axis = figure::XAxis {
+        integers: true,
+        marker: fine_tuning_from.map(|e| (e as f64 - 0.5, "fine-tuning starts".to_string())),
+    };
     let pts = |f: fn(&EpochRecord) -> Option<f64>| {
         history.iter().filter_map(|r| f(r).map(|v| (r.epoch as f64, v))).collect::<Vec<_>>()
     };
     let chart = |name: &str, title: &str, y: &str, series: [Curve; 2], log| {
         let p = run.file(name);
         let series = series.map(|(name, f)| Series { name: name.into(), points: pts(f) });
-        figure::line_chart(&p, title, "epoch", y, &series, log).map_err(TrainError::io(&p, "cannot write"))
+        figure::line_chart_with(&p, title, "epoch", y, &series, log, &x_axis)
+            .map_err(TrainError::io(&p, "cannot write"))
     };
     chart(
         "loss.png",

@@ -41,7 +41,7 @@ pub fn train_autoencoder(job: &AutoencoderJob) -> Result<Outcome, TrainError> {
     trainer.run_stage(&Stage::whole(&t.settings), &ae)?;
     let (last, train_seconds) = trainer.outcome()?;
     stop_if_interrupted(&run, &last)?;
-    figures::plot_history(&run, &trainer.history, false)?;
+    figures::plot_history(&run, &trainer.history, false, None)?;
     figures::reconstructions(&run.file("reconstructions.png"), &ae, &data, 10)?;
     stop_if_interrupted(&run, &last)?;
     if let Some(path) = &job.common.table {

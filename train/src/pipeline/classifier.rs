@@ -105,7 +105,7 @@ pub fn train_classifier(job: &ClassifierJob) -> Result<Outcome, TrainError> {
     trainer.run_stage(&stage2, &clf)?;
     let (last, train_seconds) = trainer.outcome()?;
     stop_if_interrupted(&run, &last)?;
-    figures::plot_history(&run, &trainer.history, true)?;
+    figures::plot_history(&run, &trainer.history, true, (frozen > 0).then_some(frozen + 1))?;
     let test_accuracy = match &test {
         Some((timg, tlab)) => Some(test_report::write(&run, &clf, timg, tlab, &class_names, device, job.common.quiet)?),
         None => None,
