@@ -201,6 +201,8 @@ fn int8_export_calibrates_gates_and_records() {
     let meta = m.metadata();
     assert_eq!(meta["calibration_images"], "128");
     assert_eq!(meta["calibration_method"], "percentile");
+    assert_eq!(meta["int8_val_mse"].parse::<f64>().unwrap(), gate.int8);
+    assert_eq!(meta["int8_gate_passed"], gate.passed.to_string());
     let float_bytes = std::fs::read(models.join("autoencoder.onnx")).unwrap();
     assert_eq!(meta["float_model_sha256"], train::run_dir::sha256_bytes(&float_bytes));
     assert_eq!(meta["weights_sha256"], train::run_dir::sha256_file(&out.join("weights.safetensors")).unwrap());

@@ -279,12 +279,17 @@ pub fn quantize_model(
     meta.insert("calibration_images".into(), images.calibration_count.to_string());
     meta.insert("calibration_source".into(), "the run's training split (seeded draw)".into());
     meta.insert("float_model_sha256".into(), sha256_bytes(&float_bytes));
-    let draft = quantize::quantize(model, &ranges, opts.weights, &meta).map_err(bad)?;
-    let g = compare(kind, model, &draft, target, images)?;
-    meta.insert("int8_gate".into(), g.summary());
-    meta.insert(format!("float_{}", g.metric), format!("{}", g.float));
-    meta.insert(format!("int8_{}", g.metric), format!("{}", g.int8));
-    meta.insert("int8_gate_passed".into(), g.passed.to_string());
-    let model = quantize::quantize(model, &ranges, opts.weights, &meta).map_err(bad)?;
-    Ok(Quantized { model, gate: g })
+    let mut int8 = quantize::quantize(model, &ranges, opts.weights, &meta).map_err(bad)?;
+    let g = compare(kind, model, &int8, target, images)?;
+    // The gate's figures join the metadata of the graph they were measured on.
+    let gate_meta = [
+        ("int8_gate".to_string(), g.summary()),
+        (format!("float_{}", g.metric), format!("{}", g.float)),
+        (format!("int8_{}", g.metric), format!("{}", g.int8)),
+        ("int8_gate_passed".to_string(), g.passed.to_string()),
+    ];
+    int8.metadata_props
+        .extend(gate_meta.into_iter().map(|(key, value)| infer::onnx::StringStringEntryProto { key, value }));
+    int8.metadata_props.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(Quantized { model: int8, gate: g })
 }
