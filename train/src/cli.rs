@@ -15,7 +15,7 @@ use train::export::int8::{self, Int8Options};
 use train::export::quantize::{CalibrationMethod, WeightRange};
 use train::export::{EncoderSource, ExportJob, VERIFY_IMAGES};
 use train::optim::OptimizerKind;
-use train::pipeline::{AutoencoderJob, ClassifierJob, Common};
+use train::pipeline::{self, AutoencoderJob, ClassifierJob, Common};
 use train::run_dir::Reuse;
 use train::sweep::SweepPlan;
 use train::{data, device, table, TrainError};
@@ -151,6 +151,9 @@ pub struct ClassifierArgs {
     pub finetune_lr: Option<f64>,
     #[arg(long, value_parser = choice::<Loss>(), default_value_t = Loss::CrossEntropy)]
     pub loss: Loss,
+    /// Class names, label 0 first: a file with one per line, or a comma-separated list (default: the label numbers).
+    #[arg(long)]
+    pub class_names: Option<String>,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -319,6 +322,7 @@ impl ClassifierArgs {
             images: self.images.clone(),
             labels: self.labels.clone(),
             test,
+            class_names: self.class_names.as_deref().map(pipeline::parse_class_names).transpose()?,
             training,
             common,
         })

@@ -213,6 +213,7 @@ impl Explorer {
                 images: self.files.images.clone(),
                 labels: self.files.labels.clone(),
                 test: self.files.test.clone(),
+                class_names: None,
                 training: training.clone(),
                 common: self.common(point, CLF_TABLE),
             })?,

@@ -119,6 +119,23 @@ fn bad_geometry_and_hyperparameters_are_refused() {
     cfg(1, 3, 4, 30).validate().unwrap();
 }
 
+const DIGITS: [&str; 10] = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"];
+
+/// `--class-names`: a file (one per line) or a list; empty, repeated or
+/// single names are refused with the source named.
+#[test]
+fn class_names_parse_from_a_file_or_a_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("names.txt");
+    std::fs::write(&f, "T-shirt/top\nTrouser\n\n  Pullover \n").unwrap();
+    assert_eq!(pipeline::parse_class_names(f.to_str().unwrap()).unwrap(), ["T-shirt/top", "Trouser", "Pullover"]);
+    assert_eq!(pipeline::parse_class_names("cat, dog").unwrap(), ["cat", "dog"]);
+    let err = |spec: &str| pipeline::parse_class_names(spec).unwrap_err().to_string();
+    assert_eq!(err("cat,,dog"), "--class-names: class name 2 is empty");
+    assert_eq!(err("cat,dog,cat"), "--class-names: class name \"cat\" appears twice");
+    assert_eq!(err("cat"), "--class-names: 1 class name(s), expected one per class (at least 2)");
+}
+
 /// Warm-up climbs linearly from lr/25 to lr, then cosine decays to 0
 /// (one-cycle); without warm-up the old cosine schedule is unchanged.
 #[test]
@@ -244,14 +261,23 @@ fn classifier_beats_chance_and_reports_on_test_set() {
         images: mnist("train-images-idx3-ubyte"),
         labels: mnist("train-labels-idx1-ubyte"),
         test: Some((ti.clone(), tl.clone())),
+        class_names: Some(DIGITS.iter().map(|d| d.to_string()).collect()),
         training: ClassifierTraining { fc_units: 16, loss: Loss::CrossEntropy, settings: s },
         common: common(&out),
     };
+    // A name count that does not match the labels is refused before training.
+    let three = ClassifierJob { class_names: Some(vec!["a".into(), "b".into(), "c".into()]), ..job.clone() };
+    let err = pipeline::train_classifier(&three).unwrap_err().to_string();
+    assert!(
+        err.starts_with("--class-names gives 3 names, but the labels in ") && err.ends_with("have 10 classes (0–9)"),
+        "{err}"
+    );
     let o = pipeline::train_classifier(&job).unwrap();
     assert!(o.last.val_accuracy.unwrap() > 0.6, "{:?}", o.last);
     assert!(o.test_accuracy.unwrap() > 0.6, "{:?}", o.test_accuracy);
     let report = std::fs::read_to_string(out.join("test_report.txt")).unwrap();
     assert!(report.contains("weighted avg") && report.contains("confusion matrix"), "{report}");
+    assert!(report.contains("       seven "), "the report names the classes: {report}");
     for f in ["accuracy.png", "correct.png", "incorrect.png", "test_metrics.json"] {
         assert!(out.join(f).is_file(), "{f} missing");
     }

@@ -67,7 +67,18 @@ pub fn train_classifier(job: &ClassifierJob) -> Result<Outcome, TrainError> {
     };
     let model = ClassifierConfig { encoder, fc_units: t.fc_units, classes };
     model.validate()?;
-    let class_names: Vec<String> = (0..classes).map(|c| c.to_string()).collect();
+    let class_names: Vec<String> = match &job.class_names {
+        Some(names) if names.len() != classes => {
+            return Err(TrainError::Invalid(format!(
+                "--class-names gives {} names, but the labels in {} have {classes} classes (0–{})",
+                names.len(),
+                job.labels.display(),
+                classes.saturating_sub(1)
+            )))
+        }
+        Some(names) => names.clone(),
+        None => (0..classes).map(|c| c.to_string()).collect(),
+    };
     let cfg = RunConfig {
         model: ModelConfig::Classifier {
             model: model.clone(),
@@ -127,4 +138,31 @@ pub fn train_classifier(job: &ClassifierJob) -> Result<Outcome, TrainError> {
         );
     }
     Ok(Outcome { run: run.path.clone(), last, train_seconds, test_accuracy })
+}
+
+/// Class names from `--class-names`: a file with one name per line (blank
+/// lines skipped), or a comma-separated list.
+pub fn parse_class_names(spec: &str) -> Result<Vec<String>, TrainError> {
+    let path = std::path::Path::new(spec);
+    let (names, source): (Vec<String>, String) = if path.is_file() {
+        let text = std::fs::read_to_string(path).map_err(TrainError::io(path, "cannot read the class names"))?;
+        (text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect(), path.display().to_string())
+    } else {
+        (spec.split(',').map(|n| n.trim().to_string()).collect(), "--class-names".to_string())
+    };
+    if let Some(i) = names.iter().position(String::is_empty) {
+        return Err(TrainError::Invalid(format!("{source}: class name {} is empty", i + 1)));
+    }
+    for (i, n) in names.iter().enumerate() {
+        if names[..i].contains(n) {
+            return Err(TrainError::Invalid(format!("{source}: class name {n:?} appears twice")));
+        }
+    }
+    if names.len() < 2 {
+        return Err(TrainError::Invalid(format!(
+            "{source}: {} class name(s), expected one per class (at least 2)",
+            names.len()
+        )));
+    }
+    Ok(names)
 }

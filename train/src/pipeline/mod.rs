@@ -7,7 +7,7 @@ mod classifier;
 use std::path::PathBuf;
 
 pub use autoencoder::train_autoencoder;
-pub use classifier::train_classifier;
+pub use classifier::{parse_class_names, train_classifier};
 
 use crate::config::{AutoencoderTraining, ClassifierTraining, TrainSettings};
 use infer::interrupt;
@@ -43,6 +43,8 @@ pub struct ClassifierJob {
     pub labels: PathBuf,
     /// Test images and labels for the final report.
     pub test: Option<(PathBuf, PathBuf)>,
+    /// One name per class (label 0 first); `None`: the labels' numbers.
+    pub class_names: Option<Vec<String>>,
     pub training: ClassifierTraining,
     pub common: Common,
 }
