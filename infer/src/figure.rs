@@ -120,20 +120,8 @@ pub struct XAxis {
 }
 
 /// A line chart with markers and a legend; a log y axis when `log_y` and
-/// every value is positive.
+/// every value is positive; `x_axis` for whole-number ticks or a marker.
 pub fn line_chart(
-    path: &Path,
-    title: &str,
-    x_label: &str,
-    y_label: &str,
-    series: &[Series],
-    log_y: bool,
-) -> io::Result<()> {
-    line_chart_with(path, title, x_label, y_label, series, log_y, &XAxis::default())
-}
-
-/// [`line_chart`] with an x axis of integers and/or a marker line.
-pub fn line_chart_with(
     path: &Path,
     title: &str,
     x_label: &str,

@@ -180,38 +180,28 @@ pub struct TensorProto {
 }
 
 impl TensorProto {
-    /// A float32 initializer, stored little-endian in `raw_data` as the
-    /// schema prescribes.
+    /// An initializer of `data_type` with its values little-endian in
+    /// `raw_data`, as the schema prescribes.
+    fn raw(name: &str, dims: &[i64], data_type: i32, raw_data: Vec<u8>) -> Self {
+        TensorProto { dims: dims.to_vec(), data_type, name: name.into(), raw_data, ..Default::default() }
+    }
+
     pub fn f32(name: &str, dims: &[i64], values: &[f32]) -> Self {
-        TensorProto {
-            dims: dims.to_vec(),
-            data_type: data_type::FLOAT,
-            name: name.into(),
-            raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            ..Default::default()
-        }
+        Self::raw(name, dims, data_type::FLOAT, values.iter().flat_map(|v| v.to_le_bytes()).collect())
     }
 
-    /// An int8 initializer (quantized weights, zero points).
+    /// Quantized weights, zero points.
     pub fn i8(name: &str, dims: &[i64], values: &[i8]) -> Self {
-        TensorProto {
-            dims: dims.to_vec(),
-            data_type: data_type::INT8,
-            name: name.into(),
-            raw_data: values.iter().map(|&v| v as u8).collect(),
-            ..Default::default()
-        }
+        Self::raw(name, dims, data_type::INT8, values.iter().map(|&v| v as u8).collect())
     }
 
-    /// An int32 initializer (quantized biases).
+    /// Quantized biases.
     pub fn i32(name: &str, dims: &[i64], values: &[i32]) -> Self {
-        TensorProto {
-            dims: dims.to_vec(),
-            data_type: data_type::INT32,
-            name: name.into(),
-            raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            ..Default::default()
-        }
+        Self::raw(name, dims, data_type::INT32, values.iter().flat_map(|v| v.to_le_bytes()).collect())
+    }
+
+    pub fn i64(name: &str, dims: &[i64], values: &[i64]) -> Self {
+        Self::raw(name, dims, data_type::INT64, values.iter().flat_map(|v| v.to_le_bytes()).collect())
     }
 
     /// The values of a float32 initializer (raw or `float_data`).
@@ -227,16 +217,6 @@ impl TensorProto {
             return None;
         }
         Some(chunks.map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
-    }
-
-    pub fn i64(name: &str, dims: &[i64], values: &[i64]) -> Self {
-        TensorProto {
-            dims: dims.to_vec(),
-            data_type: data_type::INT64,
-            name: name.into(),
-            raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            ..Default::default()
-        }
     }
 }
 

@@ -164,7 +164,7 @@ pub fn val_loss_curves(
     target: f64,
     out: &Path,
 ) -> Result<serde_json::Value, TrainError> {
-    use infer::figure::{line_chart, Series};
+    use infer::figure::{line_chart, Series, XAxis};
     let mut series = Vec::new();
     let mut crossings = serde_json::Map::new();
     let mut end = 0f64;
@@ -193,7 +193,8 @@ pub fn val_loss_curves(
         series.push(Series { name: label.clone(), points });
     }
     series.push(Series { name: format!("target {target}"), points: vec![(0.0, target), (end, target)] });
-    line_chart(out, "autoencoder validation MSE against training time", "minutes", "val MSE", &series, true)
+    let title = "autoencoder validation MSE against training time";
+    line_chart(out, title, "minutes", "val MSE", &series, true, &XAxis::default())
         .map_err(TrainError::io(out, "cannot write"))?;
     Ok(serde_json::Value::Object(crossings))
 }

@@ -255,6 +255,7 @@ impl Explorer {
                     Series { name: "val_loss".into(), points: pts(&|o| Some(o.last.val_loss)) },
                 ],
                 true,
+                &figure::XAxis::default(),
             )
             .map_err(TrainError::io(&path, "cannot write"))?;
             files.push(path);
@@ -270,6 +271,7 @@ impl Explorer {
                         Series { name: "val_accuracy".into(), points: pts(&|o| o.last.val_accuracy) },
                     ],
                     false,
+                    &figure::XAxis::default(),
                 )
                 .map_err(TrainError::io(&path, "cannot write"))?;
                 files.push(path);

@@ -33,8 +33,7 @@ pub fn plot_history(
     let chart = |name: &str, title: &str, y: &str, series: [Curve; 2], log| {
         let p = run.file(name);
         let series = series.map(|(name, f)| Series { name: name.into(), points: pts(f) });
-        figure::line_chart_with(&p, title, "epoch", y, &series, log, &x_axis)
-            .map_err(TrainError::io(&p, "cannot write"))
+        figure::line_chart(&p, title, "epoch", y, &series, log, &x_axis).map_err(TrainError::io(&p, "cannot write"))
     };
     chart(
         "loss.png",

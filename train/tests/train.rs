@@ -236,7 +236,7 @@ fn int8_export_calibrates_gates_and_records() {
             .map(|(k, (lo, hi))| (k, (lo / 1000.0, hi / 1000.0)))
             .collect();
     let broken = train::export::quantize::quantize(&float, &narrow, WeightRange::Reduced, &BTreeMap::new()).unwrap();
-    let g = train::export::int8::compare("autoencoder", &float, &broken, &out, &images).unwrap();
+    let g = train::export::int8::compare(Graph::Autoencoder, &float, &broken, &out, &images).unwrap();
     assert!(!g.passed && g.int8 > g.float * 1.5, "{g:?}");
 }
 

@@ -16,6 +16,7 @@ use crate::data::{self, Rng};
 use crate::error::TrainError;
 use crate::run_dir::{sha256_bytes, sha256_file, RunConfig};
 
+use super::onnx::Graph;
 use super::quantize::{self, CalibrationMethod, RangeObserver, WeightRange};
 
 /// Calibration images by default.
@@ -162,10 +163,10 @@ impl Gate {
 }
 
 /// Runs both models (`name` in messages) on the validation images and
-/// compares what each graph is for (`kind`): the classifier's accuracy,
-/// the autoencoder's MSE, the encoder's embedding (reported, not gated).
+/// compares what each graph is for: the classifier's accuracy, the
+/// autoencoder's MSE, the encoder's embedding (reported, not gated).
 pub fn compare(
-    kind: &str,
+    graph: Graph,
     float: &ModelProto,
     int8: &ModelProto,
     name: &Path,
@@ -180,8 +181,8 @@ pub fn compare(
             return Err(TrainError::Cancelled);
         }
         let (fo, qo) = (float.run(x, n)?, int8.run(x, n)?);
-        match kind {
-            "classifier" => {
+        match graph {
+            Graph::Classifier => {
                 let labels = images.val_labels.as_ref().ok_or_else(|| TrainError::Runtime("no labels".into()))?;
                 let correct = |outs: &[infer::session::Output]| -> usize {
                     let p = outs.iter().find(|o| o.name == "probabilities").expect("classifier output");
@@ -194,14 +195,14 @@ pub fn compare(
                 f_sum += correct(&fo) as f64;
                 q_sum += correct(&qo) as f64;
             }
-            "autoencoder" => {
+            Graph::Autoencoder => {
                 let sq = |outs: &[infer::session::Output]| -> f64 {
                     outs[0].values.iter().zip(x).map(|(r, p)| ((r - p) as f64).powi(2)).sum()
                 };
                 f_sum += sq(&fo);
                 q_sum += sq(&qo);
             }
-            _ => {
+            Graph::Encoder => {
                 for (a, b) in fo[0].values.iter().zip(qo[0].values.iter()) {
                     q_sum += ((a - b) as f64).powi(2);
                     norm += (*a as f64).powi(2);
@@ -211,8 +212,8 @@ pub fn compare(
         seen += n;
     }
     let images_n = images.val_count;
-    Ok(match kind {
-        "classifier" => {
+    Ok(match graph {
+        Graph::Classifier => {
             let (f, q) = (f_sum / seen as f64, q_sum / seen as f64);
             Gate {
                 metric: "val_accuracy",
@@ -223,7 +224,7 @@ pub fn compare(
                 passed: q >= f - MAX_ACCURACY_DROP - 1e-12,
             }
         }
-        "autoencoder" => {
+        Graph::Autoencoder => {
             let per = (seen * images.pixels) as f64;
             let (f, q) = (f_sum / per, q_sum / per);
             Gate {
@@ -235,7 +236,7 @@ pub fn compare(
                 passed: q <= f * (1.0 + MAX_MSE_RISE),
             }
         }
-        _ => Gate {
+        Graph::Encoder => Gate {
             metric: "embedding_relative_error",
             float: 0.0,
             int8: (q_sum / norm.max(f64::MIN_POSITIVE)).sqrt(),
@@ -252,11 +253,10 @@ pub struct Quantized {
     pub gate: Gate,
 }
 
-/// The int8 model of the float `model` (`kind`: classifier, autoencoder
-/// or encoder), calibrated on and gated against `images`; `target` names
-/// it in messages.
+/// The int8 model of the float `model` of `graph`, calibrated on and gated
+/// against `images`; `target` names it in messages.
 pub fn quantize_model(
-    kind: &str,
+    graph: Graph,
     model: &ModelProto,
     target: &Path,
     images: &RunImages,
@@ -280,7 +280,7 @@ pub fn quantize_model(
     meta.insert("calibration_source".into(), "the run's training split (seeded draw)".into());
     meta.insert("float_model_sha256".into(), sha256_bytes(&float_bytes));
     let mut int8 = quantize::quantize(model, &ranges, opts.weights, &meta).map_err(bad)?;
-    let g = compare(kind, model, &int8, target, images)?;
+    let g = compare(graph, model, &int8, target, images)?;
     // The gate's figures join the metadata of the graph they were measured on.
     let gate_meta = [
         ("int8_gate".to_string(), g.summary()),

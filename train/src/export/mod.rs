@@ -83,7 +83,7 @@ type Reference = Box<dyn Fn(&Tensor) -> Vec<Tensor>>;
 
 /// A graph ready to write, with the tch reference to check it against.
 struct Pending {
-    name: &'static str,
+    graph: Graph,
     model: infer::onnx::ModelProto,
     reference: Reference,
     /// The run whose data the weights were trained on (int8 calibration).
@@ -183,7 +183,7 @@ fn pending(run: &RunDir, encoder: EncoderSource) -> Result<(Vec<Pending>, Autoen
                 .map_err(|msg| TrainError::BadRun { path: run.file(WEIGHTS), msg })?;
             let c = clf.clone();
             out.push(Pending {
-                name: "classifier",
+                graph: Graph::Classifier,
                 model: m,
                 reference: Box::new(move |x| {
                     let logits = c.logits(x);
@@ -197,7 +197,7 @@ fn pending(run: &RunDir, encoder: EncoderSource) -> Result<(Vec<Pending>, Autoen
                 let m = onnx::autoencoder_model(&w, &model.encoder, Graph::Encoder, &meta)
                     .map_err(|msg| TrainError::BadRun { path: run.file(WEIGHTS), msg })?;
                 fine_tuned = Some(Pending {
-                    name: "encoder",
+                    graph: Graph::Encoder,
                     model: m,
                     reference: Box::new(move |x| vec![clf.encoder.forward_t(x, false)]),
                     source,
@@ -218,7 +218,7 @@ fn pending(run: &RunDir, encoder: EncoderSource) -> Result<(Vec<Pending>, Autoen
     let a = ae.clone();
     let source = Rc::new(ae_cfg_full.clone());
     out.push(Pending {
-        name: "autoencoder",
+        graph: Graph::Autoencoder,
         model: m,
         reference: Box::new(move |x| vec![a.forward_t(x, false)]),
         source: source.clone(),
@@ -230,7 +230,7 @@ fn pending(run: &RunDir, encoder: EncoderSource) -> Result<(Vec<Pending>, Autoen
             let m = onnx::autoencoder_model(&w, &ae_cfg, Graph::Encoder, &meta)
                 .map_err(|msg| TrainError::BadRun { path: ae_run.file(WEIGHTS), msg })?;
             out.push(Pending {
-                name: "encoder",
+                graph: Graph::Encoder,
                 model: m,
                 reference: Box::new(move |x| vec![ae.encode(x, false)]),
                 source,
@@ -313,7 +313,7 @@ pub fn export(job: &ExportJob) -> Result<Vec<Exported>, TrainError> {
             if interrupt::requested() {
                 return Err(TrainError::Cancelled);
             }
-            let tmp = stage(&mut staged, &format!("{}.onnx", p.name), &p.model.to_bytes())?;
+            let tmp = stage(&mut staged, &format!("{}.onnx", p.graph.name()), &p.model.to_bytes())?;
             let mut session = ModelSession::open(&tmp, &SessionOptions { device: OrtDevice::Cpu, threads: None })?;
             let diff = max_abs_diff(&mut session, &*p.reference, &x)?;
             let done = &mut staged.last_mut().expect("just staged").1;
@@ -331,8 +331,8 @@ pub fn export(job: &ExportJob) -> Result<Vec<Exported>, TrainError> {
                     images.push((p.source.clone(), RunImages::of(&p.source, opts.calibration_images)?));
                 }
                 let (_, data) = images.iter().find(|(c, _)| Rc::ptr_eq(c, &p.source)).expect("loaded");
-                let file = format!("{}.int8.onnx", p.name);
-                let q = int8::quantize_model(p.name, &p.model, &job.out.join(&file), data, opts)?;
+                let file = format!("{}.int8.onnx", p.graph.name());
+                let q = int8::quantize_model(p.graph, &p.model, &job.out.join(&file), data, opts)?;
                 if opts.gate && !q.gate.passed {
                     return Err(TrainError::Int8Gate { path: job.out.join(&file), summary: q.gate.summary() });
                 }

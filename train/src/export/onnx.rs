@@ -32,6 +32,17 @@ pub enum Graph {
     Classifier,
 }
 
+impl Graph {
+    /// The file stem: `classifier` → classifier.onnx, classifier.int8.onnx.
+    pub fn name(self) -> &'static str {
+        match self {
+            Graph::Autoencoder => "autoencoder",
+            Graph::Encoder => "encoder",
+            Graph::Classifier => "classifier",
+        }
+    }
+}
+
 /// A conv with its BatchNorm folded in: (shape, weight, bias).
 type FoldedConv = (Vec<i64>, Vec<f32>, Vec<f32>);
 

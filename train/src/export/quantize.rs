@@ -269,6 +269,9 @@ impl Rewrite {
     fn quantize_weight(&mut self, w: &TensorProto, range: WeightRange) -> Result<(String, Vec<f32>), String> {
         let values = w.f32_values().ok_or_else(|| format!("initializer {} is not float32", w.name))?;
         let channels = *w.dims.first().ok_or_else(|| format!("initializer {} has no dimensions", w.name))? as usize;
+        if channels == 0 || values.len() % channels != 0 {
+            return Err(format!("initializer {} has {} values for {channels} output channels", w.name, values.len()));
+        }
         let q = quantize_per_channel(&values, channels, range.qmax());
         let (name, scale, zp, dq) = (
             format!("{}.int8", w.name),
