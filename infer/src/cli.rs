@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::cli_values::choice;
 
 use infer::commands::{self, ClassifyOptions, Format, ReconstructOptions, RunOptions};
-use infer::input::Preprocess;
+use infer::preprocess::{Fit, Invert, Preprocess};
 use infer::session::{Device, SessionOptions};
 
 #[derive(Debug, Parser)]
@@ -39,9 +39,9 @@ pub struct RunArgs {
     /// The ONNX model.
     #[arg(long)]
     pub model: PathBuf,
-    /// Images: an IDX file (plain or .gz), a PNG/JPEG file, or a directory of them.
-    #[arg(long)]
-    pub images: PathBuf,
+    /// Images: an IDX file (plain or .gz), or PNG/JPEG files and directories of them (sorted by name).
+    #[arg(long, num_args = 1.., required = true)]
+    pub images: Vec<PathBuf>,
     /// Images per ONNX Runtime call.
     #[arg(long, default_value_t = commands::DEFAULT_BATCH)]
     pub batch_size: usize,
@@ -51,25 +51,38 @@ pub struct RunArgs {
     /// Intra-op threads (default: the physical cores).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Scale images of another size to the model's.
-    #[arg(long)]
+    /// How pictures of another size are fitted to the model's.
+    #[arg(long, value_parser = choice::<Fit>(), default_value_t = Fit::Exact)]
+    pub preprocess: Fit,
+    /// Short for --preprocess resize.
+    #[arg(long, conflicts_with = "preprocess")]
     pub resize: bool,
-    /// Invert gray levels (for dark digits on light paper).
+    /// Invert gray levels; bare --invert means always (default: auto with --preprocess mnist, else never).
+    #[arg(long, value_parser = choice::<Invert>(), num_args = 0..=1, default_missing_value = "always")]
+    pub invert: Option<Invert>,
+    /// Leave out pictures that cannot be read (listed and counted) instead of failing.
     #[arg(long)]
-    pub invert: bool,
+    pub skip_bad: bool,
     /// No timing line on stderr.
     #[arg(long, short)]
     pub quiet: bool,
 }
 
 impl RunArgs {
+    fn preprocess(&self) -> Preprocess {
+        let fit = if self.resize { Fit::Resize } else { self.preprocess };
+        let natural = Preprocess::new(fit);
+        Preprocess { invert: self.invert.unwrap_or(natural.invert), ..natural }
+    }
+
     pub fn options(&self) -> RunOptions {
         RunOptions {
             model: self.model.clone(),
             images: self.images.clone(),
             session: SessionOptions { device: self.device, threads: self.threads },
             batch_size: self.batch_size,
-            pre: Preprocess { resize: self.resize, invert: self.invert },
+            pre: self.preprocess(),
+            skip_bad: self.skip_bad,
             quiet: self.quiet,
         }
     }

@@ -18,6 +18,9 @@ pub enum InferError {
     /// An input file that is not what the command needs.
     #[error("{}: {msg}", path.display())]
     Input { path: PathBuf, msg: String },
+    /// Pictures that cannot be decoded or fitted, one line each.
+    #[error("{}", bad_pictures(bad, *total))]
+    BadPictures { bad: Vec<crate::input::BadPicture>, total: usize },
     /// An output that cannot be created where it was asked for.
     #[error("{}: {msg}", path.display())]
     Unwritable { path: PathBuf, msg: String },
@@ -61,6 +64,18 @@ impl InferError {
     pub fn is_broken_pipe(&self) -> bool {
         matches!(self, InferError::Stdout(e) if e.kind() == std::io::ErrorKind::BrokenPipe)
     }
+}
+
+fn bad_pictures(bad: &[crate::input::BadPicture], total: usize) -> String {
+    let head = if bad.len() == total {
+        format!("none of the {total} pictures can be used")
+    } else {
+        format!(
+            "{} of {total} pictures cannot be used; nothing was run or written (--skip-bad leaves them out)",
+            bad.len()
+        )
+    };
+    bad.iter().fold(head, |s, b| s + &format!("\n  {}: {}", b.path.display(), b.reason))
 }
 
 /// Checks before any work that `path` can be created: its directory exists

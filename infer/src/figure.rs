@@ -5,6 +5,7 @@ use std::io;
 use std::path::Path;
 
 use plotters::prelude::*;
+use plotters::style::register_font;
 
 use crate::atomic;
 
@@ -18,6 +19,21 @@ pub struct Tile {
     pub caption: Option<String>,
     /// Caption in red (a wrong prediction) rather than black.
     pub alert: bool,
+}
+
+/// The one font family every figure uses.
+const FONT: &str = "sans-serif";
+
+/// Registers the embedded DejaVu Sans under [`FONT`] on first use, so figures
+/// draw the same text on every machine without fontconfig or system fonts.
+fn embedded_font() -> io::Result<()> {
+    static REGISTERED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let ok = *REGISTERED.get_or_init(|| register_font(FONT, FontStyle::Normal, dejavu::sans::regular()).is_ok());
+    if ok {
+        Ok(())
+    } else {
+        Err(io::Error::other("the embedded DejaVu Sans font could not be parsed"))
+    }
 }
 
 fn draw_err<E: std::fmt::Debug>(e: E) -> io::Error {
@@ -36,6 +52,7 @@ fn save_rgb(path: &Path, buf: Vec<u8>, w: u32, h: u32) -> io::Result<()> {
 /// A grid of tiles, `cols` per row, each magnified `scale` times, with an
 /// optional title above and each tile's caption under it.
 pub fn image_grid(path: &Path, title: Option<&str>, tiles: &[Tile], cols: usize, scale: usize) -> io::Result<()> {
+    embedded_font()?;
     let cols = cols.max(1).min(tiles.len().max(1));
     let rows = tiles.len().div_ceil(cols).max(1);
     let (th, tw) = tiles.first().map(|t| (t.height, t.width)).unwrap_or((28, 28));
@@ -50,7 +67,7 @@ pub fn image_grid(path: &Path, title: Option<&str>, tiles: &[Tile], cols: usize,
         let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
         root.fill(&WHITE).map_err(draw_err)?;
         if let Some(t) = title {
-            root.draw_text(t, &("sans-serif", 18).into_font().color(&BLACK), (8, 4)).map_err(draw_err)?;
+            root.draw_text(t, &(FONT, 18).into_font().color(&BLACK), (8, 4)).map_err(draw_err)?;
         }
         for (i, tile) in tiles.iter().enumerate() {
             let (r, c) = (i / cols, i % cols);
@@ -69,7 +86,7 @@ pub fn image_grid(path: &Path, title: Option<&str>, tiles: &[Tile], cols: usize,
             }
             if let Some(cap) = &tile.caption {
                 let color = if tile.alert { RGBColor(200, 0, 0) } else { BLACK };
-                let style = ("sans-serif", 12).into_font().color(&color);
+                let style = (FONT, 12).into_font().color(&color);
                 let cx = (c * cell_w + 8) as i32;
                 root.draw_text(cap, &style, (cx, y0 + (th * scale) as i32 + 2)).map_err(draw_err)?;
             }
@@ -130,6 +147,7 @@ pub fn line_chart(
     log_y: bool,
     x_axis: &XAxis,
 ) -> io::Result<()> {
+    embedded_font()?;
     let (w, h) = (800u32, 500u32);
     let mut buf = vec![255u8; (w * h * 3) as usize];
     let pts = || series.iter().flat_map(|s| s.points.iter());
@@ -150,7 +168,7 @@ pub fn line_chart(
         let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
         root.fill(&WHITE).map_err(draw_err)?;
         let mut builder = ChartBuilder::on(&root);
-        builder.caption(title, ("sans-serif", 18)).margin(12).x_label_area_size(40).y_label_area_size(80);
+        builder.caption(title, (FONT, 18)).margin(12).x_label_area_size(40).y_label_area_size(80);
         let pad = (x1 - x0) * 0.03;
         // A log axis is drawn as log10 on a linear one, so that its ticks
         // are evenly spaced and all labelled (plotters labels decades only).
@@ -211,6 +229,7 @@ pub fn line_chart(
 
 /// The confusion matrix as a heatmap with counts in the cells.
 pub fn confusion_heatmap(path: &Path, matrix: &[Vec<u64>], names: &[String]) -> io::Result<()> {
+    embedded_font()?;
     let k = matrix.len().max(1);
     let cell = 48usize;
     let margin = 70usize;
@@ -219,7 +238,7 @@ pub fn confusion_heatmap(path: &Path, matrix: &[Vec<u64>], names: &[String]) -> 
     {
         let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
         root.fill(&WHITE).map_err(draw_err)?;
-        let font = ("sans-serif", 13).into_font();
+        let font = (FONT, 13).into_font();
         root.draw_text("predicted →", &font.color(&BLACK), (margin as i32, 8)).map_err(draw_err)?;
         root.draw_text("true ↓", &font.color(&BLACK), (4, margin as i32 - 18)).map_err(draw_err)?;
         for (t, row) in matrix.iter().enumerate() {

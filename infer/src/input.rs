@@ -1,24 +1,31 @@
-//! Image inputs for inference: an IDX file (plain or gzip), one PNG/JPEG
-//! file, or a directory of them. Images are produced batch by batch, so
-//! memory does not grow with the number of images.
+//! Image inputs for inference: one IDX file (plain or gzip), streamed batch
+//! by batch so memory does not grow with the number of images; or picture
+//! files (PNG/JPEG) and directories of them, decoded up front in parallel —
+//! so every unreadable picture is named before anything runs — and held at
+//! the model's size (784 bytes per 28×28 picture).
 
 use std::path::{Path, PathBuf};
 
+use rayon::prelude::*;
+
 use crate::error::InferError;
 use crate::idx::ImageStream;
-
-/// How images that are not the model's size are treated.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Preprocess {
-    /// Resize to the model's H×W instead of failing.
-    pub resize: bool,
-    /// Invert gray levels (dark digits on light paper → MNIST's light on dark).
-    pub invert: bool,
-}
+pub use crate::preprocess::{Fit, Invert, Preprocess};
 
 enum Kind {
     Idx(ImageStream),
-    Files(Vec<PathBuf>),
+    /// Decoded pictures, `[files.len(), H, W]`.
+    Files {
+        files: Vec<PathBuf>,
+        pixels: Vec<u8>,
+    },
+}
+
+/// A picture that could not be used, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadPicture {
+    pub path: PathBuf,
+    pub reason: String,
 }
 
 /// A sequence of grayscale images of the model's size.
@@ -30,6 +37,7 @@ pub struct ImageSource {
     height: usize,
     width: usize,
     pre: Preprocess,
+    skipped: Vec<BadPicture>,
 }
 
 impl std::fmt::Debug for ImageSource {
@@ -46,51 +54,117 @@ fn is_picture(p: &Path) -> bool {
 }
 
 impl ImageSource {
-    /// Opens `path` for a model taking `height × width` images.
-    pub fn open(path: &Path, height: usize, width: usize, pre: Preprocess) -> Result<ImageSource, InferError> {
-        let input = |msg: String| InferError::Input { path: path.to_path_buf(), msg };
-        if path.is_dir() {
-            let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-                .map_err(|e| input(e.to_string()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.is_file() && is_picture(p))
-                .collect();
-            files.sort();
-            if files.is_empty() {
-                return Err(input("directory has no PNG or JPEG images".into()));
-            }
-            let count = files.len();
-            return Ok(ImageSource { kind: Kind::Files(files), path: path.into(), count, next: 0, height, width, pre });
+    /// Opens `paths` for a model taking `height × width` images: one IDX
+    /// file, or any mix of picture files and directories (each directory's
+    /// pictures in file-name order, not recursive). An unreadable picture
+    /// is an error naming every one of them, unless `skip_bad` is set; then
+    /// they are left out and listed by [`ImageSource::skipped`].
+    pub fn open(
+        paths: &[PathBuf],
+        height: usize,
+        width: usize,
+        pre: Preprocess,
+        skip_bad: bool,
+    ) -> Result<ImageSource, InferError> {
+        let first = paths.first().ok_or_else(|| InferError::Usage("no --images given".into()))?;
+        if paths.len() == 1 && !first.is_dir() && !is_picture(first) {
+            return ImageSource::open_idx(first, height, width, pre);
         }
-        if is_picture(path) {
-            if !path.exists() {
-                return Err(input("no such file".into()));
+        let mut files = Vec::new();
+        for path in paths {
+            let input = |msg: String| InferError::Input { path: path.to_path_buf(), msg };
+            if path.is_dir() {
+                let mut found: Vec<PathBuf> = std::fs::read_dir(path)
+                    .map_err(|e| input(e.to_string()))?
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.is_file() && is_picture(p))
+                    .collect();
+                found.sort();
+                if found.is_empty() {
+                    return Err(input("directory has no PNG or JPEG images".into()));
+                }
+                files.extend(found);
+            } else if is_picture(path) {
+                if !path.exists() {
+                    return Err(input("no such file".into()));
+                }
+                files.push(path.clone());
+            } else {
+                return Err(input(
+                    "not a PNG/JPEG picture or a directory; an IDX file must be the only --images input".into(),
+                ));
             }
-            return Ok(ImageSource {
-                kind: Kind::Files(vec![path.to_path_buf()]),
-                path: path.into(),
-                count: 1,
-                next: 0,
-                height,
-                width,
-                pre,
+        }
+        let decoded: Vec<Result<Vec<u8>, String>> = files
+            .par_iter()
+            .map(|f| {
+                load_picture(f, height, width, &pre).map_err(|e| match e {
+                    InferError::Input { msg, .. } => msg,
+                    e => e.to_string(),
+                })
+            })
+            .collect();
+        let mut kept = Vec::with_capacity(files.len());
+        let mut pixels = Vec::with_capacity(files.len() * height * width);
+        let mut bad = Vec::new();
+        for (path, result) in files.into_iter().zip(decoded) {
+            match result {
+                Ok(px) => {
+                    pixels.extend(px);
+                    kept.push(path);
+                }
+                Err(reason) => bad.push(BadPicture { path, reason }),
+            }
+        }
+        if bad.len() == 1 && kept.is_empty() {
+            let b = bad.remove(0);
+            return Err(InferError::Input { path: b.path, msg: b.reason });
+        }
+        if !bad.is_empty() && (!skip_bad || kept.is_empty()) {
+            return Err(InferError::BadPictures { total: kept.len() + bad.len(), bad });
+        }
+        let count = kept.len();
+        Ok(ImageSource {
+            kind: Kind::Files { files: kept, pixels },
+            path: first.clone(),
+            count,
+            next: 0,
+            height,
+            width,
+            pre,
+            skipped: bad,
+        })
+    }
+
+    fn open_idx(path: &Path, height: usize, width: usize, pre: Preprocess) -> Result<ImageSource, InferError> {
+        let stream = ImageStream::open(path)?;
+        if (stream.rows, stream.cols) != (height, width) && pre.fit == Fit::Exact {
+            return Err(InferError::Input {
+                path: path.to_path_buf(),
+                msg: format!(
+                    "images are {}×{}, the model takes {height}×{width} (pass --preprocess resize or --preprocess mnist)",
+                    stream.rows, stream.cols
+                ),
             });
         }
-        let stream = ImageStream::open(path)?;
-        if (stream.rows, stream.cols) != (height, width) && !pre.resize {
-            return Err(input(format!(
-                "images are {}×{}, the model takes {height}×{width} (pass --resize to scale them)",
-                stream.rows, stream.cols
-            )));
-        }
         let count = stream.count;
-        Ok(ImageSource { kind: Kind::Idx(stream), path: path.into(), count, next: 0, height, width, pre })
+        Ok(ImageSource {
+            kind: Kind::Idx(stream),
+            path: path.into(),
+            count,
+            next: 0,
+            height,
+            width,
+            pre,
+            skipped: Vec::new(),
+        })
     }
 
     pub fn count(&self) -> usize {
         self.count
     }
 
+    /// The first input path (the IDX file, or the first picture or directory).
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -99,9 +173,14 @@ impl ImageSource {
     /// sorted by path); `None` for an IDX file, whose images are indexed.
     pub fn files(&self) -> Option<&[PathBuf]> {
         match &self.kind {
-            Kind::Files(files) => Some(files),
+            Kind::Files { files, .. } => Some(files),
             Kind::Idx(_) => None,
         }
+    }
+
+    /// Pictures left out under `skip_bad`, in input order.
+    pub fn skipped(&self) -> &[BadPicture] {
+        &self.skipped
     }
 
     /// The next up to `n` images as u8 pixels `[n, H, W]`, `None` at the end.
@@ -110,59 +189,49 @@ impl ImageSource {
             return Ok(None);
         }
         let (h, w) = (self.height, self.width);
-        let mut pixels = match &mut self.kind {
+        let pixels = match &mut self.kind {
             Kind::Idx(stream) => {
                 let (sh, sw) = (stream.rows, stream.cols);
                 let raw = stream.next_batch(n)?.unwrap_or_default();
-                if (sh, sw) == (h, w) {
+                if (sh, sw) == (h, w) && self.pre.invert == Invert::Never && self.pre.fit != Fit::Mnist {
                     raw
                 } else {
-                    raw.chunks_exact(sh * sw).flat_map(|img| resize(img, sw, sh, w, h)).collect()
+                    let mut out = Vec::with_capacity(raw.len() / (sh * sw) * h * w);
+                    for img in raw.chunks_exact(sh * sw) {
+                        let gray =
+                            image::GrayImage::from_raw(sw as u32, sh as u32, img.to_vec()).expect("size matches");
+                        out.extend(
+                            self.pre
+                                .apply(gray, h, w)
+                                .map_err(|msg| InferError::Input { path: self.path.clone(), msg })?,
+                        );
+                    }
+                    out
                 }
             }
-            Kind::Files(files) => {
-                let end = (self.next + n).min(files.len());
-                let mut out = Vec::with_capacity((end - self.next) * h * w);
-                for p in &files[self.next..end] {
-                    out.extend(load_picture(p, h, w, self.pre.resize)?);
-                }
-                out
+            Kind::Files { pixels, .. } => {
+                let end = (self.next + n).min(self.count);
+                pixels[self.next * h * w..end * h * w].to_vec()
             }
         };
-        if self.pre.invert {
-            for p in &mut pixels {
-                *p = 255 - *p;
-            }
-        }
         self.next += pixels.len() / (h * w);
         Ok(Some(pixels))
     }
 }
 
-fn resize(img: &[u8], w: usize, h: usize, to_w: usize, to_h: usize) -> Vec<u8> {
-    let buf = image::GrayImage::from_raw(w as u32, h as u32, img.to_vec()).expect("size matches");
-    image::imageops::resize(&buf, to_w as u32, to_h as u32, image::imageops::FilterType::Triangle).into_raw()
-}
-
-/// A PNG/JPEG file as grayscale of the model's size.
-fn load_picture(path: &Path, h: usize, w: usize, allow_resize: bool) -> Result<Vec<u8>, InferError> {
+/// A PNG/JPEG file as the model's `h × w` grayscale pixels.
+fn load_picture(path: &Path, h: usize, w: usize, pre: &Preprocess) -> Result<Vec<u8>, InferError> {
     let bytes = std::fs::read(path).map_err(|e| InferError::Input { path: path.to_path_buf(), msg: e.to_string() })?;
-    decode_picture(path, &bytes, h, w, allow_resize)
+    decode_picture(path, &bytes, h, w, pre)
 }
 
 /// Largest picture accepted, in pixels: decoding allocates width × height,
 /// so a lying header must not be able to ask for gigabytes.
 pub const MAX_PICTURE_PIXELS: u64 = 64 << 20;
 
-/// Decodes PNG/JPEG bytes to grayscale `h × w` pixels (`path` names it in
-/// messages).
-pub fn decode_picture(
-    path: &Path,
-    bytes: &[u8],
-    h: usize,
-    w: usize,
-    allow_resize: bool,
-) -> Result<Vec<u8>, InferError> {
+/// Decodes PNG/JPEG bytes to the model's `h × w` grayscale pixels through
+/// `pre` (`path` names it in messages).
+pub fn decode_picture(path: &Path, bytes: &[u8], h: usize, w: usize, pre: &Preprocess) -> Result<Vec<u8>, InferError> {
     let input = |msg: String| InferError::Input { path: path.to_path_buf(), msg };
     let reader = image::io::Reader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
@@ -181,13 +250,18 @@ pub fn decode_picture(
     limits.max_alloc = Some(MAX_PICTURE_PIXELS * 8);
     reader.limits(limits);
     let img = reader.decode().map_err(|e| input(format!("not a readable PNG/JPEG image: {e}")))?;
-    let gray = img.to_luma8();
-    let (iw, ih) = (gray.width() as usize, gray.height() as usize);
-    if (ih, iw) == (h, w) {
-        return Ok(gray.into_raw());
+    pre.apply(luma_on_white(img), h, w).map_err(input)
+}
+
+/// Grayscale, with any transparency composited onto white paper — how a
+/// viewer shows a drawing saved with a transparent background.
+fn luma_on_white(img: image::DynamicImage) -> image::GrayImage {
+    if !img.color().has_alpha() {
+        return img.to_luma8();
     }
-    if !allow_resize {
-        return Err(input(format!("image is {ih}×{iw}, the model takes {h}×{w} (pass --resize to scale it)")));
-    }
-    Ok(resize(gray.as_raw(), iw, ih, w, h))
+    let la = img.to_luma_alpha8();
+    image::GrayImage::from_fn(la.width(), la.height(), |x, y| {
+        let [l, a] = la.get_pixel(x, y).0;
+        image::Luma([((l as u32 * a as u32 + 255 * (255 - a as u32)) / 255) as u8])
+    })
 }

@@ -12,5 +12,6 @@ pub mod input;
 pub mod interrupt;
 pub mod npy;
 pub mod onnx;
+pub mod preprocess;
 pub mod report;
 pub mod session;

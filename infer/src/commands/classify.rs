@@ -14,7 +14,7 @@ use crate::npy::NpyWriter;
 use crate::onnx::Dim;
 use crate::report;
 
-use super::{class_names, open, peak_rss_mib, print, print_json, stream, timing_line, Format, RunOptions};
+use super::{class_names, inputs_json, open, peak_rss_mib, print, print_json, stream, timing_line, Format, RunOptions};
 
 #[derive(Debug, Clone, Default)]
 pub struct ClassifyOptions {
@@ -138,7 +138,7 @@ pub fn classify(opts: &RunOptions, c: &ClassifyOptions, out: &mut dyn Write) -> 
     let mut text = String::new();
     let mut doc = json!({
         "model": opts.model.display().to_string(),
-        "images": opts.images.display().to_string(),
+        "input": inputs_json(opts, &source),
         "count": n,
         "execution_provider": provider,
         "batch_size": opts.batch_size,
@@ -149,9 +149,27 @@ pub fn classify(opts: &RunOptions, c: &ClassifyOptions, out: &mut dyn Write) -> 
     // Picture inputs: which file got which class (the first few on screen,
     // all of them in the JSON and the predictions CSV).
     if let Some(files) = source.files() {
-        let width = files.iter().take(PER_FILE_LINES).map(|f| f.display().to_string().len()).max().unwrap_or(0);
+        let _ = writeln!(
+            text,
+            "{} pictures ({}; preprocess {}, invert {}){}",
+            files.len(),
+            if opts.images.iter().any(|p| p.is_dir()) {
+                "directories in file-name order"
+            } else {
+                "in the order given"
+            },
+            opts.pre.fit,
+            opts.pre.invert,
+            match source.skipped().len() {
+                0 => String::new(),
+                k => format!(", {k} unreadable skipped (named on stderr)"),
+            }
+        );
+        let width =
+            files.iter().take(PER_FILE_LINES).map(|f| f.display().to_string().chars().count()).max().unwrap_or(0);
+        let nw = names.iter().map(|n| n.chars().count()).max().unwrap_or(0);
         for (i, f) in files.iter().enumerate().take(PER_FILE_LINES) {
-            let _ = writeln!(text, "{:<width$}  {}  {:.1}%", f.display(), names[preds[i]], confs[i] * 100.0);
+            let _ = writeln!(text, "{:<width$}  {:<nw$}  {:5.1}%", f.display(), names[preds[i]], confs[i] * 100.0);
         }
         if files.len() > PER_FILE_LINES {
             let _ = writeln!(

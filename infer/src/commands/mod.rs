@@ -19,8 +19,9 @@ pub use reconstruct::{median, reconstruct, ReconstructOptions};
 
 use crate::error::InferError;
 use crate::idx::normalize_into;
-use crate::input::{ImageSource, Preprocess};
+use crate::input::ImageSource;
 use crate::interrupt;
+use crate::preprocess::Preprocess;
 use crate::session::{ModelSession, Output, SessionOptions};
 
 /// Output format of reports.
@@ -37,10 +38,13 @@ pub enum Format {
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     pub model: PathBuf,
-    pub images: PathBuf,
+    /// One IDX file, or picture files and directories.
+    pub images: Vec<PathBuf>,
     pub session: SessionOptions,
     pub batch_size: usize,
     pub pre: Preprocess,
+    /// Leave out unreadable pictures instead of failing.
+    pub skip_bad: bool,
     pub quiet: bool,
 }
 
@@ -83,7 +87,14 @@ pub(crate) fn open(opts: &RunOptions, output: &str, what: &str) -> Result<(Model
             msg: format!("model has outputs {have}, expected {what} with output `{output}`"),
         });
     }
-    let source = ImageSource::open(&opts.images, session.height, session.width, opts.pre)?;
+    let source = ImageSource::open(&opts.images, session.height, session.width, opts.pre, opts.skip_bad)?;
+    let skipped = source.skipped();
+    if !skipped.is_empty() {
+        for b in skipped {
+            eprintln!("skipped {}: {}", b.path.display(), b.reason);
+        }
+        eprintln!("skipped {} of {} pictures (--skip-bad)", skipped.len(), skipped.len() + source.count());
+    }
     Ok((session, source))
 }
 
@@ -112,6 +123,20 @@ pub(crate) fn stream(
         return Err(InferError::Interrupted);
     }
     Ok(t0.elapsed().as_secs_f64())
+}
+
+/// The inputs and what was done to them, for JSON reports.
+pub(crate) fn inputs_json(opts: &RunOptions, source: &ImageSource) -> serde_json::Value {
+    serde_json::json!({
+        "images": opts.images.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+        "preprocess": opts.pre.fit.to_string(),
+        "invert": opts.pre.invert.to_string(),
+        "skipped": source
+            .skipped()
+            .iter()
+            .map(|b| serde_json::json!({"path": b.path.display().to_string(), "reason": b.reason}))
+            .collect::<Vec<_>>(),
+    })
 }
 
 pub(crate) fn class_names(session: &ModelSession, classes: usize) -> Vec<String> {

@@ -11,7 +11,7 @@ use crate::figure::{self, Tile};
 use crate::npy::NpyWriter;
 use crate::onnx::Dim;
 
-use super::{open, print, print_json, stream, timing_line, Format, RunOptions};
+use super::{inputs_json, open, print, print_json, stream, timing_line, Format, RunOptions};
 
 #[derive(Debug, Clone, Default)]
 pub struct ReconstructOptions {
@@ -112,8 +112,13 @@ pub fn reconstruct(opts: &RunOptions, r: &ReconstructOptions, out: &mut dyn Writ
             let mut s = format!("images {n}\nmean MSE {mean:.6}\n");
             let (min, max) = (sorted.first().copied().unwrap_or(0.0), sorted.last().copied().unwrap_or(0.0));
             let _ = writeln!(s, "min {min:.6} median {median:.6} max {max:.6}");
+            let files = source.files();
             for (i, e) in mse.iter().enumerate().take(r.count) {
-                let _ = writeln!(s, "image {i}: MSE {e:.6}");
+                match files {
+                    Some(f) => writeln!(s, "{}: MSE {e:.6}", f[i].display()),
+                    None => writeln!(s, "image {i}: MSE {e:.6}"),
+                }
+                .expect("a String takes any write");
             }
             print(out, &s)
         }
@@ -122,6 +127,7 @@ pub fn reconstruct(opts: &RunOptions, r: &ReconstructOptions, out: &mut dyn Writ
             &json!({
                 "model": opts.model.display().to_string(),
                 "images": n,
+                "input": inputs_json(opts, &source),
                 "mean_mse": mean,
                 "median_mse": median,
                 "per_image_mse": mse,
