@@ -22,7 +22,7 @@ export BIN_DIR := $(or $(CARGO_TARGET_DIR),target)/release
 TRAIN := $(BIN_DIR)/train
 INFER := $(BIN_DIR)/infer
 
-.PHONY: all setup setup-infer data build train test bench fuzz clean
+.PHONY: all setup setup-infer data build train fashion test dist web web-deps bench fuzz clean
 
 all: train
 
@@ -48,11 +48,47 @@ train: setup data build
 	$(INFER) classify --model $(MODELS)/classifier.onnx \
 	  --images $(DATA)/t10k-images-idx3-ubyte --labels $(DATA)/t10k-labels-idx1-ubyte
 
-test: setup data build
+test: setup data build dist web-deps
 	cargo test --release --workspace
 	tests/e2e.sh $(VENV) $(DATA)
 	$(PYTHON) tests/interop.py $(MODELS) $(DATA)
 	tests/fresh_export.sh $(DATA)
+	cd web && node test/browser.mjs $(abspath $(INFER)) $(abspath $(DATA)) $(abspath $(BIN_DIR))/../web
+	tests/dist.sh $(DIST) $(VENV) $(DATA)
+
+# Fashion-MNIST end to end, from Debian's package (`apt-get install
+# dataset-fashion-mnist`: the gzip IDX files), with its class names.
+FASHION ?= /usr/share/datasets/fashion-mnist
+FASHION_RUN ?= runs/fashion
+fashion: setup build
+	@test -f $(FASHION)/train-images-idx3-ubyte.gz || { echo "fashion: no $(FASHION)/train-images-idx3-ubyte.gz (apt-get install dataset-fashion-mnist, or FASHION=DIR)" >&2; exit 2; }
+	$(TRAIN) autoencoder --images $(FASHION)/train-images-idx3-ubyte.gz --out $(FASHION_RUN)/autoencoder --force $(ARGS) $(AE_ARGS)
+	$(TRAIN) classifier --autoencoder $(FASHION_RUN)/autoencoder --class-names fixtures/fashion-mnist-classes.txt \
+	  --images $(FASHION)/train-images-idx3-ubyte.gz --labels $(FASHION)/train-labels-idx1-ubyte.gz \
+	  --test-images $(FASHION)/t10k-images-idx3-ubyte.gz --test-labels $(FASHION)/t10k-labels-idx1-ubyte.gz \
+	  --out $(FASHION_RUN)/classifier --force $(ARGS) $(CLF_ARGS)
+	$(TRAIN) export --run $(FASHION_RUN)/classifier --out $(FASHION_RUN)/models
+	$(INFER) classify --model $(FASHION_RUN)/models/classifier.onnx \
+	  --images $(FASHION)/t10k-images-idx3-ubyte.gz --labels $(FASHION)/t10k-labels-idx1-ubyte.gz \
+	  --confusion $(FASHION_RUN)/confusion.png
+
+# The self-contained `infer` bundle: dist/infer-VERSION-linux-x86_64.tar.gz
+# (bin/, lib/libonnxruntime.so*, models/). CUDA=1 bundles onnxruntime-gpu's
+# libraries instead (-cuda.tar.gz; its README lists the CUDA libraries it needs).
+DIST ?= dist
+CUDA ?=
+dist: setup
+	scripts/dist.sh $(VENV) $(MODELS) $(DIST) $(if $(CUDA),cuda,cpu)
+
+# The browser page (web/): onnxruntime-web and protobufjs from web/package-lock.json
+# (npm ci), served by Python's standard static server on localhost.
+WEB_PORT ?= 8000
+web/node_modules/.package-lock.json: web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+web-deps: web/node_modules/.package-lock.json
+web: web-deps
+	@echo "web: open http://127.0.0.1:$(WEB_PORT)/ — the page runs models/classifier.onnx and models/autoencoder.onnx in the browser (Ctrl-C stops the server)"
+	@cd web && python3 -m http.server $(WEB_PORT) --bind 127.0.0.1
 
 # Benchmarks against PyTorch eager and Python onnxruntime (writes BENCHMARKS.md).
 bench: setup data build

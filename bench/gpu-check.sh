@@ -3,7 +3,8 @@
 # (a few epochs, extrapolated to the preset's 100) and `infer classify
 # --device cuda` throughput, printed as a table.
 # usage: bench/gpu-check.sh   (from the repository root; needs pip access
-# for torch and onnxruntime-gpu, ~10 minutes)
+# for torch and onnxruntime-gpu, ~10 minutes; the CUDA libraries the
+# bundle's README lists must be on the loader's path)
 set -euo pipefail
 AE_EPOCHS=${AE_EPOCHS:-3}
 make setup data build >/dev/null
@@ -13,14 +14,15 @@ target/release/train autoencoder --preset paper --epochs "$AE_EPOCHS" --device c
 target/release/train classifier --preset paper --autoencoder runs/gpu/ae --frozen-epochs 1 --epochs 2 --device cuda \
   --out runs/gpu/clf --force --quiet --test-images none
 
-# ONNX Runtime with its CUDA provider lives in its own venv (onnxruntime-gpu
-# and onnxruntime share a package directory) and its own build of infer.
-scripts/setup.sh .venv-gpu bench/requirements-gpu.txt >/dev/null
-CARGO_TARGET_DIR=target-gpu ORT_LIB_PATH="$PWD/.venv-gpu/ort" cargo build --release -p infer >/dev/null 2>&1
+# infer as users get it on a GPU machine: the CUDA bundle (`make dist
+# CUDA=1`: onnxruntime-gpu's libraries next to the binary), unpacked.
+make dist CUDA=1 >/dev/null
+rm -rf runs/gpu/bundle && mkdir -p runs/gpu/bundle
+tar -xzf "$(ls -t dist/infer-*-linux-x86_64-cuda.tar.gz | head -n1)" -C runs/gpu/bundle --strip-components=1
 images=data/mnist/t10k-images-idx3-ubyte labels=data/mnist/t10k-labels-idx1-ubyte
 rows=()
 for b in 256 1024; do
-  line=$(target-gpu/release/infer classify --device cuda --model models/classifier.onnx --images $images \
+  line=$(runs/gpu/bundle/bin/infer classify --device cuda --model models/classifier.onnx --images $images \
          --labels $labels --batch-size $b 2>&1 >/dev/null | grep 'images/s')
   rows+=("| infer classify --device cuda, batch $b | $line |")
 done

@@ -1,8 +1,9 @@
 """Interop check run by `make test`, on the committed models and on models
 exported in the same run: the exported ONNX files pass the ONNX checker
-(full), the ONNX reference evaluator and Python's onnxruntime give the same
-outputs as the Rust `infer` binary, and `infer classify`'s report equals
-scikit-learn's.
+(full), the ONNX reference evaluator, tract (the pure-Rust runtime, through
+its Python binding; every model loaded with a symbolic batch) and Python's
+onnxruntime give the same outputs as the Rust `infer` binary, and `infer
+classify`'s report equals scikit-learn's.
 
 usage: python tests/interop.py MODELS_DIR DATA_DIR [MIN_TEST_ACCURACY]
 """
@@ -15,6 +16,7 @@ import tempfile
 import numpy as np
 import onnx
 import onnxruntime as ort
+import tract
 from onnx.reference import ReferenceEvaluator
 from sklearn.metrics import classification_report
 
@@ -101,6 +103,29 @@ for name, (cmd, flag, output) in runs.items():
         step = quantized_step(model, output)
         check(f"{label}: ONNX reference evaluator ~ onnxruntime", mean <= step / 100 and diff <= 8 * step,
               f"(mean |diff| {mean:.2e}, max {diff:.2e}; output step {step:.2e}, {k} images)")
+    # tract: the batch stays a symbol when the model is typed, and one
+    # runnable serves two batch sizes.
+    typed = tract.onnx().load(path).into_model()
+    batch_dim = str(typed.input_fact(0)).split(",")[0]
+    check(f"{label}: tract loads it with a symbolic batch", not batch_dim.isdigit(), f"(input {typed.input_fact(0)})")
+    # tract names outputs by their nodes; its order is the graph's.
+    at = [o.name for o in model.graph.output].index(output)
+    runnable = typed.into_runnable()
+    tr = np.concatenate([runnable.run([x[:3]])[at].to_numpy(), runnable.run([x[3:]])[at].to_numpy()]).reshape(n, -1)
+    diff = float(np.abs(tr - py).max())
+    if not kind:
+        check(f"{label}: tract == onnxruntime", diff <= 1e-4, f"(max |diff| {diff:.2e}, {n} images in batches of 3 and {n - 3})")
+    elif name == "classifier":
+        a, b = tr.argmax(1), py.argmax(1)
+        top2 = np.sort(py, 1)[:, -2:]
+        bad = int(((a != b) & ((top2[:, 1] - top2[:, 0]) > 0.01)).sum())
+        check(f"{label}: tract and onnxruntime predict the same class", bad == 0,
+              f"({int((a != b).sum())} of {n} differ, {bad} outside a near-tie; max |diff| {diff:.2e})")
+    else:
+        mean = float(np.abs(tr - py).mean())
+        step = quantized_step(model, output)
+        check(f"{label}: tract ~ onnxruntime (both integer kernels)", mean <= step / 100 and diff <= 8 * step,
+              f"(mean |diff| {mean:.2e}, max {diff:.2e}; output step {step:.2e}, {n} images)")
     out = os.path.join(tmp, f"{label}.npy")
     subprocess.run([infer, cmd, "--model", path, "--images", subset, "--device", "cpu", "-q", flag, out],
                    check=True, stdout=subprocess.DEVNULL)

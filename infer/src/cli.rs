@@ -112,6 +112,9 @@ pub struct ClassifyArgs {
     /// Write every image's class probabilities as a [N, classes] NumPy .npy.
     #[arg(long)]
     pub probabilities: Option<PathBuf>,
+    /// Write what the model was given (each image after preprocessing) as a [N, 1, H, W] NumPy .npy.
+    #[arg(long)]
+    pub inputs: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -161,6 +164,7 @@ impl ClassifyArgs {
             confusion: self.confusion.clone(),
             samples: self.samples.clone(),
             probabilities: self.probabilities.clone(),
+            inputs: self.inputs.clone(),
         }
     }
 }

@@ -232,22 +232,44 @@ pub fn confusion_heatmap(path: &Path, matrix: &[Vec<u64>], names: &[String]) -> 
     embedded_font()?;
     let k = matrix.len().max(1);
     let cell = 48usize;
-    let margin = 70usize;
-    let (w, h) = ((margin + k * cell + 20) as u32, (margin + k * cell + 20) as u32);
+    let font = (FONT, 13).into_font();
+    let text_width = |t: &str| font.box_size(t).map(|(w, _)| w as usize).map_err(draw_err);
+    // Names that fit a cell head the columns; longer ones (Fashion-MNIST's
+    // "T-shirt/top") would overlap, so the columns get the indices and the
+    // rows "index name".
+    let mut fits = true;
+    for n in names.iter().take(k) {
+        fits &= text_width(n)? + 6 <= cell;
+    }
+    let row_labels: Vec<String> = (0..k)
+        .map(|i| match names.get(i) {
+            Some(n) if fits || *n == i.to_string() => n.clone(),
+            Some(n) => format!("{i} {n}"),
+            None => i.to_string(),
+        })
+        .collect();
+    let col_labels: Vec<String> = (0..k)
+        .map(|i| if fits { names.get(i).cloned().unwrap_or_else(|| i.to_string()) } else { i.to_string() })
+        .collect();
+    let mut widest = text_width("true ↓")?;
+    for l in &row_labels {
+        widest = widest.max(text_width(l)?);
+    }
+    let (left, top) = (widest + 16, 48usize);
+    let (w, h) = ((left + k * cell + 20) as u32, (top + k * cell + 20) as u32);
     let mut buf = vec![255u8; (w * h * 3) as usize];
     {
         let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
         root.fill(&WHITE).map_err(draw_err)?;
-        let font = (FONT, 13).into_font();
-        root.draw_text("predicted →", &font.color(&BLACK), (margin as i32, 8)).map_err(draw_err)?;
-        root.draw_text("true ↓", &font.color(&BLACK), (4, margin as i32 - 18)).map_err(draw_err)?;
+        root.draw_text("predicted →", &font.color(&BLACK), (left as i32, 8)).map_err(draw_err)?;
+        root.draw_text("true ↓", &font.color(&BLACK), (8, top as i32 - 18)).map_err(draw_err)?;
         for (t, row) in matrix.iter().enumerate() {
             let total: u64 = row.iter().sum::<u64>().max(1);
             for (p, &v) in row.iter().enumerate() {
                 let frac = v as f64 / total as f64;
                 let shade = (255.0 * (1.0 - frac)) as u8;
                 let color = RGBColor(shade, shade, 255);
-                let (x, y) = ((margin + p * cell) as i32, (margin + t * cell) as i32);
+                let (x, y) = ((left + p * cell) as i32, (top + t * cell) as i32);
                 root.draw(&Rectangle::new([(x, y), (x + cell as i32, y + cell as i32)], color.filled()))
                     .map_err(draw_err)?;
                 let text_color = if frac > 0.5 { WHITE } else { BLACK };
@@ -255,10 +277,15 @@ pub fn confusion_heatmap(path: &Path, matrix: &[Vec<u64>], names: &[String]) -> 
                     .map_err(draw_err)?;
             }
         }
-        for (i, name) in names.iter().enumerate().take(k) {
-            let c = (margin + i * cell + cell / 2 - 4) as i32;
-            root.draw_text(name, &font.color(&BLACK), (c, margin as i32 - 18)).map_err(draw_err)?;
-            root.draw_text(name, &font.color(&BLACK), (margin as i32 - 24, c)).map_err(draw_err)?;
+        for i in 0..k {
+            let c = (left + i * cell) as i32;
+            let col = &col_labels[i];
+            let cx = c + (cell as i32 - text_width(col)? as i32) / 2;
+            root.draw_text(col, &font.color(&BLACK), (cx, top as i32 - 18)).map_err(draw_err)?;
+            let row = &row_labels[i];
+            let ry = (top + i * cell + cell / 2 - 7) as i32;
+            root.draw_text(row, &font.color(&BLACK), (left as i32 - 8 - text_width(row)? as i32, ry))
+                .map_err(draw_err)?;
         }
         root.present().map_err(draw_err)?;
     }

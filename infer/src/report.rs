@@ -128,14 +128,26 @@ impl Report {
             .unwrap_or(1)
             .max(k.saturating_sub(1).to_string().len())
             + 1;
+        // Rows carry the class names when there are any ("6 Shirt"); the
+        // columns keep the indices, which stay narrow.
+        let row_label = |t: usize| match self.names.get(t) {
+            Some(name) if self.confusion.len() == self.names.len() && *name != t.to_string() => format!("{t} {name}"),
+            _ => t.to_string(),
+        };
+        let lw = (0..k).map(|t| row_label(t).chars().count()).max().unwrap_or(1).max(5) + 1;
         let mut out = String::from("confusion matrix (rows: true, columns: predicted)\n");
-        out += &format!("{:>6}", "");
+        out += &format!("{:>lw$}", "");
         for p in 0..k {
             out += &format!("{p:>cell$}");
         }
         out += "\n";
         for (t, row) in self.confusion.iter().enumerate() {
-            out += &format!("{t:>6}");
+            let label = row_label(t);
+            if label == t.to_string() {
+                out += &format!("{label:>lw$}");
+            } else {
+                out += &format!(" {label:<w$}", w = lw - 1);
+            }
             for v in row {
                 out += &format!("{v:>cell$}");
             }

@@ -480,8 +480,15 @@ fn classify_writes_its_files() {
         &f.p("out/samples"),
         "--probabilities",
         &f.p("out/probs.npy"),
+        "--inputs",
+        &f.p("out/inputs.npy"),
     ]);
     assert_eq!(code, 0, "{err}");
+    // What the model was given: the images / 255, [N, 1, H, W].
+    let (shape, x) = read_npy(&out.join("inputs.npy"));
+    assert_eq!(shape, vec![60, 1, 8, 8]);
+    let want: Vec<f32> = noise(60 * 64, 11).iter().map(|&v| v as f32 / 255.0).collect();
+    assert_eq!(x, want);
     let csv = std::fs::read_to_string(out.join("pred.csv")).unwrap();
     assert_eq!(csv.lines().count(), 61);
     assert!(csv.starts_with("index,predicted,confidence,true\n"));

@@ -26,6 +26,9 @@ pub struct ClassifyOptions {
     pub samples: Option<PathBuf>,
     /// Every image's class probabilities as a `[N, classes]` .npy.
     pub probabilities: Option<PathBuf>,
+    /// What the model was given: every image after preprocessing, as the
+    /// `[N, 1, H, W]` float32 .npy it was fed.
+    pub inputs: Option<PathBuf>,
 }
 
 /// Figures kept while streaming: the first few right and wrong images.
@@ -70,11 +73,16 @@ pub fn classify(opts: &RunOptions, c: &ClassifyOptions, out: &mut dyn Write) -> 
         None => None,
     };
     let truth: Option<Vec<usize>> = labels.as_ref().map(|l| l.iter().map(|&v| v as usize).collect());
-    for p in [&c.predictions, &c.confusion, &c.probabilities].into_iter().flatten() {
+    for p in [&c.predictions, &c.confusion, &c.probabilities, &c.inputs].into_iter().flatten() {
         check_writable(p)?;
     }
     let mut probs_npy = match &c.probabilities {
         Some(p) => Some(NpyWriter::create(p, &[source.count(), classes]).map_err(InferError::write(p))?),
+        None => None,
+    };
+    let (h, w) = (session.height, session.width);
+    let mut inputs_npy = match &c.inputs {
+        Some(p) => Some(NpyWriter::create(p, &[source.count(), 1, h, w]).map_err(InferError::write(p))?),
         None => None,
     };
     if let Some(d) = &c.samples {
@@ -84,7 +92,6 @@ pub fn classify(opts: &RunOptions, c: &ClassifyOptions, out: &mut dyn Write) -> 
         check_writable(&d.join("correct.png"))?;
     }
     let names = class_names(&session, classes);
-    let (h, w) = (session.height, session.width);
     // Capacity from the header is capped: a lying header must not allocate.
     let mut preds: Vec<usize> = Vec::with_capacity(source.count().min(1 << 20));
     let mut confs: Vec<f32> = Vec::with_capacity(source.count().min(1 << 20));
@@ -93,6 +100,12 @@ pub fn classify(opts: &RunOptions, c: &ClassifyOptions, out: &mut dyn Write) -> 
         let probs = outputs.iter().find(|o| o.name == "probabilities").expect("checked");
         if let (Some(w), Some(p)) = (probs_npy.as_mut(), &c.probabilities) {
             w.write_rows(probs.rows()).map_err(InferError::write(p))?;
+        }
+        if let (Some(npy), Some(p)) = (inputs_npy.as_mut(), &c.inputs) {
+            let mut x = Vec::new();
+            idx::normalize_into(pixels, &mut x);
+            let rows = ndarray::ArrayView2::from_shape((pixels.len() / (h * w), h * w), &x).expect("whole images");
+            npy.write_rows(rows).map_err(InferError::write(p))?;
         }
         for (i, row) in probs.rows().outer_iter().enumerate() {
             if row.iter().any(|p| p.is_nan()) {
@@ -127,6 +140,9 @@ pub fn classify(opts: &RunOptions, c: &ClassifyOptions, out: &mut dyn Write) -> 
         Ok(())
     })?;
     if let (Some(w), Some(p)) = (probs_npy, &c.probabilities) {
+        w.finish().map_err(InferError::write(p))?;
+    }
+    if let (Some(w), Some(p)) = (inputs_npy, &c.inputs) {
         w.finish().map_err(InferError::write(p))?;
     }
     let n = preds.len();
