@@ -15,6 +15,8 @@ pub enum InferError {
     Session(#[from] SessionError),
     #[error(transparent)]
     Onnx(#[from] OnnxError),
+    #[error(transparent)]
+    Folder(#[from] crate::folder::FolderError),
     /// An input file that is not what the command needs.
     #[error("{}: {msg}", path.display())]
     Input { path: PathBuf, msg: String },

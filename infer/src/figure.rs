@@ -12,8 +12,11 @@ use crate::atomic;
 /// One image of a grid.
 #[derive(Debug, Clone)]
 pub struct Tile {
-    /// Row-major u8 grayscale pixels, `height × width`.
+    /// Planar u8 pixels `[channels, height, width]`.
     pub pixels: Vec<u8>,
+    /// 1: grayscale, drawn as dark ink on white (digits read like print);
+    /// 3: RGB, drawn as it is.
+    pub channels: usize,
     pub height: usize,
     pub width: usize,
     pub caption: Option<String>,
@@ -75,10 +78,14 @@ pub fn image_grid(path: &Path, title: Option<&str>, tiles: &[Tile], cols: usize,
             let y0 = (r * cell_h + title_h + 8) as i32;
             for y in 0..tile.height {
                 for x in 0..tile.width {
-                    let v = tile.pixels[y * tile.width + x];
-                    // Ink dark on paper: invert so digits read like print.
-                    let g = 255 - v;
-                    let color = RGBColor(g, g, g);
+                    let plane = tile.height * tile.width;
+                    let at = |c: usize| tile.pixels[c * plane + y * tile.width + x];
+                    let color = if tile.channels == 3 {
+                        RGBColor(at(0), at(1), at(2))
+                    } else {
+                        let g = 255 - at(0);
+                        RGBColor(g, g, g)
+                    };
                     let (px, py) = (x0 + (x * scale) as i32, y0 + (y * scale) as i32);
                     root.draw(&Rectangle::new([(px, py), (px + scale as i32, py + scale as i32)], color.filled()))
                         .map_err(draw_err)?;

@@ -87,7 +87,7 @@ pub enum Role {
 impl fmt::Display for Role {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Role::Images => "images ([N, H, W] u8)",
+            Role::Images => "images ([N, H, W] or [N, H, W, 3] u8)",
             Role::Labels => "labels ([N] u8)",
         })
     }
@@ -200,14 +200,24 @@ pub struct IdxArray {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Images {
     pub count: usize,
+    /// 1 (grayscale) or 3 (RGB).
+    pub channels: usize,
     pub rows: usize,
     pub cols: usize,
+    /// `[count, channels, rows, cols]`: each image's planes one after the
+    /// other, the layout the models take (IDX's `[N, H, W, 3]` is
+    /// interleaved; reading converts).
     pub pixels: Vec<u8>,
 }
 
 impl Images {
+    /// Grayscale images.
+    pub fn gray(count: usize, rows: usize, cols: usize, pixels: Vec<u8>) -> Images {
+        Images { count, channels: 1, rows, cols, pixels }
+    }
+
     pub fn pixels_per_image(&self) -> usize {
-        self.rows * self.cols
+        self.channels * self.rows * self.cols
     }
 
     pub fn image(&self, i: usize) -> &[u8] {
@@ -269,7 +279,7 @@ impl Header {
     fn check_role(&self, path: &Path, role: Role) -> Result<()> {
         let ok = self.dtype == DType::U8
             && match role {
-                Role::Images => self.dims.len() == 3,
+                Role::Images => self.dims.len() == 3 || self.dims.len() == 4 && matches!(self.dims[3], 1 | 3),
                 Role::Labels => self.dims.len() == 1,
             };
         if ok {
@@ -482,13 +492,47 @@ pub fn read(path: impl AsRef<Path>) -> Result<IdxArray> {
     IdxReader::open(path)?.read_all()
 }
 
-/// Reads `[N, H, W]` u8 images.
+/// Reads `[N, H, W]` (grayscale) or `[N, H, W, C]` (C = 1 or 3) u8 images.
 pub fn read_images(path: impl AsRef<Path>) -> Result<Images> {
     let reader = IdxReader::open(path)?.expect(Role::Images)?;
     let dims = reader.header().dims.clone();
     let array = reader.read_all()?;
     let IdxData::U8(pixels) = array.data else { unreachable!("role checked u8") };
-    Ok(Images { count: dims[0], rows: dims[1], cols: dims[2], pixels })
+    let channels = dims.get(3).copied().unwrap_or(1);
+    let pixels = planar(&pixels, channels, dims[1] * dims[2]);
+    Ok(Images { count: dims[0], channels, rows: dims[1], cols: dims[2], pixels })
+}
+
+/// Interleaved `[…, H·W, C]` pixels → planar `[…, C, H·W]` (a copy only when C > 1).
+pub fn planar(interleaved: &[u8], channels: usize, plane: usize) -> Vec<u8> {
+    if channels == 1 {
+        return interleaved.to_vec();
+    }
+    let mut out = vec![0u8; interleaved.len()];
+    for (src, dst) in interleaved.chunks_exact(plane * channels).zip(out.chunks_exact_mut(plane * channels)) {
+        for (i, px) in src.chunks_exact(channels).enumerate() {
+            for (c, &v) in px.iter().enumerate() {
+                dst[c * plane + i] = v;
+            }
+        }
+    }
+    out
+}
+
+/// Planar `[…, C, H·W]` → interleaved `[…, H·W, C]`.
+pub fn interleaved(planar: &[u8], channels: usize, plane: usize) -> Vec<u8> {
+    if channels == 1 {
+        return planar.to_vec();
+    }
+    let mut out = vec![0u8; planar.len()];
+    for (src, dst) in planar.chunks_exact(plane * channels).zip(out.chunks_exact_mut(plane * channels)) {
+        for c in 0..channels {
+            for i in 0..plane {
+                dst[i * channels + c] = src[c * plane + i];
+            }
+        }
+    }
+    out
 }
 
 /// Reads `[N]` u8 labels.
@@ -506,6 +550,7 @@ pub fn read_labels(path: impl AsRef<Path>) -> Result<Vec<u8>> {
 pub struct ImageStream {
     reader: IdxReader,
     pub count: usize,
+    pub channels: usize,
     pub rows: usize,
     pub cols: usize,
     next: usize,
@@ -515,22 +560,29 @@ impl ImageStream {
     pub fn open(path: impl AsRef<Path>) -> Result<ImageStream> {
         let reader = IdxReader::open(path)?.expect(Role::Images)?;
         let d = reader.header().dims.clone();
-        Ok(ImageStream { reader, count: d[0], rows: d[1], cols: d[2], next: 0 })
+        Ok(ImageStream {
+            reader,
+            count: d[0],
+            channels: d.get(3).copied().unwrap_or(1),
+            rows: d[1],
+            cols: d[2],
+            next: 0,
+        })
     }
 
     pub fn path(&self) -> &Path {
         self.reader.path()
     }
 
-    /// The next up to `n` images as raw u8 pixels, `None` at the end.
+    /// The next up to `n` images as planar u8 pixels `[n, C, H, W]`, `None` at the end.
     pub fn next_batch(&mut self, n: usize) -> Result<Option<Vec<u8>>> {
         if self.next >= self.count {
             return Ok(None);
         }
         let take = n.min(self.count - self.next);
-        let bytes = self.reader.read_bytes((take * self.rows * self.cols) as u64)?;
+        let bytes = self.reader.read_bytes((take * self.channels * self.rows * self.cols) as u64)?;
         self.next += take;
-        Ok(Some(bytes))
+        Ok(Some(planar(&bytes, self.channels, self.rows * self.cols)))
     }
 }
 
@@ -562,11 +614,14 @@ pub fn write(path: impl AsRef<Path>, array: &IdxArray, gzip: bool) -> Result<()>
     out.commit().map_err(io)
 }
 
-/// Writes `[N, H, W]` u8 images.
+/// Writes u8 images: `[N, H, W]` for grayscale, `[N, H, W, C]` otherwise.
 pub fn write_images(path: impl AsRef<Path>, images: &Images, gzip: bool) -> Result<()> {
-    let array =
-        IdxArray { dims: vec![images.count, images.rows, images.cols], data: IdxData::U8(images.pixels.clone()) };
-    write(path, &array, gzip)
+    let mut dims = vec![images.count, images.rows, images.cols];
+    if images.channels != 1 {
+        dims.push(images.channels);
+    }
+    let pixels = interleaved(&images.pixels, images.channels, images.rows * images.cols);
+    write(path, &IdxArray { dims, data: IdxData::U8(pixels) }, gzip)
 }
 
 /// Writes `[N]` u8 labels.

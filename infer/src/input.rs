@@ -10,11 +10,11 @@ use rayon::prelude::*;
 
 use crate::error::InferError;
 use crate::idx::ImageStream;
-pub use crate::preprocess::{Fit, Invert, Preprocess};
+pub use crate::preprocess::{Fit, Invert, Picture, Preprocess};
 
 enum Kind {
     Idx(ImageStream),
-    /// Decoded pictures, `[files.len(), H, W]`.
+    /// Decoded pictures, `[files.len(), C, H, W]`.
     Files {
         files: Vec<PathBuf>,
         pixels: Vec<u8>,
@@ -28,22 +28,39 @@ pub struct BadPicture {
     pub reason: String,
 }
 
-/// A sequence of grayscale images of the model's size.
+/// A sequence of images of the model's channels and size.
 pub struct ImageSource {
     kind: Kind,
     path: PathBuf,
     count: usize,
     next: usize,
+    channels: usize,
     height: usize,
     width: usize,
     pre: Preprocess,
     skipped: Vec<BadPicture>,
+    /// For an image folder (`DIR/<class>/*.png`): each kept picture's class folder.
+    classes: Option<Vec<String>>,
 }
 
 impl std::fmt::Debug for ImageSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ImageSource").field("path", &self.path).field("count", &self.count).finish()
     }
+}
+
+/// Whether `dir` holds pictures itself (rather than class folders).
+fn has_pictures(dir: &Path) -> Result<bool, InferError> {
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| InferError::Input { path: dir.to_path_buf(), msg: e.to_string() })?;
+    Ok(entries.filter_map(|e| e.ok()).any(|e| e.path().is_file() && is_picture(&e.path())))
+}
+
+/// Whether `dir` has sub-directories (class folders).
+fn has_subdirectories(dir: &Path) -> Result<bool, InferError> {
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| InferError::Input { path: dir.to_path_buf(), msg: e.to_string() })?;
+    Ok(entries.filter_map(|e| e.ok()).any(|e| e.path().is_dir()))
 }
 
 fn is_picture(p: &Path) -> bool {
@@ -54,26 +71,33 @@ fn is_picture(p: &Path) -> bool {
 }
 
 impl ImageSource {
-    /// Opens `paths` for a model taking `height × width` images: one IDX
+    /// Opens `paths` for a model taking `[channels, height, width]` images
+    /// (pictures are converted to its channels): one IDX
     /// file, or any mix of picture files and directories (each directory's
     /// pictures in file-name order, not recursive). An unreadable picture
     /// is an error naming every one of them, unless `skip_bad` is set; then
     /// they are left out and listed by [`ImageSource::skipped`].
     pub fn open(
         paths: &[PathBuf],
-        height: usize,
-        width: usize,
+        [channels, height, width]: [usize; 3],
         pre: Preprocess,
         skip_bad: bool,
     ) -> Result<ImageSource, InferError> {
         let first = paths.first().ok_or_else(|| InferError::Usage("no --images given".into()))?;
         if paths.len() == 1 && !first.is_dir() && !is_picture(first) {
-            return ImageSource::open_idx(first, height, width, pre);
+            return ImageSource::open_idx(first, [channels, height, width], pre);
         }
         let mut files = Vec::new();
+        let mut classes: Option<Vec<String>> = None;
         for path in paths {
             let input = |msg: String| InferError::Input { path: path.to_path_buf(), msg };
-            if path.is_dir() {
+            if path.is_dir() && paths.len() == 1 && !has_pictures(path)? && has_subdirectories(path)? {
+                // An image folder: DIR/<class>/*.png, its classes from the folders.
+                let opts = crate::folder::FolderOptions { channels: Some(channels), size: Some((height, width)) };
+                let f = crate::folder::ImageFolder::scan(path, opts)?;
+                classes = Some(f.labels.iter().map(|&k| f.classes[k as usize].clone()).collect());
+                files.extend(f.files);
+            } else if path.is_dir() {
                 let mut found: Vec<PathBuf> = std::fs::read_dir(path)
                     .map_err(|e| input(e.to_string()))?
                     .filter_map(|e| e.ok().map(|e| e.path()))
@@ -81,7 +105,7 @@ impl ImageSource {
                     .collect();
                 found.sort();
                 if found.is_empty() {
-                    return Err(input("directory has no PNG or JPEG images".into()));
+                    return Err(input("directory has no PNG or JPEG images, nor class folders of them".into()));
                 }
                 files.extend(found);
             } else if is_picture(path) {
@@ -98,20 +122,24 @@ impl ImageSource {
         let decoded: Vec<Result<Vec<u8>, String>> = files
             .par_iter()
             .map(|f| {
-                load_picture(f, height, width, &pre).map_err(|e| match e {
+                load_picture(f, [channels, height, width], &pre).map_err(|e| match e {
                     InferError::Input { msg, .. } => msg,
                     e => e.to_string(),
                 })
             })
             .collect();
         let mut kept = Vec::with_capacity(files.len());
-        let mut pixels = Vec::with_capacity(files.len() * height * width);
+        let mut pixels = Vec::with_capacity(files.len() * channels * height * width);
         let mut bad = Vec::new();
-        for (path, result) in files.into_iter().zip(decoded) {
+        let mut kept_classes = Vec::new();
+        for (i, (path, result)) in files.into_iter().zip(decoded).enumerate() {
             match result {
                 Ok(px) => {
                     pixels.extend(px);
                     kept.push(path);
+                    if let Some(c) = &classes {
+                        kept_classes.push(c[i].clone());
+                    }
                 }
                 Err(reason) => bad.push(BadPicture { path, reason }),
             }
@@ -129,14 +157,20 @@ impl ImageSource {
             path: first.clone(),
             count,
             next: 0,
+            channels,
             height,
             width,
             pre,
             skipped: bad,
+            classes: classes.map(|_| kept_classes),
         })
     }
 
-    fn open_idx(path: &Path, height: usize, width: usize, pre: Preprocess) -> Result<ImageSource, InferError> {
+    fn open_idx(
+        path: &Path,
+        [channels, height, width]: [usize; 3],
+        pre: Preprocess,
+    ) -> Result<ImageSource, InferError> {
         let stream = ImageStream::open(path)?;
         if (stream.rows, stream.cols) != (height, width) && pre.fit == Fit::Exact {
             return Err(InferError::Input {
@@ -153,10 +187,12 @@ impl ImageSource {
             path: path.into(),
             count,
             next: 0,
+            channels,
             height,
             width,
             pre,
             skipped: Vec::new(),
+            classes: None,
         })
     }
 
@@ -178,31 +214,37 @@ impl ImageSource {
         }
     }
 
+    /// For an image folder: each picture's class (its folder's name).
+    pub fn classes(&self) -> Option<&[String]> {
+        self.classes.as_deref()
+    }
+
     /// Pictures left out under `skip_bad`, in input order.
     pub fn skipped(&self) -> &[BadPicture] {
         &self.skipped
     }
 
-    /// The next up to `n` images as u8 pixels `[n, H, W]`, `None` at the end.
+    /// The next up to `n` images as planar u8 pixels `[n, C, H, W]`, `None` at the end.
     pub fn next_batch(&mut self, n: usize) -> Result<Option<Vec<u8>>, InferError> {
         if self.next >= self.count {
             return Ok(None);
         }
-        let (h, w) = (self.height, self.width);
+        let (c, h, w) = (self.channels, self.height, self.width);
         let pixels = match &mut self.kind {
             Kind::Idx(stream) => {
-                let (sh, sw) = (stream.rows, stream.cols);
+                let (sc, sh, sw) = (stream.channels, stream.rows, stream.cols);
                 let raw = stream.next_batch(n)?.unwrap_or_default();
-                if (sh, sw) == (h, w) && self.pre.invert == Invert::Never && self.pre.fit != Fit::Mnist {
+                let untouched =
+                    (sc, sh, sw) == (c, h, w) && self.pre.invert == Invert::Never && self.pre.fit != Fit::Mnist;
+                if untouched {
                     raw
                 } else {
-                    let mut out = Vec::with_capacity(raw.len() / (sh * sw) * h * w);
-                    for img in raw.chunks_exact(sh * sw) {
-                        let gray =
-                            image::GrayImage::from_raw(sw as u32, sh as u32, img.to_vec()).expect("size matches");
+                    let mut out = Vec::with_capacity(raw.len() / (sc * sh * sw) * c * h * w);
+                    for img in raw.chunks_exact(sc * sh * sw) {
+                        let picture = Picture::from_planar(img, sc, sh, sw).with_channels(c);
                         out.extend(
                             self.pre
-                                .apply(gray, h, w)
+                                .apply_picture(picture, h, w)
                                 .map_err(|msg| InferError::Input { path: self.path.clone(), msg })?,
                         );
                     }
@@ -211,27 +253,38 @@ impl ImageSource {
             }
             Kind::Files { pixels, .. } => {
                 let end = (self.next + n).min(self.count);
-                pixels[self.next * h * w..end * h * w].to_vec()
+                pixels[self.next * c * h * w..end * c * h * w].to_vec()
             }
         };
-        self.next += pixels.len() / (h * w);
+        self.next += pixels.len() / (c * h * w);
         Ok(Some(pixels))
     }
 }
 
-/// A PNG/JPEG file as the model's `h × w` grayscale pixels.
-fn load_picture(path: &Path, h: usize, w: usize, pre: &Preprocess) -> Result<Vec<u8>, InferError> {
+/// A PNG/JPEG file as the model's planar `[C, H, W]` pixels.
+fn load_picture(path: &Path, shape: [usize; 3], pre: &Preprocess) -> Result<Vec<u8>, InferError> {
     let bytes = std::fs::read(path).map_err(|e| InferError::Input { path: path.to_path_buf(), msg: e.to_string() })?;
-    decode_picture(path, &bytes, h, w, pre)
+    decode_picture(path, &bytes, shape, pre)
 }
 
 /// Largest picture accepted, in pixels: decoding allocates width × height,
 /// so a lying header must not be able to ask for gigabytes.
 pub const MAX_PICTURE_PIXELS: u64 = 64 << 20;
 
-/// Decodes PNG/JPEG bytes to the model's `h × w` grayscale pixels through
+/// Decodes PNG/JPEG bytes to the model's planar `[C, H, W]` pixels through
 /// `pre` (`path` names it in messages).
-pub fn decode_picture(path: &Path, bytes: &[u8], h: usize, w: usize, pre: &Preprocess) -> Result<Vec<u8>, InferError> {
+pub fn decode_picture(
+    path: &Path,
+    bytes: &[u8],
+    [c, h, w]: [usize; 3],
+    pre: &Preprocess,
+) -> Result<Vec<u8>, InferError> {
+    let img = decode_image(path, bytes)?;
+    pre.apply_picture(on_white(img, c), h, w).map_err(|msg| InferError::Input { path: path.to_path_buf(), msg })
+}
+
+/// Decodes PNG/JPEG bytes, refusing other formats and oversized headers.
+pub fn decode_image(path: &Path, bytes: &[u8]) -> Result<image::DynamicImage, InferError> {
     let input = |msg: String| InferError::Input { path: path.to_path_buf(), msg };
     let reader = image::io::Reader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
@@ -249,8 +302,24 @@ pub fn decode_picture(path: &Path, bytes: &[u8], h: usize, w: usize, pre: &Prepr
     let mut limits = image::io::Limits::default();
     limits.max_alloc = Some(MAX_PICTURE_PIXELS * 8);
     reader.limits(limits);
-    let img = reader.decode().map_err(|e| input(format!("not a readable PNG/JPEG image: {e}")))?;
-    pre.apply(luma_on_white(img), h, w).map_err(input)
+    reader.decode().map_err(|e| input(format!("not a readable PNG/JPEG image: {e}")))
+}
+
+/// The picture in `channels` (1: gray, 3: RGB), transparency composited
+/// onto white paper.
+pub fn on_white(img: image::DynamicImage, channels: usize) -> Picture {
+    if channels == 1 {
+        return Picture::Gray(luma_on_white(img));
+    }
+    if !img.color().has_alpha() {
+        return Picture::Rgb(img.to_rgb8());
+    }
+    let rgba = img.to_rgba8();
+    Picture::Rgb(image::RgbImage::from_fn(rgba.width(), rgba.height(), |x, y| {
+        let [r, g, b, a] = rgba.get_pixel(x, y).0;
+        let over = |v: u8| ((v as u32 * a as u32 + 255 * (255 - a as u32)) / 255) as u8;
+        image::Rgb([over(r), over(g), over(b)])
+    }))
 }
 
 /// Grayscale, with any transparency composited onto white paper — how a

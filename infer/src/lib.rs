@@ -7,6 +7,7 @@ pub mod commands;
 pub mod device;
 pub mod error;
 pub mod figure;
+pub mod folder;
 pub mod idx;
 pub mod input;
 pub mod interrupt;

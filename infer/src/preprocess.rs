@@ -4,7 +4,51 @@
 //! mass in the middle) for photos and scans of digits.
 
 use image::imageops::{self, FilterType};
-use image::GrayImage;
+use image::{GrayImage, RgbImage};
+
+/// A decoded picture in the model's colour: grayscale or RGB.
+#[derive(Debug, Clone)]
+pub enum Picture {
+    Gray(GrayImage),
+    Rgb(RgbImage),
+}
+
+impl Picture {
+    /// Planar pixels `[C, H, W]` of `channels` (1 or 3) channels, `[H, W]`
+    /// of `width`: grayscale, or RGB interleaved per pixel, as decoders give.
+    pub fn from_planar(pixels: &[u8], channels: usize, height: usize, width: usize) -> Picture {
+        let (w, h) = (width as u32, height as u32);
+        if channels == 1 {
+            return Picture::Gray(GrayImage::from_raw(w, h, pixels.to_vec()).expect("size matches"));
+        }
+        let inter = crate::idx::interleaved(pixels, channels, height * width);
+        Picture::Rgb(RgbImage::from_raw(w, h, inter).expect("size matches"))
+    }
+
+    /// This picture in `channels` (1: `image`'s luma; 3: gray repeated).
+    pub fn with_channels(self, channels: usize) -> Picture {
+        match (self, channels) {
+            (Picture::Rgb(rgb), 1) => Picture::Gray(image::DynamicImage::ImageRgb8(rgb).to_luma8()),
+            (Picture::Gray(g), 3) => Picture::Rgb(image::DynamicImage::ImageLuma8(g).to_rgb8()),
+            (p, _) => p,
+        }
+    }
+
+    pub fn dimensions(&self) -> (u32, u32) {
+        match self {
+            Picture::Gray(g) => g.dimensions(),
+            Picture::Rgb(c) => c.dimensions(),
+        }
+    }
+
+    /// Planar `[C, H, W]` pixels.
+    pub fn into_planar(self) -> Vec<u8> {
+        match self {
+            Picture::Gray(g) => g.into_raw(),
+            Picture::Rgb(c) => crate::idx::planar(c.as_raw(), 3, c.width() as usize * c.height() as usize),
+        }
+    }
+}
 
 /// How a picture of any size is fitted to the model's H×W.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -57,23 +101,43 @@ impl Preprocess {
 
     /// A grayscale picture as `h × w` model pixels, or why it cannot be.
     pub fn apply(&self, gray: GrayImage, h: usize, w: usize) -> Result<Vec<u8>, String> {
-        let mut gray = gray;
-        if match self.invert {
-            Invert::Never => false,
-            Invert::Always => true,
-            Invert::Auto => light_border(&gray),
-        } {
-            imageops::invert(&mut gray);
+        self.apply_picture(Picture::Gray(gray), h, w)
+    }
+
+    /// A picture as planar `[C, h, w]` model pixels (C its own channels), or
+    /// why it cannot be.
+    pub fn apply_picture(&self, picture: Picture, h: usize, w: usize) -> Result<Vec<u8>, String> {
+        let mut picture = picture;
+        let invert = match (&picture, self.invert) {
+            (_, Invert::Never) => false,
+            (_, Invert::Always) => true,
+            (Picture::Gray(g), Invert::Auto) => light_border(g),
+            (Picture::Rgb(c), Invert::Auto) => light_border(&image::DynamicImage::ImageRgb8(c.clone()).to_luma8()),
+        };
+        if invert {
+            match &mut picture {
+                Picture::Gray(g) => imageops::invert(g),
+                Picture::Rgb(c) => imageops::invert(c),
+            }
         }
-        let (ih, iw) = (gray.height() as usize, gray.width() as usize);
-        match self.fit {
-            Fit::Exact if (ih, iw) == (h, w) => Ok(gray.into_raw()),
-            Fit::Exact => Err(format!(
+        let (iw, ih) = picture.dimensions();
+        let (ih, iw) = (ih as usize, iw as usize);
+        let same = (ih, iw) == (h, w);
+        match (self.fit, picture) {
+            (Fit::Exact | Fit::Resize, p) if same => Ok(p.into_planar()),
+            (Fit::Exact, _) => Err(format!(
                 "image is {ih}×{iw}, the model takes {h}×{w} (pass --preprocess resize or --preprocess mnist)"
             )),
-            Fit::Resize if (ih, iw) == (h, w) => Ok(gray.into_raw()),
-            Fit::Resize => Ok(imageops::resize(&gray, w as u32, h as u32, FilterType::Triangle).into_raw()),
-            Fit::Mnist => Ok(mnist_style(&gray, h, w)),
+            (Fit::Resize, Picture::Gray(g)) => {
+                Ok(imageops::resize(&g, w as u32, h as u32, FilterType::Triangle).into_raw())
+            }
+            (Fit::Resize, Picture::Rgb(c)) => {
+                Ok(Picture::Rgb(imageops::resize(&c, w as u32, h as u32, FilterType::Triangle)).into_planar())
+            }
+            (Fit::Mnist, Picture::Gray(g)) => Ok(mnist_style(&g, h, w)),
+            (Fit::Mnist, Picture::Rgb(_)) => {
+                Err("--preprocess mnist is for grayscale digit models; this model takes RGB pictures".into())
+            }
         }
     }
 }

@@ -31,7 +31,7 @@ pub enum SessionError {
     NoCuda { path: PathBuf, msg: String },
     #[error("{}: model has {inputs} inputs, expected 1 image input", path.display())]
     Inputs { path: PathBuf, inputs: usize },
-    #[error("{}: model input {name} has shape [{shape}], expected [batch, 1, H, W] float32", path.display())]
+    #[error("{}: model input {name} has shape [{shape}], expected [batch, C, H, W] float32 with C = 1 or 3", path.display())]
     InputShape { path: PathBuf, name: String, shape: String },
     #[error("{}: model {role} {name} is {ty}, expected a float32 tensor", path.display())]
     ElementType { path: PathBuf, role: &'static str, name: String, ty: String },
@@ -86,6 +86,8 @@ pub struct ModelSession {
     pub producer: String,
     pub doc: String,
     /// Image height and width the model takes.
+    /// Input channels: 1 (grayscale) or 3 (RGB).
+    pub channels: usize,
     pub height: usize,
     pub width: usize,
 }
@@ -183,8 +185,10 @@ impl ModelSession {
             return Err(SessionError::Inputs { path, inputs: session.inputs().len() });
         }
         let input = spec(&path, &session.inputs()[0], "input")?;
-        let (height, width) = match input.dims.as_slice() {
-            [_, Dim::Fixed(1), Dim::Fixed(h), Dim::Fixed(w)] if *h > 0 && *w > 0 => (*h as usize, *w as usize),
+        let (channels, height, width) = match input.dims.as_slice() {
+            [_, Dim::Fixed(c @ (1 | 3)), Dim::Fixed(h), Dim::Fixed(w)] if *h > 0 && *w > 0 => {
+                (*c as usize, *h as usize, *w as usize)
+            }
             _ => return Err(SessionError::InputShape { path, name: input.name.clone(), shape: input.dims_string() }),
         };
         let outputs = session.outputs().iter().map(|o| spec(&path, o, "output")).collect::<Result<_, _>>()?;
@@ -198,20 +202,20 @@ impl ModelSession {
         let producer = meta.producer().unwrap_or_default();
         let doc = meta.description().unwrap_or_default();
         drop(meta);
-        Ok(ModelSession { session, path, provider, input, outputs, metadata, producer, doc, height, width })
+        Ok(ModelSession { session, path, provider, input, outputs, metadata, producer, doc, channels, height, width })
     }
 
     pub fn output(&self, name: &str) -> Option<&TensorSpec> {
         self.outputs.iter().find(|o| o.name == name)
     }
 
-    /// Runs one batch of `[batch, 1, H, W]` images in [0, 1]; returns every
+    /// Runs one batch of `[batch, C, H, W]` images in [0, 1]; returns every
     /// output, in the model's order.
     pub fn run(&mut self, images: &[f32], batch: usize) -> Result<Vec<Output>, SessionError> {
         let run_err =
             |path: &Path, e: &dyn std::fmt::Display| SessionError::Run { path: path.to_path_buf(), msg: e.to_string() };
-        let x =
-            ArrayView4::from_shape((batch, 1, self.height, self.width), images).map_err(|e| run_err(&self.path, &e))?;
+        let x = ArrayView4::from_shape((batch, self.channels, self.height, self.width), images)
+            .map_err(|e| run_err(&self.path, &e))?;
         let tensor = TensorRef::from_array_view(x).map_err(|e| run_err(&self.path, &e))?;
         // Disjoint field borrows: the session runs while the specs are read.
         let (path, specs) = (&self.path, &self.outputs);

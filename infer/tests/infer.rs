@@ -60,7 +60,7 @@ fn idx_header_layout_is_big_endian() {
 #[test]
 fn images_and_labels_read_with_their_roles() {
     let dir = tmp();
-    let imgs = Images { count: 3, rows: 4, cols: 5, pixels: noise(60, 7) };
+    let imgs = Images { count: 3, channels: 1, rows: 4, cols: 5, pixels: noise(60, 7) };
     idx::write_images(dir.path().join("i"), &imgs, false).unwrap();
     idx::write_labels(dir.path().join("l.gz"), &[1, 2, 3], true).unwrap();
     assert_eq!(idx::read_images(dir.path().join("i")).unwrap(), imgs);
@@ -80,7 +80,7 @@ fn normalisation_maps_to_unit_interval() {
 #[test]
 fn image_stream_yields_batches_then_none() {
     let dir = tmp();
-    let imgs = Images { count: 10, rows: 2, cols: 3, pixels: noise(60, 3) };
+    let imgs = Images { count: 10, channels: 1, rows: 2, cols: 3, pixels: noise(60, 3) };
     for gz in [false, true] {
         let p = dir.path().join(format!("s{gz}"));
         idx::write_images(&p, &imgs, gz).unwrap();
@@ -173,7 +173,7 @@ fn float_images_are_not_u8_images() {
     let p = dir.path().join("f");
     idx::write(&p, &IdxArray { dims: vec![1, 2, 2], data: IdxData::F32(vec![0.0; 4]) }, false).unwrap();
     let e = idx::read_images(&p).unwrap_err().to_string();
-    assert!(e.contains("1×2×2 of f32") && e.contains("expected images ([N, H, W] u8)"), "{e}");
+    assert!(e.contains("1×2×2 of f32") && e.contains("expected images ([N, H, W] or [N, H, W, 3] u8)"), "{e}");
     assert_eq!(DType::from_code(0x0D), Some(DType::F32));
 }
 
@@ -365,7 +365,7 @@ impl Fixture {
         g.node.last_mut().unwrap().output[0] = "reconstruction".into();
         g.output[0].name = "reconstruction".into();
         std::fs::write(d.join("two-channel.onnx"), m.to_bytes()).unwrap();
-        let imgs = Images { count: 60, rows: 8, cols: 8, pixels: noise(60 * 64, 11) };
+        let imgs = Images { count: 60, channels: 1, rows: 8, cols: 8, pixels: noise(60 * 64, 11) };
         idx::write_images(d.join("images"), &imgs, false).unwrap();
         idx::write_images(d.join("images.gz"), &imgs, true).unwrap();
         let labels: Vec<u8> = noise(60, 12).iter().map(|b| b % 10).collect();
@@ -1030,7 +1030,7 @@ fn classify_streams_in_bounded_memory() {
     let f = Fixture::new();
     let peak = |n: usize| {
         let p = f.dir.path().join(format!("many-{n}"));
-        let imgs = Images { count: n, rows: 8, cols: 8, pixels: noise(n * 64, n as u64) };
+        let imgs = Images { count: n, channels: 1, rows: 8, cols: 8, pixels: noise(n * 64, n as u64) };
         idx::write_images(&p, &imgs, false).unwrap();
         let (code, _, err) = infer_cmd(&[
             "classify",

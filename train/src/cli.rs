@@ -9,7 +9,8 @@ use clap::{Args, Parser, Subcommand};
 use crate::cli_values::{choice, names};
 
 use infer::device::Device;
-use train::config::{Loss, Network, Preset, TrainSettings};
+use infer::folder::FolderOptions;
+use train::config::{Loss, Network, Normalize, Preset, TrainSettings};
 use train::explorer::{Base, Files, Param, Plan};
 use train::export::int8::{self, Int8Options};
 use train::export::quantize::{CalibrationMethod, WeightRange};
@@ -105,13 +106,35 @@ pub struct CommonArgs {
     /// No progress bar or per-epoch lines.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Image channels: 1 or 3 (default: from the data: grayscale stays 1, colour becomes 3).
+    #[arg(long)]
+    pub channels: Option<usize>,
+    /// Picture size HxW, e.g. 32x32 (default: the pictures' own if they all share it; they are resized to it).
+    #[arg(long, value_parser = parse_size)]
+    pub size: Option<(usize, usize)>,
+}
+
+/// `--size HxW`.
+fn parse_size(s: &str) -> Result<(usize, usize), String> {
+    let (h, w) = s.split_once(['x', 'X', '×']).ok_or_else(|| format!("expected HxW (e.g. 32x32), got {s:?}"))?;
+    let n = |v: &str| {
+        v.trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|&v| v > 0)
+            .ok_or_else(|| format!("expected HxW with positive integers, got {s:?}"))
+    };
+    Ok((n(h)?, n(w)?))
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct AutoencoderArgs {
-    /// IDX images ([N, H, W] u8, plain or gzip).
+    /// IDX images ([N, H, W] or [N, H, W, 3] u8, plain or gzip), or an image folder DIR/<class>/*.png|jpg.
     #[arg(long, default_value = "data/mnist/train-images-idx3-ubyte")]
     pub images: PathBuf,
+    /// Per-channel input normalisation, part of the model.
+    #[arg(long, value_parser = choice::<Normalize>(), default_value_t = Normalize::Auto)]
+    pub normalize: Normalize,
     /// Encoder layers (1–8); the decoder mirrors them.
     #[arg(long)]
     pub layers: Option<usize>,
@@ -130,14 +153,16 @@ pub struct ClassifierArgs {
     /// The autoencoder run whose encoder is reused.
     #[arg(long)]
     pub autoencoder: PathBuf,
+    /// IDX images, or an image folder DIR/<class>/*.png|jpg (its sorted folder names are the classes).
     #[arg(long, default_value = "data/mnist/train-images-idx3-ubyte")]
     pub images: PathBuf,
-    #[arg(long, default_value = "data/mnist/train-labels-idx1-ubyte")]
-    pub labels: PathBuf,
-    /// Test images for the final report (default: the t10k file beside --images, if any; "none" to skip).
+    /// IDX labels for IDX images (default: data/mnist/train-labels-idx1-ubyte); refused for an image folder.
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    /// Test images for the final report: IDX, or an image folder with the same classes (default: the t10k file beside --images, if any; "none" to skip).
     #[arg(long)]
     pub test_images: Option<PathBuf>,
-    /// Test labels (default: the t10k file beside --labels, if any).
+    /// Test labels for IDX test images (default: the t10k file beside --labels, if any).
     #[arg(long)]
     pub test_labels: Option<PathBuf>,
     /// Units of the fully connected layer.
@@ -287,7 +312,8 @@ impl CommonArgs {
         let out = self.out.clone().unwrap_or_else(|| Path::new("runs").join(default_name));
         let table = self.table.clone().unwrap_or_else(|| out.parent().unwrap_or(Path::new(".")).join(table_name));
         let device = device::resolve(self.device)?;
-        Ok(Common { out, device, quiet: self.quiet, reuse: self.reuse(), table: Some(table) })
+        let folder = FolderOptions { channels: self.channels, size: self.size };
+        Ok(Common { out, device, quiet: self.quiet, reuse: self.reuse(), table: Some(table), folder })
     }
 }
 
@@ -301,7 +327,7 @@ impl AutoencoderArgs {
         self.common.apply(&mut training.settings);
         training.validate()?;
         let common = self.common.common(&training.run_name(), table::AE_TABLE)?;
-        Ok(AutoencoderJob { images: self.images.clone(), training, common })
+        Ok(AutoencoderJob { images: self.images.clone(), normalize: self.normalize, training, common })
     }
 }
 
@@ -314,13 +340,25 @@ impl ClassifierArgs {
         set(&mut s.finetune_lr, self.finetune_lr.map(Some));
         self.common.apply(s);
         training.validate()?;
-        let test =
-            data::test_pair(&self.images, &self.labels, self.test_images.as_deref(), self.test_labels.as_deref())?;
+        // IDX images pair with a labels file; an image folder carries its own.
+        let (labels, test) = if self.images.is_dir() {
+            let test = match self.test_images.as_deref() {
+                Some(p) if p.as_os_str() == "none" => None,
+                Some(p) => Some((p.to_path_buf(), self.test_labels.clone())),
+                None => None,
+            };
+            (self.labels.clone(), test)
+        } else {
+            let labels = self.labels.clone().unwrap_or_else(|| PathBuf::from("data/mnist/train-labels-idx1-ubyte"));
+            let test =
+                data::test_pair(&self.images, &labels, self.test_images.as_deref(), self.test_labels.as_deref())?;
+            (Some(labels), test.map(|(i, l)| (i, Some(l))))
+        };
         let common = self.common.common(&training.run_name(), table::CLF_TABLE)?;
         Ok(ClassifierJob {
             autoencoder: self.autoencoder.clone(),
             images: self.images.clone(),
-            labels: self.labels.clone(),
+            labels,
             test,
             class_names: self.class_names.as_deref().map(pipeline::parse_class_names).transpose()?,
             training,

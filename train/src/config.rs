@@ -61,6 +61,21 @@ pub enum Preset {
     Quality,
 }
 
+/// Whether the model normalises its input per channel (a Sub and a Div at
+/// the graph's input, statistics of the training split).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Display, EnumString, IntoStaticStr, VariantArray, EnumMessage)]
+#[strum(serialize_all = "kebab-case")]
+pub enum Normalize {
+    /// Image folders: the training split's per-channel mean and std; IDX files: none.
+    #[default]
+    Auto,
+    /// The training split's per-channel mean and standard deviation.
+    Dataset,
+    /// Pixels / 255 as they are.
+    None,
+}
+
 /// The classifier's loss.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[derive(Display, EnumString, IntoStaticStr, VariantArray, EnumMessage)]

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use tch::{Device, Kind, Tensor};
 
+use infer::folder::{FolderOptions, ImageFolder};
 use infer::idx::{self, Images};
 
 use crate::error::TrainError;
@@ -42,10 +43,11 @@ impl Rng {
 /// Images (and labels) on the device, split.
 #[derive(Debug)]
 pub struct Data {
-    pub train_x: Tensor,         // [N_train, 1, H, W] f32 in [0, 1]
+    pub train_x: Tensor,         // [N_train, C, H, W] f32 in [0, 1]
     pub train_y: Option<Tensor>, // [N_train] i64
     pub val_x: Tensor,
     pub val_y: Option<Tensor>,
+    pub channels: usize,
     pub height: usize,
     pub width: usize,
 }
@@ -56,14 +58,141 @@ impl Data {
     }
 }
 
-/// Converts u8 images to a [N, 1, H, W] f32 tensor in [0, 1] on `device`.
+/// Converts u8 images to a [N, C, H, W] f32 tensor in [0, 1] on `device`.
 pub fn images_tensor(images: &Images, device: Device) -> Tensor {
     Tensor::from_slice(&images.pixels).to_device(device).to_kind(Kind::Float).g_div_scalar(255.0).reshape([
         images.count as i64,
-        1,
+        images.channels as i64,
         images.rows as i64,
         images.cols as i64,
     ])
+}
+
+/// A training set as read: images, and for a classifier its labels and (an
+/// image folder's) class names.
+#[derive(Debug)]
+pub struct Dataset {
+    pub images: Images,
+    pub labels: Option<Vec<u8>>,
+    /// An image folder's classes (its sub-folders, sorted).
+    pub classes: Option<Vec<String>>,
+    pub info: crate::run_dir::DatasetInfo,
+}
+
+/// Bytes training holds per decoded pixel value: the u8 pixels, the f32
+/// tensor of all images and the f32 split into training and validation.
+const BYTES_PER_VALUE: u64 = 1 + 4 + 4;
+
+/// Memory the system can give now (`MemAvailable`), where /proc says.
+fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+}
+
+/// Reads a training set: an IDX file (with `labels` for a classifier), or an
+/// image folder `DIR/<class>/*.png|jpg` (labels from the folders; a labels
+/// file is refused). `folder` settles channels and size (IDX: channels are
+/// converted; the size must match). `classifier` requires labels.
+pub fn load(
+    images: &Path,
+    labels: Option<&Path>,
+    folder: FolderOptions,
+    limit: Option<usize>,
+    classifier: bool,
+) -> Result<Dataset, TrainError> {
+    if images.is_dir() {
+        if let Some(l) = labels {
+            return Err(TrainError::Invalid(format!(
+                "{}: an image folder's labels are its class folders; {} is not needed (drop --labels)",
+                images.display(),
+                l.display()
+            )));
+        }
+        let mut f = ImageFolder::scan(images, folder)?;
+        if classifier {
+            f.require_classes()?;
+        }
+        if let Some(n) = limit {
+            f.truncate(n);
+        }
+        let need = f.decoded_bytes() * BYTES_PER_VALUE;
+        if let Some(have) = available_memory().filter(|&have| need > have) {
+            let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+            return Err(TrainError::Invalid(format!(
+                "{}: {} pictures of {}×{}×{} need {:.1} GiB for training (u8 pixels and float32 copies), {:.1} GiB is available; use --limit or a smaller --size",
+                images.display(),
+                f.files.len(),
+                f.channels,
+                f.height,
+                f.width,
+                gib(need),
+                gib(have)
+            )));
+        }
+        let info = crate::run_dir::DatasetInfo::of_folder(&f)?;
+        let pictures = f.load()?;
+        return Ok(Dataset { images: pictures, labels: Some(f.labels.clone()), classes: Some(f.classes), info });
+    }
+    if classifier && labels.is_none() {
+        return Err(TrainError::Invalid(format!("{}: an IDX image file needs --labels", images.display())));
+    }
+    let mut imgs = load_images(images, limit)?;
+    if let Some(c) = folder.channels {
+        imgs = with_channels(imgs, c)?;
+    }
+    if let Some((h, w)) = folder.size.filter(|&s| s != (imgs.rows, imgs.cols)) {
+        return Err(TrainError::Invalid(format!(
+            "{}: IDX images are {}×{}; --size {h}x{w} resizes the pictures of image folders only",
+            images.display(),
+            imgs.rows,
+            imgs.cols
+        )));
+    }
+    let info = crate::run_dir::DatasetInfo::of(images, labels, imgs.count)?;
+    let labels = labels.map(|l| load_labels(l, images, imgs.count, limit)).transpose()?;
+    Ok(Dataset { images: imgs, labels, classes: None, info })
+}
+
+/// The images in `channels` (1: `image`'s luma; 3: gray repeated).
+pub fn with_channels(images: Images, channels: usize) -> Result<Images, TrainError> {
+    if !matches!(channels, 1 | 3) {
+        return Err(infer::folder::FolderError::Channels(channels).into());
+    }
+    if images.channels == channels {
+        return Ok(images);
+    }
+    let (h, w) = (images.rows, images.cols);
+    let mut pixels = Vec::with_capacity(images.count * channels * h * w);
+    for i in 0..images.count {
+        let p = infer::preprocess::Picture::from_planar(images.image(i), images.channels, h, w).with_channels(channels);
+        pixels.extend(p.into_planar());
+    }
+    Ok(Images { count: images.count, channels, rows: h, cols: w, pixels })
+}
+
+/// The run's own data set again, read exactly as for training (for export
+/// checks and int8 calibration): the first `limit` images and their labels.
+pub fn load_run_dataset(
+    d: &crate::run_dir::DatasetInfo,
+    limit: usize,
+) -> Result<(Images, Option<Vec<u8>>), TrainError> {
+    match &d.folder {
+        Some(rec) => {
+            let mut f = ImageFolder::scan(&d.images, rec.options())?;
+            f.truncate(limit.min(d.count));
+            Ok((f.load()?, Some(f.labels)))
+        }
+        None => {
+            let images = load_images(&d.images, Some(limit.min(d.count)))?;
+            let labels = d
+                .labels
+                .as_ref()
+                .map(|l| load_labels(l, &d.images, images.count, Some(limit.min(d.count))))
+                .transpose()?;
+            Ok((images, labels))
+        }
+    }
 }
 
 pub fn labels_tensor(labels: &[u8], device: Device) -> Tensor {
@@ -126,6 +255,7 @@ pub fn split(
         train_y: labels.as_ref().map(|l| l.index_select(0, &ti)),
         val_x: all.index_select(0, &vi),
         val_y: labels.as_ref().map(|l| l.index_select(0, &vi)),
+        channels: images.channels,
         height: images.rows,
         width: images.cols,
     })

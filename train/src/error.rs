@@ -43,6 +43,9 @@ pub enum TrainError {
     Cancelled,
     #[error(transparent)]
     Session(#[from] infer::session::SessionError),
+    /// An image folder that cannot be trained on.
+    #[error(transparent)]
+    Folder(#[from] infer::folder::FolderError),
     #[error("{}: the ONNX model differs from the trained model: max |difference| {diff:.3e} exceeds {tol:.0e}", path.display())]
     Parity { path: PathBuf, diff: f32, tol: f32 },
     #[error("{}: the int8 model misses the accuracy gate: {summary}; --int8-ungated writes it anyway", path.display())]

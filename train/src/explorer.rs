@@ -197,6 +197,7 @@ impl Explorer {
             quiet: self.quiet,
             reuse: Reuse::Overwrite,
             table: Some(self.dir.join(table)),
+            folder: Default::default(),
         }
     }
 
@@ -205,14 +206,15 @@ impl Explorer {
         let outcome = match point {
             Point::Autoencoder(training) => pipeline::train_autoencoder(&AutoencoderJob {
                 images: self.files.images.clone(),
+                normalize: Default::default(),
                 training: training.clone(),
                 common: self.common(point, AE_TABLE),
             })?,
             Point::Classifier { training, .. } => pipeline::train_classifier(&ClassifierJob {
                 autoencoder: self.files.autoencoder.clone().expect("checked in new"),
                 images: self.files.images.clone(),
-                labels: self.files.labels.clone(),
-                test: self.files.test.clone(),
+                labels: Some(self.files.labels.clone()),
+                test: self.files.test.clone().map(|(i, l)| (i, Some(l))),
                 class_names: None,
                 training: training.clone(),
                 common: self.common(point, CLF_TABLE),

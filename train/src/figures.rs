@@ -68,6 +68,7 @@ pub fn reconstructions(path: &Path, ae: &Autoencoder, data: &Data, n: usize) -> 
     let (h, w) = (data.height, data.width);
     let tile = |t: &Tensor, i: i64, cap: &str| Tile {
         pixels: to_u8(&t.get(i)),
+        channels: data.channels,
         height: h,
         width: w,
         caption: (i == 0).then(|| cap.to_string()),

@@ -13,6 +13,7 @@ use crate::checkpoint::WEIGHTS;
 use crate::config::TrainSettings;
 use crate::error::TrainError;
 use crate::model::{AutoencoderConfig, ClassifierConfig};
+use infer::folder::{FolderOptions, ImageFolder};
 
 pub const CONFIG: &str = "config.json";
 pub const HISTORY: &str = "history.csv";
@@ -27,10 +28,29 @@ pub struct DatasetInfo {
     pub labels_sha256: Option<String>,
     /// Images used (after `--limit`).
     pub count: usize,
+    /// An image folder's reading: classes, channels and size (IDX: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folder: Option<FolderRecord>,
+}
+
+/// How an image folder was read, so export and calibration read it the same.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FolderRecord {
+    pub classes: Vec<String>,
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+}
+
+impl FolderRecord {
+    pub fn options(&self) -> FolderOptions {
+        FolderOptions { channels: Some(self.channels), size: Some((self.height, self.width)) }
+    }
 }
 
 impl DatasetInfo {
-    /// `images` (and `labels`) as they are now: canonical paths, hashes.
+    /// `images` (and `labels`) as they are now: canonical paths, hashes (an
+    /// image folder's over every picture's relative path and bytes).
     pub fn of(images: &Path, labels: Option<&Path>, count: usize) -> Result<DatasetInfo, TrainError> {
         let canonical = |p: &Path| std::fs::canonicalize(p).map_err(TrainError::io(p, "cannot resolve"));
         Ok(DatasetInfo {
@@ -39,7 +59,38 @@ impl DatasetInfo {
             labels: labels.map(canonical).transpose()?,
             labels_sha256: labels.map(sha256_file).transpose()?,
             count,
+            folder: None,
         })
+    }
+
+    /// An image folder as read for training (after `--limit`).
+    pub fn of_folder(folder: &ImageFolder) -> Result<DatasetInfo, TrainError> {
+        let canonical = std::fs::canonicalize(&folder.root).map_err(TrainError::io(&folder.root, "cannot resolve"))?;
+        Ok(DatasetInfo {
+            images: canonical,
+            images_sha256: folder.sha256()?,
+            labels: None,
+            labels_sha256: None,
+            count: folder.files.len(),
+            folder: Some(FolderRecord {
+                classes: folder.classes.clone(),
+                channels: folder.channels,
+                height: folder.height,
+                width: folder.width,
+            }),
+        })
+    }
+
+    /// The images' hash as they are now (to refuse a data set that changed).
+    pub fn images_sha256_now(&self) -> Result<String, TrainError> {
+        match &self.folder {
+            None => sha256_file(&self.images),
+            Some(rec) => {
+                let mut f = ImageFolder::scan(&self.images, rec.options())?;
+                f.truncate(self.count);
+                Ok(f.sha256()?)
+            }
+        }
     }
 }
 

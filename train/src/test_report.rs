@@ -73,6 +73,7 @@ pub fn write(
             .take(GRID)
             .map(|i| Tile {
                 pixels: images.image(i).to_vec(),
+                channels: images.channels,
                 height: h,
                 width: w,
                 caption: Some(format!(

@@ -61,11 +61,19 @@ fn settings(epochs: usize, batch: usize) -> TrainSettings {
 }
 
 fn common(out: &Path) -> Common {
-    Common { out: out.into(), device: Device::Cpu, quiet: true, reuse: Reuse::Overwrite, table: None }
+    Common {
+        out: out.into(),
+        device: Device::Cpu,
+        quiet: true,
+        reuse: Reuse::Overwrite,
+        table: None,
+        folder: Default::default(),
+    }
 }
 
 fn ae_job(out: &Path, epochs: usize) -> AutoencoderJob {
     AutoencoderJob {
+        normalize: Default::default(),
         images: mnist("train-images-idx3-ubyte"),
         training: AutoencoderTraining {
             architecture: Architecture { layers: 2, filter_size: 3, filters: 4 },
@@ -86,8 +94,7 @@ fn every_filter_size_keeps_the_image_size() {
     let _g = lock();
     for k in 2..=7 {
         for layers in [1, 2, 3] {
-            let cfg =
-                AutoencoderConfig { layers, filter_size: k, filters: 2, input: InputShape { height: 28, width: 20 } };
+            let cfg = AutoencoderConfig { layers, filter_size: k, filters: 2, input: InputShape::gray(28, 20) };
             cfg.validate().unwrap();
             let vs = VarStore::new(Device::Cpu);
             let ae = Autoencoder::new(&vs.root(), &cfg);
@@ -103,12 +110,8 @@ fn every_filter_size_keeps_the_image_size() {
 
 #[test]
 fn bad_geometry_and_hyperparameters_are_refused() {
-    let cfg = |layers, k, f, h| AutoencoderConfig {
-        layers,
-        filter_size: k,
-        filters: f,
-        input: InputShape { height: h, width: 28 },
-    };
+    let cfg =
+        |layers, k, f, h| AutoencoderConfig { layers, filter_size: k, filters: f, input: InputShape::gray(h, 28) };
     assert_eq!(cfg(0, 3, 4, 28).validate().unwrap_err().to_string(), "--layers must be between 1 and 8, got 0");
     assert_eq!(cfg(2, 0, 4, 28).validate().unwrap_err().to_string(), "--filter-size must be between 2 and 7, got 0");
     assert_eq!(
@@ -259,8 +262,8 @@ fn classifier_beats_chance_and_reports_on_test_set() {
     let job = ClassifierJob {
         autoencoder: ae.clone(),
         images: mnist("train-images-idx3-ubyte"),
-        labels: mnist("train-labels-idx1-ubyte"),
-        test: Some((ti.clone(), tl.clone())),
+        labels: Some(mnist("train-labels-idx1-ubyte")),
+        test: Some((ti.clone(), Some(tl.clone()))),
         class_names: Some(DIGITS.iter().map(|d| d.to_string()).collect()),
         training: ClassifierTraining { fc_units: 16, loss: Loss::CrossEntropy, settings: s },
         common: common(&out),
@@ -492,7 +495,7 @@ fn onnx_matches_tch_for_all_graphs_and_architectures() {
     tch::manual_seed(3);
     let meta = BTreeMap::new();
     for (layers, k) in [(1, 2), (2, 3), (4, 5), (4, 3), (2, 2)] {
-        let cfg = AutoencoderConfig { layers, filter_size: k, filters: 3, input: InputShape { height: 28, width: 28 } };
+        let cfg = AutoencoderConfig { layers, filter_size: k, filters: 3, input: InputShape::gray(28, 28) };
         let vs = VarStore::new(Device::Cpu);
         let ae = Autoencoder::new(&vs.root(), &cfg);
         randomise(&vs);
@@ -526,7 +529,7 @@ fn onnx_matches_tch_for_all_graphs_and_architectures() {
 fn exported_graph_summaries() {
     let _g = lock();
     tch::manual_seed(1);
-    let cfg = AutoencoderConfig { layers: 2, filter_size: 3, filters: 4, input: InputShape { height: 28, width: 28 } };
+    let cfg = AutoencoderConfig { layers: 2, filter_size: 3, filters: 4, input: InputShape::gray(28, 28) };
     let vs = VarStore::new(Device::Cpu);
     let _ae = Autoencoder::new(&vs.root(), &cfg);
     let meta =
@@ -574,7 +577,8 @@ fn bad_inputs_fail_before_training_with_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let odd = d.join("odd-images");
-    idx::write_images(&odd, &Images { count: 10, rows: 30, cols: 30, pixels: vec![0; 9000] }, false).unwrap();
+    idx::write_images(&odd, &Images { count: 10, channels: 1, rows: 30, cols: 30, pixels: vec![0; 9000] }, false)
+        .unwrap();
     let five_labels = d.join("five-labels");
     idx::write_labels(&five_labels, &[0, 1, 2, 3, 4], false).unwrap();
     let out = d.join("run");
@@ -1014,7 +1018,8 @@ fn hostile_inputs_corpus() {
     }
     // An ONNX model taking 32×32 images, exported from a real run.
     let odd = d.join("odd32");
-    idx::write_images(&odd, &Images { count: 40, rows: 32, cols: 32, pixels: vec![7; 40 * 1024] }, false).unwrap();
+    idx::write_images(&odd, &Images { count: 40, channels: 1, rows: 32, cols: 32, pixels: vec![7; 40 * 1024] }, false)
+        .unwrap();
     let mut j = ae_job(&d.join("ae32"), 1);
     j.images = odd.clone();
     j.training.settings.limit = None;
@@ -1259,4 +1264,218 @@ fn nan_loss_stops_training_with_the_epoch_named() {
     assert_eq!(code, 1, "{err}");
     assert_eq!(err.trim_end(), "error: training diverged: the loss became NaN in epoch 1");
     assert!(!out.join("weights.safetensors").exists(), "a diverged epoch is not checkpointed");
+}
+
+// ---------------------------------------------------------------- image folders
+
+/// A generated image-folder data set, `dir/<colour>/NNN.png`: 32×32 RGB
+/// pictures of a filled circle, square or triangle at a random place and
+/// size on a random gray background, with noise. The class is the shape's
+/// hue only: every shape's luma (`image`'s weights) is drawn from the same
+/// range in every class, so a pipeline that loses colour cannot beat
+/// chance (1/3) by much.
+fn coloured_shapes(dir: &Path, per_class: usize, seed: u64) {
+    // Unit-luma colours: (r, g, b) / (0.2126 r + 0.7152 g + 0.0722 b).
+    let hues: [(&str, [f64; 3]); 3] =
+        [("blue", [0.3, 0.3, 1.0]), ("green", [0.25, 1.0, 0.25]), ("red", [1.0, 0.25, 0.25])];
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 11) as f64 / (1u64 << 53) as f64
+    };
+    for (name, rgb) in hues {
+        let luma = 0.2126 * rgb[0] + 0.7152 * rgb[1] + 0.0722 * rgb[2];
+        let class = dir.join(name);
+        std::fs::create_dir_all(&class).unwrap();
+        for i in 0..per_class {
+            let l = 50.0 + 38.0 * next();
+            let colour = rgb.map(|v| (v / luma * l).min(255.0));
+            let bg = 30.0 + 190.0 * next();
+            let (cx, cy, r) = (8.0 + 16.0 * next(), 8.0 + 16.0 * next(), 4.0 + 5.0 * next());
+            let shape = (next() * 3.0) as u32;
+            let inside = |x: f64, y: f64| match shape {
+                0 => (x - cx).powi(2) + (y - cy).powi(2) <= r * r,
+                1 => (x - cx).abs() <= r && (y - cy).abs() <= r,
+                _ => y - cy <= r && y - cy >= -r && (x - cx).abs() <= (y - cy + r) / 2.0,
+            };
+            let img = image::RgbImage::from_fn(32, 32, |x, y| {
+                let on = inside(x as f64 + 0.5, y as f64 + 0.5);
+                image::Rgb(std::array::from_fn(|c| {
+                    let v = if on { colour[c] } else { bg } + 16.0 * next() - 8.0;
+                    v.clamp(0.0, 255.0) as u8
+                }))
+            });
+            img.save(class.join(format!("{i:03}.png"))).unwrap();
+        }
+    }
+}
+
+/// The whole toolchain on colour pictures in folders: both networks train
+/// on `DIR/<class>/*.png` (3 channels, normalised), export, and `infer`
+/// classifies a test folder well above what a colour-blind pipeline gets.
+#[test]
+fn image_folders_train_export_and_classify_in_colour() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    coloured_shapes(&d.join("train"), 120, 1);
+    coloured_shapes(&d.join("test"), 30, 2);
+    let p = |s: &str| d.join(s).display().to_string();
+    let small = ["--batch-size", "32", "--threads", "2", "--quiet", "--force"];
+    let (ae, train_dir) = (p("ae"), p("train"));
+    let mut args = vec!["autoencoder", "--images", &train_dir[..], "--epochs", "3", "--out", &ae[..]];
+    args.extend(["--layers", "2", "--filters", "8"]);
+    args.extend(small);
+    let (code, _, err) = run(&args, None);
+    assert_eq!(code, 0, "{err}");
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("ae/config.json")).unwrap()).unwrap();
+    let input = &cfg["model"]["input"];
+    assert_eq!((input["channels"].as_u64(), input["height"].as_u64()), (Some(3), Some(32)), "{input}");
+    assert!(input["normalize"]["std"][0].as_f64().unwrap() > 0.05, "normalised from the data: {input}");
+    assert_eq!(cfg["dataset"]["folder"]["classes"], serde_json::json!(["blue", "green", "red"]));
+    let clf = p("clf");
+    let (test, train) = (p("test"), p("train"));
+    let mut args = vec![
+        "classifier",
+        "--autoencoder",
+        &ae[..],
+        "--images",
+        &train[..],
+        "--test-images",
+        &test[..],
+        "--frozen-epochs",
+        "1",
+        "--epochs",
+        "4",
+        "--out",
+        &clf[..],
+    ];
+    args.extend(small);
+    let (code, _, err) = run(&args, None);
+    assert_eq!(code, 0, "{err}");
+    let models = p("models");
+    let (code, _, err) = run(&["export", "--run", &clf, "--out", &models, "--quiet", "--int8"], None);
+    assert_eq!(code, 0, "{err}");
+    // infer on the test folder: labels from the folders' names.
+    let accuracy = |model: &str| {
+        let out = Command::new(infer_bin())
+            .args(["classify", "--model", &p(model), "--images", &test, "--format", "json", "-q"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(doc["count"], 90);
+        doc["report"]["accuracy"].as_f64().unwrap()
+    };
+    let (acc, acc8) = (accuracy("models/classifier.onnx"), accuracy("models/classifier.int8.onnx"));
+    eprintln!("coloured shapes: infer test accuracy {acc:.3} (int8 {acc8:.3}) on 90 pictures");
+    assert!(acc >= 0.8, "a colour pipeline separates hues of equal luma: accuracy {acc}");
+    assert!((acc - acc8).abs() <= 0.05, "int8 {acc8} vs float {acc}");
+    // The exported graph takes RGB and carries the normalisation.
+    let m = infer::onnx::read_model(p("models/classifier.onnx")).unwrap();
+    let summary = export_onnx::summary(&m);
+    assert!(summary.contains("image [batch, 3, 32, 32]") && summary.contains("Sub input.center"), "{summary}");
+    // The autoencoder reconstructs three channels.
+    let out = Command::new(infer_bin())
+        .args(["reconstruct", "--model", &p("models/autoencoder.onnx"), "--images", &test, "--out", &p("r.png"), "-q"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(image::open(d.join("r.png")).unwrap().color(), image::ColorType::Rgb8);
+}
+
+/// Bad image folders: one line naming the path and the problem, exit 2,
+/// no run directory.
+#[test]
+fn bad_image_folders_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    coloured_shapes(&d.join("ok"), 4, 3);
+    let copy = |to: &str| {
+        for c in ["blue", "green", "red"] {
+            std::fs::create_dir_all(d.join(to).join(c)).unwrap();
+            for f in std::fs::read_dir(d.join("ok").join(c)).unwrap() {
+                let f = f.unwrap().path();
+                std::fs::copy(&f, d.join(to).join(c).join(f.file_name().unwrap())).unwrap();
+            }
+        }
+    };
+    copy("corrupt");
+    std::fs::write(d.join("corrupt/green/001.png"), b"\x89PNG\r\n\x1a\n cut").unwrap();
+    copy("empty-class");
+    std::fs::create_dir(d.join("empty-class/yellow")).unwrap();
+    copy("mixed");
+    image::RgbImage::new(40, 30).save(d.join("mixed/red/big.png")).unwrap();
+    std::fs::create_dir_all(d.join("one-class/only")).unwrap();
+    image::RgbImage::new(32, 32).save(d.join("one-class/only/a.png")).unwrap();
+    image::RgbImage::new(30, 30).save(d.join("mixed-30.png")).unwrap();
+    copy("odd");
+    for c in ["blue", "green", "red"] {
+        for f in std::fs::read_dir(d.join("odd").join(c)).unwrap() {
+            image::RgbImage::new(30, 30).save(f.unwrap().path()).unwrap();
+        }
+    }
+    let p = |s: &str| d.join(s).display().to_string();
+    let ok_labels = p("labels");
+    idx::write_labels(&ok_labels, &[0; 12], false).unwrap();
+    let cases: Vec<(&str, Vec<String>)> = vec![
+        ("corrupt", vec!["autoencoder".into(), "--images".into(), p("corrupt")]),
+        ("empty_class", vec!["autoencoder".into(), "--images".into(), p("empty-class")]),
+        ("mixed_sizes", vec!["autoencoder".into(), "--images".into(), p("mixed")]),
+        ("odd_size", vec!["autoencoder".into(), "--images".into(), p("odd")]),
+        ("channels", vec!["autoencoder".into(), "--images".into(), p("ok"), "--channels".into(), "2".into()]),
+        ("bad_size_flag", vec!["autoencoder".into(), "--images".into(), p("ok"), "--size".into(), "32".into()]),
+        ("one_class", vec!["classifier".into(), "--autoencoder".into(), p("ae"), "--images".into(), p("one-class")]),
+        (
+            "labels_refused",
+            vec![
+                "classifier".into(),
+                "--autoencoder".into(),
+                p("ae"),
+                "--images".into(),
+                p("ok"),
+                "--labels".into(),
+                ok_labels.clone(),
+            ],
+        ),
+    ];
+    // An autoencoder run on the good folder, for the classifier cases.
+    let (code, _, err) = run(
+        &[
+            "autoencoder",
+            "--images",
+            &p("ok"),
+            "--layers",
+            "1",
+            "--filters",
+            "2",
+            "--epochs",
+            "1",
+            "--out",
+            &p("ae"),
+            "--quiet",
+            "--val-split",
+            "0.25",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let mut snap = String::new();
+    for (name, args) in &cases {
+        let out = p(&format!("run-{name}"));
+        let mut a: Vec<&str> = args.iter().map(String::as_str).collect();
+        a.extend(["--out", &out, "--quiet"]);
+        let (code, _, err) = run(&a, None);
+        assert_eq!(code, 2, "{name}: {err}");
+        assert!(!Path::new(&out).exists(), "{name}: nothing written");
+        let err = err.trim_end().replace(&p(""), "<tmp>/");
+        // clap's own usage errors add a hint line; ours are one line.
+        if *name != "bad_size_flag" {
+            assert_eq!(err.lines().count(), 1, "{name}: one line: {err}");
+        }
+        snap += &format!("{name}: {}\n", err.lines().next().unwrap_or(""));
+    }
+    insta::assert_snapshot!("bad_image_folders", snap);
 }

@@ -40,8 +40,8 @@ const PER_FILE_LINES: usize = 20;
 pub fn classify(opts: &RunOptions, c: &ClassifyOptions, out: &mut dyn Write) -> Result<(), InferError> {
     let _checked = crate::interrupt::Checked::begin();
     // Usage errors first: no model is loaded for a command that cannot run.
-    if c.confusion.is_some() && c.labels.is_none() {
-        return Err(InferError::Usage("--confusion needs --labels".into()));
+    if c.confusion.is_some() && c.labels.is_none() && !opts.images.iter().any(|p| p.is_dir()) {
+        return Err(InferError::Usage("--confusion needs --labels (or an image folder DIR/<class>/…)".into()));
     }
     let (mut session, mut source) = open(opts, "probabilities", "a classifier")?;
     let classes = match session.output("probabilities").map(|o| o.dims.as_slice()) {
@@ -53,8 +53,9 @@ pub fn classify(opts: &RunOptions, c: &ClassifyOptions, out: &mut dyn Write) -> 
             })
         }
     };
-    let labels = match &c.labels {
-        Some(p) => {
+    let names = class_names(&session, classes);
+    let labels = match (&c.labels, source.classes()) {
+        (Some(p), _) => {
             let l = idx::read_labels(p)?;
             if l.len() != source.count() {
                 return Err(InferError::Input {
@@ -70,8 +71,28 @@ pub fn classify(opts: &RunOptions, c: &ClassifyOptions, out: &mut dyn Write) -> 
             }
             Some(l)
         }
-        None => None,
+        // An image folder labels its pictures by their folders' names,
+        // which must be the model's class names.
+        (None, Some(folder_classes)) => {
+            let mut l = Vec::with_capacity(folder_classes.len());
+            for name in folder_classes {
+                match names.iter().position(|n| n == name) {
+                    Some(k) => l.push(k as u8),
+                    None => {
+                        return Err(InferError::Input {
+                            path: source.path().to_path_buf(),
+                            msg: format!("class folder {name:?} is not one of the model's classes {names:?}"),
+                        })
+                    }
+                }
+            }
+            Some(l)
+        }
+        (None, None) => None,
     };
+    if c.confusion.is_some() && labels.is_none() {
+        return Err(InferError::Usage("--confusion needs --labels (or an image folder DIR/<class>/…)".into()));
+    }
     let truth: Option<Vec<usize>> = labels.as_ref().map(|l| l.iter().map(|&v| v as usize).collect());
     for p in [&c.predictions, &c.confusion, &c.probabilities, &c.inputs].into_iter().flatten() {
         check_writable(p)?;
@@ -80,9 +101,10 @@ pub fn classify(opts: &RunOptions, c: &ClassifyOptions, out: &mut dyn Write) -> 
         Some(p) => Some(NpyWriter::create(p, &[source.count(), classes]).map_err(InferError::write(p))?),
         None => None,
     };
-    let (h, w) = (session.height, session.width);
+    let (ch, h, w) = (session.channels, session.height, session.width);
+    let px = ch * h * w;
     let mut inputs_npy = match &c.inputs {
-        Some(p) => Some(NpyWriter::create(p, &[source.count(), 1, h, w]).map_err(InferError::write(p))?),
+        Some(p) => Some(NpyWriter::create(p, &[source.count(), ch, h, w]).map_err(InferError::write(p))?),
         None => None,
     };
     if let Some(d) = &c.samples {
@@ -104,7 +126,7 @@ pub fn classify(opts: &RunOptions, c: &ClassifyOptions, out: &mut dyn Write) -> 
         if let (Some(npy), Some(p)) = (inputs_npy.as_mut(), &c.inputs) {
             let mut x = Vec::new();
             idx::normalize_into(pixels, &mut x);
-            let rows = ndarray::ArrayView2::from_shape((pixels.len() / (h * w), h * w), &x).expect("whole images");
+            let rows = ndarray::ArrayView2::from_shape((pixels.len() / px, px), &x).expect("whole images");
             npy.write_rows(rows).map_err(InferError::write(p))?;
         }
         for (i, row) in probs.rows().outer_iter().enumerate() {
@@ -128,7 +150,8 @@ pub fn classify(opts: &RunOptions, c: &ClassifyOptions, out: &mut dyn Write) -> 
                         None => format!("predicted {} ({:.0}%)", names[best], p * 100.0),
                     };
                     slot.push(Tile {
-                        pixels: pixels[i * h * w..(i + 1) * h * w].to_vec(),
+                        pixels: pixels[i * px..(i + 1) * px].to_vec(),
+                        channels: ch,
                         height: h,
                         width: w,
                         caption: Some(caption),

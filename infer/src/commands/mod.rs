@@ -87,7 +87,8 @@ pub(crate) fn open(opts: &RunOptions, output: &str, what: &str) -> Result<(Model
             msg: format!("model has outputs {have}, expected {what} with output `{output}`"),
         });
     }
-    let source = ImageSource::open(&opts.images, session.height, session.width, opts.pre, opts.skip_bad)?;
+    let source =
+        ImageSource::open(&opts.images, [session.channels, session.height, session.width], opts.pre, opts.skip_bad)?;
     let skipped = source.skipped();
     if !skipped.is_empty() {
         for b in skipped {
@@ -112,8 +113,8 @@ pub(crate) fn stream(
         if interrupt::requested() {
             return Err(InferError::Interrupted);
         }
-        let n = pixels.len() / (session.height * session.width);
-        normalize_into(&pixels, &mut x); // [n, 1, H, W] in [0, 1]
+        let n = pixels.len() / (session.channels * session.height * session.width);
+        normalize_into(&pixels, &mut x); // [n, C, H, W] in [0, 1]
         let outputs = session.run(&x, n)?;
         each(&pixels, &outputs)?;
     }

@@ -18,7 +18,7 @@ pub struct ReconstructOptions {
     pub grid: Option<PathBuf>,
     pub count: usize,
     pub per_image: Option<PathBuf>,
-    /// Every reconstruction as a `[N, 1, H, W]` .npy.
+    /// Every reconstruction as a `[N, C, H, W]` .npy.
     pub npy: Option<PathBuf>,
     pub format: Format,
 }
@@ -26,14 +26,15 @@ pub struct ReconstructOptions {
 pub fn reconstruct(opts: &RunOptions, r: &ReconstructOptions, out: &mut dyn Write) -> Result<(), InferError> {
     let _checked = crate::interrupt::Checked::begin();
     let (mut session, mut source) = open(opts, "reconstruction", "an autoencoder")?;
-    let (h, w) = (session.height, session.width);
+    let (c, h, w) = (session.channels, session.height, session.width);
     match session.output("reconstruction").map(|o| o.dims.as_slice()) {
-        Some([_, Dim::Fixed(1), Dim::Fixed(oh), Dim::Fixed(ow)]) if (*oh, *ow) == (h as i64, w as i64) => {}
+        Some([_, Dim::Fixed(oc), Dim::Fixed(oh), Dim::Fixed(ow)])
+            if (*oc, *oh, *ow) == (c as i64, h as i64, w as i64) => {}
         _ => {
             return Err(InferError::Input {
                 path: opts.model.clone(),
                 msg: format!(
-                    "output `reconstruction` is [{}], expected [batch, 1, {h}, {w}] like the input",
+                    "output `reconstruction` is [{}], expected [batch, {c}, {h}, {w}] like the input",
                     session.output("reconstruction").map(|o| o.dims_string()).unwrap_or_default()
                 ),
             })
@@ -43,10 +44,10 @@ pub fn reconstruct(opts: &RunOptions, r: &ReconstructOptions, out: &mut dyn Writ
         check_writable(p)?;
     }
     let mut npy = match &r.npy {
-        Some(p) => Some(NpyWriter::create(p, &[source.count(), 1, h, w]).map_err(InferError::write(p))?),
+        Some(p) => Some(NpyWriter::create(p, &[source.count(), c, h, w]).map_err(InferError::write(p))?),
         None => None,
     };
-    let px = h * w;
+    let px = c * h * w;
     let mut mse: Vec<f64> = Vec::with_capacity(source.count().min(1 << 20));
     let (mut originals, mut recons) = (Vec::new(), Vec::new());
     let seconds = stream(&mut session, &mut source, opts.batch_size, |pixels, outputs| {
@@ -58,10 +59,18 @@ pub fn reconstruct(opts: &RunOptions, r: &ReconstructOptions, out: &mut dyn Writ
             let x = &pixels[i * px..(i + 1) * px];
             let e = x.iter().zip(y).map(|(&a, &b)| (a as f64 / 255.0 - b as f64).powi(2)).sum::<f64>() / px as f64;
             if originals.len() < r.count {
-                originals.push(Tile { pixels: x.to_vec(), height: h, width: w, caption: None, alert: false });
+                originals.push(Tile {
+                    pixels: x.to_vec(),
+                    channels: c,
+                    height: h,
+                    width: w,
+                    caption: None,
+                    alert: false,
+                });
                 let y8 = y.iter().map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8).collect();
                 recons.push(Tile {
                     pixels: y8,
+                    channels: c,
                     height: h,
                     width: w,
                     caption: Some(format!("MSE {e:.5}")),

@@ -84,7 +84,7 @@ struct ModelArgs {
 impl ModelArgs {
     fn model(&self) -> Result<AutoencoderConfig, TrainError> {
         let arch = Architecture { layers: self.layers, filter_size: self.filter_size, filters: self.filters };
-        let cfg = arch.with_input(InputShape { height: self.height, width: self.width });
+        let cfg = arch.with_input(InputShape::gray(self.height, self.width));
         cfg.validate()?;
         Ok(cfg)
     }

@@ -64,22 +64,24 @@ impl RunImages {
     /// Loads the run's dataset (refused if it changed since training).
     pub fn of(cfg: &RunConfig, calibration_images: usize) -> Result<RunImages, TrainError> {
         let d = &cfg.dataset;
-        for (path, then) in [(Some(&d.images), Some(&d.images_sha256)), (d.labels.as_ref(), d.labels_sha256.as_ref())] {
-            if let (Some(path), Some(then)) = (path, then) {
-                let now = sha256_file(path)?;
-                if &now != then {
-                    return Err(TrainError::Invalid(format!(
-                        "{}: changed since the run was trained (sha256 {then} then, {now} now): cannot calibrate on it",
-                        path.display()
-                    )));
-                }
+        let now = d.images_sha256_now()?;
+        if now != d.images_sha256 {
+            return Err(TrainError::Invalid(format!(
+                "{}: changed since the run was trained (sha256 {} then, {now} now): cannot calibrate on it",
+                d.images.display(),
+                d.images_sha256
+            )));
+        }
+        if let (Some(path), Some(then)) = (&d.labels, &d.labels_sha256) {
+            let now = sha256_file(path)?;
+            if &now != then {
+                return Err(TrainError::Invalid(format!(
+                    "{}: changed since the run was trained (sha256 {then} then, {now} now): cannot calibrate on it",
+                    path.display()
+                )));
             }
         }
-        let images = data::load_images(&d.images, Some(d.count))?;
-        let labels = match &d.labels {
-            Some(l) => Some(data::load_labels(l, &d.images, images.count, Some(d.count))?),
-            None => None,
-        };
+        let (images, labels) = data::load_run_dataset(d, d.count)?;
         let s = &cfg.train;
         let split = data::split(&images, labels.as_deref(), s.val_split, s.seed, Device::Cpu)?;
         // A seeded draw from the training part (never the validation part).
@@ -93,7 +95,7 @@ impl RunImages {
             val_count: split.val_x.size()[0] as usize,
             val: to_vec(&split.val_x),
             val_labels: split.val_y.as_ref().map(|y| Vec::<i64>::try_from(y).expect("int64 labels")),
-            pixels: images.rows * images.cols,
+            pixels: images.pixels_per_image(),
         })
     }
 

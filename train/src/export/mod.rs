@@ -94,13 +94,27 @@ fn metadata(cfg: &RunConfig, run: &RunDir, weights_sha256: &str) -> BTreeMap<Str
     let mut m = BTreeMap::new();
     m.insert("weights_sha256".into(), weights_sha256.into());
     m.insert("run".into(), std::fs::canonicalize(&run.path).unwrap_or(run.path.clone()).display().to_string());
-    let (h, w) = (cfg.model.autoencoder().input.height, cfg.model.autoencoder().input.width);
+    let input = cfg.model.autoencoder().input;
+    let (c, h, w) = (input.channels, input.height, input.width);
     m.insert("producer".into(), cfg.producer.clone());
     m.insert("model_kind".into(), cfg.model.kind().into());
-    m.insert(
-        "input".into(),
-        format!("image: float32 [batch, 1, {h}, {w}], grayscale pixel / 255 in [0, 1], as IDX images store them (MNIST: white digit on black)"),
-    );
+    let pixels = if c == 1 {
+        "grayscale pixel / 255 in [0, 1], as IDX images store them (MNIST: white digit on black)"
+    } else {
+        "RGB planes, pixel / 255 in [0, 1]"
+    };
+    m.insert("input".into(), format!("image: float32 [batch, {c}, {h}, {w}], {pixels}"));
+    if let Some(n) = input.normalize {
+        // Applied inside the graph (Sub, Div): recorded, not for the consumer to apply.
+        m.insert(
+            "normalization".into(),
+            serde_json::json!({"mean": &n.mean[..c], "std": &n.std[..c], "applied": "in the graph, after the input"})
+                .to_string(),
+        );
+    }
+    if let Some(folder) = &cfg.dataset.folder {
+        m.insert("dataset_layout".into(), format!("image folder, {} classes", folder.classes.len()));
+    }
     m.insert("model_config".into(), serde_json::to_string(&cfg.model).expect("json"));
     m.insert("training".into(), serde_json::to_string(&cfg.train).expect("json"));
     m.insert("dataset".into(), cfg.dataset.images.display().to_string());
@@ -240,9 +254,24 @@ fn pending(run: &RunDir, encoder: EncoderSource) -> Result<(Vec<Pending>, Autoen
     Ok((out, ae_cfg, cfg))
 }
 
-/// Images to verify with: the first `n` of `path`, in [0, 1].
-fn verification_batch(path: &Path, n: usize, h: usize, w: usize) -> Result<Tensor, TrainError> {
-    let images = data::load_images(path, Some(n))?;
+/// Images to verify with: the first `n` of `--images` (IDX, or an image
+/// folder read at the model's channels and size), or of the run's own data
+/// set read as for training; in [0, 1].
+fn verification_batch(
+    images: Option<&Path>,
+    dataset: &crate::run_dir::DatasetInfo,
+    n: usize,
+    input: &crate::model::InputShape,
+) -> Result<Tensor, TrainError> {
+    let (c, h, w) = (input.channels, input.height, input.width);
+    let (images, path) = match images {
+        Some(p) => {
+            let folder = infer::folder::FolderOptions { channels: Some(c), size: Some((h, w)) };
+            (data::load(p, None, folder, Some(n), false)?.images, p.to_path_buf())
+        }
+        None => (data::load_run_dataset(dataset, n)?.0, dataset.images.clone()),
+    };
+    let images = data::with_channels(images, c)?;
     if (images.rows, images.cols) != (h, w) {
         return Err(TrainError::Invalid(format!(
             "{}: images are {}×{}, the model takes {h}×{w}",
@@ -288,8 +317,7 @@ pub fn export(job: &ExportJob) -> Result<Vec<Exported>, TrainError> {
     infer::atomic::check_writable_dir(&job.out)
         .map_err(TrainError::io(&job.out, "output directory is not writable"))?;
 
-    let images = job.images.clone().unwrap_or_else(|| cfg.dataset.images.clone());
-    let x = verification_batch(&images, job.verify_count.max(1), ae_cfg.input.height, ae_cfg.input.width)?;
+    let x = verification_batch(job.images.as_deref(), &cfg.dataset, job.verify_count.max(1), &ae_cfg.input)?;
     // Write every file to a temporary name, verify it from disk, and only
     // then rename them all into place: nothing half-done is left behind.
     let mut staged: Vec<(PathBuf, Exported)> = Vec::new();

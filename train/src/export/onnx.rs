@@ -141,6 +141,15 @@ impl Builder {
     }
 
     fn encoder(&mut self, w: &Weights, cfg: &AutoencoderConfig, output: Option<&str>) -> Result<(), String> {
+        if let Some(n) = cfg.input.normalize {
+            // The training split's statistics, as the model applied them:
+            // consumers keep feeding pixels / 255.
+            let c = cfg.input.channels;
+            self.inits.push(TensorProto::f32("input.mean", &[1, c as i64, 1, 1], &n.mean[..c]));
+            self.inits.push(TensorProto::f32("input.std", &[1, c as i64, 1, 1], &n.std[..c]));
+            self.node("Sub", "input.center", &["input.mean"], vec![], None);
+            self.node("Div", "input.scale", &["input.std"], vec![], None);
+        }
         for i in 0..cfg.layers {
             let p = format!("encoder.{i}");
             let (shape, wf, b) = w.folded_conv(&p)?;
@@ -166,10 +175,10 @@ fn metadata_props(meta: &BTreeMap<String, String>) -> Vec<StringStringEntryProto
     meta.iter().map(|(k, v)| StringStringEntryProto { key: k.clone(), value: v.clone() }).collect()
 }
 
-fn image_input(h: usize, w: usize) -> ValueInfoProto {
+fn image_input(c: usize, h: usize, w: usize) -> ValueInfoProto {
     ValueInfoProto::tensor_f32(
         "image",
-        &[Dim::Symbolic("batch".into()), Dim::Fixed(1), Dim::Fixed(h as i64), Dim::Fixed(w as i64)],
+        &[Dim::Symbolic("batch".into()), Dim::Fixed(c as i64), Dim::Fixed(h as i64), Dim::Fixed(w as i64)],
     )
 }
 
@@ -194,7 +203,7 @@ pub fn autoencoder_model(
     which: Graph,
     meta: &BTreeMap<String, String>,
 ) -> Result<ModelProto, String> {
-    let (h, wd) = (cfg.input.height, cfg.input.width);
+    let (ch, h, wd) = (cfg.input.channels, cfg.input.height, cfg.input.width);
     let mut b = Builder::new("image");
     let batch = || Dim::Symbolic("batch".into());
     let (outputs, doc, name) = if which == Graph::Encoder {
@@ -206,7 +215,7 @@ pub fn autoencoder_model(
                 &[batch(), Dim::Fixed(c as i64), Dim::Fixed(eh as i64), Dim::Fixed(ew as i64)],
             )],
             format!(
-                "Convolutional encoder {}: a [batch, 1, {h}, {wd}] image in [0, 1] to its [batch, {c}, {eh}, {ew}] embedding.",
+                "Convolutional encoder {}: a [batch, {ch}, {h}, {wd}] image in [0, 1] to its [batch, {c}, {eh}, {ew}] embedding.",
                 cfg.tag()
             ),
             "encoder",
@@ -243,10 +252,10 @@ pub fn autoencoder_model(
         (
             vec![ValueInfoProto::tensor_f32(
                 "reconstruction",
-                &[batch(), Dim::Fixed(1), Dim::Fixed(h as i64), Dim::Fixed(wd as i64)],
+                &[batch(), Dim::Fixed(ch as i64), Dim::Fixed(h as i64), Dim::Fixed(wd as i64)],
             )],
             format!(
-                "Convolutional autoencoder {}: a [batch, 1, {h}, {wd}] image in [0, 1] to its reconstruction.",
+                "Convolutional autoencoder {}: a [batch, {ch}, {h}, {wd}] image in [0, 1] to its reconstruction.",
                 cfg.tag()
             ),
             "autoencoder",
@@ -256,7 +265,7 @@ pub fn autoencoder_model(
         node: b.nodes,
         name: name.into(),
         initializer: b.inits,
-        input: vec![image_input(h, wd)],
+        input: vec![image_input(ch, h, wd)],
         output: outputs,
         ..Default::default()
     };
@@ -270,7 +279,7 @@ pub fn classifier_model(
     cfg: &ClassifierConfig,
     meta: &BTreeMap<String, String>,
 ) -> Result<ModelProto, String> {
-    let (h, wd) = (cfg.encoder.input.height, cfg.encoder.input.width);
+    let (ch, h, wd) = (cfg.encoder.input.channels, cfg.encoder.input.height, cfg.encoder.input.width);
     let mut b = Builder::new("image");
     b.encoder(w, &cfg.encoder, None)?;
     b.node("Flatten", "flatten", &[], vec![AttributeProto::int("axis", 1)], None); // [B, C·h·w]
@@ -298,7 +307,7 @@ pub fn classifier_model(
         node: b.nodes,
         name: "classifier".into(),
         initializer: b.inits,
-        input: vec![image_input(h, wd)],
+        input: vec![image_input(ch, h, wd)],
         output: vec![
             ValueInfoProto::tensor_f32("probabilities", &[batch(), Dim::Fixed(k)]),
             ValueInfoProto::tensor_f32("logits", &[batch(), Dim::Fixed(k)]),
@@ -306,7 +315,7 @@ pub fn classifier_model(
         ..Default::default()
     };
     let doc = format!(
-        "Digit classifier: encoder {} + FC{} + softmax over {} classes. Input: a [batch, 1, {h}, {wd}] image in [0, 1].",
+        "Image classifier: encoder {} + FC{} + softmax over {} classes. Input: a [batch, {ch}, {h}, {wd}] image in [0, 1].",
         cfg.encoder.tag(),
         cfg.fc_units,
         cfg.classes

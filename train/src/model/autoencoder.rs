@@ -8,15 +8,64 @@ use super::encoder::POOLED_LAYERS;
 use super::{conv_bn, ConfigError, ConvBn, Encoder};
 use crate::config::Architecture;
 
-/// The input images' geometry, recorded with every model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The input images' geometry and normalisation, recorded with every model.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct InputShape {
+    /// 1 (grayscale) or 3 (RGB). Runs from before colour have none: 1.
+    #[serde(default = "one")]
+    pub channels: usize,
     pub height: usize,
     pub width: usize,
+    /// Per-channel mean and standard deviation subtracted and divided at
+    /// the model's input (part of the model: consumers feed pixels / 255).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normalize: Option<Normalization>,
+}
+
+fn one() -> usize {
+    1
+}
+
+impl InputShape {
+    /// Grayscale images of `height × width`, not normalised.
+    pub fn gray(height: usize, width: usize) -> InputShape {
+        InputShape { channels: 1, height, width, normalize: None }
+    }
+}
+
+/// Per-channel statistics of the training split, pixels in [0, 1]; only the
+/// first `channels` entries are used.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Normalization {
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+impl Normalization {
+    /// Mean and standard deviation per channel of `[N, C, H, W]` images in
+    /// [0, 1] (a standard deviation of 0 becomes 1: nothing to scale).
+    pub fn of(images: &Tensor) -> Normalization {
+        let c = images.size()[1] as usize;
+        let mean =
+            Vec::<f32>::try_from(images.mean_dim([0i64, 2, 3].as_slice(), false, tch::Kind::Float)).expect("f32");
+        let std = Vec::<f32>::try_from(images.std_dim([0i64, 2, 3].as_slice(), false, false)).expect("f32");
+        let (mut m, mut s) = ([0.0; 3], [1.0; 3]);
+        for i in 0..c.min(3) {
+            m[i] = mean[i];
+            s[i] = if std[i] > 1e-6 { std[i] } else { 1.0 };
+        }
+        Normalization { mean: m, std: s }
+    }
+
+    /// `[1, C, 1, 1]` tensors to subtract and divide by.
+    pub fn tensors(&self, channels: usize, device: tch::Device) -> (Tensor, Tensor) {
+        let t = |v: &[f32; 3]| Tensor::from_slice(&v[..channels]).reshape([1, channels as i64, 1, 1]).to_device(device);
+        (t(&self.mean), t(&self.std))
+    }
 }
 
 /// An autoencoder for images of one size ([`Architecture::with_input`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct AutoencoderConfig {
     /// Encoder layers (the decoder mirrors them).
     pub layers: usize,
@@ -76,7 +125,7 @@ pub struct Autoencoder {
     /// Decoder layer j: ConvBn to F·2^(L−1−j) channels → ReLU, then 2×
     /// nearest upsampling in the last `pools` layers.
     pub decoder: Vec<ConvBn>,
-    /// 3×3 conv to one channel, then sigmoid: pixels in [0, 1].
+    /// 3×3 conv to the input's channels, then sigmoid: pixels in [0, 1].
     pub out: nn::Conv2D,
 }
 
@@ -93,7 +142,13 @@ impl Autoencoder {
                 b
             })
             .collect();
-        let out = nn::conv2d(&dp / "out", c_in, 1, 3, nn::ConvConfig { padding: 1, ..Default::default() });
+        let out = nn::conv2d(
+            &dp / "out",
+            c_in,
+            config.input.channels as i64,
+            3,
+            nn::ConvConfig { padding: 1, ..Default::default() },
+        );
         Autoencoder { config: *config, encoder, decoder, out }
     }
 
@@ -102,12 +157,12 @@ impl Autoencoder {
         j + self.config.pools() >= self.config.layers
     }
 
-    /// [B, 1, H, W] → the embedding [B, C, H/4, W/4].
+    /// [B, C_in, H, W] → the embedding [B, C, H/4, W/4].
     pub fn encode(&self, xs: &Tensor, train: bool) -> Tensor {
         self.encoder.forward_t(xs, train)
     }
 
-    /// The embedding [B, C, H/4, W/4] → pixels [B, 1, H, W] in [0, 1].
+    /// The embedding [B, C, H/4, W/4] → pixels [B, C_in, H, W] in [0, 1].
     pub fn decode(&self, zs: &Tensor, train: bool) -> Tensor {
         let mut x = zs.shallow_clone();
         for (j, b) in self.decoder.iter().enumerate() {
@@ -122,7 +177,7 @@ impl Autoencoder {
 }
 
 impl ModuleT for Autoencoder {
-    /// [B, 1, H, W] → its reconstruction [B, 1, H, W] in [0, 1].
+    /// [B, C_in, H, W] → its reconstruction [B, C_in, H, W] in [0, 1].
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         self.decode(&self.encode(xs, train), train)
     }

@@ -7,7 +7,7 @@ use tch::{nn, nn::ModuleT, Tensor};
 use super::{AutoencoderConfig, ConfigError, Encoder};
 use crate::config::FC_UNITS;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClassifierConfig {
     /// The autoencoder whose encoder this reuses.
     pub encoder: AutoencoderConfig,
@@ -53,7 +53,7 @@ impl Classifier {
         Classifier { config: config.clone(), encoder, fc, head }
     }
 
-    /// [B, 1, H, W] → logits [B, classes] with the encoder in eval mode:
+    /// [B, C_in, H, W] → logits [B, classes] with the encoder in eval mode:
     /// evaluation, export, and stage 1 (encoder frozen, its BatchNorm
     /// statistics kept).
     pub fn logits(&self, xs: &Tensor) -> Tensor {
@@ -67,7 +67,7 @@ impl Classifier {
 }
 
 impl ModuleT for Classifier {
-    /// [B, 1, H, W] → logits [B, classes]; `train` reaches the encoder's
+    /// [B, C_in, H, W] → logits [B, classes]; `train` reaches the encoder's
     /// BatchNorm (stage 2: everything fine-tuned).
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         self.head_logits(&self.encoder.forward_t(xs, train))

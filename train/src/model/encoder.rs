@@ -8,15 +8,19 @@ use super::{conv_bn, AutoencoderConfig, ConvBn};
 /// upsample), as in the reference, so deep models keep a 7×7 map on MNIST.
 pub const POOLED_LAYERS: usize = 2;
 
-/// Layer i is ConvBn → ReLU, then 2×2 max-pool for i < 2.
+/// Layer i is ConvBn → ReLU, then 2×2 max-pool for i < 2; before the first,
+/// the input's normalisation, if the model has one.
 #[derive(Debug)]
 pub struct Encoder {
     pub blocks: Vec<ConvBn>,
+    /// `[1, C, 1, 1]` mean and standard deviation (not trained).
+    pub normalize: Option<(Tensor, Tensor)>,
 }
 
 impl Encoder {
     pub fn new(p: &nn::Path, cfg: &AutoencoderConfig) -> Encoder {
-        let mut c_in = 1;
+        let normalize = cfg.input.normalize.map(|n| n.tensors(cfg.input.channels, p.device()));
+        let mut c_in = cfg.input.channels as i64;
         let blocks = (0..cfg.layers)
             .map(|i| {
                 let c_out = cfg.channels(i);
@@ -25,14 +29,17 @@ impl Encoder {
                 b
             })
             .collect();
-        Encoder { blocks }
+        Encoder { blocks, normalize }
     }
 }
 
 impl ModuleT for Encoder {
-    /// [B, 1, H, W] → [B, F·2^(L−1), H/4, W/4] (H/2 when L = 1).
+    /// [B, C_in, H, W] → [B, F·2^(L−1), H/4, W/4] (H/2 when L = 1).
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        let mut x = xs.shallow_clone();
+        let mut x = match &self.normalize {
+            Some((mean, std)) => (xs - mean) / std,
+            None => xs.shallow_clone(),
+        };
         for (i, b) in self.blocks.iter().enumerate() {
             x = b.forward_t(&x, train).relu();
             if i < POOLED_LAYERS {

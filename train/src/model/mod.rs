@@ -8,7 +8,7 @@ pub mod conv_bn;
 pub mod encoder;
 
 pub use crate::config::ConfigError;
-pub use autoencoder::{Autoencoder, AutoencoderConfig, InputShape};
+pub use autoencoder::{Autoencoder, AutoencoderConfig, InputShape, Normalization};
 pub use classifier::{Classifier, ClassifierConfig};
 pub use conv_bn::{conv_bn, same_pads, ConvBn};
 pub use encoder::Encoder;

@@ -1,11 +1,12 @@
 use tch::nn::VarStore;
 
+use crate::config::Normalize;
 use crate::data;
 use crate::error::TrainError;
 use crate::figures;
 use crate::fit::{Objective, Stage, Trainer};
-use crate::model::InputShape;
-use crate::run_dir::{DatasetInfo, ModelConfig, RunConfig, RunDir};
+use crate::model::{InputShape, Normalization};
+use crate::run_dir::{ModelConfig, RunConfig, RunDir};
 use crate::table;
 
 use infer::interrupt;
@@ -16,20 +17,30 @@ pub fn train_autoencoder(job: &AutoencoderJob) -> Result<Outcome, TrainError> {
     let _checked = interrupt::Checked::begin();
     let t = &job.training;
     t.validate()?;
-    let images = data::load_images(&job.images, t.settings.limit)?;
-    let model = t.architecture.with_input(InputShape { height: images.rows, width: images.cols });
-    model.validate().map_err(|e| TrainError::Invalid(format!("{}: {e}", job.images.display())))?;
+    let set = data::load(&job.images, None, job.common.folder, t.settings.limit, false)?;
+    let images = &set.images;
+    let shape = InputShape { channels: images.channels, height: images.rows, width: images.cols, normalize: None };
+    t.architecture
+        .with_input(shape)
+        .validate()
+        .map_err(|e| TrainError::Invalid(format!("{}: {e}", job.images.display())))?;
+    let device = job.common.device;
+    let data = data::split(images, None, t.settings.val_split, t.settings.seed, device)?;
+    // The training split's statistics become part of the model.
+    let normalize = match (job.normalize, set.info.folder.is_some()) {
+        (Normalize::Dataset, _) | (Normalize::Auto, true) => Some(Normalization::of(&data.train_x)),
+        (Normalize::None, _) | (Normalize::Auto, false) => None,
+    };
+    let model = t.architecture.with_input(InputShape { normalize, ..shape });
     let cfg = RunConfig {
         model: ModelConfig::Autoencoder { model },
         train: t.settings.clone(),
-        dataset: DatasetInfo::of(&job.images, None, images.count)?,
+        dataset: set.info.clone(),
         producer: PRODUCER.into(),
     };
     let (run, resuming) = RunDir::prepare(&job.common.out, &cfg, job.common.reuse)?;
     set_threads(&t.settings);
     tch::manual_seed(t.settings.seed as i64);
-    let device = job.common.device;
-    let data = data::split(&images, None, t.settings.val_split, t.settings.seed, device)?;
     let vs = VarStore::new(device);
     let ae = model.init(&vs.root());
     let mut trainer = Trainer::new(vs, &run, &data, &t.settings, Objective::Reconstruction, job.common.quiet);

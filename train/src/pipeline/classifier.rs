@@ -6,9 +6,10 @@ use crate::error::TrainError;
 use crate::figures;
 use crate::fit::{Stage, Trainer};
 use crate::model::ClassifierConfig;
-use crate::run_dir::{sha256_file, DatasetInfo, ModelConfig, RunConfig, RunDir};
+use crate::run_dir::{sha256_file, ModelConfig, RunConfig, RunDir};
 use crate::table;
 use crate::test_report;
+use infer::folder::{FolderOptions, ImageFolder};
 
 use infer::interrupt;
 
@@ -27,38 +28,56 @@ pub fn train_classifier(job: &ClassifierJob) -> Result<Outcome, TrainError> {
             ae_cfg.model.kind()
         )));
     };
-    let images = data::load_images(&job.images, t.settings.limit)?;
-    if (images.rows, images.cols) != (encoder.input.height, encoder.input.width) {
+    // The encoder's input decides how pictures are read.
+    let input = encoder.input;
+    let folder = FolderOptions {
+        channels: Some(job.common.folder.channels.unwrap_or(input.channels)),
+        size: Some(job.common.folder.size.unwrap_or((input.height, input.width))),
+    };
+    let set = data::load(&job.images, job.labels.as_deref(), folder, t.settings.limit, true)?;
+    let images = &set.images;
+    if (images.channels, images.rows, images.cols) != (input.channels, input.height, input.width) {
         return Err(TrainError::Invalid(format!(
-            "{}: images are {}×{}, but the encoder in {} takes {}×{}",
+            "{}: images are {}×{}×{}, but the encoder in {} takes {}×{}×{} (channels × height × width)",
             job.images.display(),
+            images.channels,
             images.rows,
             images.cols,
             job.autoencoder.display(),
-            encoder.input.height,
-            encoder.input.width
+            input.channels,
+            input.height,
+            input.width
         )));
     }
-    let labels = data::load_labels(&job.labels, &job.images, images.count, t.settings.limit)?;
-    let classes = labels.iter().copied().max().map(|m| m as usize + 1).unwrap_or(0);
+    let labels = set.labels.clone().expect("a classifier's data set has labels");
+    let classes = match &set.classes {
+        Some(c) => c.len(),
+        None => labels.iter().copied().max().map(|m| m as usize + 1).unwrap_or(0),
+    };
     let test = match &job.test {
         Some((ti, tl)) => {
-            let timg = data::load_images(ti, None)?;
-            if (timg.rows, timg.cols) != (images.rows, images.cols) {
+            let tset = data::load(ti, tl.as_deref(), folder, None, true)?;
+            if let (Some(train_classes), true) = (&set.classes, ti.is_dir()) {
+                ImageFolder::scan(ti, folder)?.require_same_classes(train_classes)?;
+            }
+            let timg = tset.images;
+            if (timg.channels, timg.rows, timg.cols) != (images.channels, images.rows, images.cols) {
                 return Err(TrainError::Invalid(format!(
-                    "{}: test images are {}×{}, expected {}×{} like the training images",
+                    "{}: test images are {}×{}×{}, expected {}×{}×{} like the training images",
                     ti.display(),
+                    timg.channels,
                     timg.rows,
                     timg.cols,
+                    images.channels,
                     images.rows,
                     images.cols
                 )));
             }
-            let tlab = data::load_labels(tl, ti, timg.count, None)?;
+            let tlab = tset.labels.expect("labels checked");
             if let Some(&bad) = tlab.iter().find(|&&l| l as usize >= classes) {
                 return Err(TrainError::Invalid(format!(
                     "{}: label {bad} is not one of the {classes} classes of the training labels",
-                    tl.display()
+                    tl.as_deref().unwrap_or(ti).display()
                 )));
             }
             Some((timg, tlab))
@@ -67,17 +86,24 @@ pub fn train_classifier(job: &ClassifierJob) -> Result<Outcome, TrainError> {
     };
     let model = ClassifierConfig { encoder, fc_units: t.fc_units, classes };
     model.validate()?;
-    let class_names: Vec<String> = match &job.class_names {
-        Some(names) if names.len() != classes => {
+    let class_names: Vec<String> = match (&job.class_names, &set.classes) {
+        (Some(_), Some(_)) => {
+            return Err(TrainError::Invalid(format!(
+                "{}: an image folder's classes are named by its folders; drop --class-names",
+                job.images.display()
+            )))
+        }
+        (None, Some(folders)) => folders.clone(),
+        (Some(names), None) if names.len() != classes => {
             return Err(TrainError::Invalid(format!(
                 "--class-names gives {} names, but the labels in {} have {classes} classes (0–{})",
                 names.len(),
-                job.labels.display(),
+                job.labels.as_deref().unwrap_or(&job.images).display(),
                 classes.saturating_sub(1)
             )))
         }
-        Some(names) => names.clone(),
-        None => (0..classes).map(|c| c.to_string()).collect(),
+        (Some(names), None) => names.clone(),
+        (None, None) => (0..classes).map(|c| c.to_string()).collect(),
     };
     let cfg = RunConfig {
         model: ModelConfig::Classifier {
@@ -88,7 +114,7 @@ pub fn train_classifier(job: &ClassifierJob) -> Result<Outcome, TrainError> {
             autoencoder_sha256: sha256_file(&ae_run.file(WEIGHTS))?,
         },
         train: t.settings.clone(),
-        dataset: DatasetInfo::of(&job.images, Some(&job.labels), images.count)?,
+        dataset: set.info.clone(),
         producer: PRODUCER.into(),
     };
     let (run, resuming) = RunDir::prepare(&job.common.out, &cfg, job.common.reuse)?;
@@ -96,7 +122,7 @@ pub fn train_classifier(job: &ClassifierJob) -> Result<Outcome, TrainError> {
     set_threads(s);
     tch::manual_seed(s.seed as i64);
     let device = job.common.device;
-    let data = data::split(&images, Some(&labels), s.val_split, s.seed, device)?;
+    let data = data::split(images, Some(&labels), s.val_split, s.seed, device)?;
     let mut vs = VarStore::new(device);
     let clf = model.init(&vs.root());
     // The encoder starts from the autoencoder's trained weights.

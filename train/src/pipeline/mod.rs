@@ -9,7 +9,8 @@ use std::path::PathBuf;
 pub use autoencoder::train_autoencoder;
 pub use classifier::{parse_class_names, train_classifier};
 
-use crate::config::{AutoencoderTraining, ClassifierTraining, TrainSettings};
+use crate::config::{AutoencoderTraining, ClassifierTraining, Normalize, TrainSettings};
+use infer::folder::FolderOptions;
 use infer::interrupt;
 
 use crate::error::TrainError;
@@ -26,11 +27,16 @@ pub struct Common {
     pub reuse: Reuse,
     /// The results table to add the run to (`None`: none).
     pub table: Option<PathBuf>,
+    /// How image folders are read (channels, size); IDX files convert
+    /// channels and must match a size.
+    pub folder: FolderOptions,
 }
 
 #[derive(Debug, Clone)]
 pub struct AutoencoderJob {
+    /// An IDX file or an image folder.
     pub images: PathBuf,
+    pub normalize: Normalize,
     pub training: AutoencoderTraining,
     pub common: Common,
 }
@@ -39,10 +45,11 @@ pub struct AutoencoderJob {
 pub struct ClassifierJob {
     /// The autoencoder run whose encoder is reused.
     pub autoencoder: PathBuf,
+    /// An IDX file (with `labels`) or an image folder (labels from its folders).
     pub images: PathBuf,
-    pub labels: PathBuf,
-    /// Test images and labels for the final report.
-    pub test: Option<(PathBuf, PathBuf)>,
+    pub labels: Option<PathBuf>,
+    /// Test images and labels (`None` for an image folder) for the final report.
+    pub test: Option<(PathBuf, Option<PathBuf>)>,
     /// One name per class (label 0 first); `None`: the labels' numbers.
     pub class_names: Option<Vec<String>>,
     pub training: ClassifierTraining,
