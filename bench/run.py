@@ -81,6 +81,21 @@ loads = [run_json(bench("idx-load", "--images", TRAIN_IMAGES)) for _ in range(5)
 results["idx_load"] = {"seconds": statistics.median(l["seconds"] for l in loads), "bytes": loads[0]["bytes"],
                        "samples": [l["seconds"] for l in loads]}
 
+# The same 60 000 pictures as an image folder (grayscale PNGs, one folder
+# per class) and as the IDX file, each loaded the way `train` loads a
+# training set (data::load: an image folder is scanned, hashed for
+# provenance and decoded in parallel), interleaved.
+log("image folder vs IDX loading …")
+FOLDER = os.path.join(HERE, "out", "mnist-folder")
+if not os.path.isdir(os.path.join(FOLDER, "09")):
+    run_json(bench("write-folder", "--images", TRAIN_IMAGES, "--labels", TRAIN_LABELS, "--out", FOLDER))
+folder_png_bytes = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(FOLDER) for f in fs)
+med, samples = interleave({
+    "folder": lambda: run_json(bench("dataset-load", "--images", FOLDER))["images_per_second"],
+    "idx": lambda: run_json(bench("dataset-load", "--images", TRAIN_IMAGES))["images_per_second"],
+}, rounds=5)
+results["dataset_load"] = {"images_per_second": med, "samples": samples, "folder_png_bytes": folder_png_bytes}
+
 # ------------------------------------------------------------ 1. training
 # The real code path: `train autoencoder` / `train classifier` (their `fit`
 # loop, progress bar, validation and checkpoint), timed by their own
@@ -384,6 +399,11 @@ T.append("")
 T.append("## 5. Data loading and memory\n")
 T.append(f"- Reading the {results['idx_load']['bytes'] / 1e6:.0f} MB MNIST training images (IDX) and normalising them to float32: "
          f"{1000 * results['idx_load']['seconds']:.0f} ms (median of 5 processes).")
+dl = results["dataset_load"]["images_per_second"]
+T.append(f"- Loading a training set the way `train` does (`bench dataset-load`, 5 interleaved rounds, medians): the 60 000 "
+         f"MNIST training images as an image folder of grayscale PNGs ({results['dataset_load']['folder_png_bytes'] / 1e6:.0f} MB, "
+         f"one folder per class; scanned, hashed and decoded in parallel) {dl['folder']:,.0f} images/s; the same images as "
+         f"the IDX file {dl['idx']:,.0f} images/s ({dl['idx'] / dl['folder']:.1f}× faster).")
 T.append(f"- `infer classify` on the 10 000 test images (batch 256): peak RSS {whole['infer 256']['rss_mib']:.0f} MiB (the Python "
          f"script: {whole['python 256']['rss_mib']:.0f} MiB).")
 T.append(f"- One autoencoder training epoch on the 48 000 training images (`train autoencoder --epochs 1`, whole process): "

@@ -24,6 +24,10 @@ pub struct Tile {
     pub alert: bool,
 }
 
+/// A value → axis coordinate map, and an axis coordinate → tick label.
+type Transform = fn(f64) -> f64;
+type TickLabel = fn(&f64) -> String;
+
 /// The one font family every figure uses.
 const FONT: &str = "sans-serif";
 
@@ -179,7 +183,7 @@ pub fn line_chart(
         let pad = (x1 - x0) * 0.03;
         // A log axis is drawn as log10 on a linear one, so that its ticks
         // are evenly spaced and all labelled (plotters labels decades only).
-        let (ty, label): (fn(f64) -> f64, fn(&f64) -> String) =
+        let (ty, label): (Transform, TickLabel) =
             if log_y { (f64::log10, |v| plain(round_sig(10f64.powf(*v), 2))) } else { (|v| v, |v| plain(*v)) };
         let (ly0, ly1) = (ty(y0), ty(y1));
         let ypad = (ly1 - ly0) * 0.05;

@@ -155,6 +155,57 @@ pub fn idx_load(images: &Path) -> Result<serde_json::Value, TrainError> {
     Ok(serde_json::json!({"seconds": secs, "images": imgs.count, "values": x.len(), "bytes": bytes}))
 }
 
+/// Loading a training set the way `train` does (`data::load`): an IDX file
+/// read and checked, or an image folder scanned (headers), hashed and
+/// decoded in parallel; then normalised to f32 as training does.
+pub fn dataset_load(images: &Path) -> Result<serde_json::Value, TrainError> {
+    let t0 = Instant::now();
+    let set = data::load(images, None, Default::default(), None, false)?;
+    let x = set.images.to_f32();
+    let secs = t0.elapsed().as_secs_f64();
+    Ok(serde_json::json!({
+        "seconds": secs,
+        "images": set.images.count,
+        "images_per_second": set.images.count as f64 / secs,
+        "values": x.len(),
+        "folder": set.info.folder.is_some(),
+    }))
+}
+
+/// IDX images and labels written out as an image folder
+/// `out/<class>/<index>.png` (class folders named `names[label]`, or the
+/// label number zero-padded so they sort numerically).
+pub fn write_folder(
+    images: &Path,
+    labels: &Path,
+    names: Option<&[String]>,
+    limit: Option<usize>,
+    out: &Path,
+) -> Result<serde_json::Value, TrainError> {
+    let imgs = data::load_images(images, limit)?;
+    let labels = data::load_labels(labels, images, imgs.count, limit)?;
+    let classes = labels.iter().copied().max().map_or(0, |m| m as usize + 1);
+    if let Some(n) = names.filter(|n| n.len() != classes) {
+        return Err(TrainError::Invalid(format!("{} class names for {classes} classes", n.len())));
+    }
+    // A class name is a folder name: a path separator in it ("T-shirt/top") becomes "-".
+    let folder = |k: usize| names.map_or_else(|| format!("{k:02}"), |n| n[k].replace(['/', '\\'], "-"));
+    for k in 0..classes {
+        let d = out.join(folder(k));
+        std::fs::create_dir_all(&d).map_err(TrainError::io(&d, "cannot create"))?;
+    }
+    let digits = imgs.count.to_string().len();
+    let (c, h, w) = (imgs.channels, imgs.rows, imgs.cols);
+    for (i, &label) in labels.iter().enumerate() {
+        let p = out.join(folder(label as usize)).join(format!("{i:0digits$}.png"));
+        let px = infer::idx::interleaved(imgs.image(i), c, h * w);
+        let color = if c == 1 { image::ColorType::L8 } else { image::ColorType::Rgb8 };
+        image::save_buffer(&p, &px, w as u32, h as u32, color)
+            .map_err(|e| TrainError::Invalid(format!("{}: cannot write: {e}", p.display())))?;
+    }
+    Ok(serde_json::json!({"images": imgs.count, "classes": classes, "out": out.display().to_string()}))
+}
+
 /// Validation loss against cumulative training time (minutes) for each
 /// `(label, history.csv)`, with `target` as a horizontal line, written to
 /// `out`; returns, per history, the first epoch at or below `target` and

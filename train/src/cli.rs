@@ -376,7 +376,7 @@ impl ExportArgs {
             images: self.images.clone(),
             verify_count: VERIFY_IMAGES,
             encoder: self.encoder,
-            int8: self.int8.then(|| Int8Options {
+            int8: self.int8.then_some(Int8Options {
                 calibration_images: self.calibration_images,
                 method: self.calibration,
                 weights: self.int8_weights,

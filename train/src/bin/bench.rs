@@ -40,6 +40,27 @@ enum Command {
         #[arg(long)]
         images: PathBuf,
     },
+    /// Loading a training set as `train` does (IDX, or an image folder: scan, hash, decode).
+    DatasetLoad {
+        #[arg(long)]
+        images: PathBuf,
+    },
+    /// Writes IDX images and labels as an image folder DIR/<class>/<index>.png
+    /// (grayscale or RGB PNGs; class folders named by --class-names or the label numbers).
+    WriteFolder {
+        #[arg(long)]
+        images: PathBuf,
+        #[arg(long)]
+        labels: PathBuf,
+        /// A file with one class name per line (label 0 first).
+        #[arg(long)]
+        class_names: Option<PathBuf>,
+        /// Write only the first N images.
+        #[arg(long)]
+        limit: Option<usize>,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Validation loss against cumulative training time, from history.csv files, as a PNG.
     Curve {
         /// LABEL=PATH of a history.csv (repeatable).
@@ -108,6 +129,14 @@ fn run(cli: Cli) -> Result<serde_json::Value, TrainError> {
             bench::ort_inference_throughput(model, images, *batch, cli.threads)?
         }
         Command::IdxLoad { images } => bench::idx_load(images)?,
+        Command::DatasetLoad { images } => bench::dataset_load(images)?,
+        Command::WriteFolder { images, labels, class_names, limit, out } => {
+            let names = class_names
+                .as_ref()
+                .map(|p| train::pipeline::parse_class_names(&p.display().to_string()))
+                .transpose()?;
+            bench::write_folder(images, labels, names.as_deref(), *limit, out)?
+        }
         Command::Curve { histories, target, out } => bench::val_loss_curves(histories, *target, out)?,
         Command::Matmul { n, reps } => {
             let torch = bench::matmul_ceiling(*n, *reps);

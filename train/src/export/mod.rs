@@ -98,10 +98,10 @@ fn metadata(cfg: &RunConfig, run: &RunDir, weights_sha256: &str) -> BTreeMap<Str
     let (c, h, w) = (input.channels, input.height, input.width);
     m.insert("producer".into(), cfg.producer.clone());
     m.insert("model_kind".into(), cfg.model.kind().into());
-    let pixels = if c == 1 {
-        "grayscale pixel / 255 in [0, 1], as IDX images store them (MNIST: white digit on black)"
-    } else {
-        "RGB planes, pixel / 255 in [0, 1]"
+    let pixels = match (c, cfg.dataset.folder.is_some()) {
+        (1, false) => "grayscale pixel / 255 in [0, 1], as IDX images store them (MNIST: white digit on black)",
+        (1, true) => "grayscale pixel / 255 in [0, 1], as the training pictures were",
+        _ => "RGB planes, pixel / 255 in [0, 1]",
     };
     m.insert("input".into(), format!("image: float32 [batch, {c}, {h}, {w}], {pixels}"));
     if let Some(n) = input.normalize {
