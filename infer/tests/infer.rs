@@ -72,6 +72,25 @@ fn images_and_labels_read_with_their_roles() {
     assert!(e.contains("expected images"), "{e}");
 }
 
+/// Colour IDX files are `[N, H, W, 3]`, interleaved as pictures are; in
+/// memory images are planar `[N, C, H, W]`, the models' layout. Both
+/// readers convert, and writing converts back.
+#[test]
+fn colour_idx_images_are_read_planar() {
+    let dir = tmp();
+    let p = dir.path().join("rgb");
+    // Two 1×2 images: pixel (r, g, b) = (10i + 1, 10i + 2, 10i + 3) for pixel i.
+    let interleaved = vec![1, 2, 3, 11, 12, 13, 21, 22, 23, 31, 32, 33];
+    idx::write(&p, &IdxArray { dims: vec![2, 1, 2, 3], data: IdxData::U8(interleaved.clone()) }, false).unwrap();
+    let imgs = idx::read_images(&p).unwrap();
+    assert_eq!((imgs.count, imgs.channels, imgs.rows, imgs.cols), (2, 3, 1, 2));
+    assert_eq!(imgs.pixels, vec![1, 11, 2, 12, 3, 13, 21, 31, 22, 32, 23, 33]);
+    let mut s = idx::ImageStream::open(&p).unwrap();
+    assert_eq!(s.next_batch(5).unwrap().unwrap(), imgs.pixels);
+    idx::write_images(dir.path().join("back"), &imgs, false).unwrap();
+    assert_eq!(std::fs::read(dir.path().join("back")).unwrap(), std::fs::read(&p).unwrap());
+}
+
 #[test]
 fn normalisation_maps_to_unit_interval() {
     assert_eq!(idx::normalize(&[0, 255, 51]), vec![0.0, 1.0, 0.2]);

@@ -1478,4 +1478,12 @@ fn bad_image_folders_are_refused() {
         snap += &format!("{name}: {}\n", err.lines().next().unwrap_or(""));
     }
     insta::assert_snapshot!("bad_image_folders", snap);
+    // Too large for this machine's memory: refused before decoding, with the
+    // size it needs (12 pictures at 3×16384×16384 need 81 GiB for training).
+    let out = p("run-huge");
+    let (code, _, err) =
+        run(&["autoencoder", "--images", &p("ok"), "--size", "16384x16384", "--out", &out, "--quiet"], None);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("need 81.0 GiB for training") && err.contains("available"), "{err}");
+    assert!(!Path::new(&out).exists());
 }
