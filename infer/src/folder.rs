@@ -79,12 +79,6 @@ fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, FolderError> {
     Ok(v)
 }
 
-/// Whether `path` looks like an image folder (a directory whose
-/// sub-directories hold the pictures), as opposed to an IDX file.
-pub fn is_image_folder(path: &Path) -> bool {
-    path.is_dir()
-}
-
 impl ImageFolder {
     /// Lists `root`'s classes and pictures and reads every header: the
     /// channels (grayscale or colour) and sizes. Fails on an empty class,
@@ -159,18 +153,6 @@ impl ImageFolder {
         Ok(())
     }
 
-    /// Refuses a second split whose classes differ from `theirs`.
-    pub fn require_same_classes(&self, theirs: &[String]) -> Result<(), FolderError> {
-        if self.classes != theirs {
-            return Err(FolderError::ClassesDiffer {
-                path: self.root.clone(),
-                ours: self.classes.clone(),
-                theirs: theirs.to_vec(),
-            });
-        }
-        Ok(())
-    }
-
     /// Bytes the decoded pictures take: `N·C·H·W`.
     pub fn decoded_bytes(&self) -> u64 {
         self.files.len() as u64 * (self.channels * self.height * self.width) as u64
@@ -184,67 +166,75 @@ impl ImageFolder {
 
     /// Decodes every picture (in parallel) into `[N, C, H, W]` u8 at the
     /// settled size (a triangle-filter resize where sizes differ), colour
-    /// converted to the settled channels, transparency laid on white.
-    pub fn load(&self) -> Result<Images, FolderError> {
+    /// converted to the settled channels, transparency laid on white; and
+    /// hashes the same bytes (see [`ImageFolder::sha256`]), so each file is
+    /// read once.
+    pub fn load(&self) -> Result<(Images, String), FolderError> {
         let (c, h, w) = (self.channels, self.height, self.width);
         let per = c * h * w;
         let mut pixels = vec![0u8; self.files.len() * per];
+        let mut digests = vec![[0u8; 32]; self.files.len()];
         let fit = Preprocess { fit: Fit::Resize, invert: Invert::Never };
-        pixels.par_chunks_mut(per).zip(self.files.par_iter()).try_for_each(|(out, f)| {
-            let bytes = std::fs::read(f).map_err(|source| FolderError::Io { path: f.clone(), source })?;
-            let px = crate::input::decode_picture(f, &bytes, [c, h, w], &fit).map_err(|e| FolderError::Picture {
-                path: f.clone(),
-                msg: match e {
-                    crate::error::InferError::Input { msg, .. } => msg,
-                    e => e.to_string(),
-                },
-            })?;
-            out.copy_from_slice(&px);
-            Ok::<(), FolderError>(())
-        })?;
-        Ok(Images { count: self.files.len(), channels: c, rows: h, cols: w, pixels })
+        pixels.par_chunks_mut(per).zip(digests.par_iter_mut()).zip(self.files.par_iter()).try_for_each(
+            |((out, digest), f)| {
+                let bytes = read(f)?;
+                *digest = Sha256::digest(&bytes).into();
+                let px =
+                    crate::input::decode_picture(f, &bytes, [c, h, w], &fit).map_err(|e| FolderError::Picture {
+                        path: f.clone(),
+                        msg: match e {
+                            crate::error::InferError::Input { msg, .. } => msg,
+                            e => e.to_string(),
+                        },
+                    })?;
+                out.copy_from_slice(&px);
+                Ok::<(), FolderError>(())
+            },
+        )?;
+        let images = Images { count: self.files.len(), channels: c, rows: h, cols: w, pixels };
+        Ok((images, self.combine(&digests)))
     }
 
     /// SHA-256 over every picture's path (relative to the root) and bytes, in
     /// order: the data set's identity for provenance.
     pub fn sha256(&self) -> Result<String, FolderError> {
-        let digests: Vec<Result<[u8; 32], FolderError>> = self
-            .files
-            .par_iter()
-            .map(|f| {
-                let bytes = std::fs::read(f).map_err(|source| FolderError::Io { path: f.clone(), source })?;
-                Ok(Sha256::digest(&bytes).into())
-            })
-            .collect();
+        let digests: Vec<[u8; 32]> =
+            self.files.par_iter().map(|f| Ok(Sha256::digest(read(f)?).into())).collect::<Result<_, FolderError>>()?;
+        Ok(self.combine(&digests))
+    }
+
+    /// One digest from each file's relative path and content digest.
+    fn combine(&self, digests: &[[u8; 32]]) -> String {
         let mut all = Sha256::new();
         for (f, d) in self.files.iter().zip(digests) {
             all.update(f.strip_prefix(&self.root).unwrap_or(f).to_string_lossy().as_bytes());
             all.update([0]);
-            all.update(d?);
+            all.update(d);
         }
-        Ok(format!("{:x}", all.finalize()))
+        format!("{:x}", all.finalize())
     }
+}
+
+fn read(f: &Path) -> Result<Vec<u8>, FolderError> {
+    std::fs::read(f).map_err(|source| FolderError::Io { path: f.to_path_buf(), source })
 }
 
 /// A picture's width, height and whether it has colour, from its header.
 fn header(path: &Path) -> Result<(u32, u32, bool), FolderError> {
+    use image::ImageDecoder;
+    use std::io::BufRead;
     let bad = |msg: String| FolderError::Picture { path: path.to_path_buf(), msg };
     let file = std::fs::File::open(path).map_err(|source| FolderError::Io { path: path.to_path_buf(), source })?;
-    let reader = image::io::Reader::new(std::io::BufReader::new(file))
-        .with_guessed_format()
-        .map_err(|e| bad(format!("not a readable PNG/JPEG image: {e}")))?;
-    let format = reader.format();
-    let r = std::io::BufReader::new(
-        std::fs::File::open(path).map_err(|source| FolderError::Io { path: path.to_path_buf(), source })?,
-    );
-    use image::ImageDecoder;
-    let (dims, colour) = match format {
-        Some(image::ImageFormat::Png) => {
+    let mut r = std::io::BufReader::new(file);
+    // The format from the first bytes, left in the buffer for the decoder.
+    let head = r.fill_buf().map_err(|source| FolderError::Io { path: path.to_path_buf(), source })?;
+    let (dims, colour) = match image::guess_format(head) {
+        Ok(image::ImageFormat::Png) => {
             let d =
                 image::codecs::png::PngDecoder::new(r).map_err(|e| bad(format!("not a readable PNG image: {e}")))?;
             (d.dimensions(), has_colour(d.color_type()))
         }
-        Some(image::ImageFormat::Jpeg) => {
+        Ok(image::ImageFormat::Jpeg) => {
             let d =
                 image::codecs::jpeg::JpegDecoder::new(r).map_err(|e| bad(format!("not a readable JPEG image: {e}")))?;
             (d.dimensions(), has_colour(d.color_type()))

@@ -130,8 +130,8 @@ pub fn load(
                 gib(have)
             )));
         }
-        let info = crate::run_dir::DatasetInfo::of_folder(&f)?;
-        let pictures = f.load()?;
+        let (pictures, sha256) = f.load()?;
+        let info = crate::run_dir::DatasetInfo::of_folder(&f, sha256)?;
         return Ok(Dataset { images: pictures, labels: Some(f.labels.clone()), classes: Some(f.classes), info });
     }
     if classifier && labels.is_none() {
@@ -181,7 +181,7 @@ pub fn load_run_dataset(
         Some(rec) => {
             let mut f = ImageFolder::scan(&d.images, rec.options())?;
             f.truncate(limit.min(d.count));
-            Ok((f.load()?, Some(f.labels)))
+            Ok((f.load()?.0, Some(f.labels)))
         }
         None => {
             let images = load_images(&d.images, Some(limit.min(d.count)))?;

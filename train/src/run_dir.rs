@@ -63,12 +63,13 @@ impl DatasetInfo {
         })
     }
 
-    /// An image folder as read for training (after `--limit`).
-    pub fn of_folder(folder: &ImageFolder) -> Result<DatasetInfo, TrainError> {
+    /// An image folder as read for training (after `--limit`), `sha256`
+    /// its [`ImageFolder::sha256`].
+    pub fn of_folder(folder: &ImageFolder, sha256: String) -> Result<DatasetInfo, TrainError> {
         let canonical = std::fs::canonicalize(&folder.root).map_err(TrainError::io(&folder.root, "cannot resolve"))?;
         Ok(DatasetInfo {
             images: canonical,
-            images_sha256: folder.sha256()?,
+            images_sha256: sha256,
             labels: None,
             labels_sha256: None,
             count: folder.files.len(),

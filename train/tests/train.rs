@@ -1411,6 +1411,8 @@ fn bad_image_folders_are_refused() {
     std::fs::create_dir_all(d.join("one-class/only")).unwrap();
     image::RgbImage::new(32, 32).save(d.join("one-class/only/a.png")).unwrap();
     image::RgbImage::new(30, 30).save(d.join("mixed-30.png")).unwrap();
+    copy("renamed");
+    std::fs::rename(d.join("renamed/red"), d.join("renamed/crimson")).unwrap();
     copy("odd");
     for c in ["blue", "green", "red"] {
         for f in std::fs::read_dir(d.join("odd").join(c)).unwrap() {
@@ -1438,6 +1440,18 @@ fn bad_image_folders_are_refused() {
                 p("ok"),
                 "--labels".into(),
                 ok_labels.clone(),
+            ],
+        ),
+        (
+            "test_classes_differ",
+            vec![
+                "classifier".into(),
+                "--autoencoder".into(),
+                p("ae"),
+                "--images".into(),
+                p("ok"),
+                "--test-images".into(),
+                p("renamed"),
             ],
         ),
     ];

@@ -9,7 +9,7 @@ use crate::model::ClassifierConfig;
 use crate::run_dir::{sha256_file, ModelConfig, RunConfig, RunDir};
 use crate::table;
 use crate::test_report;
-use infer::folder::{FolderOptions, ImageFolder};
+use infer::folder::{FolderError, FolderOptions};
 
 use infer::interrupt;
 
@@ -57,8 +57,22 @@ pub fn train_classifier(job: &ClassifierJob) -> Result<Outcome, TrainError> {
     let test = match &job.test {
         Some((ti, tl)) => {
             let tset = data::load(ti, tl.as_deref(), folder, None, true)?;
-            if let (Some(train_classes), true) = (&set.classes, ti.is_dir()) {
-                ImageFolder::scan(ti, folder)?.require_same_classes(train_classes)?;
+            match (&set.classes, &tset.classes) {
+                (Some(ours), Some(theirs)) if ours != theirs => {
+                    return Err(FolderError::ClassesDiffer {
+                        path: ti.clone(),
+                        ours: theirs.clone(),
+                        theirs: ours.clone(),
+                    }
+                    .into())
+                }
+                (Some(_), None) | (None, Some(_)) => {
+                    return Err(TrainError::Invalid(format!(
+                    "{}: the test set must be of the training set's kind (both image folders, or both IDX with labels)",
+                    ti.display()
+                )))
+                }
+                _ => {}
             }
             let timg = tset.images;
             if (timg.channels, timg.rows, timg.cols) != (images.channels, images.rows, images.cols) {
