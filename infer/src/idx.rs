@@ -499,14 +499,15 @@ pub fn read_images(path: impl AsRef<Path>) -> Result<Images> {
     let array = reader.read_all()?;
     let IdxData::U8(pixels) = array.data else { unreachable!("role checked u8") };
     let channels = dims.get(3).copied().unwrap_or(1);
-    let pixels = planar(&pixels, channels, dims[1] * dims[2]);
+    let pixels = planar(pixels, channels, dims[1] * dims[2]);
     Ok(Images { count: dims[0], channels, rows: dims[1], cols: dims[2], pixels })
 }
 
-/// Interleaved `[…, H·W, C]` pixels → planar `[…, C, H·W]` (a copy only when C > 1).
-pub fn planar(interleaved: &[u8], channels: usize, plane: usize) -> Vec<u8> {
+/// Interleaved `[…, H·W, C]` pixels → planar `[…, C, H·W]`; grayscale is
+/// returned as it came (no copy on the IDX hot path).
+pub fn planar(interleaved: Vec<u8>, channels: usize, plane: usize) -> Vec<u8> {
     if channels == 1 {
-        return interleaved.to_vec();
+        return interleaved;
     }
     let mut out = vec![0u8; interleaved.len()];
     for (src, dst) in interleaved.chunks_exact(plane * channels).zip(out.chunks_exact_mut(plane * channels)) {
@@ -582,7 +583,7 @@ impl ImageStream {
         let take = n.min(self.count - self.next);
         let bytes = self.reader.read_bytes((take * self.channels * self.rows * self.cols) as u64)?;
         self.next += take;
-        Ok(Some(planar(&bytes, self.channels, self.rows * self.cols)))
+        Ok(Some(planar(bytes, self.channels, self.rows * self.cols)))
     }
 }
 

@@ -45,7 +45,10 @@ impl Picture {
     pub fn into_planar(self) -> Vec<u8> {
         match self {
             Picture::Gray(g) => g.into_raw(),
-            Picture::Rgb(c) => crate::idx::planar(c.as_raw(), 3, c.width() as usize * c.height() as usize),
+            Picture::Rgb(c) => {
+                let plane = c.width() as usize * c.height() as usize;
+                crate::idx::planar(c.into_raw(), 3, plane)
+            }
         }
     }
 }
