@@ -131,7 +131,11 @@ for name, (cmd, flag, output) in runs.items():
                    check=True, stdout=subprocess.DEVNULL)
     rust = np.load(out).reshape(n, -1)
     diff = float(np.abs(py - rust).max())
-    check(f"{label}: Python onnxruntime == Rust infer", diff <= tol, f"(max |diff| {diff:.2e}, {py.shape})")
+    # Both load the same libonnxruntime: this checks infer's plumbing (input
+    # layout, batching, output order), not the runtime; the reference
+    # evaluator and tract above carry the claims about the models.
+    check(f"{label}: plumbing: Rust infer == Python onnxruntime (same library)", diff <= tol,
+          f"(max |diff| {diff:.2e}, {py.shape})")
 
 # The report: infer's JSON against scikit-learn on infer's own predictions.
 clf = os.path.join(models, "classifier.onnx")
@@ -141,7 +145,13 @@ res = subprocess.run([infer, "classify", "--model", clf, "--images", images, "--
 ours = json.loads(res.stdout)["report"]
 rows = np.genfromtxt(pred_csv, delimiter=",", skip_header=1, dtype=np.int64, usecols=(1, 3))
 y_pred, y_true = rows[:, 0], rows[:, 1]
-check("predictions CSV has the true labels", np.array_equal(y_true, read_idx(labels).astype(np.int64)))
+check("predictions CSV: true column == the labels file", np.array_equal(y_true, read_idx(labels).astype(np.int64)))
+# The predicted column is the model's own argmax on every image, computed
+# apart from infer (a CSV that copied the labels, or shifted rows, fails).
+x_all = (read_idx(images).astype(np.float32) / 255.0).reshape(-1, 1, 28, 28)
+argmax = ort.InferenceSession(clf, providers=["CPUExecutionProvider"]).run(["probabilities"], {"image": x_all})[0].argmax(1)
+check("predictions CSV: predicted column == the model's argmax on every image", np.array_equal(y_pred, argmax),
+      f"({int((y_pred != argmax).sum())} of {len(argmax)} differ)")
 ref = classification_report(y_true, y_pred, output_dict=True, zero_division=0)
 worst = 0.0
 for key, val in ref.items():

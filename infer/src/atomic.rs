@@ -6,19 +6,34 @@ use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-/// Removes the temporary files that processes no longer running left in
-/// `dir` (`.NAME.PID.tmp`, after a kill -9 or a power loss). Best effort:
+/// The suffix of this toolchain's temporary files, `.NAME.PID.ae-partial`:
+/// a name no other program makes, so the sweeper never touches theirs
+/// (`.notes.123.tmp` is someone else's).
+pub const PARTIAL_SUFFIX: &str = ".ae-partial";
+
+/// The temporary file that stages `name` for process `pid`.
+fn partial_name(name: &std::ffi::OsStr, pid: u32) -> String {
+    format!(".{}.{pid}{PARTIAL_SUFFIX}", name.to_string_lossy())
+}
+
+/// Whether `name` is a temporary file of this toolchain, and of which process.
+fn partial_pid(name: &str) -> Option<u32> {
+    let stem = name.strip_prefix('.')?.strip_suffix(PARTIAL_SUFFIX)?;
+    let (target, pid) = stem.rsplit_once('.')?;
+    (!target.is_empty()).then_some(())?;
+    pid.parse().ok()
+}
+
+/// Removes the temporary files that this toolchain's processes, no longer
+/// running, left in `dir` (`.NAME.PID.ae-partial`, after a kill -9 or a
+/// power loss). Only names this toolchain makes are touched. Best effort:
 /// what cannot be read or removed stays.
 pub fn remove_stale(dir: &Path) {
     let Ok(entries) = fs::read_dir(dir) else { return };
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        let Some(pid) = name.strip_suffix(".tmp").and_then(|n| n.rsplit_once('.')).map(|(_, pid)| pid) else {
-            continue;
-        };
-        let alive = |pid: &str| Path::new("/proc").join(pid).exists();
-        if name.starts_with('.') && pid.parse::<u32>().is_ok() && !alive(pid) {
+        let Some(pid) = name.to_str().and_then(partial_pid) else { continue };
+        if !Path::new("/proc").join(pid.to_string()).exists() {
             let _ = fs::remove_file(entry.path());
         }
     }
@@ -52,13 +67,18 @@ impl Staged {
             return Err(io::Error::new(io::ErrorKind::NotFound, format!("directory {} does not exist", dir.display())));
         }
         remove_stale(&dir);
-        let tmp = dir.join(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
+        let tmp = dir.join(partial_name(name, std::process::id()));
         let file = File::create(&tmp)?;
         Ok((Staged { target, tmp, committed: false }, file))
     }
 
     pub fn path(&self) -> &Path {
         &self.target
+    }
+
+    /// Where the content is until the commit (to read it back and check it).
+    pub fn staged_path(&self) -> &Path {
+        &self.tmp
     }
 
     /// Syncs the written file, renames it into place and syncs the
@@ -131,9 +151,31 @@ pub fn write_csv<T: serde::Serialize>(path: impl AsRef<Path>, rows: impl IntoIte
 }
 
 /// Checks that files can be created in `dir` now, before any work is done
-/// for them, by creating and removing an empty probe file.
+/// for them, by creating and removing an empty probe file of a fresh name
+/// (never one that exists).
 pub fn check_writable_dir(dir: &Path) -> io::Result<()> {
-    let probe = dir.join(format!(".write-test.{}", std::process::id()));
-    File::create(&probe)?;
-    fs::remove_file(probe)
+    tempfile::Builder::new().prefix(".ae-write-test.").suffix(PARTIAL_SUFFIX).tempfile_in(dir)?.close()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_this_toolchains_dead_temporary_files_are_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let dead = 3_999_999; // above Linux's pid_max: never a live process
+        let ours = partial_name(std::ffi::OsStr::new("p.csv"), dead);
+        let live = partial_name(std::ffi::OsStr::new("p.csv"), std::process::id());
+        let theirs = [format!(".notes.{dead}.tmp"), format!("notes.{dead}{PARTIAL_SUFFIX}"), "keep.csv".into()];
+        for n in theirs.iter().chain([&ours, &live]) {
+            fs::write(dir.path().join(n), b"x").unwrap();
+        }
+        remove_stale(dir.path());
+        assert!(!dir.path().join(&ours).exists(), "a dead process's partial file is removed");
+        assert!(dir.path().join(&live).exists(), "a running process's partial file stays");
+        for n in &theirs {
+            assert!(dir.path().join(n).exists(), "{n} is not ours and must stay");
+        }
+    }
 }

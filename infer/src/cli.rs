@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::cli_values::choice;
 
 use infer::commands::{self, ClassifyOptions, Format, ReconstructOptions, RunOptions};
+use infer::input::FolderLabels;
 use infer::preprocess::{Fit, Invert, Preprocess};
 use infer::session::{Device, SessionOptions};
 
@@ -15,7 +16,8 @@ use infer::session::{Device, SessionOptions};
 #[command(
     name = "infer",
     version,
-    about = "Batch inference with the exported ONNX models on ONNX Runtime (no libtorch)"
+    about = "Batch inference with the exported ONNX models on ONNX Runtime (no libtorch)",
+    after_help = infer::error::EXIT_CODES
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -39,7 +41,8 @@ pub struct RunArgs {
     /// The ONNX model.
     #[arg(long)]
     pub model: PathBuf,
-    /// Images: an IDX file (plain or .gz), or PNG/JPEG files and directories of them (sorted by name).
+    /// Images: an IDX file (plain or .gz), or PNG/JPEG files and directories of them (sorted by name;
+    /// a directory with sub-folders that are not all class names is read recursively).
     #[arg(long, num_args = 1.., required = true)]
     pub images: Vec<PathBuf>,
     /// Images per ONNX Runtime call.
@@ -63,6 +66,10 @@ pub struct RunArgs {
     /// Leave out pictures that cannot be read (listed and counted) instead of failing.
     #[arg(long)]
     pub skip_bad: bool,
+    /// Whether a directory's sub-folders label its pictures. auto: when every sub-folder is one of
+    /// the model's class names; always: they must be; never: unlabelled pictures, read recursively.
+    #[arg(long, value_parser = choice::<FolderLabels>(), default_value_t = FolderLabels::Auto)]
+    pub folder_labels: FolderLabels,
     /// No timing line on stderr.
     #[arg(long, short)]
     pub quiet: bool,
@@ -83,6 +90,7 @@ impl RunArgs {
             batch_size: self.batch_size,
             pre: self.preprocess(),
             skip_bad: self.skip_bad,
+            folder_labels: self.folder_labels,
             quiet: self.quiet,
         }
     }

@@ -7,6 +7,14 @@ use crate::idx::IdxError;
 use crate::onnx::OnnxError;
 use crate::session::SessionError;
 
+/// The exit codes of both binaries, as their `--help` and the README show them.
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0    done
+  1    failed during the work (a full disk, out of memory, a gate missed); training says how to resume
+  2    bad input or usage, found before the work starts; nothing was written
+  130  interrupted (Ctrl-C); training keeps its last finished epoch, nothing is left half-written";
+
 #[derive(Debug, thiserror::Error)]
 pub enum InferError {
     #[error(transparent)]

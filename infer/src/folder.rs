@@ -31,6 +31,9 @@ pub enum FolderError {
     TooFewClasses { path: PathBuf, n: usize },
     #[error("{}: {msg}", path.display())]
     Picture { path: PathBuf, msg: String },
+    /// Several unreadable pictures, each named on its own line.
+    #[error("{}: {} pictures cannot be read:{}", path.display(), bad.len(), bad.iter().map(|b| format!("\n  {b}")).collect::<String>())]
+    Pictures { path: PathBuf, bad: Vec<FolderError> },
     #[error("{}: pictures have different sizes ({a} is {ah}×{aw}, {b} is {bh}×{bw}); pass --size HxW to resize them", path.display())]
     MixedSizes { path: PathBuf, a: String, ah: u32, aw: u32, b: String, bh: u32, bw: u32 },
     #[error("--channels must be 1 or 3, got {0}")]
@@ -64,7 +67,8 @@ pub struct ImageFolder {
     pub resized: bool,
 }
 
-fn is_picture(p: &Path) -> bool {
+/// Whether `p` is named like a picture this toolchain reads.
+pub fn is_picture(p: &Path) -> bool {
     matches!(
         p.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref(),
         Some("png" | "jpg" | "jpeg")
@@ -115,8 +119,20 @@ impl ImageFolder {
         let mut first: Option<(usize, u32, u32)> = None;
         let mut colour = false;
         let mut mixed = None;
+        let mut bad: Vec<FolderError> = Vec::new();
+        let mut good = Vec::with_capacity(headers.len());
         for (i, h) in headers.into_iter().enumerate() {
-            let (w, h, c) = h?;
+            match h {
+                Ok(h) => good.push((i, h)),
+                Err(e) => bad.push(e),
+            }
+        }
+        match bad.len() {
+            0 => {}
+            1 => return Err(bad.remove(0)),
+            _ => return Err(FolderError::Pictures { path: root.to_path_buf(), bad }),
+        }
+        for (i, (w, h, c)) in good {
             colour |= c;
             match first {
                 None => first = Some((i, w, h)),
@@ -162,6 +178,12 @@ impl ImageFolder {
     pub fn truncate(&mut self, n: usize) {
         self.files.truncate(n);
         self.labels.truncate(n);
+    }
+
+    /// Keeps the pictures at `indices` (ascending), with their labels.
+    pub fn retain(&mut self, indices: &[usize]) {
+        self.files = indices.iter().map(|&i| self.files[i].clone()).collect();
+        self.labels = indices.iter().map(|&i| self.labels[i]).collect();
     }
 
     /// Decodes every picture (in parallel) into `[N, C, H, W]` u8 at the

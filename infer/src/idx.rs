@@ -225,6 +225,15 @@ impl Images {
         &self.pixels[i * n..(i + 1) * n]
     }
 
+    /// The images at `indices`, in that order.
+    pub fn select(&self, indices: &[usize]) -> Images {
+        let mut pixels = Vec::with_capacity(indices.len() * self.pixels_per_image());
+        for &i in indices {
+            pixels.extend_from_slice(self.image(i));
+        }
+        Images { count: indices.len(), pixels, ..*self }
+    }
+
     /// The first `n` images (all of them when `n >= count`).
     pub fn truncate(&mut self, n: usize) {
         self.count = self.count.min(n);

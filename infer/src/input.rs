@@ -41,6 +41,7 @@ pub struct ImageSource {
     skipped: Vec<BadPicture>,
     /// For an image folder (`DIR/<class>/*.png`): each kept picture's class folder.
     classes: Option<Vec<String>>,
+    listing: Listing,
 }
 
 impl std::fmt::Debug for ImageSource {
@@ -49,65 +50,148 @@ impl std::fmt::Debug for ImageSource {
     }
 }
 
-/// Whether `dir` holds pictures itself (rather than class folders).
-fn has_pictures(dir: &Path) -> Result<bool, InferError> {
-    let entries =
-        std::fs::read_dir(dir).map_err(|e| InferError::Input { path: dir.to_path_buf(), msg: e.to_string() })?;
-    Ok(entries.filter_map(|e| e.ok()).any(|e| e.path().is_file() && is_picture(&e.path())))
+use crate::folder::is_picture;
+
+/// Whether a directory's sub-folders name its pictures' classes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(strum::Display, strum::EnumString, strum::IntoStaticStr, strum::VariantArray, strum::EnumMessage)]
+#[strum(serialize_all = "lowercase")]
+pub enum FolderLabels {
+    /// Labelled when every sub-folder is one of the model's classes (and no
+    /// picture lies beside them); otherwise unlabelled pictures, read
+    /// recursively.
+    #[default]
+    Auto,
+    /// Every sub-folder must be one of the model's classes.
+    Always,
+    /// Unlabelled pictures, read recursively, whatever the folders are called.
+    Never,
 }
 
-/// Whether `dir` has sub-directories (class folders).
-fn has_subdirectories(dir: &Path) -> Result<bool, InferError> {
-    let entries =
-        std::fs::read_dir(dir).map_err(|e| InferError::Input { path: dir.to_path_buf(), msg: e.to_string() })?;
-    Ok(entries.filter_map(|e| e.ok()).any(|e| e.path().is_dir()))
+/// How pictures are read and fitted.
+#[derive(Debug, Clone, Default)]
+pub struct InputOptions {
+    pub pre: Preprocess,
+    /// Leave out unreadable pictures (listed) instead of failing.
+    pub skip_bad: bool,
+    pub folder_labels: FolderLabels,
+    /// The model's class names ([`FolderLabels::Auto`] compares sub-folders with them).
+    pub classes: Vec<String>,
 }
 
-fn is_picture(p: &Path) -> bool {
-    matches!(
-        p.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref(),
-        Some("png" | "jpg" | "jpeg")
-    )
+/// How the pictures of the inputs were found, for the report's first line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listing {
+    /// Files as given; directories' own pictures by name.
+    Flat,
+    /// Some directory had sub-folders that are not all class names: every
+    /// picture below it, by path.
+    Recursive,
+    /// One directory of class folders: each picture labelled by its folder.
+    Labelled,
+}
+
+/// A directory's pictures and sub-folders, each sorted by name.
+fn entries(dir: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>), InferError> {
+    let io = |e: std::io::Error| InferError::Input { path: dir.to_path_buf(), msg: e.to_string() };
+    let mut pictures = Vec::new();
+    let mut folders = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(io)? {
+        let p = e.map_err(io)?.path();
+        if p.is_dir() {
+            folders.push(p);
+        } else if p.is_file() && is_picture(&p) {
+            pictures.push(p);
+        }
+    }
+    pictures.sort();
+    folders.sort();
+    Ok((pictures, folders))
+}
+
+/// Every picture below `dir`, sorted by path (depth first).
+fn pictures_below(dir: &Path) -> Result<Vec<PathBuf>, InferError> {
+    let mut found = Vec::new();
+    for e in walkdir::WalkDir::new(dir).sort_by_file_name() {
+        let e = e.map_err(|e| InferError::Input {
+            path: e.path().unwrap_or(dir).to_path_buf(),
+            msg: e.io_error().map_or_else(|| e.to_string(), |io| io.to_string()),
+        })?;
+        if e.file_type().is_file() && is_picture(e.path()) {
+            found.push(e.into_path());
+        }
+    }
+    Ok(found)
+}
+
+fn folder_name(p: &Path) -> String {
+    p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 impl ImageSource {
     /// Opens `paths` for a model taking `[channels, height, width]` images
-    /// (pictures are converted to its channels): one IDX
-    /// file, or any mix of picture files and directories (each directory's
-    /// pictures in file-name order, not recursive). An unreadable picture
-    /// is an error naming every one of them, unless `skip_bad` is set; then
-    /// they are left out and listed by [`ImageSource::skipped`].
+    /// (pictures are converted to its channels): one IDX file, or any mix of
+    /// picture files and directories. A directory's pictures come in
+    /// file-name order; one whose sub-folders are all class names of the
+    /// model labels its pictures by them (see [`FolderLabels`]); any other
+    /// directory with sub-folders is read recursively, by path. An
+    /// unreadable picture is an error naming every one of them, unless
+    /// `skip_bad` is set; then they are left out and listed by
+    /// [`ImageSource::skipped`].
     pub fn open(
         paths: &[PathBuf],
         [channels, height, width]: [usize; 3],
-        pre: Preprocess,
-        skip_bad: bool,
+        opts: &InputOptions,
     ) -> Result<ImageSource, InferError> {
+        let pre = opts.pre;
         let first = paths.first().ok_or_else(|| InferError::Usage("no --images given".into()))?;
         if paths.len() == 1 && !first.is_dir() && !is_picture(first) {
             return ImageSource::open_idx(first, [channels, height, width], pre);
         }
         let mut files = Vec::new();
         let mut classes: Option<Vec<String>> = None;
+        let mut listing = Listing::Flat;
         for path in paths {
             let input = |msg: String| InferError::Input { path: path.to_path_buf(), msg };
-            if path.is_dir() && paths.len() == 1 && !has_pictures(path)? && has_subdirectories(path)? {
-                // An image folder: DIR/<class>/*.png, its classes from the folders.
-                let opts = crate::folder::FolderOptions { channels: Some(channels), size: Some((height, width)) };
-                let f = crate::folder::ImageFolder::scan(path, opts)?;
-                classes = Some(f.labels.iter().map(|&k| f.classes[k as usize].clone()).collect());
-                files.extend(f.files);
-            } else if path.is_dir() {
-                let mut found: Vec<PathBuf> = std::fs::read_dir(path)
-                    .map_err(|e| input(e.to_string()))?
-                    .filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| p.is_file() && is_picture(p))
-                    .collect();
-                found.sort();
-                if found.is_empty() {
-                    return Err(input("directory has no PNG or JPEG images, nor class folders of them".into()));
+            if path.is_dir() {
+                let before = files.len();
+                let (pictures, folders) = entries(path)?;
+                let all_classes = !folders.is_empty()
+                    && pictures.is_empty()
+                    && folders.iter().all(|f| opts.classes.contains(&folder_name(f)));
+                let labelled = paths.len() == 1
+                    && !folders.is_empty()
+                    && match opts.folder_labels {
+                        FolderLabels::Auto => all_classes,
+                        FolderLabels::Always => true,
+                        FolderLabels::Never => false,
+                    };
+                if labelled {
+                    // DIR/<class>/*.png: each picture's class from its folder.
+                    if let Some(bad) = folders.iter().find(|f| !opts.classes.contains(&folder_name(f))) {
+                        return Err(input(format!(
+                            "class folder {:?} is not one of the model's classes {:?} (--folder-labels always)",
+                            folder_name(bad),
+                            opts.classes
+                        )));
+                    }
+                    let mut names = Vec::new();
+                    for f in &folders {
+                        let (found, _) = entries(f)?;
+                        names.extend(std::iter::repeat_n(folder_name(f), found.len()));
+                        files.extend(found);
+                    }
+                    classes = Some(names);
+                    listing = Listing::Labelled;
+                } else if folders.is_empty() {
+                    files.extend(pictures);
+                } else {
+                    files.extend(pictures_below(path)?);
+                    listing = Listing::Recursive;
                 }
-                files.extend(found);
+                if files.len() == before {
+                    return Err(input("directory has no PNG or JPEG images, nor folders of them".into()));
+                }
             } else if is_picture(path) {
                 if !path.exists() {
                     return Err(input("no such file".into()));
@@ -148,7 +232,7 @@ impl ImageSource {
             let b = bad.remove(0);
             return Err(InferError::Input { path: b.path, msg: b.reason });
         }
-        if !bad.is_empty() && (!skip_bad || kept.is_empty()) {
+        if !bad.is_empty() && (!opts.skip_bad || kept.is_empty()) {
             return Err(InferError::BadPictures { total: kept.len() + bad.len(), bad });
         }
         let count = kept.len();
@@ -163,6 +247,7 @@ impl ImageSource {
             pre,
             skipped: bad,
             classes: classes.map(|_| kept_classes),
+            listing,
         })
     }
 
@@ -193,6 +278,7 @@ impl ImageSource {
             pre,
             skipped: Vec::new(),
             classes: None,
+            listing: Listing::Flat,
         })
     }
 
@@ -217,6 +303,11 @@ impl ImageSource {
     /// For an image folder: each picture's class (its folder's name).
     pub fn classes(&self) -> Option<&[String]> {
         self.classes.as_deref()
+    }
+
+    /// How the pictures were found.
+    pub fn listing(&self) -> Listing {
+        self.listing
     }
 
     /// Pictures left out under `skip_bad`, in input order.

@@ -129,7 +129,7 @@ pub fn ort_inference_throughput(
 ) -> Result<serde_json::Value, TrainError> {
     let opts = SessionOptions { device: infer::device::Device::Cpu, threads: Some(threads) };
     let mut s = ModelSession::open(model, &opts)?;
-    let imgs = data::load_images(images, None)?;
+    let imgs = infer::idx::read_images(images)?;
     let x = imgs.to_f32();
     let px = imgs.rows * imgs.cols;
     let warm = batch.min(imgs.count);
@@ -148,7 +148,7 @@ pub fn ort_inference_throughput(
 /// Reading an IDX file and normalising it to f32 (the data loader).
 pub fn idx_load(images: &Path) -> Result<serde_json::Value, TrainError> {
     let t0 = Instant::now();
-    let imgs = data::load_images(images, None)?;
+    let imgs = infer::idx::read_images(images)?;
     let x = imgs.to_f32();
     let secs = t0.elapsed().as_secs_f64();
     let bytes = std::fs::metadata(images).map_err(TrainError::io(images, "cannot read"))?.len();
@@ -160,7 +160,7 @@ pub fn idx_load(images: &Path) -> Result<serde_json::Value, TrainError> {
 /// decoded in parallel; then normalised to f32 as training does.
 pub fn dataset_load(images: &Path) -> Result<serde_json::Value, TrainError> {
     let t0 = Instant::now();
-    let set = data::load(images, None, Default::default(), None, false)?;
+    let set = data::load(images, None, Default::default(), data::Take::All, false)?;
     let x = set.images.to_f32();
     let secs = t0.elapsed().as_secs_f64();
     Ok(serde_json::json!({
@@ -182,8 +182,9 @@ pub fn write_folder(
     limit: Option<usize>,
     out: &Path,
 ) -> Result<serde_json::Value, TrainError> {
-    let imgs = data::load_images(images, limit)?;
-    let labels = data::load_labels(labels, images, imgs.count, limit)?;
+    let take = limit.map_or(data::Take::All, data::Take::First);
+    let set = data::load(images, Some(labels), Default::default(), take, true)?;
+    let (imgs, labels) = (set.images, set.labels.expect("labels were given"));
     let classes = labels.iter().copied().max().map_or(0, |m| m as usize + 1);
     if let Some(n) = names.filter(|n| n.len() != classes) {
         return Err(TrainError::Invalid(format!("{} class names for {classes} classes", n.len())));

@@ -29,14 +29,18 @@ pub struct Checkpoint {
     pub steps: i64,
     /// The history up to `epoch`.
     pub history: Vec<EpochRecord>,
+    /// [`crate::run_dir::RunConfig::fingerprint`] of the configuration the
+    /// weights were trained with (`None`: an older checkpoint).
+    pub config_sha256: Option<String>,
     pub tensors: HashMap<String, Tensor>,
 }
 
 impl Checkpoint {
-    /// Saves the model's variables, the optimizer state and the history
-    /// into `run`'s checkpoint.
+    /// Saves the model's variables, the optimizer state, the history and
+    /// the configuration's fingerprint into `run`'s checkpoint.
     pub fn save(
         run: &RunDir,
+        config_sha256: &str,
         vs: &VarStore,
         optimizer: &[(String, Tensor)],
         steps: i64,
@@ -51,11 +55,12 @@ impl Checkpoint {
             ("epoch".to_string(), epoch.to_string()),
             ("steps".to_string(), steps.to_string()),
             ("history".to_string(), serde_json::to_string(history).expect("history serialises")),
+            ("config_sha256".to_string(), config_sha256.to_string()),
         ]);
         let bytes = encode_safetensors(&named, meta)
             .map_err(|e| TrainError::BadRun { path: p.clone(), msg: format!("cannot encode: {e}") })?;
         let mut file = AtomicFile::create(&p).map_err(TrainError::io(&p, "cannot write"))?;
-        file.write_all(&bytes).map_err(TrainError::io(&p, "cannot write"))?;
+        fault::disk_full(epoch).and_then(|()| file.write_all(&bytes)).map_err(TrainError::io(&p, "cannot write"))?;
         fault::point("checkpoint-before-rename", epoch);
         file.commit().map_err(TrainError::io(&p, "cannot write"))
     }
@@ -88,7 +93,8 @@ impl Checkpoint {
             let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
             tensors.insert(name.to_string(), Tensor::from_slice(&values).reshape(&shape).to_device(device));
         }
-        Ok(Checkpoint { path: path.to_path_buf(), epoch, steps, history, tensors })
+        let config_sha256 = meta.get("config_sha256").cloned();
+        Ok(Checkpoint { path: path.to_path_buf(), epoch, steps, history, config_sha256, tensors })
     }
 
     /// Copies the checkpoint's tensors into every variable of `vs` whose

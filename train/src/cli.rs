@@ -32,7 +32,8 @@ fn set<T>(field: &mut T, flag: Option<T>) {
 #[command(
     name = "train",
     version,
-    about = "Train a convolutional autoencoder and a classifier on its encoder (libtorch), export them to ONNX"
+    about = "Train a convolutional autoencoder and a classifier on its encoder (libtorch), export them to ONNX",
+    after_help = infer::error::EXIT_CODES
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -80,7 +81,10 @@ pub struct CommonArgs {
     /// Fraction of the images held out for validation.
     #[arg(long, default_value_t = Preset::Quick.autoencoder().settings.val_split)]
     pub val_split: f64,
-    /// Train on the first N images only.
+    /// Train on N images: a sample drawn with --seed, stratified by class
+    /// where classes are known (image-folder classes, IDX labels): each class
+    /// keeps its share, at least one image, so no class is ever dropped.
+    /// Without labels the sample is uniform. Images stay in file order.
     #[arg(long)]
     pub limit: Option<usize>,
     /// Shift training images randomly by up to N pixels (default: the preset's).

@@ -114,7 +114,8 @@ pub struct TrainSettings {
     pub seed: u64,
     /// Fraction of the images held out for validation.
     pub val_split: f64,
-    /// Train on the first N images only.
+    /// Train on N images: a seeded sample, stratified by class where the
+    /// classes are known ([`crate::data::Sample`]).
     pub limit: Option<usize>,
     /// libtorch's CPU threads (`None`: libtorch's choice).
     pub threads: Option<usize>,

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use infer::folder::{FolderOptions, ImageFolder};
@@ -90,15 +91,123 @@ fn available_memory() -> Option<u64> {
     Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
 }
 
+/// `--limit N`: a seeded sample of N images, stratified by class wherever
+/// the classes are known (an image folder's sub-folders, an IDX labels
+/// file), so a limit never drops a class — whatever order the files are
+/// in. Each class keeps its share of N (largest remainders first, at least
+/// one image each); without labels (an autoencoder's IDX file) the sample is
+/// uniform. The kept images stay in file order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sample {
+    pub n: usize,
+    pub seed: u64,
+}
+
+impl Sample {
+    /// The sample `settings` ask for (`None`: every image).
+    pub fn of(settings: &crate::config::TrainSettings) -> Option<Sample> {
+        settings.limit.map(|n| Sample { n, seed: settings.seed })
+    }
+
+    /// Ascending indices of the kept images among `total` (`labels`: one
+    /// class per image, for stratification). Fails when N is below the
+    /// number of classes: some class would be dropped.
+    pub fn indices(&self, total: usize, labels: Option<&[u8]>) -> Result<Vec<usize>, String> {
+        if self.n >= total {
+            return Ok((0..total).collect());
+        }
+        let mut rng = Rng::new(self.seed ^ 0x5A3D_1E5E);
+        let Some(labels) = labels else {
+            let mut keep = rng.permutation(total)[..self.n].to_vec();
+            keep.sort_unstable();
+            return Ok(keep);
+        };
+        let mut members: Vec<Vec<usize>> = Vec::new();
+        for (i, &l) in labels.iter().enumerate() {
+            if members.len() <= l as usize {
+                members.resize(l as usize + 1, Vec::new());
+            }
+            members[l as usize].push(i);
+        }
+        let present: Vec<usize> = (0..members.len()).filter(|&k| !members[k].is_empty()).collect();
+        if self.n < present.len() {
+            return Err(format!(
+                "--limit {} is below the {} classes: a sample that small would drop classes",
+                self.n,
+                present.len()
+            ));
+        }
+        // Quotas proportional to class sizes, largest remainders first,
+        // then at least one image for every class (taken from the largest).
+        let mut quota = vec![0usize; members.len()];
+        let mut rest: Vec<(usize, usize)> = Vec::new();
+        for &k in &present {
+            let exact = self.n * members[k].len();
+            quota[k] = exact / total;
+            rest.push((exact % total, k));
+        }
+        rest.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        let short = self.n - quota.iter().sum::<usize>();
+        for &(_, k) in rest.iter().take(short) {
+            quota[k] += 1;
+        }
+        for &k in &present {
+            if quota[k] == 0 {
+                let big = (0..quota.len()).max_by_key(|&j| (quota[j], std::cmp::Reverse(j))).expect("classes");
+                quota[big] -= 1;
+                quota[k] = 1;
+            }
+        }
+        let mut keep = Vec::with_capacity(self.n);
+        for &k in &present {
+            let perm = rng.permutation(members[k].len());
+            keep.extend(perm[..quota[k]].iter().map(|&j| members[k][j]));
+        }
+        keep.sort_unstable();
+        Ok(keep)
+    }
+}
+
+/// Which images of a set to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Take {
+    All,
+    /// The first N in file order (export's parity check on `--images`).
+    First(usize),
+    /// `--limit`'s sample.
+    Sample(Sample),
+}
+
+impl From<Option<Sample>> for Take {
+    fn from(s: Option<Sample>) -> Take {
+        s.map_or(Take::All, Take::Sample)
+    }
+}
+
+impl Take {
+    /// Ascending indices among `total` images.
+    fn indices(self, total: usize, labels: Option<&[u8]>, path: &Path) -> Result<Option<Vec<usize>>, TrainError> {
+        match self {
+            Take::All => Ok(None),
+            Take::First(n) => Ok(Some((0..n.min(total)).collect())),
+            Take::Sample(s) => s
+                .indices(total, labels)
+                .map(Some)
+                .map_err(|msg| TrainError::Invalid(format!("{}: {msg}", path.display()))),
+        }
+    }
+}
+
 /// Reads a training set: an IDX file (with `labels` for a classifier), or an
 /// image folder `DIR/<class>/*.png|jpg` (labels from the folders; a labels
 /// file is refused). `folder` settles channels and size (IDX: channels are
-/// converted; the size must match). `classifier` requires labels.
+/// converted; the size must match). `take` selects images (`--limit`'s
+/// sample) after the class check. `classifier` requires labels.
 pub fn load(
     images: &Path,
     labels: Option<&Path>,
     folder: FolderOptions,
-    limit: Option<usize>,
+    take: Take,
     classifier: bool,
 ) -> Result<Dataset, TrainError> {
     if images.is_dir() {
@@ -113,8 +222,8 @@ pub fn load(
         if classifier {
             f.require_classes()?;
         }
-        if let Some(n) = limit {
-            f.truncate(n);
+        if let Some(keep) = take.indices(f.files.len(), Some(&f.labels), images)? {
+            f.retain(&keep);
         }
         let need = f.decoded_bytes() * BYTES_PER_VALUE;
         if let Some(have) = available_memory().filter(|&have| need > have) {
@@ -131,13 +240,19 @@ pub fn load(
             )));
         }
         let (pictures, sha256) = f.load()?;
-        let info = crate::run_dir::DatasetInfo::of_folder(&f, sha256)?;
+        let mut info = crate::run_dir::DatasetInfo::of_folder(&f, sha256)?;
+        info.sample = sample_of(take);
         return Ok(Dataset { images: pictures, labels: Some(f.labels.clone()), classes: Some(f.classes), info });
     }
     if classifier && labels.is_none() {
         return Err(TrainError::Invalid(format!("{}: an IDX image file needs --labels", images.display())));
     }
-    let mut imgs = load_images(images, limit)?;
+    let mut imgs = idx::read_images(images)?;
+    let mut label_values = labels.map(|l| load_labels(l, images, imgs.count)).transpose()?;
+    if let Some(keep) = take.indices(imgs.count, label_values.as_deref(), images)? {
+        imgs = imgs.select(&keep);
+        label_values = label_values.map(|l| keep.iter().map(|&i| l[i]).collect());
+    }
     if let Some(c) = folder.channels {
         imgs = with_channels(imgs, c)?;
     }
@@ -149,9 +264,16 @@ pub fn load(
             imgs.cols
         )));
     }
-    let info = crate::run_dir::DatasetInfo::of(images, labels, imgs.count)?;
-    let labels = labels.map(|l| load_labels(l, images, imgs.count, limit)).transpose()?;
-    Ok(Dataset { images: imgs, labels, classes: None, info })
+    let mut info = crate::run_dir::DatasetInfo::of(images, labels, imgs.count)?;
+    info.sample = sample_of(take);
+    Ok(Dataset { images: imgs, labels: label_values, classes: None, info })
+}
+
+fn sample_of(take: Take) -> Option<Sample> {
+    match take {
+        Take::Sample(s) => Some(s),
+        _ => None,
+    }
 }
 
 /// The images in `channels` (1: `image`'s luma; 3: gray repeated).
@@ -171,49 +293,59 @@ pub fn with_channels(images: Images, channels: usize) -> Result<Images, TrainErr
     Ok(Images { count: images.count, channels, rows: h, cols: w, pixels })
 }
 
-/// The run's own data set again, read exactly as for training (for export
-/// checks and int8 calibration): the first `limit` images and their labels.
+/// The run's own data set again, read exactly as for training — the same
+/// `--limit` sample, converted to the model's `channels` — for export
+/// checks and int8 calibration; `first`: only that many of them.
 pub fn load_run_dataset(
     d: &crate::run_dir::DatasetInfo,
-    limit: usize,
+    channels: usize,
+    first: Option<usize>,
 ) -> Result<(Images, Option<Vec<u8>>), TrainError> {
-    match &d.folder {
-        Some(rec) => {
+    let folder = FolderOptions { channels: Some(channels), size: d.folder.as_ref().map(|f| (f.height, f.width)) };
+    let take = match d.sample {
+        Some(s) => Take::Sample(s),
+        // A run from before samples were recorded: its first `count` images.
+        None => Take::First(d.count),
+    };
+    // Only an image folder's selection is cut before decoding: IDX files
+    // are read whole anyway.
+    let set = match (&d.folder, first) {
+        (Some(rec), Some(n)) => {
             let mut f = ImageFolder::scan(&d.images, rec.options())?;
-            f.truncate(limit.min(d.count));
-            Ok((f.load()?.0, Some(f.labels)))
+            if let Some(keep) = take.indices(f.files.len(), Some(&f.labels), &d.images)? {
+                f.retain(&keep);
+            }
+            f.truncate(n);
+            let labels = f.labels.clone();
+            return Ok((f.load()?.0, Some(labels)));
         }
-        None => {
-            let images = load_images(&d.images, Some(limit.min(d.count)))?;
-            let labels = d
-                .labels
-                .as_ref()
-                .map(|l| load_labels(l, &d.images, images.count, Some(limit.min(d.count))))
-                .transpose()?;
-            Ok((images, labels))
+        _ => load(&d.images, d.labels.as_deref(), folder, take, false)?,
+    };
+    let (mut images, mut labels) = (set.images, set.labels);
+    if let Some(n) = first {
+        images.truncate(n);
+        if let Some(l) = labels.as_mut() {
+            l.truncate(n);
         }
     }
+    if images.count != d.count.min(first.unwrap_or(usize::MAX)) {
+        return Err(TrainError::Invalid(format!(
+            "{}: holds {} images now, the run trained on {}",
+            d.images.display(),
+            images.count,
+            d.count
+        )));
+    }
+    Ok((images, labels))
 }
 
 pub fn labels_tensor(labels: &[u8], device: Device) -> Tensor {
     Tensor::from_slice(labels).to_kind(Kind::Int64).to_device(device)
 }
 
-/// Loads images, keeping the first `limit`.
-pub fn load_images(path: &Path, limit: Option<usize>) -> Result<Images, TrainError> {
-    let mut images = idx::read_images(path)?;
-    if let Some(n) = limit {
-        images.truncate(n);
-    }
-    Ok(images)
-}
-
 /// Loads labels and checks they pair with `count` images.
-pub fn load_labels(path: &Path, images_path: &Path, count: usize, limit: Option<usize>) -> Result<Vec<u8>, TrainError> {
-    let mut labels = idx::read_labels(path)?;
-    if let Some(n) = limit {
-        labels.truncate(n);
-    }
+pub fn load_labels(path: &Path, images_path: &Path, count: usize) -> Result<Vec<u8>, TrainError> {
+    let labels = idx::read_labels(path)?;
     if labels.len() != count {
         return Err(TrainError::Invalid(format!(
             "{}: {} labels, but {} has {} images",

@@ -1,6 +1,6 @@
-//! Everything that can stop `train`, with the exit code each deserves:
-//! 2 for bad input (caught before training), 1 for runtime faults, 130 for
-//! an interrupt. A variant that wraps an error shows it through `source()`,
+//! Everything that can stop `train`, with the exit code each deserves
+//! ([`infer::error::EXIT_CODES`]): 2 for bad input or usage found before the work starts,
+//! 1 for a failure during the work, 130 for an interrupt. A variant that wraps an error shows it through `source()`,
 //! not in its own message: the edge prints the chain ([`infer::error::chain`]).
 
 use std::io;
@@ -38,6 +38,17 @@ pub enum TrainError {
     NanLoss { epoch: usize },
     #[error("interrupted: epoch {epoch} is the last one saved in {}; continue with the same command and --resume", run.display())]
     Interrupted { run: PathBuf, epoch: usize },
+    /// The work failed after training started (a checkpoint on a full disk,
+    /// libtorch out of memory): the run keeps its last saved epoch.
+    #[error("{}: {during} failed; epoch {saved} is the last one saved: fix the cause and continue with the same command and --resume", run.display())]
+    Failed {
+        run: PathBuf,
+        /// What failed: "epoch 3", "the figures and reports".
+        during: String,
+        saved: usize,
+        #[source]
+        source: Box<TrainError>,
+    },
     /// Ctrl-C outside training (export, sweeps): nothing was written.
     #[error("interrupted: nothing was written")]
     Cancelled,
@@ -68,6 +79,7 @@ impl TrainError {
         match self {
             TrainError::Interrupted { .. } | TrainError::Cancelled => 130,
             TrainError::NanLoss { .. }
+            | TrainError::Failed { .. }
             | TrainError::Parity { .. }
             | TrainError::Int8Gate { .. }
             | TrainError::Runtime(_)

@@ -9,12 +9,13 @@ use indicatif::{ProgressBar, ProgressStyle};
 use infer::interrupt;
 use tch::{nn::ModuleT, nn::VarStore, Kind, Tensor};
 
-use crate::checkpoint::{Checkpoint, WEIGHTS};
+use crate::checkpoint::Checkpoint;
 use crate::config::{Loss, TrainSettings};
 use crate::data::{epoch_batches, Data, Rng};
 use crate::error::TrainError;
+use crate::fallible::torch;
 use crate::optim::Optimizer;
-use crate::run_dir::{EpochRecord, RunDir};
+use crate::run_dir::{EpochRecord, RunConfig, RunDir};
 
 /// What the loss compares the model's output with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,6 +142,8 @@ pub struct Trainer<'a> {
     /// Epochs of the whole run, for "epoch 3/10".
     total: usize,
     pub history: Vec<EpochRecord>,
+    /// The run configuration's fingerprint, recorded in every checkpoint.
+    fingerprint: String,
     /// The checkpoint resumed from, until the stage it was saved in has
     /// taken its optimizer state.
     resumed: Option<Checkpoint>,
@@ -150,21 +153,23 @@ impl<'a> Trainer<'a> {
     pub fn new(
         vs: VarStore,
         run: &'a RunDir,
+        cfg: &'a RunConfig,
         data: &'a Data,
-        settings: &'a TrainSettings,
         objective: Objective,
         quiet: bool,
     ) -> Trainer<'a> {
+        let settings = &cfg.train;
         let total = settings.frozen_epochs + settings.epochs;
         channels_last(&vs);
-        Trainer { vs, run, data, settings, objective, quiet, total, history: Vec::new(), resumed: None }
+        let fingerprint = cfg.fingerprint();
+        Trainer { vs, run, data, settings, objective, quiet, total, history: Vec::new(), fingerprint, resumed: None }
     }
 
     /// Continues the run from its checkpoint: the weights, the history
     /// (rewritten to `history.csv`, which may lag by an epoch) and, once
     /// its stage starts, the optimizer state.
     pub fn resume(&mut self) -> Result<(), TrainError> {
-        let ckpt = Checkpoint::read(&self.run.file(WEIGHTS), self.vs.device())?;
+        let ckpt = self.run.checkpoint(&self.fingerprint, self.vs.device())?;
         ckpt.copy_into(&mut self.vs, "")?;
         self.history = ckpt.history.clone();
         self.run.write_history(&self.history)?;
@@ -239,24 +244,34 @@ impl<'a> Trainer<'a> {
                 }
                 let step = (epoch - stage.first) * batches_per_epoch + b;
                 lr = stage.lr_at(s, step, steps_in_stage);
-                let mut xb = self.data.train_x.index_select(0, idx); // [B, 1, H, W]
-                if s.augment > 0 {
-                    let mut rng = Rng::new(s.seed ^ ((epoch as u64) << 32) ^ b as u64);
-                    xb = random_shift(&xb, s.augment as i64, &mut rng);
-                }
-                let yb = self.data.train_y.as_ref().map(|y| y.index_select(0, idx));
-                opt.zero_grad();
-                let out = model.forward_t(&xb, train_mode);
-                let loss = self.objective.loss(&out, &xb, yb.as_ref());
-                loss.backward();
-                opt.step(lr);
                 let len = idx.size()[0] as usize;
-                tch::no_grad(|| {
-                    loss_sum += loss.detach().to_kind(Kind::Double) * len as f64;
-                    if let Some(yb) = &yb {
-                        correct += out.argmax(-1, false).eq_tensor(yb).sum(Kind::Int64);
+                // libtorch's errors (out of memory, above all) end the run
+                // with the resume hint, never a panic.
+                let step = torch(|| -> Result<(), tch::TchError> {
+                    crate::fault::libtorch_failure(epoch, b);
+                    let mut xb = self.data.train_x.f_index_select(0, idx)?; // [B, C, H, W]
+                    if s.augment > 0 {
+                        let mut rng = Rng::new(s.seed ^ ((epoch as u64) << 32) ^ b as u64);
+                        xb = random_shift(&xb, s.augment as i64, &mut rng);
                     }
+                    let yb = self.data.train_y.as_ref().map(|y| y.f_index_select(0, idx)).transpose()?;
+                    opt.zero_grad();
+                    let out = model.forward_t(&xb, train_mode);
+                    let loss = self.objective.loss(&out, &xb, yb.as_ref());
+                    loss.f_backward()?;
+                    opt.step(lr);
+                    tch::no_grad(|| -> Result<(), tch::TchError> {
+                        loss_sum += loss.detach().f_to_kind(Kind::Double)? * len as f64;
+                        if let Some(yb) = &yb {
+                            correct += out.f_argmax(-1, false)?.f_eq_tensor(yb)?.f_sum(Kind::Int64)?;
+                        }
+                        Ok(())
+                    })
                 });
+                if let Err(e) = step.and_then(|r| r.map_err(TrainError::from)) {
+                    bar.finish_and_clear();
+                    return Err(self.failed(epoch, e));
+                }
                 seen += len;
                 if b % 10 == 0 || b + 1 == batches.len() {
                     let mean = loss_sum.double_value(&[]) / seen as f64;
@@ -270,7 +285,9 @@ impl<'a> Trainer<'a> {
                 bar.inc(1);
             }
             bar.finish_and_clear();
-            let (val_loss, val_acc) = evaluate(model, self.objective, &self.data.val_x, self.data.val_y.as_ref());
+            let (val_loss, val_acc) =
+                torch(|| evaluate(model, self.objective, &self.data.val_x, self.data.val_y.as_ref()))
+                    .map_err(|e| self.failed(epoch, e))?;
             if val_loss.is_nan() {
                 return Err(TrainError::NanLoss { epoch });
             }
@@ -289,11 +306,28 @@ impl<'a> Trainer<'a> {
             }
             self.history.push(record);
             // Checkpoint first (it carries the history), then the CSV view.
-            Checkpoint::save(self.run, &self.vs, &opt.state(), opt.steps, &self.history)?;
-            crate::fault::point("checkpoint-before-history", epoch);
-            self.run.write_history(&self.history)?;
+            let saved = Checkpoint::save(self.run, &self.fingerprint, &self.vs, &opt.state(), opt.steps, &self.history);
+            if saved.is_err() {
+                self.history.pop();
+            }
+            let saved = saved.and_then(|()| {
+                crate::fault::point("checkpoint-before-history", epoch);
+                self.run.write_history(&self.history)
+            });
+            saved.map_err(|e| self.failed(epoch, e))?;
         }
         Ok(())
+    }
+
+    /// `e` in `epoch`, after training started: the run keeps the last
+    /// epoch it saved, and says how to resume (exit 1).
+    fn failed(&self, epoch: usize, e: TrainError) -> TrainError {
+        TrainError::Failed {
+            run: self.run.path.clone(),
+            during: format!("epoch {epoch}"),
+            saved: self.done(),
+            source: Box::new(e),
+        }
     }
 
     /// The last epoch's record and the training time of all epochs.

@@ -12,6 +12,7 @@ pub mod error;
 pub mod explore;
 pub mod explorer;
 pub mod export;
+pub mod fallible;
 pub mod fault;
 pub mod figures;
 pub mod fit;

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use infer::atomic;
 
-use crate::checkpoint::WEIGHTS;
+use crate::checkpoint::{Checkpoint, WEIGHTS};
 use crate::config::TrainSettings;
 use crate::error::TrainError;
 use crate::model::{AutoencoderConfig, ClassifierConfig};
@@ -17,6 +17,23 @@ use infer::folder::{FolderOptions, ImageFolder};
 
 pub const CONFIG: &str = "config.json";
 pub const HISTORY: &str = "history.csv";
+
+/// Every file a run writes in its directory. `--force` removes them all,
+/// the checkpoint first and the config last, before the new run writes
+/// anything: a kill at any point leaves no old file beside a new one.
+pub const ARTIFACTS: [&str; 11] = [
+    WEIGHTS,
+    HISTORY,
+    "loss.png",
+    "accuracy.png",
+    "reconstructions.png",
+    "test_report.txt",
+    "test_metrics.json",
+    "test_predictions.csv",
+    "correct.png",
+    "incorrect.png",
+    CONFIG,
+];
 
 /// The dataset a run was trained on: canonical paths and content hashes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -28,6 +45,10 @@ pub struct DatasetInfo {
     pub labels_sha256: Option<String>,
     /// Images used (after `--limit`).
     pub count: usize,
+    /// `--limit`'s seeded, class-stratified sample (`None`: every image, or
+    /// for a run made before samples were recorded, the first `count`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample: Option<crate::data::Sample>,
     /// An image folder's reading: classes, channels and size (IDX: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub folder: Option<FolderRecord>,
@@ -59,6 +80,7 @@ impl DatasetInfo {
             labels: labels.map(canonical).transpose()?,
             labels_sha256: labels.map(sha256_file).transpose()?,
             count,
+            sample: None,
             folder: None,
         })
     }
@@ -73,6 +95,7 @@ impl DatasetInfo {
             labels: None,
             labels_sha256: None,
             count: folder.files.len(),
+            sample: None,
             folder: Some(FolderRecord {
                 classes: folder.classes.clone(),
                 channels: folder.channels,
@@ -88,7 +111,10 @@ impl DatasetInfo {
             None => sha256_file(&self.images),
             Some(rec) => {
                 let mut f = ImageFolder::scan(&self.images, rec.options())?;
-                f.truncate(self.count);
+                match self.sample {
+                    Some(s) => f.retain(&s.indices(f.files.len(), Some(&f.labels)).map_err(TrainError::Invalid)?),
+                    None => f.truncate(self.count),
+                }
                 Ok(f.sha256()?)
             }
         }
@@ -138,6 +164,29 @@ pub struct RunConfig {
 }
 
 impl RunConfig {
+    /// SHA-256 of what the weights depend on: the model, the training
+    /// settings and the data's identity (hashes, count, folder reading; not
+    /// where the files are, so a moved run still matches). The checkpoint
+    /// records it; resume and export refuse a checkpoint whose fingerprint
+    /// differs from `config.json`'s.
+    pub fn fingerprint(&self) -> String {
+        let mut model = serde_json::to_value(&self.model).expect("config serialises");
+        if let Some(m) = model.as_object_mut() {
+            m.remove("autoencoder_run");
+        }
+        let d = &self.dataset;
+        let doc = serde_json::json!({
+            "model": model,
+            "train": self.train,
+            "images_sha256": d.images_sha256,
+            "labels_sha256": d.labels_sha256,
+            "count": d.count,
+            "sample": d.sample,
+            "folder": d.folder,
+        });
+        sha256_bytes(doc.to_string().as_bytes())
+    }
+
     /// Refuses to continue (or export) a run whose inputs changed since it
     /// was made: the images, the labels, the autoencoder checkpoint.
     pub fn same_sources(&self, now: &RunConfig, run: &Path) -> Result<(), TrainError> {
@@ -164,6 +213,33 @@ impl RunConfig {
         {
             if x != y {
                 return changed("the autoencoder checkpoint in", autoencoder_run, x, y);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl RunConfig {
+    /// Refuses a run whose images or labels changed since it was trained
+    /// (exit 2, naming the file and both hashes): what it exports or
+    /// calibrates on must be what it learnt from.
+    pub fn check_data_unchanged(&self, run: &Path) -> Result<(), TrainError> {
+        let d = &self.dataset;
+        let changed = |path: &Path, then: &str, now: &str| {
+            Err(TrainError::Invalid(format!(
+                "{}: {} changed since the run was trained: sha256 {then} then, {now} now",
+                run.display(),
+                path.display()
+            )))
+        };
+        let now = d.images_sha256_now()?;
+        if now != d.images_sha256 {
+            return changed(&d.images, &d.images_sha256, &now);
+        }
+        if let (Some(path), Some(then)) = (&d.labels, &d.labels_sha256) {
+            let now = sha256_file(path)?;
+            if &now != then {
+                return changed(path, then, &now);
             }
         }
         Ok(())
@@ -246,7 +322,48 @@ impl RunDir {
                 "{}: already holds a run; pass --resume to continue it or --force to start over",
                 run.path.display()
             ))),
+            Reuse::Overwrite => {
+                run.clear()?;
+                Ok((run, false))
+            }
             _ => Ok((run, false)),
+        }
+    }
+
+    /// Removes every file of an earlier run ([`ARTIFACTS`]), checkpoint
+    /// first, config last, so that no old file is ever left beside a new
+    /// one. Files that are not a run's stay.
+    pub fn clear(&self) -> Result<(), TrainError> {
+        for name in ARTIFACTS {
+            let p = self.file(name);
+            match std::fs::remove_file(&p) {
+                Ok(()) => crate::fault::point("force-clearing", 1),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(TrainError::io(&p, "cannot remove the earlier run's file")(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// The run's checkpoint, refused unless it was trained with the
+    /// configuration whose [`RunConfig::fingerprint`] is `expected` (that of
+    /// `config.json`, for export; of the command line, for `--resume`).
+    pub fn checkpoint(&self, expected: &str, device: tch::Device) -> Result<Checkpoint, TrainError> {
+        let ckpt = Checkpoint::read(&self.file(WEIGHTS), device)?;
+        match &ckpt.config_sha256 {
+            Some(c) if *c == expected => Ok(ckpt),
+            Some(c) => Err(TrainError::BadRun {
+                path: ckpt.path.clone(),
+                msg: format!(
+                    "was trained with configuration sha256 {c}, but {} describes sha256 {expected}: \
+                     the checkpoint belongs to another run (start it again with --force)",
+                    self.file(CONFIG).display()
+                ),
+            }),
+            None => Err(TrainError::BadRun {
+                path: ckpt.path.clone(),
+                msg: "records no configuration hash (written by an older train): retrain with --force".into(),
+            }),
         }
     }
 

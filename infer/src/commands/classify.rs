@@ -10,6 +10,7 @@ use serde_json::json;
 use crate::error::{check_writable, InferError};
 use crate::figure::{self, Tile};
 use crate::idx;
+use crate::input::Listing;
 use crate::npy::NpyWriter;
 use crate::onnx::Dim;
 use crate::report;
@@ -192,10 +193,11 @@ pub fn classify(opts: &RunOptions, c: &ClassifyOptions, out: &mut dyn Write) -> 
             text,
             "{} pictures ({}; preprocess {}, invert {}){}",
             files.len(),
-            if opts.images.iter().any(|p| p.is_dir()) {
-                "directories in file-name order"
-            } else {
-                "in the order given"
+            match source.listing() {
+                Listing::Labelled => "labelled by their class folders, in file-name order",
+                Listing::Recursive => "directories read recursively, sub-folders included, by path",
+                Listing::Flat if opts.images.iter().any(|p| p.is_dir()) => "directories in file-name order",
+                Listing::Flat => "in the order given",
             },
             opts.pre.fit,
             opts.pre.invert,

@@ -19,7 +19,7 @@ pub use reconstruct::{median, reconstruct, ReconstructOptions};
 
 use crate::error::InferError;
 use crate::idx::normalize_into;
-use crate::input::ImageSource;
+use crate::input::{FolderLabels, ImageSource, InputOptions};
 use crate::interrupt;
 use crate::preprocess::Preprocess;
 use crate::session::{ModelSession, Output, SessionOptions};
@@ -45,6 +45,8 @@ pub struct RunOptions {
     pub pre: Preprocess,
     /// Leave out unreadable pictures instead of failing.
     pub skip_bad: bool,
+    /// Whether a directory's sub-folders label its pictures.
+    pub folder_labels: FolderLabels,
     pub quiet: bool,
 }
 
@@ -87,8 +89,13 @@ pub(crate) fn open(opts: &RunOptions, output: &str, what: &str) -> Result<(Model
             msg: format!("model has outputs {have}, expected {what} with output `{output}`"),
         });
     }
-    let source =
-        ImageSource::open(&opts.images, [session.channels, session.height, session.width], opts.pre, opts.skip_bad)?;
+    let input = InputOptions {
+        pre: opts.pre,
+        skip_bad: opts.skip_bad,
+        folder_labels: opts.folder_labels,
+        classes: model_class_names(&session).unwrap_or_default(),
+    };
+    let source = ImageSource::open(&opts.images, [session.channels, session.height, session.width], &input)?;
     let skipped = source.skipped();
     if !skipped.is_empty() {
         for b in skipped {
@@ -140,11 +147,13 @@ pub(crate) fn inputs_json(opts: &RunOptions, source: &ImageSource) -> serde_json
     })
 }
 
+/// The class names in a model's metadata, if it has them.
+fn model_class_names(session: &ModelSession) -> Option<Vec<String>> {
+    session.metadata.get("class_names").and_then(|v| serde_json::from_str::<Vec<String>>(v).ok())
+}
+
 pub(crate) fn class_names(session: &ModelSession, classes: usize) -> Vec<String> {
-    session
-        .metadata
-        .get("class_names")
-        .and_then(|v| serde_json::from_str::<Vec<String>>(v).ok())
+    model_class_names(session)
         .filter(|n| n.len() == classes)
         .unwrap_or_else(|| (0..classes).map(|c| c.to_string()).collect())
 }

@@ -14,10 +14,13 @@ use std::rc::Rc;
 
 use tch::{nn::ModuleT, nn::VarStore, Device, Kind, Tensor};
 
+use std::io::Write;
+
+use infer::atomic::Staged;
 use infer::interrupt;
 use infer::session::{Device as OrtDevice, ModelSession, SessionOptions};
 
-use crate::checkpoint::{to_vec, Checkpoint, WEIGHTS};
+use crate::checkpoint::{to_vec, WEIGHTS};
 use crate::data;
 use crate::error::TrainError;
 use crate::model::AutoencoderConfig;
@@ -90,10 +93,18 @@ struct Pending {
     source: Rc<RunConfig>,
 }
 
+/// The last component of a path: a published model names the files and
+/// directories it came from, never where they were on the builder's disk
+/// (the SHA-256 beside each name identifies them).
+fn base_name(p: &Path) -> String {
+    let p = std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned())
+}
+
 fn metadata(cfg: &RunConfig, run: &RunDir, weights_sha256: &str) -> BTreeMap<String, String> {
     let mut m = BTreeMap::new();
     m.insert("weights_sha256".into(), weights_sha256.into());
-    m.insert("run".into(), std::fs::canonicalize(&run.path).unwrap_or(run.path.clone()).display().to_string());
+    m.insert("run".into(), base_name(&run.path));
     let input = cfg.model.autoencoder().input;
     let (c, h, w) = (input.channels, input.height, input.width);
     m.insert("producer".into(), cfg.producer.clone());
@@ -115,13 +126,17 @@ fn metadata(cfg: &RunConfig, run: &RunDir, weights_sha256: &str) -> BTreeMap<Str
     if let Some(folder) = &cfg.dataset.folder {
         m.insert("dataset_layout".into(), format!("image folder, {} classes", folder.classes.len()));
     }
-    m.insert("model_config".into(), serde_json::to_string(&cfg.model).expect("json"));
+    let mut model = serde_json::to_value(&cfg.model).expect("json");
+    if let Some(ae) = model.get_mut("autoencoder_run") {
+        *ae = base_name(Path::new(ae.as_str().unwrap_or_default())).into();
+    }
+    m.insert("model_config".into(), model.to_string());
     m.insert("training".into(), serde_json::to_string(&cfg.train).expect("json"));
-    m.insert("dataset".into(), cfg.dataset.images.display().to_string());
+    m.insert("dataset".into(), base_name(&cfg.dataset.images));
     m.insert("dataset_sha256".into(), cfg.dataset.images_sha256.clone());
     m.insert("dataset_images".into(), cfg.dataset.count.to_string());
     if let (Some(l), Some(h)) = (&cfg.dataset.labels, &cfg.dataset.labels_sha256) {
-        m.insert("dataset_labels".into(), l.display().to_string());
+        m.insert("dataset_labels".into(), base_name(l));
         m.insert("dataset_labels_sha256".into(), h.clone());
     }
     if let Ok(history) = run.read_history() {
@@ -136,7 +151,7 @@ fn metadata(cfg: &RunConfig, run: &RunDir, weights_sha256: &str) -> BTreeMap<Str
         }
     }
     if let ModelConfig::Classifier { class_names, model, autoencoder_run, autoencoder_sha256 } = &cfg.model {
-        m.insert("autoencoder_run".into(), autoencoder_run.display().to_string());
+        m.insert("autoencoder_run".into(), base_name(autoencoder_run));
         m.insert("autoencoder_sha256".into(), autoencoder_sha256.clone());
         m.insert("classes".into(), model.classes.to_string());
         m.insert("class_names".into(), serde_json::to_string(class_names).expect("json"));
@@ -153,8 +168,11 @@ fn metadata(cfg: &RunConfig, run: &RunDir, weights_sha256: &str) -> BTreeMap<Str
 
 /// A model rebuilt from its config and filled from the run's checkpoint,
 /// with its weights on the host for the graph.
-fn load<M>(run: &RunDir, build: impl FnOnce(&tch::nn::Path) -> M) -> Result<(Weights, M), TrainError> {
-    let ckpt = Checkpoint::read(&run.file(WEIGHTS), Device::Cpu)?;
+fn load<M>(run: &RunDir, cfg: &RunConfig, build: impl FnOnce(&tch::nn::Path) -> M) -> Result<(Weights, M), TrainError> {
+    // The checkpoint must be the one config.json describes, and the data
+    // what it was trained on: the metadata says both.
+    let ckpt = run.checkpoint(&cfg.fingerprint(), Device::Cpu)?;
+    cfg.check_data_unchanged(&run.path)?;
     let mut vs = VarStore::new(Device::Cpu);
     let model = build(&vs.root());
     ckpt.copy_into(&mut vs, "")?;
@@ -189,7 +207,7 @@ fn pending(run: &RunDir, encoder: EncoderSource) -> Result<(Vec<Pending>, Autoen
                     ae_run.path.display()
                 )));
             }
-            let (w, clf) = load(run, |p| model.init(p))?;
+            let (w, clf) = load(run, &cfg, |p| model.init(p))?;
             let clf = Rc::new(clf);
             let source = Rc::new(cfg.clone());
             let mut meta = metadata(&cfg, run, &weights_sha256);
@@ -225,7 +243,7 @@ fn pending(run: &RunDir, encoder: EncoderSource) -> Result<(Vec<Pending>, Autoen
         return Err(TrainError::Invalid(format!("{}: expected an autoencoder run", ae_run.path.display())));
     };
     let mut meta = metadata(&ae_cfg_full, &ae_run, &sha256_file(&ae_run.file(WEIGHTS))?);
-    let (w, ae) = load(&ae_run, |p| ae_cfg.init(p))?;
+    let (w, ae) = load(&ae_run, &ae_cfg_full, |p| ae_cfg.init(p))?;
     let ae = Rc::new(ae);
     let m = onnx::autoencoder_model(&w, &ae_cfg, Graph::Autoencoder, &meta)
         .map_err(|msg| TrainError::BadRun { path: ae_run.file(WEIGHTS), msg })?;
@@ -267,9 +285,9 @@ fn verification_batch(
     let (images, path) = match images {
         Some(p) => {
             let folder = infer::folder::FolderOptions { channels: Some(c), size: Some((h, w)) };
-            (data::load(p, None, folder, Some(n), false)?.images, p.to_path_buf())
+            (data::load(p, None, folder, data::Take::First(n), false)?.images, p.to_path_buf())
         }
-        None => (data::load_run_dataset(dataset, n)?.0, dataset.images.clone()),
+        None => (data::load_run_dataset(dataset, c, Some(n))?.0, dataset.images.clone()),
     };
     let images = data::with_channels(images, c)?;
     if (images.rows, images.cols) != (h, w) {
@@ -318,22 +336,17 @@ pub fn export(job: &ExportJob) -> Result<Vec<Exported>, TrainError> {
         .map_err(TrainError::io(&job.out, "output directory is not writable"))?;
 
     let x = verification_batch(job.images.as_deref(), &cfg.dataset, job.verify_count.max(1), &ae_cfg.input)?;
-    // Write every file to a temporary name, verify it from disk, and only
-    // then rename them all into place: nothing half-done is left behind.
-    let mut staged: Vec<(PathBuf, Exported)> = Vec::new();
-    let cleanup = |staged: &[(PathBuf, Exported)]| {
-        for (tmp, _) in staged {
-            let _ = std::fs::remove_file(tmp);
-        }
-    };
-    let stage = |staged: &mut Vec<(PathBuf, Exported)>, file: &str, bytes: &[u8]| -> Result<PathBuf, TrainError> {
+    // Write every file to a temporary name (the one atomic-write scheme,
+    // `infer::atomic`), verify it from disk, and only then rename them all
+    // into place: nothing half-done is left behind (a dropped `Staged`
+    // removes its file).
+    let mut staged: Vec<(Staged, Exported)> = Vec::new();
+    let stage = |staged: &mut Vec<(Staged, Exported)>, file: &str, bytes: &[u8]| -> Result<PathBuf, TrainError> {
         let target = job.out.join(file);
-        let tmp = job.out.join(format!(".{file}.{}.tmp", std::process::id()));
-        if let Err(e) = std::fs::write(&tmp, bytes) {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(TrainError::io(&tmp, "cannot write")(e));
-        }
-        staged.push((tmp.clone(), Exported { path: target, bytes: bytes.len(), max_diff: None, gate: None }));
+        let (s, mut f) = Staged::create(&target).map_err(TrainError::io(&target, "cannot write"))?;
+        f.write_all(bytes).map_err(TrainError::io(&target, "cannot write"))?;
+        let tmp = s.staged_path().to_path_buf();
+        staged.push((s, Exported { path: target, bytes: bytes.len(), max_diff: None, gate: None }));
         Ok(tmp)
     };
     let result = (|| {
@@ -373,13 +386,10 @@ pub fn export(job: &ExportJob) -> Result<Vec<Exported>, TrainError> {
         }
         Ok(())
     })();
-    if let Err(e) = result {
-        cleanup(&staged);
-        return Err(e);
-    }
+    result?;
     let mut done = Vec::new();
-    for (tmp, e) in staged {
-        std::fs::rename(&tmp, &e.path).map_err(TrainError::io(&e.path, "cannot write"))?;
+    for (s, e) in staged {
+        s.commit().map_err(TrainError::io(&e.path, "cannot write"))?;
         if !job.quiet {
             let kb = e.bytes as f64 / 1000.0;
             match (&e.max_diff, &e.gate) {

@@ -7,15 +7,19 @@
 //!   a DequantizeLinear; biases int32 at scale input_scale·weight_scale, as
 //!   the integer kernels add them.
 //! - Activations: int8, asymmetric. The image is exact at scale 1/255 (IDX
-//!   pixels are k/255); a Relu output spans [0, calibrated max] with zero
+//!   pixels are k/255), so the graph input must span [0, 1]: its
+//!   calibrated range is checked, and a graph whose input goes outside it
+//!   is refused rather than clipped; a Relu output spans [0, calibrated max] with zero
 //!   point −128, so the Relu folds into the quantization; the Conv before
 //!   the Sigmoid spans its calibrated [min, max], the Sigmoid [0, 1] at
 //!   1/255 (the input's own grid); MaxPool, Resize and Flatten only move
 //!   values and keep their input's scale.
 //! - What the consumer sees stays float32 under the same names: the graph
 //!   input and every graph output (a quantized one is dequantized under
-//!   its name). The head Gemm and Softmax compute in float, so logits and
-//!   probabilities are not rounded to a grid.
+//!   its name). Every Conv and every Gemm — the classifier's head too —
+//!   reads int8 activations and int8 weights; the head's output (the
+//!   logits) is not quantized, so the logits and the Softmax's
+//!   probabilities stay float, not rounded to a grid.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -269,6 +273,9 @@ impl Rewrite {
     fn quantize_weight(&mut self, w: &TensorProto, range: WeightRange) -> Result<(String, Vec<f32>), String> {
         let values = w.f32_values().ok_or_else(|| format!("initializer {} is not float32", w.name))?;
         let channels = *w.dims.first().ok_or_else(|| format!("initializer {} has no dimensions", w.name))? as usize;
+        if values.is_empty() {
+            return Err(format!("initializer {} is empty (dims {:?}): nothing to quantize", w.name, w.dims));
+        }
         if channels == 0 || values.len() % channels != 0 {
             return Err(format!("initializer {} has {} values for {channels} output channels", w.name, values.len()));
         }
@@ -341,6 +348,19 @@ pub fn quantize(
     // Which values are int8, and at what scale.
     let mut params: HashMap<String, Params> = HashMap::new();
     for input in &g.input {
+        // The input's grid is fixed at 1/255 over [0, 1]: calibration must
+        // show it stays there, or values would be clipped without a word.
+        match ranges.get(&input.name) {
+            Some(&(lo, hi)) if lo >= 0.0 && hi <= 1.0 => {}
+            Some(&(lo, hi)) => {
+                return Err(format!(
+                    "graph input {} spans [{lo}, {hi}] on the calibration images; int8 represents it at 1/255 over \
+                     [0, 1] only, so it would be clipped",
+                    input.name
+                ))
+            }
+            None => return Err(format!("graph input {} has no calibrated range", input.name)),
+        }
         params.insert(input.name.clone(), Params { scale: IMAGE_SCALE, zero_point: RELU_ZERO_POINT });
     }
     for n in &g.node {

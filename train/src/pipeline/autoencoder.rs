@@ -11,13 +11,13 @@ use crate::table;
 
 use infer::interrupt;
 
-use super::{set_threads, stop_if_interrupted, AutoencoderJob, Outcome, PRODUCER};
+use super::{after_training, set_threads, stop_if_interrupted, AutoencoderJob, Outcome, PRODUCER};
 
 pub fn train_autoencoder(job: &AutoencoderJob) -> Result<Outcome, TrainError> {
     let _checked = interrupt::Checked::begin();
     let t = &job.training;
     t.validate()?;
-    let set = data::load(&job.images, None, job.common.folder, t.settings.limit, false)?;
+    let set = data::load(&job.images, None, job.common.folder, data::Sample::of(&t.settings).into(), false)?;
     let images = &set.images;
     let shape = InputShape { channels: images.channels, height: images.rows, width: images.cols, normalize: None };
     t.architecture
@@ -43,21 +43,26 @@ pub fn train_autoencoder(job: &AutoencoderJob) -> Result<Outcome, TrainError> {
     tch::manual_seed(t.settings.seed as i64);
     let vs = VarStore::new(device);
     let ae = model.init(&vs.root());
-    let mut trainer = Trainer::new(vs, &run, &data, &t.settings, Objective::Reconstruction, job.common.quiet);
+    let mut trainer = Trainer::new(vs, &run, &cfg, &data, Objective::Reconstruction, job.common.quiet);
     if resuming {
         trainer.resume()?;
     } else {
         run.write_config(&cfg)?;
+        crate::fault::point("config-written", 1);
     }
     trainer.run_stage(&Stage::whole(&t.settings), &ae)?;
     let (last, train_seconds) = trainer.outcome()?;
-    stop_if_interrupted(&run, &last)?;
-    figures::plot_history(&run, &trainer.history, false, None)?;
-    figures::reconstructions(&run.file("reconstructions.png"), &ae, &data, 10)?;
-    stop_if_interrupted(&run, &last)?;
-    if let Some(path) = &job.common.table {
-        table::append_autoencoder(path, &model, &t.settings, train_seconds, &last)?;
-    }
+    let finish = || -> Result<(), TrainError> {
+        stop_if_interrupted(&run, &last)?;
+        figures::plot_history(&run, &trainer.history, false, None)?;
+        figures::reconstructions(&run.file("reconstructions.png"), &ae, &data, 10)?;
+        stop_if_interrupted(&run, &last)?;
+        if let Some(path) = &job.common.table {
+            table::append_autoencoder(path, &model, &t.settings, train_seconds, &last)?;
+        }
+        Ok(())
+    };
+    finish().map_err(after_training(&run, &last))?;
     if !job.common.quiet {
         println!(
             "autoencoder {}: val_loss {:.6} after {} epochs, {:.1}s training; run in {}",

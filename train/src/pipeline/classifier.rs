@@ -1,6 +1,6 @@
 use tch::nn::VarStore;
 
-use crate::checkpoint::{Checkpoint, WEIGHTS};
+use crate::checkpoint::WEIGHTS;
 use crate::data;
 use crate::error::TrainError;
 use crate::figures;
@@ -13,7 +13,7 @@ use infer::folder::{FolderError, FolderOptions};
 
 use infer::interrupt;
 
-use super::{set_threads, stop_if_interrupted, ClassifierJob, Outcome, PRODUCER};
+use super::{after_training, set_threads, stop_if_interrupted, ClassifierJob, Outcome, PRODUCER};
 
 pub fn train_classifier(job: &ClassifierJob) -> Result<Outcome, TrainError> {
     let _checked = interrupt::Checked::begin();
@@ -21,6 +21,7 @@ pub fn train_classifier(job: &ClassifierJob) -> Result<Outcome, TrainError> {
     t.validate()?;
     let ae_run = RunDir::open(&job.autoencoder)?;
     let ae_cfg = ae_run.read_config()?;
+    let ae_cfg_fingerprint = ae_cfg.fingerprint();
     let ModelConfig::Autoencoder { model: encoder } = ae_cfg.model else {
         return Err(TrainError::Invalid(format!(
             "{}: is a {} run, expected an autoencoder run (--autoencoder)",
@@ -34,7 +35,7 @@ pub fn train_classifier(job: &ClassifierJob) -> Result<Outcome, TrainError> {
         channels: Some(job.common.folder.channels.unwrap_or(input.channels)),
         size: Some(job.common.folder.size.unwrap_or((input.height, input.width))),
     };
-    let set = data::load(&job.images, job.labels.as_deref(), folder, t.settings.limit, true)?;
+    let set = data::load(&job.images, job.labels.as_deref(), folder, data::Sample::of(&t.settings).into(), true)?;
     let images = &set.images;
     if (images.channels, images.rows, images.cols) != (input.channels, input.height, input.width) {
         return Err(TrainError::Invalid(format!(
@@ -56,7 +57,7 @@ pub fn train_classifier(job: &ClassifierJob) -> Result<Outcome, TrainError> {
     };
     let test = match &job.test {
         Some((ti, tl)) => {
-            let tset = data::load(ti, tl.as_deref(), folder, None, true)?;
+            let tset = data::load(ti, tl.as_deref(), folder, data::Take::All, true)?;
             match (&set.classes, &tset.classes) {
                 (Some(ours), Some(theirs)) if ours != theirs => {
                     return Err(FolderError::ClassesDiffer {
@@ -140,13 +141,14 @@ pub fn train_classifier(job: &ClassifierJob) -> Result<Outcome, TrainError> {
     let mut vs = VarStore::new(device);
     let clf = model.init(&vs.root());
     // The encoder starts from the autoencoder's trained weights.
-    Checkpoint::read(&ae_run.file(WEIGHTS), device)?.copy_into(&mut vs, "encoder.")?;
+    ae_run.checkpoint(&ae_cfg_fingerprint, device)?.copy_into(&mut vs, "encoder.")?;
 
-    let mut trainer = Trainer::new(vs, &run, &data, s, t.loss.into(), job.common.quiet);
+    let mut trainer = Trainer::new(vs, &run, &cfg, &data, t.loss.into(), job.common.quiet);
     if resuming {
         trainer.resume()?;
     } else {
         run.write_config(&cfg)?;
+        crate::fault::point("config-written", 1);
     }
     let frozen = s.frozen_epochs;
     let stage1 = Stage { name: "(encoder frozen)", first: 1, last: frozen, lr: s.lr, frozen: Some("encoder.") };
@@ -155,16 +157,22 @@ pub fn train_classifier(job: &ClassifierJob) -> Result<Outcome, TrainError> {
         Stage { name: "(fine-tuning)", first: frozen + 1, last: frozen + s.epochs, lr: s.finetune_lr(), frozen: None };
     trainer.run_stage(&stage2, &clf)?;
     let (last, train_seconds) = trainer.outcome()?;
-    stop_if_interrupted(&run, &last)?;
-    figures::plot_history(&run, &trainer.history, true, (frozen > 0).then_some(frozen + 1))?;
-    let test_accuracy = match &test {
-        Some((timg, tlab)) => Some(test_report::write(&run, &clf, timg, tlab, &class_names, device, job.common.quiet)?),
-        None => None,
+    let finish = || -> Result<Option<f64>, TrainError> {
+        stop_if_interrupted(&run, &last)?;
+        figures::plot_history(&run, &trainer.history, true, (frozen > 0).then_some(frozen + 1))?;
+        let test_accuracy = match &test {
+            Some((timg, tlab)) => {
+                Some(test_report::write(&run, &clf, timg, tlab, &class_names, device, job.common.quiet)?)
+            }
+            None => None,
+        };
+        stop_if_interrupted(&run, &last)?;
+        if let Some(path) = &job.common.table {
+            table::append_classifier(path, &model, s, train_seconds, &last)?;
+        }
+        Ok(test_accuracy)
     };
-    stop_if_interrupted(&run, &last)?;
-    if let Some(path) = &job.common.table {
-        table::append_classifier(path, &model, s, train_seconds, &last)?;
-    }
+    let test_accuracy = finish().map_err(after_training(&run, &last))?;
     if !job.common.quiet {
         println!(
             "classifier {} FC{}: val_accuracy {:.4}{} after {} epochs, {:.1}s training; run in {}",

@@ -74,6 +74,16 @@ fn stop_if_interrupted(run: &RunDir, last: &EpochRecord) -> Result<(), TrainErro
     }
 }
 
+/// A failure after training finished (figures, report, results table): the
+/// checkpoint is complete, `--resume` redoes what is missing (exit 1).
+fn after_training(run: &RunDir, last: &EpochRecord) -> impl FnOnce(TrainError) -> TrainError {
+    let (run, saved) = (run.path.clone(), last.epoch);
+    move |e| match e {
+        e @ (TrainError::Interrupted { .. } | TrainError::Failed { .. }) => e,
+        e => TrainError::Failed { run, during: "writing the figures and reports".into(), saved, source: Box::new(e) },
+    }
+}
+
 fn set_threads(settings: &TrainSettings) {
     if let Some(t) = settings.threads {
         tch::set_num_threads(t as i32);
