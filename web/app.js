@@ -1,10 +1,14 @@
-// The page: loads the committed classifier and autoencoder with
-// onnxruntime-web (WebAssembly), reads their metadata from the ONNX files,
-// and runs every picture — a drawing, a dropped file — through the same
-// path: RGBA → gray on white → MNIST-style preprocessing → both models.
-// `window.app` exposes that path to the browser test.
+// The page: loads a classifier and its autoencoder with onnxruntime-web
+// (WebAssembly) from models/ (or ?models=DIR/), reads from the ONNX files'
+// metadata what they take — input shape, channels, the preprocessing they
+// were made for (`preprocess`: mnist or resize), the normalisation their
+// graph applies — and runs every picture, a drawing or a dropped file,
+// through the same path as `infer classify --preprocess <that>`:
+// RGBA → on white paper (gray or RGB) → MNIST's recipe or a plain resize →
+// both models. A model it cannot serve is said so on the page. `window.app`
+// exposes that path to the browser test.
 
-import { lumaOnWhite, mnistStyle } from './preprocess.js';
+import { lumaOnWhite, mnistStyle, resizeStyle, rgbOnWhite } from './preprocess.js';
 
 const { ort, protobuf } = window;
 // Plain static servers send no cross-origin isolation headers, so the
@@ -37,13 +41,37 @@ async function loadModel(url) {
   return { session, doc: proto.docString, metadata };
 }
 
-const [H, W] = [28, 28];
+// What the classifier takes, from its metadata: [C, H, W] and the recipe.
+let [C, H, W] = [1, 28, 28];
+let recipe = 'mnist';
 
-/** Pixels [0, 255] → the models' input: [1, 1, 28, 28] float32 in [0, 1], as `infer` feeds them. */
+/** The `input_shape` and `preprocess` a model's metadata names (older exports: from `model_config`). */
+function inputOf(metadata) {
+  let shape = metadata.input_shape && JSON.parse(metadata.input_shape);
+  if (!shape && metadata.model_config) {
+    const m = JSON.parse(metadata.model_config).model;
+    const input = (m.encoder ?? m).input;
+    shape = input && [input.channels, input.height, input.width];
+  }
+  shape = shape ?? [1, 28, 28];
+  const fallback = shape.join() === '1,28,28' ? 'mnist' : 'resize';
+  return { shape, preprocess: metadata.preprocess ?? fallback };
+}
+
+/** Why the page cannot serve a model with this input, or null. */
+function unsupported({ shape: [c, h, w], preprocess }) {
+  if (c !== 1 && c !== 3) return `it takes ${c}-channel pictures; the page handles gray (1) and RGB (3)`;
+  if (!['mnist', 'resize'].includes(preprocess)) return `it asks for preprocessing "${preprocess}", which the page does not know`;
+  if (preprocess === 'mnist' && c !== 1) return 'it asks for the MNIST recipe, which is for gray digits, but takes RGB';
+  if (!(h > 0 && w > 0)) return `its input size ${h}×${w} is not a picture size`;
+  return null;
+}
+
+/** Pixels [0, 255], planar → the models' input: [1, C, H, W] float32 in [0, 1], as `infer` feeds them (a graph that normalises does it inside). */
 function tensorOf(pixels) {
-  const x = new Float32Array(H * W);
+  const x = new Float32Array(C * H * W);
   for (let i = 0; i < x.length; i++) x[i] = pixels[i] / 255;
-  return new ort.Tensor('float32', x, [1, 1, H, W]);
+  return new ort.Tensor('float32', x, [1, C, H, W]);
 }
 
 let classifier;
@@ -53,18 +81,25 @@ let classNames;
 /**
  * The page's one path for any picture.
  * @param {ImageData} image  RGBA pixels of any size
- * @param {'auto'|'always'|'never'} invert
+ * @param {'auto'|'always'|'never'} invert  (default: auto for MNIST's recipe, never for a resize, as `infer`)
  */
-async function predict(image, invert = 'auto') {
+async function predict(image, invert = recipe === 'mnist' ? 'auto' : 'never') {
   const gray = lumaOnWhite(image.data);
-  const { pixels, inverted } = mnistStyle(gray, image.width, image.height, invert, H, W);
+  const { pixels, inverted } = recipe === 'mnist'
+    ? mnistStyle(gray, image.width, image.height, invert, H, W)
+    : resizeStyle(C === 1 ? [gray] : rgbOnWhite(image.data), gray, image.width, image.height, invert, H, W);
   const x = tensorOf(pixels);
-  const [c, a] = [await classifier.session.run({ image: x }), await autoencoder.session.run({ image: x })];
+  const c = await classifier.session.run({ image: x });
   const probabilities = Array.from(c.probabilities.data);
-  const reconstruction = Float32Array.from(a.reconstruction.data);
-  let mse = 0;
-  for (let i = 0; i < reconstruction.length; i++) mse += (reconstruction[i] - x.data[i]) ** 2;
-  mse /= reconstruction.length;
+  let reconstruction = null;
+  let mse = null;
+  if (autoencoder) {
+    const a = await autoencoder.session.run({ image: x });
+    reconstruction = Float32Array.from(a.reconstruction.data);
+    mse = 0;
+    for (let i = 0; i < reconstruction.length; i++) mse += (reconstruction[i] - x.data[i]) ** 2;
+    mse /= reconstruction.length;
+  }
   const best = probabilities.indexOf(Math.max(...probabilities));
   return { pixels: Array.from(pixels), inverted, probabilities, best, name: classNames[best], reconstruction, mse };
 }
@@ -121,7 +156,10 @@ document.getElementById('clear').addEventListener('click', () => {
 // ---- pictures from files ----------------------------------------------------
 
 async function imageDataOf(file) {
-  const bitmap = await createImageBitmap(file);
+  // Straight alpha and no colour management: the pixels the file holds, as
+  // `infer`'s decoder reads them (premultiplying would round transparent
+  // pixels).
+  const bitmap = await createImageBitmap(file, { premultiplyAlpha: 'none', colorSpaceConversion: 'none' });
   const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
   const c = canvas.getContext('2d');
   c.drawImage(bitmap, 0, 0);
@@ -157,12 +195,16 @@ document.addEventListener('drop', (e) => {
 
 // ---- showing results ----------------------------------------------------------
 
+/** Planar [C, H, W] values × scale as a picture on a canvas of the model's size. */
 function paint(canvasId, values, scale) {
-  const c = document.getElementById(canvasId).getContext('2d');
+  const canvas = document.getElementById(canvasId);
+  [canvas.width, canvas.height] = [W, H];
+  const c = canvas.getContext('2d');
   const img = c.createImageData(W, H);
+  const level = (ch, i) => Math.round(Math.min(Math.max(values[ch * H * W + i] * scale, 0), 255));
   for (let i = 0; i < H * W; i++) {
-    const v = Math.round(Math.min(Math.max(values[i] * scale, 0), 255));
-    img.data.set([v, v, v, 255], 4 * i);
+    const [r, g, b] = C === 3 ? [level(0, i), level(1, i), level(2, i)] : [level(0, i), level(0, i), level(0, i)];
+    img.data.set([r, g, b, 255], 4 * i);
   }
   c.putImageData(img, 0, 0);
 }
@@ -173,8 +215,8 @@ function show(result) {
   if (!result) {
     document.getElementById('prediction').innerHTML = '&nbsp;';
     document.getElementById('mse').textContent = '';
-    paint('input', new Array(H * W).fill(0), 1);
-    paint('reconstruction', new Array(H * W).fill(0), 1);
+    paint('input', new Array(C * H * W).fill(0), 1);
+    paint('reconstruction', new Array(C * H * W).fill(0), 1);
     return;
   }
   const p = result.probabilities[result.best];
@@ -193,9 +235,9 @@ function show(result) {
     bars.append(label, track, value);
   });
   paint('input', result.pixels, 1);
-  paint('reconstruction', result.reconstruction, 255);
-  document.getElementById('mse').textContent =
-    `reconstruction MSE ${result.mse.toFixed(4)}${result.inverted ? ' · picture inverted (light background)' : ''}`;
+  if (result.reconstruction) paint('reconstruction', result.reconstruction, 255);
+  const mse = result.mse === null ? 'no autoencoder for this model' : `reconstruction MSE ${result.mse.toFixed(4)}`;
+  document.getElementById('mse').textContent = `${mse}${result.inverted ? ' · picture inverted (light background)' : ''}`;
 }
 
 let last = Promise.resolve();
@@ -213,13 +255,25 @@ function update(image) {
 
 async function start() {
   clearPad();
-  [classifier, autoencoder] = await Promise.all([
-    loadModel('models/classifier.onnx'),
-    loadModel('models/autoencoder.onnx'),
-  ]);
+  // ?models=DIR/ serves another export (Fashion-MNIST, colour); models/ by default.
+  let dir = new URLSearchParams(location.search).get('models') ?? 'models/';
+  if (!dir.endsWith('/')) dir += '/';
+  classifier = await loadModel(`${dir}classifier.onnx`);
+  const input = inputOf(classifier.metadata);
+  const why = unsupported(input);
+  if (why) throw new Error(`${dir}classifier.onnx cannot run here: ${why}`);
+  [[C, H, W], recipe] = [input.shape, input.preprocess];
+  // The reconstruction panel needs an autoencoder of the same input.
+  autoencoder = await loadModel(`${dir}autoencoder.onnx`).catch(() => null);
+  if (autoencoder && inputOf(autoencoder.metadata).shape.join() !== input.shape.join()) autoencoder = null;
+  document.querySelector('.seen figure:nth-child(2)').hidden = !autoencoder;
   const classes = classifier.session.outputMetadata?.find?.((m) => m.name === 'probabilities');
   classNames = JSON.parse(classifier.metadata.class_names ?? 'null') ??
     Array.from({ length: classes?.shape?.[1] ?? 10 }, (_, k) => String(k));
+  const digits = recipe === 'mnist';
+  document.querySelector('h1').textContent = digits ? 'Draw a digit' : `Show a picture: ${classNames.join(', ')}`;
+  document.getElementById('input').nextElementSibling.textContent =
+    `model input (${C === 3 ? 'RGB ' : ''}${H}×${W}, ${digits ? "MNIST's recipe" : 'resized'})`;
   document.getElementById('description').textContent = classifier.doc;
   const m = classifier.metadata;
   const facts = [
@@ -231,12 +285,20 @@ async function start() {
   ].filter(Boolean);
   document.getElementById('provenance').textContent = facts.join(' · ');
   show(null);
-  return { classNames, doc: classifier.doc, metadata: classifier.metadata };
+  return {
+    classNames,
+    doc: classifier.doc,
+    metadata: classifier.metadata,
+    shape: [C, H, W],
+    preprocess: recipe,
+    autoencoder: Boolean(autoencoder),
+  };
 }
 
 window.app = {
   ready: start().catch((err) => {
     document.getElementById('description').textContent = `The models could not be loaded: ${err.message}`;
+    document.querySelector('h1').textContent = 'This model cannot run on this page';
     throw err;
   }),
   predict,

@@ -186,3 +186,40 @@ export function mnistStyle(gray, w, h, invert = 'auto', outH = 28, outW = 28) {
   }
   return { pixels: out, inverted };
 }
+
+/**
+ * RGBA pixels → three planes (R, G, B), transparency laid on white paper as
+ * `infer` does for colour models (`on_white` in infer/src/input.rs).
+ * @returns {Uint8Array[]} three planes of width·height levels
+ */
+export function rgbOnWhite(rgba) {
+  const n = rgba.length / 4;
+  const planes = [new Uint8Array(n), new Uint8Array(n), new Uint8Array(n)];
+  for (let i = 0; i < n; i++) {
+    const a = rgba[4 * i + 3];
+    for (let c = 0; c < 3; c++) {
+      const v = rgba[4 * i + c];
+      planes[c][i] = a === 255 ? v : Math.floor((v * a + 255 * (255 - a)) / 255);
+    }
+  }
+  return planes;
+}
+
+/**
+ * Planes of a picture as the model's [C, H, W] input by a plain resize
+ * (`infer --preprocess resize`): inverted first with 'always' (or 'auto'
+ * when the border, in gray, is light), then each plane resized with the
+ * triangle filter, as `image` resizes each channel of a picture.
+ * @param {Uint8Array[]} planes  1 or 3 planes of w·h levels
+ * @param {Uint8Array} gray  the picture in gray (for 'auto')
+ * @returns {{pixels: Uint8Array, inverted: boolean}} C·outH·outW levels, planar
+ */
+export function resizeStyle(planes, gray, w, h, invert = 'never', outH = 28, outW = 28) {
+  const inverted = invert === 'always' || (invert === 'auto' && lightBorder(gray, w, h));
+  const out = new Uint8Array(planes.length * outH * outW);
+  planes.forEach((plane, c) => {
+    const src = inverted ? plane.map((v) => 255 - v) : plane;
+    out.set(resizeTriangle(src, w, h, outW, outH), c * outH * outW);
+  });
+  return { pixels: out, inverted };
+}

@@ -24,7 +24,7 @@ fn conv_macs(h: usize, w: usize, c_in: usize, c_out: usize, k: usize) -> u64 {
 /// the embedding's spatial size is returned too.
 fn encoder_flops(cfg: &AutoencoderConfig) -> (u64, usize, usize) {
     let (mut h, mut w) = (cfg.input.height, cfg.input.width);
-    let (mut c, mut macs) = (1usize, 0u64);
+    let (mut c, mut macs) = (cfg.input.channels, 0u64);
     for i in 0..cfg.layers {
         let c_out = cfg.channels(i) as usize;
         macs += conv_macs(h, w, c, c_out, cfg.filter_size);
@@ -51,7 +51,7 @@ pub fn autoencoder_flops(cfg: &AutoencoderConfig) -> u64 {
             w *= 2;
         }
     }
-    macs += conv_macs(h, w, c, 1, 3);
+    macs += conv_macs(h, w, c, cfg.input.channels, 3); // back to the input's channels
     enc + 2 * macs
 }
 

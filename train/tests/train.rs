@@ -383,15 +383,21 @@ fn runs_record_canonical_paths() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// The first `n` MNIST training images as the IDX file `dir/images`.
+fn mnist_subset(dir: &Path, n: usize) -> (PathBuf, Images) {
+    let mut images = idx::read_images(mnist("train-images-idx3-ubyte")).unwrap();
+    images.truncate(n);
+    let file = dir.join("images");
+    idx::write_images(&file, &images, false).unwrap();
+    (file, images)
+}
+
 /// `--resume` refuses images that are not the ones the run began on.
 #[test]
 fn resume_refuses_changed_images() {
     let _g = lock();
     let dir = tempfile::tempdir().unwrap();
-    let mut images = idx::read_images(mnist("train-images-idx3-ubyte")).unwrap();
-    images.truncate(400);
-    let file = dir.path().join("images");
-    idx::write_images(&file, &images, false).unwrap();
+    let (file, mut images) = mnist_subset(dir.path(), 400);
     let mut job = ae_job(&dir.path().join("ae"), 1);
     job.images = file.clone();
     pipeline::train_autoencoder(&job).unwrap();
@@ -1653,10 +1659,7 @@ fn failures_during_training_exit_1_with_the_resume_hint() {
 fn export_checks_data_gates_and_publishes_no_builder_paths() {
     let _g = lock();
     let dir = tempfile::tempdir().unwrap();
-    let mut images = idx::read_images(mnist("train-images-idx3-ubyte")).unwrap();
-    images.truncate(400);
-    let file = dir.path().join("images");
-    idx::write_images(&file, &images, false).unwrap();
+    let (file, mut images) = mnist_subset(dir.path(), 400);
     let run_dir = dir.path().join("rgb");
     let (code, err) = train_small(&file, &run_dir, &["--epochs", "1", "--channels", "3"], None);
     assert_eq!(code, 0, "{err}");

@@ -8,6 +8,13 @@
 //     the same drawings saved as PNG give `infer`'s inputs and probabilities too.
 //  3. With the server stopped and the browser offline, the page still predicts.
 //  4. A screenshot of the page with a drawn digit is saved.
+//  5. Real files through the file input: a photo-like JPEG and a PNG with
+//     transparency, against `infer --preprocess mnist` on the same files (the
+//     PNG bit for bit; the JPEG within the stated decoder tolerance).
+//  6. Models the page must read from their metadata: a colour model and a
+//     gray one with named classes (both `preprocess: resize`, trained and
+//     exported here with `train`), against `infer --preprocess resize`; and
+//     a missing model is said so on the page.
 //
 // usage: node test/browser.mjs INFER_BINARY MNIST_DIR OUT_DIR   (from web/)
 // env: CHROMIUM (default /usr/bin/chromium), WEB_IMAGES (default 300)
@@ -73,11 +80,11 @@ function readNpy(file) {
   return { shape, data };
 }
 
-/** `infer classify --preprocess mnist` on `images`: the model inputs (u8) and probabilities. */
-function inferReference(images) {
+/** `infer classify --preprocess <fit>` on `images`: the model inputs (u8) and probabilities. */
+function inferReference(images, model = path.join(models, 'classifier.onnx'), fit = 'mnist') {
   const [x, p] = [path.join(tmp, `x-${Math.random()}.npy`), path.join(tmp, `p-${Math.random()}.npy`)];
-  execFileSync(inferBin, ['classify', '--model', path.join(models, 'classifier.onnx'), '--images', ...images,
-    '--preprocess', 'mnist', '--inputs', x, '--probabilities', p, '--quiet', '--device', 'cpu'], { stdio: ['ignore', 'ignore', 'inherit'] });
+  execFileSync(inferBin, ['classify', '--model', model, '--images', ...images,
+    '--preprocess', fit, '--inputs', x, '--probabilities', p, '--quiet', '--device', 'cpu'], { stdio: ['ignore', 'ignore', 'inherit'] });
   const inputs = readNpy(x);
   return {
     pixels: Array.from(inputs.data, (v) => Math.round(v * 255)),
@@ -85,17 +92,17 @@ function inferReference(images) {
   };
 }
 
-function compare(label, page, ref, classes) {
+function compare(label, page, ref, classes, per = 784) {
   let pixelDiffs = 0;
   let maxDiff = 0;
   let sameClass = 0;
   page.forEach((r, i) => {
-    for (let k = 0; k < 784; k++) if (r.pixels[k] !== ref.pixels[i * 784 + k]) pixelDiffs++;
+    for (let k = 0; k < per; k++) if (r.pixels[k] !== ref.pixels[i * per + k]) pixelDiffs++;
     const refP = ref.probabilities.subarray(i * classes, (i + 1) * classes);
     r.probabilities.forEach((q, k) => (maxDiff = Math.max(maxDiff, Math.abs(q - refP[k]))));
     if (r.best === refP.indexOf(Math.max(...refP))) sameClass++;
   });
-  check(pixelDiffs === 0, `${label}: the page's 28×28 inputs equal infer's (${pixelDiffs} of ${page.length * 784} pixels differ)`);
+  check(pixelDiffs === 0, `${label}: the page's inputs equal infer's (${pixelDiffs} of ${page.length * per} values differ)`);
   check(maxDiff <= 1e-4, `${label}: probabilities within 1e-4 of infer's (max |diff| ${maxDiff.toExponential(2)})`);
   check(sameClass === page.length, `${label}: same class as infer for ${sameClass} of ${page.length}`);
 }
@@ -197,6 +204,143 @@ try {
 
   // 4. The README's screenshot: a drawn 3.
   await page.screenshot({ path: path.join(outDir, 'screenshot.png') });
+
+  // 5. Real files through the file input (the drop path's openFile): a
+  // photo-like JPEG (a dark 7 on uneven, noisy paper) and a PNG whose
+  // background is transparent (a 3), both made by the browser's encoders.
+  const files = await page.evaluate(() => {
+    const make = (w, h, paint, type) => {
+      const c = new OffscreenCanvas(w, h);
+      const g = c.getContext('2d');
+      paint(g);
+      return c.convertToBlob(type === 'jpeg' ? { type: 'image/jpeg', quality: 0.85 } : { type: 'image/png' })
+        .then((b) => b.arrayBuffer()).then((a) => Array.from(new Uint8Array(a)));
+    };
+    let seed = 7;
+    const rnd = () => ((seed = (seed * 16807) % 2147483647) / 2147483647);
+    const photo = make(320, 240, (g) => {
+      const paper = g.createLinearGradient(0, 0, 320, 240);
+      paper.addColorStop(0, '#e9e4d8');
+      paper.addColorStop(1, '#b9b2a4');
+      g.fillStyle = paper;
+      g.fillRect(0, 0, 320, 240);
+      for (let i = 0; i < 3000; i++) {
+        g.fillStyle = `rgba(${rnd() > 0.5 ? 255 : 60},${rnd() > 0.5 ? 255 : 60},${rnd() > 0.5 ? 255 : 60},0.08)`;
+        g.fillRect(rnd() * 320, rnd() * 240, 2, 2);
+      }
+      g.strokeStyle = '#2a2630';
+      g.lineWidth = 14;
+      g.lineCap = 'round';
+      g.lineJoin = 'round';
+      g.beginPath();
+      g.moveTo(120, 60);
+      g.lineTo(205, 64);
+      g.lineTo(150, 190);
+      g.stroke();
+    }, 'jpeg');
+    const transparent = make(200, 200, (g) => {
+      g.strokeStyle = '#000';
+      g.lineWidth = 16;
+      g.lineCap = 'round';
+      g.beginPath();
+      g.moveTo(60, 50);
+      g.bezierCurveTo(150, 10, 160, 90, 100, 100);
+      g.bezierCurveTo(170, 110, 160, 190, 55, 160);
+      g.stroke();
+    }, 'png');
+    return Promise.all([photo, transparent]);
+  });
+  const real = [['photo.jpg', files[0], '7'], ['transparent.png', files[1], '3']];
+  const input = await page.$('#file');
+  const dropped = [];
+  for (const [name, bytes, digit] of real) {
+    const file = path.join(tmp, name);
+    fs.writeFileSync(file, Buffer.from(bytes));
+    await page.evaluate(() => { window.app.lastResult = null; });
+    await input.uploadFile(file);
+    await page.waitForFunction(() => window.app.lastResult !== null, { timeout: 10_000 });
+    const r = await page.evaluate(() => window.app.lastResult);
+    check(r.name === digit, `${name} through the file input is read as ${r.name} (expected ${digit})`);
+    dropped.push({ ...r, file });
+  }
+  // The PNG decodes the same everywhere: bit for bit.
+  compare('transparent.png, dropped', [dropped[1]], inferReference([dropped[1].file]), 10);
+  // JPEG decoders may differ by a level here and there (Chromium's
+  // libjpeg-turbo vs the `image` crate's jpeg-decoder, both within the
+  // standard's tolerance): the page must give infer's class, and its 28×28
+  // input may differ by at most JPEG_TOLERANCE levels per pixel.
+  const JPEG_TOLERANCE = 8;
+  const ref = inferReference([dropped[0].file]);
+  const deltas = dropped[0].pixels.map((v, k) => Math.abs(v - ref.pixels[k]));
+  const worst = Math.max(...deltas);
+  const refBest = ref.probabilities.indexOf(Math.max(...ref.probabilities));
+  check(worst <= JPEG_TOLERANCE && dropped[0].best === refBest,
+    `photo.jpg, dropped: infer's class (${refBest}); inputs within ${JPEG_TOLERANCE} levels (max |diff| ${worst}, ` +
+    `${deltas.filter((d) => d > 0).length} of 784 pixels differ)`);
+
+  // 6. Other models: read from their metadata, or refused in words.
+  const trainBin = path.join(path.dirname(inferBin), 'train');
+  const testModels = path.join(web, '.test-models');
+  fs.rmSync(testModels, { recursive: true, force: true });
+  const images = path.join(mnistDir, 't10k-images-idx3-ubyte');
+  const labels = path.join(mnistDir, 't10k-labels-idx1-ubyte');
+  const letters = 'abcdefghij'.split('').map((c) => `class-${c}`).join(',');
+  for (const [name, extra] of [['colour', ['--channels', '3']], ['named', ['--class-names', letters]]]) {
+    const run = path.join(tmp, name);
+    const small = ['--images', images, '--limit', '2000', '--threads', '2', '--quiet'];
+    execFileSync(trainBin, ['autoencoder', ...small, '--layers', '1', '--filters', '4', '--epochs', '1',
+      '--out', path.join(run, 'ae'), ...(name === 'colour' ? extra : [])], { stdio: ['ignore', 'ignore', 'inherit'] });
+    execFileSync(trainBin, ['classifier', ...small, '--autoencoder', path.join(run, 'ae'), '--labels', labels,
+      '--test-images', 'none', '--fc-units', '16', '--epochs', '1', '--out', path.join(run, 'clf'),
+      ...(name === 'named' ? extra : [])], { stdio: ['ignore', 'ignore', 'inherit'] });
+    execFileSync(trainBin, ['export', '--run', path.join(run, 'clf'), '--out', path.join(testModels, name), '--quiet'],
+      { stdio: ['ignore', 'ignore', 'inherit'] });
+    await page.goto(`${url}?models=.test-models/${name}/`, { waitUntil: 'load' });
+    const got = await page.evaluate(() => window.app.ready);
+    const [c, h, w] = got.shape;
+    check(got.preprocess === 'resize' && c === (name === 'colour' ? 3 : 1) && h === 28 && w === 28 && got.autoencoder,
+      `${name} model: the page reads [${got.shape}] and "${got.preprocess}" from its metadata`);
+    // Pictures of another size (36×40), tinted for colour, through the
+    // page's path and saved as PNG for infer.
+    const n = 12;
+    const res = await page.evaluate(async (pixels, n, colour) => {
+      const out = [];
+      for (let i = 0; i < n; i++) {
+        const img = new ImageData(40, 36);
+        for (let y = 0; y < 36; y++) {
+          for (let x = 0; x < 40; x++) {
+            const v = pixels[i * 784 + Math.min(Math.floor((y * 28) / 36), 27) * 28 + Math.min(Math.floor((x * 28) / 40), 27)];
+            img.data.set(colour ? [v, (v * 3) >> 2, 255 - v, 255] : [v, v, v, 255], 4 * (y * 40 + x));
+          }
+        }
+        const r = await window.app.predict(img);
+        const canvas = new OffscreenCanvas(40, 36);
+        canvas.getContext('2d').putImageData(img, 0, 0);
+        const blob = await canvas.convertToBlob({ type: 'image/png' });
+        out.push({ pixels: r.pixels, probabilities: r.probabilities, best: r.best, name: r.name,
+          png: Array.from(new Uint8Array(await blob.arrayBuffer())) });
+      }
+      return out;
+    }, Array.from(mnist.pixels.subarray(0, 12 * 784)), n, name === 'colour');
+    const pngs = res.map((r, i) => {
+      const f = path.join(tmp, `${name}-${String(i).padStart(2, '0')}.png`);
+      fs.writeFileSync(f, Buffer.from(r.png));
+      return f;
+    });
+    compare(`${name} model, ${n} pictures of 40×36 resized`, res,
+      inferReference(pngs, path.join(testModels, name, 'classifier.onnx'), 'resize'), 10, c * h * w);
+    if (name === 'named') check(res.every((r) => r.name.startsWith('class-')), 'named model: the page shows its class names');
+  }
+  fs.rmSync(testModels, { recursive: true, force: true });
+  await page.goto(`${url}?models=no-such-dir/`, { waitUntil: 'load' });
+  await page.evaluate(() => window.app.ready.catch(() => null));
+  const said = await page.$eval('#description', (e) => e.textContent);
+  check(/could not be loaded: .*no-such-dir\/classifier\.onnx: HTTP 404/.test(said), `a missing model is said so: "${said}"`);
+  errors.splice(0); // the 404 above is the point of that check
+
+  // Back to the committed models for the offline check.
+  await page.goto(url, { waitUntil: 'load' });
+  await page.evaluate(() => window.app.ready);
 
   // 3. Offline: no server, no network; the page still reads a new drawing.
   server.kill();

@@ -101,6 +101,25 @@ fn base_name(p: &Path) -> String {
     p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned())
 }
 
+/// How a picture should be fitted to the model's input, for consumers that
+/// take photos and drawings (`infer --preprocess`, the web page): MNIST's
+/// own recipe (white digit centred in a 20-pixel box) for a 1×28×28 model
+/// trained on IDX images whose classes, if it has any, are the ten digits;
+/// a plain resize for everything else (Fashion-MNIST, colour, image folders).
+fn intended_preprocess(cfg: &RunConfig) -> &'static str {
+    let input = cfg.model.autoencoder().input;
+    let digits = match &cfg.model {
+        ModelConfig::Classifier { class_names, .. } => {
+            class_names.len() == 10 && class_names.iter().enumerate().all(|(i, n)| *n == i.to_string())
+        }
+        ModelConfig::Autoencoder { .. } => true,
+    };
+    match (input.channels, input.height, input.width, cfg.dataset.folder.is_none(), digits) {
+        (1, 28, 28, true, true) => "mnist",
+        _ => "resize",
+    }
+}
+
 fn metadata(cfg: &RunConfig, run: &RunDir, weights_sha256: &str) -> BTreeMap<String, String> {
     let mut m = BTreeMap::new();
     m.insert("weights_sha256".into(), weights_sha256.into());
@@ -115,6 +134,8 @@ fn metadata(cfg: &RunConfig, run: &RunDir, weights_sha256: &str) -> BTreeMap<Str
         _ => "RGB planes, pixel / 255 in [0, 1]",
     };
     m.insert("input".into(), format!("image: float32 [batch, {c}, {h}, {w}], {pixels}"));
+    m.insert("input_shape".into(), format!("[{c}, {h}, {w}]"));
+    m.insert("preprocess".into(), intended_preprocess(cfg).into());
     if let Some(n) = input.normalize {
         // Applied inside the graph (Sub, Div): recorded, not for the consumer to apply.
         m.insert(
@@ -243,6 +264,8 @@ fn pending(run: &RunDir, encoder: EncoderSource) -> Result<(Vec<Pending>, Autoen
         return Err(TrainError::Invalid(format!("{}: expected an autoencoder run", ae_run.path.display())));
     };
     let mut meta = metadata(&ae_cfg_full, &ae_run, &sha256_file(&ae_run.file(WEIGHTS))?);
+    // One intent for every graph of an export: the classifier's classes decide it.
+    meta.insert("preprocess".into(), intended_preprocess(&cfg).into());
     let (w, ae) = load(&ae_run, &ae_cfg_full, |p| ae_cfg.init(p))?;
     let ae = Rc::new(ae);
     let m = onnx::autoencoder_model(&w, &ae_cfg, Graph::Autoencoder, &meta)
