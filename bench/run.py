@@ -107,7 +107,8 @@ results["idx_load"] = {"seconds": statistics.median(l["seconds"] for l in loads)
 log("image folder vs IDX loading …")
 FOLDER = os.path.join(HERE, "out", "mnist-folder")
 if not os.path.isdir(os.path.join(FOLDER, "09")):
-    run_json(bench("write-folder", "--images", TRAIN_IMAGES, "--labels", TRAIN_LABELS, "--out", FOLDER))
+    subprocess.run([os.path.join(BIN, "train"), "convert", "--images", TRAIN_IMAGES, "--labels", TRAIN_LABELS,
+                    "--out", FOLDER, "--quiet"], check=True)
 folder_png_bytes = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(FOLDER) for f in fs)
 med, samples = interleave({
     "folder": lambda: run_json(bench("dataset-load", "--images", FOLDER))["images_per_second"],

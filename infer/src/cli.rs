@@ -5,11 +5,11 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::cli_values::choice;
+use ae_core::cli_values::choice;
 
+use ae_core::preprocess::{Fit, Invert, Preprocess};
 use infer::commands::{self, ClassifyOptions, Format, ReconstructOptions, RunOptions};
 use infer::input::FolderLabels;
-use infer::preprocess::{Fit, Invert, Preprocess};
 use infer::session::{Device, SessionOptions};
 
 #[derive(Debug, Parser)]
@@ -17,7 +17,7 @@ use infer::session::{Device, SessionOptions};
     name = "infer",
     version,
     about = "Batch inference with the exported ONNX models on ONNX Runtime (no libtorch)",
-    after_help = infer::error::EXIT_CODES
+    after_help = ae_core::exit::EXIT_CODES
 )]
 pub struct Cli {
     #[command(subcommand)]

@@ -3,17 +3,9 @@
 
 use std::path::PathBuf;
 
-use crate::idx::IdxError;
-use crate::onnx::OnnxError;
 use crate::session::SessionError;
-
-/// The exit codes of both binaries, as their `--help` and the README show them.
-pub const EXIT_CODES: &str = "\
-Exit codes:
-  0    done
-  1    failed during the work (a full disk, out of memory, a gate missed); training says how to resume
-  2    bad input or usage, found before the work starts; nothing was written
-  130  interrupted (Ctrl-C); training keeps its last finished epoch, nothing is left half-written";
+use ae_core::idx::IdxError;
+use ae_onnx::OnnxError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InferError {
@@ -24,13 +16,15 @@ pub enum InferError {
     #[error(transparent)]
     Onnx(#[from] OnnxError),
     #[error(transparent)]
-    Folder(#[from] crate::folder::FolderError),
+    Folder(#[from] ae_core::folder::FolderError),
+    #[error(transparent)]
+    Picture(#[from] ae_core::picture::PictureError),
     /// An input file that is not what the command needs.
     #[error("{}: {msg}", path.display())]
     Input { path: PathBuf, msg: String },
     /// Pictures that cannot be decoded or fitted, one line each.
     #[error("{}", bad_pictures(bad, *total))]
-    BadPictures { bad: Vec<crate::input::BadPicture>, total: usize },
+    BadPictures { bad: Vec<ae_core::picture::PictureError>, total: usize },
     /// An output that cannot be created where it was asked for.
     #[error("{}: {msg}", path.display())]
     Unwritable { path: PathBuf, msg: String },
@@ -57,7 +51,7 @@ impl InferError {
     pub fn exit_code(&self) -> u8 {
         match self {
             InferError::Runtime(_) | InferError::Stdout(_) => 1,
-            InferError::Interrupted => crate::interrupt::EXIT_CODE,
+            InferError::Interrupted => ae_core::interrupt::EXIT_CODE,
             InferError::Session(e) if e.is_runtime() => 1,
             _ => 2,
         }
@@ -76,7 +70,7 @@ impl InferError {
     }
 }
 
-fn bad_pictures(bad: &[crate::input::BadPicture], total: usize) -> String {
+fn bad_pictures(bad: &[ae_core::picture::PictureError], total: usize) -> String {
     let head = if bad.len() == total {
         format!("none of the {total} pictures can be used")
     } else {
@@ -85,7 +79,7 @@ fn bad_pictures(bad: &[crate::input::BadPicture], total: usize) -> String {
             bad.len()
         )
     };
-    bad.iter().fold(head, |s, b| s + &format!("\n  {}: {}", b.path.display(), b.reason))
+    bad.iter().fold(head, |s, b| s + &format!("\n  {}: {}", b.path.display(), b.msg))
 }
 
 /// Checks before any work that `path` can be created: its directory exists
@@ -99,19 +93,6 @@ pub fn check_writable(path: &std::path::Path) -> Result<(), InferError> {
         let why = if dir.exists() { "is not a directory" } else { "does not exist" };
         return Err(InferError::Unwritable { path: path.to_path_buf(), msg: format!("{} {why}", dir.display()) });
     }
-    crate::atomic::check_writable_dir(&dir)
+    ae_core::atomic::check_writable_dir(&dir)
         .map_err(|e| InferError::Unwritable { path: path.to_path_buf(), msg: format!("cannot write there: {e}") })
-}
-
-/// An error and its causes on one line, joined by ": " (`{:#}` in anyhow's
-/// terms): what the binaries print.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        s += ": ";
-        s += &c.to_string();
-        cause = c.source();
-    }
-    s
 }

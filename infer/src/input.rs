@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 use crate::error::InferError;
-use crate::idx::ImageStream;
-pub use crate::preprocess::{Fit, Invert, Picture, Preprocess};
+use ae_core::idx::ImageStream;
+pub use ae_core::preprocess::{Fit, Invert, Picture, Preprocess};
 
 enum Kind {
     Idx(ImageStream),
@@ -19,13 +19,6 @@ enum Kind {
         files: Vec<PathBuf>,
         pixels: Vec<u8>,
     },
-}
-
-/// A picture that could not be used, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BadPicture {
-    pub path: PathBuf,
-    pub reason: String,
 }
 
 /// A sequence of images of the model's channels and size.
@@ -38,7 +31,7 @@ pub struct ImageSource {
     height: usize,
     width: usize,
     pre: Preprocess,
-    skipped: Vec<BadPicture>,
+    skipped: Vec<PictureError>,
     /// For an image folder (`DIR/<class>/*.png`): each kept picture's class folder.
     classes: Option<Vec<String>>,
     listing: Listing,
@@ -50,7 +43,7 @@ impl std::fmt::Debug for ImageSource {
     }
 }
 
-use crate::folder::is_picture;
+use ae_core::picture::{is_picture, load_picture, PictureError};
 
 /// Whether a directory's sub-folders name its pictures' classes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -203,20 +196,14 @@ impl ImageSource {
                 ));
             }
         }
-        let decoded: Vec<Result<Vec<u8>, String>> = files
-            .par_iter()
-            .map(|f| {
-                load_picture(f, [channels, height, width], &pre).map_err(|e| match e {
-                    InferError::Input { msg, .. } => msg,
-                    e => e.to_string(),
-                })
-            })
-            .collect();
+        let decoded: Vec<Result<Vec<u8>, PictureError>> =
+            files.par_iter().map(|f| load_picture(f, [channels, height, width], &pre)).collect();
         let mut kept = Vec::with_capacity(files.len());
         let mut pixels = Vec::with_capacity(files.len() * channels * height * width);
         let mut bad = Vec::new();
         let mut kept_classes = Vec::new();
         for (i, (path, result)) in files.into_iter().zip(decoded).enumerate() {
+            let result = result.map_err(|e| PictureError { path: path.clone(), msg: e.msg });
             match result {
                 Ok(px) => {
                     pixels.extend(px);
@@ -225,12 +212,11 @@ impl ImageSource {
                         kept_classes.push(c[i].clone());
                     }
                 }
-                Err(reason) => bad.push(BadPicture { path, reason }),
+                Err(e) => bad.push(e),
             }
         }
         if bad.len() == 1 && kept.is_empty() {
-            let b = bad.remove(0);
-            return Err(InferError::Input { path: b.path, msg: b.reason });
+            return Err(bad.remove(0).into());
         }
         if !bad.is_empty() && (!opts.skip_bad || kept.is_empty()) {
             return Err(InferError::BadPictures { total: kept.len() + bad.len(), bad });
@@ -311,7 +297,7 @@ impl ImageSource {
     }
 
     /// Pictures left out under `skip_bad`, in input order.
-    pub fn skipped(&self) -> &[BadPicture] {
+    pub fn skipped(&self) -> &[PictureError] {
         &self.skipped
     }
 
@@ -324,15 +310,17 @@ impl ImageSource {
         let pixels = match &mut self.kind {
             Kind::Idx(stream) => {
                 let (sc, sh, sw) = (stream.channels, stream.rows, stream.cols);
-                let raw = stream.next_batch(n)?.unwrap_or_default();
                 let untouched =
                     (sc, sh, sw) == (c, h, w) && self.pre.invert == Invert::Never && self.pre.fit != Fit::Mnist;
                 if untouched {
-                    raw
+                    // Straight to the model's planar layout, converted once.
+                    stream.next_batch(n)?.unwrap_or_default()
                 } else {
+                    // As stored ([H, W, C], the `image` crate's layout) → fitted → planar.
+                    let raw = stream.next_batch_as_stored(n)?.unwrap_or_default();
                     let mut out = Vec::with_capacity(raw.len() / (sc * sh * sw) * c * h * w);
                     for img in raw.chunks_exact(sc * sh * sw) {
-                        let picture = Picture::from_planar(img, sc, sh, sw).with_channels(c);
+                        let picture = Picture::from_interleaved(img, sc, sh, sw).with_channels(c);
                         out.extend(
                             self.pre
                                 .apply_picture(picture, h, w)
@@ -350,78 +338,4 @@ impl ImageSource {
         self.next += pixels.len() / (c * h * w);
         Ok(Some(pixels))
     }
-}
-
-/// A PNG/JPEG file as the model's planar `[C, H, W]` pixels.
-fn load_picture(path: &Path, shape: [usize; 3], pre: &Preprocess) -> Result<Vec<u8>, InferError> {
-    let bytes = std::fs::read(path).map_err(|e| InferError::Input { path: path.to_path_buf(), msg: e.to_string() })?;
-    decode_picture(path, &bytes, shape, pre)
-}
-
-/// Largest picture accepted, in pixels: decoding allocates width × height,
-/// so a lying header must not be able to ask for gigabytes.
-pub const MAX_PICTURE_PIXELS: u64 = 64 << 20;
-
-/// Decodes PNG/JPEG bytes to the model's planar `[C, H, W]` pixels through
-/// `pre` (`path` names it in messages).
-pub fn decode_picture(
-    path: &Path,
-    bytes: &[u8],
-    [c, h, w]: [usize; 3],
-    pre: &Preprocess,
-) -> Result<Vec<u8>, InferError> {
-    let img = decode_image(path, bytes)?;
-    pre.apply_picture(on_white(img, c), h, w).map_err(|msg| InferError::Input { path: path.to_path_buf(), msg })
-}
-
-/// Decodes PNG/JPEG bytes, refusing other formats and oversized headers.
-pub fn decode_image(path: &Path, bytes: &[u8]) -> Result<image::DynamicImage, InferError> {
-    let input = |msg: String| InferError::Input { path: path.to_path_buf(), msg };
-    let reader = image::io::Reader::new(std::io::Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| input(format!("not a readable PNG/JPEG image: {e}")))?;
-    match reader.format() {
-        Some(image::ImageFormat::Png | image::ImageFormat::Jpeg) => {}
-        _ => return Err(input("not a PNG or JPEG image: its bytes match neither format".into())),
-    }
-    let (iw, ih) = reader.into_dimensions().map_err(|e| input(format!("not a readable PNG/JPEG image: {e}")))?;
-    if iw as u64 * ih as u64 > MAX_PICTURE_PIXELS {
-        return Err(input(format!("image claims {iw}×{ih} pixels, more than this tool accepts")));
-    }
-    let mut reader =
-        image::io::Reader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|e| input(e.to_string()))?;
-    let mut limits = image::io::Limits::default();
-    limits.max_alloc = Some(MAX_PICTURE_PIXELS * 8);
-    reader.limits(limits);
-    reader.decode().map_err(|e| input(format!("not a readable PNG/JPEG image: {e}")))
-}
-
-/// The picture in `channels` (1: gray, 3: RGB), transparency composited
-/// onto white paper.
-pub fn on_white(img: image::DynamicImage, channels: usize) -> Picture {
-    if channels == 1 {
-        return Picture::Gray(luma_on_white(img));
-    }
-    if !img.color().has_alpha() {
-        return Picture::Rgb(img.to_rgb8());
-    }
-    let rgba = img.to_rgba8();
-    Picture::Rgb(image::RgbImage::from_fn(rgba.width(), rgba.height(), |x, y| {
-        let [r, g, b, a] = rgba.get_pixel(x, y).0;
-        let over = |v: u8| ((v as u32 * a as u32 + 255 * (255 - a as u32)) / 255) as u8;
-        image::Rgb([over(r), over(g), over(b)])
-    }))
-}
-
-/// Grayscale, with any transparency composited onto white paper — how a
-/// viewer shows a drawing saved with a transparent background.
-fn luma_on_white(img: image::DynamicImage) -> image::GrayImage {
-    if !img.color().has_alpha() {
-        return img.to_luma8();
-    }
-    let la = img.to_luma_alpha8();
-    image::GrayImage::from_fn(la.width(), la.height(), |x, y| {
-        let [l, a] = la.get_pixel(x, y).0;
-        image::Luma([((l as u32 * a as u32 + 255 * (255 - a as u32)) / 255) as u8])
-    })
 }

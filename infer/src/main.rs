@@ -3,15 +3,15 @@
 //! exit code.
 
 mod cli;
-mod cli_values;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
+use ae_core::exit::chain;
 use cli::{Cli, Command};
 use infer::commands;
-use infer::error::{chain, InferError};
+use infer::error::InferError;
 
 fn run(cli: Cli) -> Result<(), InferError> {
     let mut out = std::io::stdout().lock();
@@ -25,7 +25,7 @@ fn run(cli: Cli) -> Result<(), InferError> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    infer::interrupt::install();
+    ae_core::interrupt::install();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,

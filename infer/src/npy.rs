@@ -8,7 +8,7 @@ use std::path::Path;
 use ndarray::ArrayView2;
 use npyz::WriterBuilder;
 
-use crate::atomic::Staged;
+use ae_core::atomic::Staged;
 
 /// A `.npy` file of shape `[rows, …]`; it appears at its path only when
 /// every row was written.

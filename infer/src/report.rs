@@ -236,5 +236,5 @@ pub fn write_predictions(
         confidence: format!("{c:.6}"),
         truth: truth.map(|t| names[t[index]].as_str()),
     });
-    crate::atomic::write_csv(path, rows)
+    ae_core::atomic::write_csv(path, rows)
 }

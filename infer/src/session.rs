@@ -12,7 +12,7 @@ use ort::session::Session;
 use ort::value::{TensorElementType, TensorRef, ValueType};
 
 pub use crate::device::Device;
-use crate::onnx::{Dim, OnnxError};
+use ae_onnx::{Dim, OnnxError};
 
 #[derive(Debug, Clone, Default)]
 pub struct SessionOptions {
@@ -127,23 +127,6 @@ fn spec(path: &Path, outlet: &ort::value::Outlet, role: &'static str) -> Result<
     }
 }
 
-/// Physical cores: logical CPUs halved where SMT pairs them (from
-/// /proc/cpuinfo), at least 1.
-pub fn physical_cores() -> usize {
-    let logical = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") else { return logical };
-    let field = |name: &str| {
-        info.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split(':').nth(1))
-            .and_then(|v| v.trim().parse::<usize>().ok())
-    };
-    match (field("siblings"), field("cpu cores")) {
-        (Some(s), Some(c)) if s > c && c > 0 => (logical * c / s).max(1),
-        _ => logical,
-    }
-}
-
 impl ModelSession {
     pub fn open(path: impl AsRef<Path>, opts: &SessionOptions) -> Result<ModelSession, SessionError> {
         let path = path.as_ref().to_path_buf();
@@ -167,7 +150,7 @@ impl ModelSession {
     }
 
     fn start(path: PathBuf, source: Source<'_>, opts: &SessionOptions) -> Result<ModelSession, SessionError> {
-        let threads = opts.threads.unwrap_or_else(physical_cores).max(1);
+        let threads = opts.threads.unwrap_or_else(ae_core::machine::physical_cores).max(1);
         let (session, provider) = match opts.device {
             Device::Cpu => (build(&path, source, threads, false)?, "CPUExecutionProvider"),
             Device::Cuda => (build(&path, source, threads, true)?, "CUDAExecutionProvider"),

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use infer::idx::{self, DType, IdxArray, IdxData, IdxError, Images};
+use ae_core::idx::{self, DType, IdxArray, IdxData, IdxError, Images};
 
 fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
@@ -259,7 +259,7 @@ fn report_matches_hand_computed_values() {
 
 // ---------------------------------------------------------------- the binary
 
-use infer::onnx::{
+use ae_onnx::{
     AttributeProto, Dim, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto,
     ValueInfoProto,
 };
@@ -1083,7 +1083,7 @@ fn classify_streams_in_bounded_memory() {
 
 #[test]
 fn tick_labels_are_plain_decimals() {
-    let p = infer::figure::plain;
+    let p = ae_core::figure::plain;
     let got: Vec<String> = [0.99, 0.0025, 0.00044, 12.5, 1.0, 1000.0, 0.0].into_iter().map(p).collect();
     assert_eq!(got, ["0.99", "0.0025", "0.00044", "12.5", "1", "1000", "0"]);
 }

@@ -12,13 +12,11 @@ use std::io::Write;
 
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
-use infer::atomic::AtomicFile;
+use ae_core::atomic::AtomicFile;
 
 use crate::error::TrainError;
 use crate::fault;
-use crate::run_dir::{EpochRecord, RunDir};
-
-pub const WEIGHTS: &str = "weights.safetensors";
+use crate::history::EpochRecord;
 
 /// A decoded `weights.safetensors`.
 #[derive(Debug)]
@@ -37,9 +35,9 @@ pub struct Checkpoint {
 
 impl Checkpoint {
     /// Saves the model's variables, the optimizer state, the history and
-    /// the configuration's fingerprint into `run`'s checkpoint.
+    /// the configuration's fingerprint to `p`, atomically.
     pub fn save(
-        run: &RunDir,
+        p: &Path,
         config_sha256: &str,
         vs: &VarStore,
         optimizer: &[(String, Tensor)],
@@ -47,7 +45,6 @@ impl Checkpoint {
         history: &[EpochRecord],
     ) -> Result<(), TrainError> {
         let epoch = history.last().map(|r| r.epoch).unwrap_or(0);
-        let p = run.file(WEIGHTS);
         let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
         named.extend(optimizer.iter().map(|(k, t)| (k.clone(), t.shallow_clone())));
         named.sort_by(|a, b| a.0.cmp(&b.0));
@@ -58,11 +55,11 @@ impl Checkpoint {
             ("config_sha256".to_string(), config_sha256.to_string()),
         ]);
         let bytes = encode_safetensors(&named, meta)
-            .map_err(|e| TrainError::BadRun { path: p.clone(), msg: format!("cannot encode: {e}") })?;
-        let mut file = AtomicFile::create(&p).map_err(TrainError::io(&p, "cannot write"))?;
-        fault::disk_full(epoch).and_then(|()| file.write_all(&bytes)).map_err(TrainError::io(&p, "cannot write"))?;
+            .map_err(|e| TrainError::BadRun { path: p.to_path_buf(), msg: format!("cannot encode: {e}") })?;
+        let mut file = AtomicFile::create(p).map_err(TrainError::io(p, "cannot write"))?;
+        fault::disk_full(epoch).and_then(|()| file.write_all(&bytes)).map_err(TrainError::io(p, "cannot write"))?;
         fault::point("checkpoint-before-rename", epoch);
-        file.commit().map_err(TrainError::io(&p, "cannot write"))
+        file.commit().map_err(TrainError::io(p, "cannot write"))
     }
 
     pub fn read(path: &Path, device: Device) -> Result<Checkpoint, TrainError> {

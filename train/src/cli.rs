@@ -6,14 +6,14 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::cli_values::{choice, names};
+use ae_core::cli_values::{choice, names};
 
+use ae_core::folder::FolderOptions;
+use ae_onnx::quantize::{CalibrationMethod, WeightRange};
 use infer::device::Device;
-use infer::folder::FolderOptions;
 use train::config::{Loss, Network, Normalize, Preset, TrainSettings};
 use train::explorer::{Base, Files, Param, Plan};
 use train::export::int8::{self, Int8Options};
-use train::export::quantize::{CalibrationMethod, WeightRange};
 use train::export::{EncoderSource, ExportJob, VERIFY_IMAGES};
 use train::optim::OptimizerKind;
 use train::pipeline::{self, AutoencoderJob, ClassifierJob, Common};
@@ -33,7 +33,7 @@ fn set<T>(field: &mut T, flag: Option<T>) {
     name = "train",
     version,
     about = "Train a convolutional autoencoder and a classifier on its encoder (libtorch), export them to ONNX",
-    after_help = infer::error::EXIT_CODES
+    after_help = ae_core::exit::EXIT_CODES
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -52,6 +52,43 @@ pub enum Command {
     Sweep(SweepArgs),
     /// The reference project's interactive menu (reads answers from stdin).
     Explore(ExploreArgs),
+    /// Write an IDX set (images and labels) out as an image folder OUT/<class>/<index>.png.
+    Convert(ConvertArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    /// IDX images (plain or .gz).
+    #[arg(long)]
+    pub images: PathBuf,
+    /// IDX labels that go with them.
+    #[arg(long)]
+    pub labels: PathBuf,
+    /// Class folder names, label 0 first: a file with one per line, or a,b,c (default: the labels, 00, 01, …).
+    #[arg(long)]
+    pub class_names: Option<String>,
+    /// Write N images: a sample drawn with --seed, stratified by class (each class keeps its share).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// The folder to create (must not exist, or be empty).
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+impl ConvertArgs {
+    pub fn job(&self) -> Result<train::convert::ConvertJob, TrainError> {
+        Ok(train::convert::ConvertJob {
+            images: self.images.clone(),
+            labels: self.labels.clone(),
+            class_names: self.class_names.as_deref().map(train::pipeline::parse_class_names).transpose()?,
+            sample: self.limit.map(|n| train::data::Sample { n, seed: self.seed }),
+            out: self.out.clone(),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Args)]

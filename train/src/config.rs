@@ -6,37 +6,8 @@
 use serde::{Deserialize, Serialize};
 use strum::{Display, EnumMessage, EnumString, IntoStaticStr, VariantArray};
 
-use crate::model::{AutoencoderConfig, InputShape};
+pub use crate::model::{Architecture, ConfigError, FC_UNITS};
 use crate::optim::OptimizerKind;
-
-/// A configuration the networks cannot be built or trained with.
-#[derive(Debug, thiserror::Error, PartialEq)]
-pub enum ConfigError {
-    #[error("--layers must be between 1 and 8, got {0}")]
-    Layers(usize),
-    #[error("--filter-size must be between 2 and 7, got {0}")]
-    FilterSize(usize),
-    #[error("--filters must be between 1 and 512, got {0}")]
-    Filters(usize),
-    #[error("images of {h}×{w} cannot go through {pools} 2×2 poolings: height and width must be divisible by {div}")]
-    Geometry { h: usize, w: usize, pools: usize, div: usize },
-    #[error("--fc-units must be between 1 and 65536, got {0}")]
-    FcUnits(usize),
-    #[error("the labels name {0} classes, expected at least 2")]
-    Classes(usize),
-    #[error("--batch-size must be at least 1, got 0")]
-    BatchSize,
-    #[error("--epochs must be at least 1, got 0")]
-    Epochs,
-    #[error("--val-split must be strictly between 0 and 1, got {0}")]
-    ValSplit(f64),
-    #[error("{0} must be positive, got {1}")]
-    Lr(&'static str, f64),
-    #[error("--limit must be at least 1, got 0")]
-    Limit,
-    #[error("--warmup must be a fraction in [0, 1), got {0}")]
-    Warmup(f64),
-}
 
 /// The two networks this crate trains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,43 +133,6 @@ impl TrainSettings {
     }
 }
 
-/// The autoencoder's architecture: three of the reference's five
-/// hyperparameters (epochs and batch size are [`TrainSettings`]').
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Architecture {
-    /// Encoder layers (the decoder mirrors them).
-    pub layers: usize,
-    /// Kernel size K (K×K), odd or even.
-    pub filter_size: usize,
-    /// Filters of the first encoder layer; each next layer doubles them.
-    pub filters: usize,
-}
-
-impl Architecture {
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        if !(1..=8).contains(&self.layers) {
-            return Err(ConfigError::Layers(self.layers));
-        }
-        if !(2..=7).contains(&self.filter_size) {
-            return Err(ConfigError::FilterSize(self.filter_size));
-        }
-        if !(1..=512).contains(&self.filters) {
-            return Err(ConfigError::Filters(self.filters));
-        }
-        Ok(())
-    }
-
-    /// The model for images of `input`'s size.
-    pub fn with_input(self, input: InputShape) -> AutoencoderConfig {
-        AutoencoderConfig { layers: self.layers, filter_size: self.filter_size, filters: self.filters, input }
-    }
-
-    /// The reference's naming: L4_FS3_FL32.
-    pub fn tag(&self) -> String {
-        format!("L{}_FS{}_FL{}", self.layers, self.filter_size, self.filters)
-    }
-}
-
 /// An autoencoder training, complete.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AutoencoderTraining {
@@ -226,9 +160,6 @@ pub struct ClassifierTraining {
     pub loss: Loss,
     pub settings: TrainSettings,
 }
-
-/// The range of `fc_units` a classifier accepts.
-pub const FC_UNITS: std::ops::RangeInclusive<usize> = 1..=65536;
 
 impl ClassifierTraining {
     pub fn validate(&self) -> Result<(), ConfigError> {

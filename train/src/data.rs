@@ -3,43 +3,15 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-use infer::folder::{FolderOptions, ImageFolder};
-use infer::idx::{self, Images};
+use ae_core::folder::{FolderOptions, ImageFolder};
+use ae_core::idx::{self, Images};
 
+use crate::dataset::DatasetInfo;
 use crate::error::TrainError;
-
-/// A small deterministic generator (SplitMix64): the split and the shuffles
-/// depend only on the seed, not on libtorch's generator state, which makes
-/// `--resume` reproduce an uninterrupted run.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A uniformly shuffled 0..n (Fisher–Yates).
-    pub fn permutation(&mut self, n: usize) -> Vec<usize> {
-        let mut v: Vec<usize> = (0..n).collect();
-        for i in (1..n).rev() {
-            let j = (self.next_u64() % (i as u64 + 1)) as usize;
-            v.swap(i, j);
-        }
-        v
-    }
-}
+pub use crate::rng::Rng;
+pub use crate::sample::Sample;
 
 /// Images (and labels) on the device, split.
 #[derive(Debug)]
@@ -77,96 +49,12 @@ pub struct Dataset {
     pub labels: Option<Vec<u8>>,
     /// An image folder's classes (its sub-folders, sorted).
     pub classes: Option<Vec<String>>,
-    pub info: crate::run_dir::DatasetInfo,
+    pub info: DatasetInfo,
 }
 
 /// Bytes training holds per decoded pixel value: the u8 pixels, the f32
 /// tensor of all images and the f32 split into training and validation.
 const BYTES_PER_VALUE: u64 = 1 + 4 + 4;
-
-/// Memory the system can give now (`MemAvailable`), where /proc says.
-fn available_memory() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
-}
-
-/// `--limit N`: a seeded sample of N images, stratified by class wherever
-/// the classes are known (an image folder's sub-folders, an IDX labels
-/// file), so a limit never drops a class — whatever order the files are
-/// in. Each class keeps its share of N (largest remainders first, at least
-/// one image each); without labels (an autoencoder's IDX file) the sample is
-/// uniform. The kept images stay in file order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Sample {
-    pub n: usize,
-    pub seed: u64,
-}
-
-impl Sample {
-    /// The sample `settings` ask for (`None`: every image).
-    pub fn of(settings: &crate::config::TrainSettings) -> Option<Sample> {
-        settings.limit.map(|n| Sample { n, seed: settings.seed })
-    }
-
-    /// Ascending indices of the kept images among `total` (`labels`: one
-    /// class per image, for stratification). Fails when N is below the
-    /// number of classes: some class would be dropped.
-    pub fn indices(&self, total: usize, labels: Option<&[u8]>) -> Result<Vec<usize>, String> {
-        if self.n >= total {
-            return Ok((0..total).collect());
-        }
-        let mut rng = Rng::new(self.seed ^ 0x5A3D_1E5E);
-        let Some(labels) = labels else {
-            let mut keep = rng.permutation(total)[..self.n].to_vec();
-            keep.sort_unstable();
-            return Ok(keep);
-        };
-        let mut members: Vec<Vec<usize>> = Vec::new();
-        for (i, &l) in labels.iter().enumerate() {
-            if members.len() <= l as usize {
-                members.resize(l as usize + 1, Vec::new());
-            }
-            members[l as usize].push(i);
-        }
-        let present: Vec<usize> = (0..members.len()).filter(|&k| !members[k].is_empty()).collect();
-        if self.n < present.len() {
-            return Err(format!(
-                "--limit {} is below the {} classes: a sample that small would drop classes",
-                self.n,
-                present.len()
-            ));
-        }
-        // Quotas proportional to class sizes, largest remainders first,
-        // then at least one image for every class (taken from the largest).
-        let mut quota = vec![0usize; members.len()];
-        let mut rest: Vec<(usize, usize)> = Vec::new();
-        for &k in &present {
-            let exact = self.n * members[k].len();
-            quota[k] = exact / total;
-            rest.push((exact % total, k));
-        }
-        rest.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-        let short = self.n - quota.iter().sum::<usize>();
-        for &(_, k) in rest.iter().take(short) {
-            quota[k] += 1;
-        }
-        for &k in &present {
-            if quota[k] == 0 {
-                let big = (0..quota.len()).max_by_key(|&j| (quota[j], std::cmp::Reverse(j))).expect("classes");
-                quota[big] -= 1;
-                quota[k] = 1;
-            }
-        }
-        let mut keep = Vec::with_capacity(self.n);
-        for &k in &present {
-            let perm = rng.permutation(members[k].len());
-            keep.extend(perm[..quota[k]].iter().map(|&j| members[k][j]));
-        }
-        keep.sort_unstable();
-        Ok(keep)
-    }
-}
 
 /// Which images of a set to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,7 +114,7 @@ pub fn load(
             f.retain(&keep);
         }
         let need = f.decoded_bytes() * BYTES_PER_VALUE;
-        if let Some(have) = available_memory().filter(|&have| need > have) {
+        if let Some(have) = ae_core::machine::available_memory().filter(|&have| need > have) {
             let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
             return Err(TrainError::Invalid(format!(
                 "{}: {} pictures of {}×{}×{} need {:.1} GiB for training (u8 pixels and float32 copies), {:.1} GiB is available; use --limit or a smaller --size",
@@ -240,7 +128,7 @@ pub fn load(
             )));
         }
         let (pictures, sha256) = f.load()?;
-        let mut info = crate::run_dir::DatasetInfo::of_folder(&f, sha256)?;
+        let mut info = DatasetInfo::of_folder(&f, sha256)?;
         info.sample = sample_of(take);
         return Ok(Dataset { images: pictures, labels: Some(f.labels.clone()), classes: Some(f.classes), info });
     }
@@ -264,7 +152,7 @@ pub fn load(
             imgs.cols
         )));
     }
-    let mut info = crate::run_dir::DatasetInfo::of(images, labels, imgs.count)?;
+    let mut info = DatasetInfo::of(images, labels, imgs.count)?;
     info.sample = sample_of(take);
     Ok(Dataset { images: imgs, labels: label_values, classes: None, info })
 }
@@ -279,7 +167,7 @@ fn sample_of(take: Take) -> Option<Sample> {
 /// The images in `channels` (1: `image`'s luma; 3: gray repeated).
 pub fn with_channels(images: Images, channels: usize) -> Result<Images, TrainError> {
     if !matches!(channels, 1 | 3) {
-        return Err(infer::folder::FolderError::Channels(channels).into());
+        return Err(ae_core::folder::FolderError::Channels(channels).into());
     }
     if images.channels == channels {
         return Ok(images);
@@ -287,7 +175,8 @@ pub fn with_channels(images: Images, channels: usize) -> Result<Images, TrainErr
     let (h, w) = (images.rows, images.cols);
     let mut pixels = Vec::with_capacity(images.count * channels * h * w);
     for i in 0..images.count {
-        let p = infer::preprocess::Picture::from_planar(images.image(i), images.channels, h, w).with_channels(channels);
+        let p =
+            ae_core::preprocess::Picture::from_planar(images.image(i), images.channels, h, w).with_channels(channels);
         pixels.extend(p.into_planar());
     }
     Ok(Images { count: images.count, channels, rows: h, cols: w, pixels })
@@ -297,7 +186,7 @@ pub fn with_channels(images: Images, channels: usize) -> Result<Images, TrainErr
 /// `--limit` sample, converted to the model's `channels` — for export
 /// checks and int8 calibration; `first`: only that many of them.
 pub fn load_run_dataset(
-    d: &crate::run_dir::DatasetInfo,
+    d: &DatasetInfo,
     channels: usize,
     first: Option<usize>,
 ) -> Result<(Images, Option<Vec<u8>>), TrainError> {
@@ -366,18 +255,7 @@ pub fn split(
     seed: u64,
     device: Device,
 ) -> Result<Data, TrainError> {
-    if !(val_split > 0.0 && val_split < 1.0) {
-        return Err(TrainError::Invalid(format!("--val-split must be strictly between 0 and 1, got {val_split}")));
-    }
-    let n = images.count;
-    let n_val = ((n as f64) * val_split).round() as usize;
-    if n_val == 0 || n_val >= n {
-        return Err(TrainError::Invalid(format!(
-            "{n} images cannot be split {val_split} for validation: both parts need at least one image"
-        )));
-    }
-    let perm = Rng::new(seed).permutation(n);
-    let (val_idx, train_idx) = perm.split_at(n_val);
+    let (train_idx, val_idx) = &split_indices(images.count, val_split, seed)?;
     let all = images_tensor(images, device);
     let index = |ix: &[usize]| Tensor::from_slice(&ix.iter().map(|&i| i as i64).collect::<Vec<_>>()).to_device(device);
     let (ti, vi) = (index(train_idx), index(val_idx));
@@ -391,6 +269,23 @@ pub fn split(
         height: images.rows,
         width: images.cols,
     })
+}
+
+/// The seeded split as indices, (training, validation): what [`split`]
+/// puts on the device, and what int8 calibration draws from on the host.
+pub fn split_indices(n: usize, val_split: f64, seed: u64) -> Result<(Vec<usize>, Vec<usize>), TrainError> {
+    if !(val_split > 0.0 && val_split < 1.0) {
+        return Err(TrainError::Invalid(format!("--val-split must be strictly between 0 and 1, got {val_split}")));
+    }
+    let n_val = ((n as f64) * val_split).round() as usize;
+    if n_val == 0 || n_val >= n {
+        return Err(TrainError::Invalid(format!(
+            "{n} images cannot be split {val_split} for validation: both parts need at least one image"
+        )));
+    }
+    let mut perm = Rng::new(seed).permutation(n);
+    let train = perm.split_off(n_val);
+    Ok((train, perm))
 }
 
 /// The batches of one epoch: index tensors of a shuffle seeded by

@@ -1,7 +1,7 @@
 //! Everything that can stop `train`, with the exit code each deserves
-//! ([`infer::error::EXIT_CODES`]): 2 for bad input or usage found before the work starts,
+//! ([`ae_core::exit::EXIT_CODES`]): 2 for bad input or usage found before the work starts,
 //! 1 for a failure during the work, 130 for an interrupt. A variant that wraps an error shows it through `source()`,
-//! not in its own message: the edge prints the chain ([`infer::error::chain`]).
+//! not in its own message: the edge prints the chain ([`ae_core::exit::chain`]).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -11,7 +11,7 @@ use crate::config::ConfigError;
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
     #[error(transparent)]
-    Idx(#[from] infer::idx::IdxError),
+    Idx(#[from] ae_core::idx::IdxError),
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// A file operation on `path` that failed; `what` says which.
@@ -56,7 +56,7 @@ pub enum TrainError {
     Session(#[from] infer::session::SessionError),
     /// An image folder that cannot be trained on.
     #[error(transparent)]
-    Folder(#[from] infer::folder::FolderError),
+    Folder(#[from] ae_core::folder::FolderError),
     #[error("{}: the ONNX model differs from the trained model: max |difference| {diff:.3e} exceeds {tol:.0e}", path.display())]
     Parity { path: PathBuf, diff: f32, tol: f32 },
     #[error("{}: the int8 model misses the accuracy gate: {summary}; --int8-ungated writes it anyway", path.display())]

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use infer::figure::{self, Series};
+use ae_core::figure::{self, Series};
 
 use crate::config::{AutoencoderTraining, ClassifierTraining, Network, TrainSettings};
 use crate::error::TrainError;

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use tch::{nn::ModuleT, Tensor};
 
-use infer::figure::{self, Series, Tile};
+use ae_core::figure::{self, Series, Tile};
 
 use crate::checkpoint::to_vec;
 use crate::data::Data;

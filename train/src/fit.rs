@@ -5,8 +5,8 @@
 
 use std::time::Instant;
 
+use ae_core::interrupt;
 use indicatif::{ProgressBar, ProgressStyle};
-use infer::interrupt;
 use tch::{nn::ModuleT, nn::VarStore, Kind, Tensor};
 
 use crate::checkpoint::Checkpoint;
@@ -14,8 +14,9 @@ use crate::config::{Loss, TrainSettings};
 use crate::data::{epoch_batches, Data, Rng};
 use crate::error::TrainError;
 use crate::fallible::torch;
+use crate::history::EpochRecord;
 use crate::optim::Optimizer;
-use crate::run_dir::{EpochRecord, RunConfig, RunDir};
+use crate::run_dir::{RunConfig, RunDir, WEIGHTS};
 
 /// What the loss compares the model's output with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -306,7 +307,14 @@ impl<'a> Trainer<'a> {
             }
             self.history.push(record);
             // Checkpoint first (it carries the history), then the CSV view.
-            let saved = Checkpoint::save(self.run, &self.fingerprint, &self.vs, &opt.state(), opt.steps, &self.history);
+            let saved = Checkpoint::save(
+                &self.run.file(WEIGHTS),
+                &self.fingerprint,
+                &self.vs,
+                &opt.state(),
+                opt.steps,
+                &self.history,
+            );
             if saved.is_err() {
                 self.history.pop();
             }

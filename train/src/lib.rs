@@ -3,11 +3,13 @@
 //! project's experiment workflow (results tables, sweeps, interactive menu).
 //! `ARCHITECTURE.md` maps each concept to its module.
 
-pub mod bench;
 pub mod checkpoint;
 pub mod config;
+pub mod convert;
 pub mod data;
+pub mod dataset;
 pub mod device;
+pub mod digest;
 pub mod error;
 pub mod explore;
 pub mod explorer;
@@ -16,10 +18,13 @@ pub mod fallible;
 pub mod fault;
 pub mod figures;
 pub mod fit;
+pub mod history;
 pub mod model;
 pub mod optim;
 pub mod pipeline;
+pub mod rng;
 pub mod run_dir;
+pub mod sample;
 pub mod sweep;
 pub mod table;
 pub mod test_report;

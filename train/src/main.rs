@@ -1,8 +1,6 @@
 //! `train`: parses the command line, maps it onto a library job and runs it.
 
 mod cli;
-#[path = "../../infer/src/cli_values.rs"]
-mod cli_values;
 
 use std::process::ExitCode;
 
@@ -18,16 +16,28 @@ fn run(cli: Cli) -> Result<(), TrainError> {
         Command::Export(a) => export::export(&a.job()).map(drop),
         Command::Sweep(a) => sweep::run(a.plan()?),
         Command::Explore(a) => explore::run(a.plan()?, &mut std::io::stdin().lock(), &mut std::io::stdout()),
+        Command::Convert(a) => {
+            let done = train::convert::convert(&a.job()?)?;
+            if !a.quiet {
+                println!(
+                    "wrote {} pictures in {} class folders to {}",
+                    done.images,
+                    done.classes.len(),
+                    a.out.display()
+                );
+            }
+            Ok(())
+        }
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    infer::interrupt::install();
+    ae_core::interrupt::install();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", infer::error::chain(&e));
+            eprintln!("error: {}", ae_core::exit::chain(&e));
             ExitCode::from(e.exit_code() as u8)
         }
     }

@@ -7,15 +7,19 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use infer::atomic;
+use ae_core::atomic;
 
-use crate::checkpoint::{Checkpoint, WEIGHTS};
+use crate::checkpoint::Checkpoint;
 use crate::config::TrainSettings;
+pub use crate::dataset::{DatasetInfo, FolderRecord};
+pub use crate::digest::{sha256_bytes, sha256_file};
 use crate::error::TrainError;
+pub use crate::history::EpochRecord;
 use crate::model::{AutoencoderConfig, ClassifierConfig};
-use infer::folder::{FolderOptions, ImageFolder};
 
 pub const CONFIG: &str = "config.json";
+/// The checkpoint ([`crate::checkpoint`]).
+pub const WEIGHTS: &str = "weights.safetensors";
 pub const HISTORY: &str = "history.csv";
 
 /// Every file a run writes in its directory. `--force` removes them all,
@@ -34,92 +38,6 @@ pub const ARTIFACTS: [&str; 11] = [
     "incorrect.png",
     CONFIG,
 ];
-
-/// The dataset a run was trained on: canonical paths and content hashes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DatasetInfo {
-    pub images: PathBuf,
-    pub images_sha256: String,
-    pub labels: Option<PathBuf>,
-    #[serde(default)]
-    pub labels_sha256: Option<String>,
-    /// Images used (after `--limit`).
-    pub count: usize,
-    /// `--limit`'s seeded, class-stratified sample (`None`: every image, or
-    /// for a run made before samples were recorded, the first `count`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sample: Option<crate::data::Sample>,
-    /// An image folder's reading: classes, channels and size (IDX: none).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub folder: Option<FolderRecord>,
-}
-
-/// How an image folder was read, so export and calibration read it the same.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FolderRecord {
-    pub classes: Vec<String>,
-    pub channels: usize,
-    pub height: usize,
-    pub width: usize,
-}
-
-impl FolderRecord {
-    pub fn options(&self) -> FolderOptions {
-        FolderOptions { channels: Some(self.channels), size: Some((self.height, self.width)) }
-    }
-}
-
-impl DatasetInfo {
-    /// `images` (and `labels`) as they are now: canonical paths, hashes (an
-    /// image folder's over every picture's relative path and bytes).
-    pub fn of(images: &Path, labels: Option<&Path>, count: usize) -> Result<DatasetInfo, TrainError> {
-        let canonical = |p: &Path| std::fs::canonicalize(p).map_err(TrainError::io(p, "cannot resolve"));
-        Ok(DatasetInfo {
-            images: canonical(images)?,
-            images_sha256: sha256_file(images)?,
-            labels: labels.map(canonical).transpose()?,
-            labels_sha256: labels.map(sha256_file).transpose()?,
-            count,
-            sample: None,
-            folder: None,
-        })
-    }
-
-    /// An image folder as read for training (after `--limit`), `sha256`
-    /// its [`ImageFolder::sha256`].
-    pub fn of_folder(folder: &ImageFolder, sha256: String) -> Result<DatasetInfo, TrainError> {
-        let canonical = std::fs::canonicalize(&folder.root).map_err(TrainError::io(&folder.root, "cannot resolve"))?;
-        Ok(DatasetInfo {
-            images: canonical,
-            images_sha256: sha256,
-            labels: None,
-            labels_sha256: None,
-            count: folder.files.len(),
-            sample: None,
-            folder: Some(FolderRecord {
-                classes: folder.classes.clone(),
-                channels: folder.channels,
-                height: folder.height,
-                width: folder.width,
-            }),
-        })
-    }
-
-    /// The images' hash as they are now (to refuse a data set that changed).
-    pub fn images_sha256_now(&self) -> Result<String, TrainError> {
-        match &self.folder {
-            None => sha256_file(&self.images),
-            Some(rec) => {
-                let mut f = ImageFolder::scan(&self.images, rec.options())?;
-                match self.sample {
-                    Some(s) => f.retain(&s.indices(f.files.len(), Some(&f.labels)).map_err(TrainError::Invalid)?),
-                    None => f.truncate(self.count),
-                }
-                Ok(f.sha256()?)
-            }
-        }
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
@@ -244,33 +162,6 @@ impl RunConfig {
         }
         Ok(())
     }
-}
-
-/// SHA-256 of a file, hex.
-pub fn sha256_file(path: &Path) -> Result<String, TrainError> {
-    use sha2::{Digest, Sha256};
-    let mut f = std::fs::File::open(path).map_err(TrainError::io(path, "cannot read"))?;
-    let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut h).map_err(TrainError::io(path, "cannot read"))?;
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
-}
-
-/// SHA-256 of bytes in memory, as hex.
-pub fn sha256_bytes(bytes: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// One row of `history.csv`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EpochRecord {
-    pub epoch: usize,
-    pub loss: f64,
-    pub val_loss: f64,
-    pub accuracy: Option<f64>,
-    pub val_accuracy: Option<f64>,
-    pub seconds: f64,
-    pub lr: f64,
 }
 
 /// What to do with a directory that may already hold a run.

@@ -69,7 +69,7 @@ impl Table {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(TrainError::io(dir, "cannot create"))?;
         }
-        infer::atomic::write_bytes(path, out.as_bytes()).map_err(TrainError::io(path, "cannot write"))
+        ae_core::atomic::write_bytes(path, out.as_bytes()).map_err(TrainError::io(path, "cannot write"))
     }
 
     /// Replaces the row with the same first `key` values, or appends; then

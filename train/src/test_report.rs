@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use tch::{Device, Kind};
 
-use infer::figure::{self, Tile};
-use infer::idx::Images;
+use ae_core::figure::{self, Tile};
+use ae_core::idx::Images;
 use infer::report;
 
 use crate::checkpoint::to_vec;
@@ -57,7 +57,7 @@ pub fn write(
     let text = rep.to_text(4);
     let write = |name: &str, bytes: &[u8]| {
         let p = run.file(name);
-        infer::atomic::write_bytes(&p, bytes).map_err(TrainError::io(&p, "cannot write"))
+        ae_core::atomic::write_bytes(&p, bytes).map_err(TrainError::io(&p, "cannot write"))
     };
     write("test_report.txt", format!("{text}\n{}", rep.confusion_text()).as_bytes())?;
     let mut json = rep.to_json();

@@ -12,14 +12,14 @@ use std::sync::Mutex;
 
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
-use infer::idx::{self, Images};
+use ae_core::idx::{self, Images};
+use ae_onnx::quantize::{CalibrationMethod, WeightRange};
 use infer::session::{Device as OrtDevice, ModelSession, SessionOptions};
 use tch::nn::ModuleT;
 use train::checkpoint::Checkpoint;
 use train::config::{Architecture, AutoencoderTraining, ClassifierTraining, Loss, TrainSettings};
 use train::export::int8::Int8Options;
 use train::export::onnx::{self as export_onnx, Graph, Weights};
-use train::export::quantize::{CalibrationMethod, WeightRange};
 use train::model::{Autoencoder, AutoencoderConfig, Classifier, ClassifierConfig, InputShape};
 use train::optim::OptimizerKind;
 use train::pipeline::{self, AutoencoderJob, ClassifierJob, Common};
@@ -217,7 +217,7 @@ fn int8_export_calibrates_gates_and_records() {
     let gate = done[2].gate.as_ref().unwrap();
     assert_eq!((gate.metric, gate.images), ("val_mse", 240));
     assert!(gate.int8 > 0.0 && gate.int8 < gate.float * 1.2, "{gate:?}");
-    let m = infer::onnx::read_model(models.join("autoencoder.int8.onnx")).unwrap();
+    let m = ae_onnx::read_model(models.join("autoencoder.int8.onnx")).unwrap();
     let meta = m.metadata();
     assert_eq!(meta["calibration_images"], "128");
     assert_eq!(meta["calibration_method"], "percentile");
@@ -226,10 +226,10 @@ fn int8_export_calibrates_gates_and_records() {
     let float_bytes = std::fs::read(models.join("autoencoder.onnx")).unwrap();
     assert_eq!(meta["float_model_sha256"], train::run_dir::sha256_bytes(&float_bytes));
     assert_eq!(meta["weights_sha256"], train::run_dir::sha256_file(&out.join("weights.safetensors")).unwrap());
-    insta::assert_snapshot!("autoencoder_int8_graph", export_onnx::summary(&m));
+    insta::assert_snapshot!("autoencoder_int8_graph", ae_onnx::summary(&m));
 
     // Ranges 1000× too narrow clip every activation: the gate must fail.
-    let float = infer::onnx::read_model(models.join("autoencoder.onnx")).unwrap();
+    let float = ae_onnx::read_model(models.join("autoencoder.onnx")).unwrap();
     let cfg = train::run_dir::RunDir::open(&out).unwrap().read_config().unwrap();
     let images = train::export::int8::RunImages::of(&cfg, 64).unwrap();
     let narrow: HashMap<String, (f32, f32)> =
@@ -238,7 +238,7 @@ fn int8_export_calibrates_gates_and_records() {
             .into_iter()
             .map(|(k, (lo, hi))| (k, (lo / 1000.0, hi / 1000.0)))
             .collect();
-    let broken = train::export::quantize::quantize(&float, &narrow, WeightRange::Reduced, &BTreeMap::new()).unwrap();
+    let broken = ae_onnx::quantize::quantize(&float, &narrow, WeightRange::Reduced, &BTreeMap::new()).unwrap();
     let g = train::export::int8::compare(Graph::Autoencoder, &float, &broken, &out, &images).unwrap();
     assert!(!g.passed && g.int8 > g.float * 1.5, "{g:?}");
 }
@@ -428,7 +428,7 @@ fn resume_reproduces_an_uninterrupted_run() {
     let watch = cut.join("history.csv");
     let watcher = std::thread::spawn(move || loop {
         if std::fs::read_to_string(&watch).map(|t| t.lines().count() >= 3).unwrap_or(false) {
-            infer::interrupt::set_requested(true);
+            ae_core::interrupt::set_requested(true);
             return;
         }
         std::thread::sleep(std::time::Duration::from_millis(2));
@@ -440,7 +440,7 @@ fn resume_reproduces_an_uninterrupted_run() {
     pipeline::train_autoencoder(&full_job).unwrap();
     let r = pipeline::train_autoencoder(&job);
     watcher.join().unwrap();
-    infer::interrupt::set_requested(false);
+    ae_core::interrupt::set_requested(false);
     match r {
         Err(e) => {
             assert_eq!(e.exit_code(), 130);
@@ -481,7 +481,7 @@ fn weights(vs: &VarStore) -> Weights {
     Weights::from_tensors(&named)
 }
 
-fn parity(model: &infer::onnx::ModelProto, reference: &dyn Fn(&Tensor) -> Vec<Tensor>, h: i64, w: i64) -> f32 {
+fn parity(model: &ae_onnx::ModelProto, reference: &dyn Fn(&Tensor) -> Vec<Tensor>, h: i64, w: i64) -> f32 {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("m.onnx");
     std::fs::write(&p, model.to_bytes()).unwrap();
@@ -542,14 +542,14 @@ fn exported_graph_summaries() {
         BTreeMap::from([("val_loss".to_string(), "0.01".to_string()), ("producer".to_string(), "test".to_string())]);
     let w = weights(&vs);
     let ae = export_onnx::autoencoder_model(&w, &cfg, Graph::Autoencoder, &meta).unwrap();
-    insta::assert_snapshot!("autoencoder_graph", export_onnx::summary(&ae));
+    insta::assert_snapshot!("autoencoder_graph", ae_onnx::summary(&ae));
     let enc = export_onnx::autoencoder_model(&w, &cfg, Graph::Encoder, &meta).unwrap();
-    insta::assert_snapshot!("encoder_graph", export_onnx::summary(&enc));
+    insta::assert_snapshot!("encoder_graph", ae_onnx::summary(&enc));
     let ccfg = ClassifierConfig { encoder: cfg, fc_units: 8, classes: 10 };
     let cvs = VarStore::new(Device::Cpu);
     let _clf = Classifier::new(&cvs.root(), &ccfg);
     let clf = export_onnx::classifier_model(&weights(&cvs), &ccfg, &meta).unwrap();
-    insta::assert_snapshot!("classifier_graph", export_onnx::summary(&clf));
+    insta::assert_snapshot!("classifier_graph", ae_onnx::summary(&clf));
 }
 
 // ---------------------------------------------------------------- CLI
@@ -876,7 +876,7 @@ fn cli_help_snapshots() {
     assert_eq!(code, 0);
     assert!(out.contains("Exit codes:") && out.contains("130  interrupted"), "{out}");
     insta::assert_snapshot!("train_help", out);
-    for sub in ["autoencoder", "classifier", "export", "sweep", "explore"] {
+    for sub in ["autoencoder", "classifier", "export", "sweep", "explore", "convert"] {
         let (code, out, _) = run(&[sub, "--help"], None);
         assert_eq!(code, 0);
         insta::assert_snapshot!(format!("train_help_{sub}"), out);
@@ -1218,7 +1218,7 @@ fn kill_during_checkpoint_write_is_survived() {
     let stale = |d: &Path| {
         std::fs::read_dir(d)
             .unwrap()
-            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(infer::atomic::PARTIAL_SUFFIX))
+            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(ae_core::atomic::PARTIAL_SUFFIX))
             .count()
     };
     for (point, saved) in [("checkpoint-before-rename", 1), ("checkpoint-before-history", 2)] {
@@ -1385,8 +1385,8 @@ fn image_folders_train_export_and_classify_in_colour() {
     assert!(acc >= 0.8, "a colour pipeline separates hues of equal luma: accuracy {acc}");
     assert!((acc - acc8).abs() <= 0.05, "int8 {acc8} vs float {acc}");
     // The exported graph takes RGB and carries the normalisation.
-    let m = infer::onnx::read_model(p("models/classifier.onnx")).unwrap();
-    let summary = export_onnx::summary(&m);
+    let m = ae_onnx::read_model(p("models/classifier.onnx")).unwrap();
+    let summary = ae_onnx::summary(&m);
     assert!(summary.contains("image [batch, 3, 32, 32]") && summary.contains("Sub input.center"), "{summary}");
     // The autoencoder reconstructs three channels.
     let out = Command::new(infer_bin())
@@ -1684,7 +1684,7 @@ fn export_checks_data_gates_and_publishes_no_builder_paths() {
     let (code, err) = export(&["--int8", "--calibration-images", "64"], None);
     assert_eq!(code, 0, "{err}");
     for f in ["autoencoder.onnx", "encoder.onnx", "autoencoder.int8.onnx", "encoder.int8.onnx"] {
-        let m = infer::onnx::read_model(models.join(f)).unwrap();
+        let m = ae_onnx::read_model(models.join(f)).unwrap();
         for (k, v) in m.metadata() {
             let builder = dir.path().to_str().unwrap();
             assert!(!v.contains(builder), "{f}: metadata {k} names the builder's directory: {v}");
@@ -1724,11 +1724,11 @@ fn quantizer_refuses_inputs_outside_its_grid_and_empty_weights() {
     };
     let input = model.graph.as_ref().unwrap().input[0].name.clone();
     let mut ranges: HashMap<String, (f32, f32)> =
-        train::export::quantize::calibrated_tensors(&model).into_iter().map(|n| (n, (0.0, 1.0))).collect();
+        ae_onnx::quantize::calibrated_tensors(&model).into_iter().map(|n| (n, (0.0, 1.0))).collect();
     ranges.insert(input.clone(), (0.0, 1.0));
-    assert!(train::export::quantize::quantize(&model, &ranges, WeightRange::Reduced, &BTreeMap::new()).is_ok());
+    assert!(ae_onnx::quantize::quantize(&model, &ranges, WeightRange::Reduced, &BTreeMap::new()).is_ok());
     ranges.insert(input.clone(), (-1.0, 1.0));
-    let e = train::export::quantize::quantize(&model, &ranges, WeightRange::Reduced, &BTreeMap::new()).unwrap_err();
+    let e = ae_onnx::quantize::quantize(&model, &ranges, WeightRange::Reduced, &BTreeMap::new()).unwrap_err();
     assert!(e.contains("spans [-1, 1]") && e.contains("clipped"), "{e}");
     ranges.insert(input, (0.0, 1.0));
     let mut empty = model.clone();
@@ -1737,6 +1737,64 @@ fn quantizer_refuses_inputs_outside_its_grid_and_empty_weights() {
     w.dims[1] = 0;
     w.raw_data.clear();
     w.float_data.clear();
-    let e = train::export::quantize::quantize(&empty, &ranges, WeightRange::Reduced, &BTreeMap::new()).unwrap_err();
+    let e = ae_onnx::quantize::quantize(&empty, &ranges, WeightRange::Reduced, &BTreeMap::new()).unwrap_err();
     assert!(e.contains("is empty"), "{e}");
+}
+
+/// `train convert`: an IDX pair as class folders of PNGs that read back as
+/// the same pixels, a sample that keeps every class, named folders, and a
+/// refusal to write over an existing folder.
+#[test]
+fn convert_writes_an_image_folder_that_reads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("digits");
+    let names = "zero,one,two,three,four,five,six,seven,eight,nine";
+    let args = |out: &Path| {
+        vec![
+            "convert".to_string(),
+            "--images".into(),
+            mnist("t10k-images-idx3-ubyte").display().to_string(),
+            "--labels".into(),
+            mnist("t10k-labels-idx1-ubyte").display().to_string(),
+            "--class-names".into(),
+            names.into(),
+            "--limit".into(),
+            "50".into(),
+            "--out".into(),
+            out.display().to_string(),
+        ]
+    };
+    let a = args(&out);
+    let (code, stdout, err) = run(&a.iter().map(String::as_str).collect::<Vec<_>>(), None);
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("wrote 50 pictures in 10 class folders"), "{stdout}");
+    // Read back as the training loader reads a folder: 50 pictures, every class, same pixels.
+    let set = train::data::load(&out, None, Default::default(), train::data::Take::All, true).unwrap();
+    assert_eq!(set.classes.as_ref().unwrap().len(), 10);
+    assert_eq!(set.images.count, 50);
+    let images = idx::read_images(mnist("t10k-images-idx3-ubyte")).unwrap();
+    let labels = idx::read_labels(mnist("t10k-labels-idx1-ubyte")).unwrap();
+    let sorted: Vec<&str> = {
+        let mut n: Vec<&str> = names.split(',').collect();
+        n.sort();
+        n
+    };
+    for class in std::fs::read_dir(&out).unwrap() {
+        let class = class.unwrap();
+        let k = names.split(',').position(|n| n == class.file_name().to_str().unwrap()).unwrap();
+        for f in std::fs::read_dir(class.path()).unwrap() {
+            let f = f.unwrap().path();
+            let i: usize = f.file_stem().unwrap().to_str().unwrap().parse().unwrap();
+            assert_eq!(labels[i] as usize, k, "{} holds image {i}", class.file_name().to_string_lossy());
+            let png = image::open(&f).unwrap().to_luma8().into_raw();
+            assert_eq!(png, images.image(i), "{} reads back as IDX image {i}", f.display());
+        }
+    }
+    assert_eq!(set.classes.as_deref().unwrap(), sorted, "folder names sort as the classes");
+    // An existing folder is refused, and no temporary folder is left.
+    let (code, _, err) = run(&a.iter().map(String::as_str).collect::<Vec<_>>(), None);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("already exists"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, ["digits"], "only the complete folder");
 }

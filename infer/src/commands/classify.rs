@@ -8,14 +8,16 @@ use std::path::PathBuf;
 use serde_json::json;
 
 use crate::error::{check_writable, InferError};
-use crate::figure::{self, Tile};
-use crate::idx;
 use crate::input::Listing;
 use crate::npy::NpyWriter;
-use crate::onnx::Dim;
 use crate::report;
+use ae_core::figure::{self, Tile};
+use ae_core::idx;
+use ae_onnx::Dim;
 
-use super::{class_names, inputs_json, open, peak_rss_mib, print, print_json, stream, timing_line, Format, RunOptions};
+use super::run::{
+    class_names, inputs_json, open, peak_rss_mib, print, print_json, stream, timing_line, Format, RunOptions,
+};
 
 #[derive(Debug, Clone, Default)]
 pub struct ClassifyOptions {
@@ -39,7 +41,7 @@ const SAMPLES: usize = 24;
 const PER_FILE_LINES: usize = 20;
 
 pub fn classify(opts: &RunOptions, c: &ClassifyOptions, out: &mut dyn Write) -> Result<(), InferError> {
-    let _checked = crate::interrupt::Checked::begin();
+    let _checked = ae_core::interrupt::Checked::begin();
     // Usage errors first: no model is loaded for a command that cannot run.
     if c.confusion.is_some() && c.labels.is_none() && !opts.images.iter().any(|p| p.is_dir()) {
         return Err(InferError::Usage("--confusion needs --labels (or an image folder DIR/<class>/…)".into()));

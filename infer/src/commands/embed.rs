@@ -5,12 +5,12 @@ use std::path::Path;
 
 use crate::error::{check_writable, InferError};
 use crate::npy::NpyWriter;
-use crate::onnx::Dim;
+use ae_onnx::Dim;
 
-use super::{open, print, stream, timing_line, RunOptions};
+use super::run::{open, print, stream, timing_line, RunOptions};
 
 pub fn embed(opts: &RunOptions, npy: &Path, out: &mut dyn Write) -> Result<(), InferError> {
-    let _checked = crate::interrupt::Checked::begin();
+    let _checked = ae_core::interrupt::Checked::begin();
     let (mut session, mut source) = open(opts, "embedding", "an encoder")?;
     let dims = session.output("embedding").expect("checked").dims.clone();
     let width: usize = dims[1..]
@@ -42,7 +42,7 @@ pub fn embed(opts: &RunOptions, npy: &Path, out: &mut dyn Write) -> Result<(), I
             path: String,
         }
         let rows = files.iter().enumerate().map(|(index, f)| Row { index, path: f.display().to_string() });
-        crate::atomic::write_csv(p, rows).map_err(InferError::write(p))?;
+        ae_core::atomic::write_csv(p, rows).map_err(InferError::write(p))?;
     }
     let n = source.count();
     if !opts.quiet {

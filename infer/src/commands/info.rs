@@ -8,15 +8,15 @@ use serde_json::json;
 
 use crate::error::InferError;
 
-use super::{print, print_json, Format};
+use super::run::{print, print_json, Format};
 
 /// `infer info`: the model's contract and metadata, read from the file
 /// without starting ONNX Runtime.
 pub fn info(model: &Path, format: Format, out: &mut dyn Write) -> Result<(), InferError> {
-    let m = crate::onnx::read_model(model)?;
+    let m = ae_onnx::read_model(model)?;
     let g = m.graph.as_ref().expect("read_model checks");
     let inits: std::collections::HashSet<&str> = g.initializer.iter().map(|t| t.name.as_str()).collect();
-    let shape = |v: &crate::onnx::ValueInfoProto| v.dims().iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ");
+    let shape = |v: &ae_onnx::ValueInfoProto| v.dims().iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ");
     let inputs: Vec<_> = g.input.iter().filter(|i| !inits.contains(i.name.as_str())).collect();
     let params: usize = g.initializer.iter().map(|t| t.dims.iter().product::<i64>().max(0) as usize).sum();
     let precision = precision(&m);
@@ -75,7 +75,7 @@ enum Precision {
     Int8 { quantize: usize, dequantize: usize, how: Option<String> },
 }
 
-fn precision(m: &crate::onnx::ModelProto) -> Precision {
+fn precision(m: &ae_onnx::ModelProto) -> Precision {
     let g = m.graph.as_ref().expect("read_model checks");
     let count = |op: &str| g.node.iter().filter(|n| n.op_type == op).count();
     let (quantize, dequantize) = (count("QuantizeLinear"), count("DequantizeLinear"));

@@ -7,11 +7,11 @@ use std::path::PathBuf;
 use serde_json::json;
 
 use crate::error::{check_writable, InferError};
-use crate::figure::{self, Tile};
 use crate::npy::NpyWriter;
-use crate::onnx::Dim;
+use ae_core::figure::{self, Tile};
+use ae_onnx::Dim;
 
-use super::{inputs_json, open, print, print_json, stream, timing_line, Format, RunOptions};
+use super::run::{inputs_json, open, print, print_json, stream, timing_line, Format, RunOptions};
 
 #[derive(Debug, Clone, Default)]
 pub struct ReconstructOptions {
@@ -24,7 +24,7 @@ pub struct ReconstructOptions {
 }
 
 pub fn reconstruct(opts: &RunOptions, r: &ReconstructOptions, out: &mut dyn Write) -> Result<(), InferError> {
-    let _checked = crate::interrupt::Checked::begin();
+    let _checked = ae_core::interrupt::Checked::begin();
     let (mut session, mut source) = open(opts, "reconstruction", "an autoencoder")?;
     let (c, h, w) = (session.channels, session.height, session.width);
     match session.output("reconstruction").map(|o| o.dims.as_slice()) {
@@ -107,7 +107,7 @@ pub fn reconstruct(opts: &RunOptions, r: &ReconstructOptions, out: &mut dyn Writ
             path: files.map(|f| f[index].display().to_string()),
             mse,
         });
-        crate::atomic::write_csv(p, rows).map_err(InferError::write(p))?;
+        ae_core::atomic::write_csv(p, rows).map_err(InferError::write(p))?;
     }
     if let Some(p) = &r.grid {
         let cols = originals.len();

@@ -1,23 +1,20 @@
 //! `train export --int8`: each float graph calibrated on the run's own
-//! training images, rewritten in QDQ form ([`super::quantize`]), and held
+//! training images, rewritten in QDQ form ([`ae_onnx::quantize`]), and held
 //! to an accuracy gate on the run's validation images before it is written.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use tch::Device;
-
-use infer::interrupt;
-use infer::onnx::ModelProto;
+use ae_core::interrupt;
+use ae_onnx::ModelProto;
 use infer::session::{ModelSession, SessionOptions};
 
-use crate::checkpoint::to_vec;
 use crate::data::{self, Rng};
 use crate::error::TrainError;
 use crate::run_dir::{sha256_bytes, RunConfig};
 
 use super::onnx::Graph;
-use super::quantize::{self, CalibrationMethod, RangeObserver, WeightRange};
+use ae_onnx::quantize::{self, CalibrationMethod, RangeObserver, WeightRange};
 
 /// Calibration images by default.
 pub const CALIBRATION_IMAGES: usize = 1024;
@@ -72,18 +69,21 @@ impl RunImages {
         let d = &cfg.dataset;
         let (images, labels) = data::load_run_dataset(d, cfg.model.autoencoder().input.channels, None)?;
         let s = &cfg.train;
-        let split = data::split(&images, labels.as_deref(), s.val_split, s.seed, Device::Cpu)?;
-        // A seeded draw from the training part (never the validation part).
-        let n = split.train_len();
-        let count = calibration_images.clamp(1, n);
-        let pick: Vec<i64> = Rng::new(s.seed ^ 0xCA11_B8A7).permutation(n)[..count].iter().map(|&i| i as i64).collect();
-        let calibration = to_vec(&split.train_x.index_select(0, &tch::Tensor::from_slice(&pick)));
+        // The training run's split, on the host: calibration images are a
+        // seeded draw from its training part, the gate's its validation part.
+        let (train, val) = data::split_indices(images.count, s.val_split, s.seed)?;
+        let count = calibration_images.clamp(1, train.len());
+        let draw = Rng::new(s.seed ^ 0xCA11_B8A7).permutation(train.len());
+        let calibration: Vec<usize> = draw[..count].iter().map(|&j| train[j]).collect();
+        let floats = |ix: &[usize]| -> Vec<f32> {
+            ix.iter().flat_map(|&i| images.image(i).iter().map(|&p| p as f32 / 255.0)).collect()
+        };
         Ok(RunImages {
-            calibration,
+            calibration: floats(&calibration),
             calibration_count: count,
-            val_count: split.val_x.size()[0] as usize,
-            val: to_vec(&split.val_x),
-            val_labels: split.val_y.as_ref().map(|y| Vec::<i64>::try_from(y).expect("int64 labels")),
+            val_count: val.len(),
+            val: floats(&val),
+            val_labels: labels.map(|l| val.iter().map(|&i| l[i] as i64).collect()),
             pixels: images.pixels_per_image(),
         })
     }
@@ -338,7 +338,7 @@ pub fn quantize_model(
         ("int8_gate_passed".to_string(), g.passed.to_string()),
     ];
     int8.metadata_props
-        .extend(gate_meta.into_iter().map(|(key, value)| infer::onnx::StringStringEntryProto { key, value }));
+        .extend(gate_meta.into_iter().map(|(key, value)| ae_onnx::StringStringEntryProto { key, value }));
     int8.metadata_props.sort_by(|a, b| a.key.cmp(&b.key));
     Ok(Quantized { model: int8, gate: g })
 }

@@ -6,7 +6,6 @@
 
 pub mod int8;
 pub mod onnx;
-pub mod quantize;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,15 +15,15 @@ use tch::{nn::ModuleT, nn::VarStore, Device, Kind, Tensor};
 
 use std::io::Write;
 
-use infer::atomic::Staged;
-use infer::interrupt;
+use ae_core::atomic::Staged;
+use ae_core::interrupt;
 use infer::session::{Device as OrtDevice, ModelSession, SessionOptions};
 
-use crate::checkpoint::{to_vec, WEIGHTS};
+use crate::checkpoint::to_vec;
 use crate::data;
 use crate::error::TrainError;
 use crate::model::AutoencoderConfig;
-use crate::run_dir::{sha256_file, ModelConfig, RunConfig, RunDir};
+use crate::run_dir::{sha256_file, ModelConfig, RunConfig, RunDir, WEIGHTS};
 
 use self::int8::{Gate, Int8Options, RunImages};
 use self::onnx::{Graph, Weights};
@@ -87,7 +86,7 @@ type Reference = Box<dyn Fn(&Tensor) -> Vec<Tensor>>;
 /// A graph ready to write, with the tch reference to check it against.
 struct Pending {
     graph: Graph,
-    model: infer::onnx::ModelProto,
+    model: ae_onnx::ModelProto,
     reference: Reference,
     /// The run whose data the weights were trained on (int8 calibration).
     source: Rc<RunConfig>,
@@ -307,7 +306,7 @@ fn verification_batch(
     let (c, h, w) = (input.channels, input.height, input.width);
     let (images, path) = match images {
         Some(p) => {
-            let folder = infer::folder::FolderOptions { channels: Some(c), size: Some((h, w)) };
+            let folder = ae_core::folder::FolderOptions { channels: Some(c), size: Some((h, w)) };
             (data::load(p, None, folder, data::Take::First(n), false)?.images, p.to_path_buf())
         }
         None => (data::load_run_dataset(dataset, c, Some(n))?.0, dataset.images.clone()),
@@ -355,12 +354,12 @@ pub fn export(job: &ExportJob) -> Result<Vec<Exported>, TrainError> {
     let run = RunDir::open(&job.run)?;
     let (pending, ae_cfg, cfg) = pending(&run, job.encoder)?;
     std::fs::create_dir_all(&job.out).map_err(TrainError::io(&job.out, "cannot create the output directory"))?;
-    infer::atomic::check_writable_dir(&job.out)
+    ae_core::atomic::check_writable_dir(&job.out)
         .map_err(TrainError::io(&job.out, "output directory is not writable"))?;
 
     let x = verification_batch(job.images.as_deref(), &cfg.dataset, job.verify_count.max(1), &ae_cfg.input)?;
     // Write every file to a temporary name (the one atomic-write scheme,
-    // `infer::atomic`), verify it from disk, and only then rename them all
+    // `ae_core::atomic`), verify it from disk, and only then rename them all
     // into place: nothing half-done is left behind (a dropped `Staged`
     // removes its file).
     let mut staged: Vec<(Staged, Exported)> = Vec::new();

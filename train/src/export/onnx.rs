@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use tch::Tensor;
 
-use infer::onnx::{
+use ae_onnx::{
     AttributeProto, Dim, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto,
     ValueInfoProto,
 };
@@ -321,45 +321,4 @@ pub fn classifier_model(
         cfg.classes
     );
     Ok(model(graph, &doc, meta))
-}
-
-/// `y = image · b` for an n×n `image` and an n×n initializer `b`: the
-/// float32 matrix-multiply ceiling `make bench` measures ONNX Runtime at.
-pub fn matmul_model(n: i64) -> ModelProto {
-    let values: Vec<f32> = (0..n * n).map(|i| ((i % 97) as f32) / 97.0).collect();
-    let mut b = Builder::new("image");
-    b.inits.push(TensorProto::f32("b", &[n, n], &values));
-    b.node("MatMul", "mm", &["b"], vec![], Some("y"));
-    let dims = [Dim::Fixed(1), Dim::Fixed(1), Dim::Fixed(n), Dim::Fixed(n)];
-    let graph = GraphProto {
-        node: b.nodes,
-        name: "matmul".into(),
-        initializer: b.inits,
-        input: vec![ValueInfoProto::tensor_f32("image", &dims)],
-        output: vec![ValueInfoProto::tensor_f32("y", &dims)],
-        ..Default::default()
-    };
-    model(graph, "n×n matrix product", &BTreeMap::new())
-}
-
-/// A one-screen description of a graph for snapshots: op types in order,
-/// tensor shapes, initializers and metadata keys.
-pub fn summary(m: &ModelProto) -> String {
-    let g = m.graph.as_ref().expect("graph");
-    let mut s = format!("ir_version {} opset {:?} producer {}\n", m.ir_version, m.opset(), m.producer_name);
-    let io = |v: &ValueInfoProto| {
-        format!("{} [{}]", v.name, v.dims().iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "))
-    };
-    s += &format!("inputs: {}\n", g.input.iter().map(io).collect::<Vec<_>>().join("; "));
-    s += &format!("outputs: {}\n", g.output.iter().map(io).collect::<Vec<_>>().join("; "));
-    s += "nodes:\n";
-    for n in &g.node {
-        s += &format!("  {} {} ({}) -> {}\n", n.op_type, n.name, n.input.join(", "), n.output.join(", "));
-    }
-    s += "initializers:\n";
-    for t in &g.initializer {
-        s += &format!("  {} {:?}\n", t.name, t.dims);
-    }
-    s += &format!("metadata: {}\n", m.metadata_props.iter().map(|e| e.key.as_str()).collect::<Vec<_>>().join(", "));
-    s
 }

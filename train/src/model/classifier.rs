@@ -4,8 +4,9 @@
 use serde::{Deserialize, Serialize};
 use tch::{nn, nn::ModuleT, Tensor};
 
-use super::{AutoencoderConfig, ConfigError, Encoder};
-use crate::config::FC_UNITS;
+use super::architecture::{ConfigError, FC_UNITS};
+use super::encoder::Encoder;
+use super::spec::AutoencoderConfig;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClassifierConfig {

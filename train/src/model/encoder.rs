@@ -2,11 +2,8 @@
 
 use tch::{nn, nn::ModuleT, Tensor};
 
-use super::{conv_bn, AutoencoderConfig, ConvBn};
-
-/// Only the first two encoder layers pool (and the last two decoder layers
-/// upsample), as in the reference, so deep models keep a 7×7 map on MNIST.
-pub const POOLED_LAYERS: usize = 2;
+use super::conv_bn::{conv_bn, ConvBn};
+use super::spec::{AutoencoderConfig, POOLED_LAYERS};
 
 /// Layer i is ConvBn → ReLU, then 2×2 max-pool for i < 2; before the first,
 /// the input's normalisation, if the model has one.

@@ -2,12 +2,14 @@
 //! encoder. Parameter paths (`encoder.0.conv.weight`, …) are the checkpoint
 //! keys and the ONNX initializer names.
 
+pub mod architecture;
 pub mod autoencoder;
 pub mod classifier;
 pub mod conv_bn;
 pub mod encoder;
+pub mod spec;
 
-pub use crate::config::ConfigError;
+pub use architecture::{Architecture, ConfigError, FC_UNITS};
 pub use autoencoder::{Autoencoder, AutoencoderConfig, InputShape, Normalization};
 pub use classifier::{Classifier, ClassifierConfig};
 pub use conv_bn::{conv_bn, same_pads, ConvBn};

@@ -9,9 +9,9 @@ use crate::model::{InputShape, Normalization};
 use crate::run_dir::{ModelConfig, RunConfig, RunDir};
 use crate::table;
 
-use infer::interrupt;
+use ae_core::interrupt;
 
-use super::{after_training, set_threads, stop_if_interrupted, AutoencoderJob, Outcome, PRODUCER};
+use super::job::{after_training, set_threads, stop_if_interrupted, AutoencoderJob, Outcome, PRODUCER};
 
 pub fn train_autoencoder(job: &AutoencoderJob) -> Result<Outcome, TrainError> {
     let _checked = interrupt::Checked::begin();

@@ -1,19 +1,19 @@
 use tch::nn::VarStore;
 
-use crate::checkpoint::WEIGHTS;
 use crate::data;
 use crate::error::TrainError;
 use crate::figures;
 use crate::fit::{Stage, Trainer};
 use crate::model::ClassifierConfig;
+use crate::run_dir::WEIGHTS;
 use crate::run_dir::{sha256_file, ModelConfig, RunConfig, RunDir};
 use crate::table;
 use crate::test_report;
-use infer::folder::{FolderError, FolderOptions};
+use ae_core::folder::{FolderError, FolderOptions};
 
-use infer::interrupt;
+use ae_core::interrupt;
 
-use super::{after_training, set_threads, stop_if_interrupted, ClassifierJob, Outcome, PRODUCER};
+use super::job::{after_training, set_threads, stop_if_interrupted, ClassifierJob, Outcome, PRODUCER};
 
 pub fn train_classifier(job: &ClassifierJob) -> Result<Outcome, TrainError> {
     let _checked = interrupt::Checked::begin();

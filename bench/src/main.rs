@@ -1,13 +1,16 @@
 //! Measurement tool driven by `bench/run.py` (`make bench`): each call
 //! measures one thing and prints one JSON line. The measurements live in
-//! `train::bench`; this maps arguments onto them.
+//! `measure.rs`; this maps arguments onto them. A crate of its own, never
+//! installed beside `train` and `infer`.
+
+mod measure;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use train::bench;
+use measure as bench;
 use train::config::{Architecture, Network};
 use train::model::{AutoencoderConfig, InputShape};
 use train::TrainError;
@@ -47,20 +50,6 @@ enum Command {
     },
     /// Writes IDX images and labels as an image folder DIR/<class>/<index>.png
     /// (grayscale or RGB PNGs; class folders named by --class-names or the label numbers).
-    WriteFolder {
-        #[arg(long)]
-        images: PathBuf,
-        #[arg(long)]
-        labels: PathBuf,
-        /// A file with one class name per line (label 0 first).
-        #[arg(long)]
-        class_names: Option<PathBuf>,
-        /// Write only the first N images.
-        #[arg(long)]
-        limit: Option<usize>,
-        #[arg(long)]
-        out: PathBuf,
-    },
     /// Validation loss against cumulative training time, from history.csv files, as a PNG.
     Curve {
         /// LABEL=PATH of a history.csv (repeatable).
@@ -130,13 +119,6 @@ fn run(cli: Cli) -> Result<serde_json::Value, TrainError> {
         }
         Command::IdxLoad { images } => bench::idx_load(images)?,
         Command::DatasetLoad { images } => bench::dataset_load(images)?,
-        Command::WriteFolder { images, labels, class_names, limit, out } => {
-            let names = class_names
-                .as_ref()
-                .map(|p| train::pipeline::parse_class_names(&p.display().to_string()))
-                .transpose()?;
-            bench::write_folder(images, labels, names.as_deref(), *limit, out)?
-        }
         Command::Curve { histories, target, out } => bench::val_loss_curves(histories, *target, out)?,
         Command::Matmul { n, reps } => {
             let torch = bench::matmul_ceiling(*n, *reps);
@@ -153,7 +135,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {}", infer::error::chain(&e));
+            eprintln!("error: {}", ae_core::exit::chain(&e));
             ExitCode::from(2)
         }
     }

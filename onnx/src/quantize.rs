@@ -23,7 +23,9 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use infer::onnx::{AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto, ValueInfoProto};
+use crate::schema::{
+    AttributeProto, GraphProto, ModelProto, NodeProto, StringStringEntryProto, TensorProto, ValueInfoProto,
+};
 
 /// Opset and IR version of the int8 graphs: DequantizeLinear-19 is the
 /// oldest one the ONNX reference evaluator implements (the float graphs
@@ -468,7 +470,6 @@ pub fn quantize(
     model.doc_string = format!("{} Quantized to int8 (QDQ).", m.doc_string);
     let mut all = m.metadata();
     all.extend(meta.iter().map(|(k, v)| (k.clone(), v.clone())));
-    model.metadata_props =
-        all.into_iter().map(|(key, value)| infer::onnx::StringStringEntryProto { key, value }).collect();
+    model.metadata_props = all.into_iter().map(|(key, value)| StringStringEntryProto { key, value }).collect();
     Ok(model)
 }

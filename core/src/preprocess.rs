@@ -25,6 +25,16 @@ impl Picture {
         Picture::Rgb(RgbImage::from_raw(w, h, inter).expect("size matches"))
     }
 
+    /// Pixels `[H, W, C]` of `channels` (1 or 3) channels, as IDX files and
+    /// decoders store them.
+    pub fn from_interleaved(pixels: &[u8], channels: usize, height: usize, width: usize) -> Picture {
+        let (w, h) = (width as u32, height as u32);
+        match channels {
+            1 => Picture::Gray(GrayImage::from_raw(w, h, pixels.to_vec()).expect("size matches")),
+            _ => Picture::Rgb(RgbImage::from_raw(w, h, pixels.to_vec()).expect("size matches")),
+        }
+    }
+
     /// This picture in `channels` (1: `image`'s luma; 3: gray repeated).
     pub fn with_channels(self, channels: usize) -> Picture {
         match (self, channels) {

@@ -372,3 +372,25 @@ pub fn read_model(path: impl AsRef<Path>) -> Result<ModelProto, OnnxError> {
     }
     Ok(model)
 }
+
+/// A one-screen description of a graph for snapshots: op types in order,
+/// tensor shapes, initializers and metadata keys.
+pub fn summary(m: &ModelProto) -> String {
+    let g = m.graph.as_ref().expect("graph");
+    let mut s = format!("ir_version {} opset {:?} producer {}\n", m.ir_version, m.opset(), m.producer_name);
+    let io = |v: &ValueInfoProto| {
+        format!("{} [{}]", v.name, v.dims().iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "))
+    };
+    s += &format!("inputs: {}\n", g.input.iter().map(io).collect::<Vec<_>>().join("; "));
+    s += &format!("outputs: {}\n", g.output.iter().map(io).collect::<Vec<_>>().join("; "));
+    s += "nodes:\n";
+    for n in &g.node {
+        s += &format!("  {} {} ({}) -> {}\n", n.op_type, n.name, n.input.join(", "), n.output.join(", "));
+    }
+    s += "initializers:\n";
+    for t in &g.initializer {
+        s += &format!("  {} {:?}\n", t.name, t.dims);
+    }
+    s += &format!("metadata: {}\n", m.metadata_props.iter().map(|e| e.key.as_str()).collect::<Vec<_>>().join(", "));
+    s
+}

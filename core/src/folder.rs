@@ -12,6 +12,7 @@ use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
 use crate::idx::Images;
+pub use crate::picture::is_picture;
 use crate::preprocess::{Fit, Invert, Preprocess};
 
 /// Why an image folder cannot be used; each names the path and the problem.
@@ -65,14 +66,6 @@ pub struct ImageFolder {
     pub width: usize,
     /// Whether pictures are resized (sizes differ from `height × width`).
     pub resized: bool,
-}
-
-/// Whether `p` is named like a picture this toolchain reads.
-pub fn is_picture(p: &Path) -> bool {
-    matches!(
-        p.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref(),
-        Some("png" | "jpg" | "jpeg")
-    )
 }
 
 fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, FolderError> {
@@ -201,14 +194,8 @@ impl ImageFolder {
             |((out, digest), f)| {
                 let bytes = read(f)?;
                 *digest = Sha256::digest(&bytes).into();
-                let px =
-                    crate::input::decode_picture(f, &bytes, [c, h, w], &fit).map_err(|e| FolderError::Picture {
-                        path: f.clone(),
-                        msg: match e {
-                            crate::error::InferError::Input { msg, .. } => msg,
-                            e => e.to_string(),
-                        },
-                    })?;
+                let px = crate::picture::decode_picture(f, &bytes, [c, h, w], &fit)
+                    .map_err(|e| FolderError::Picture { path: e.path, msg: e.msg })?;
                 out.copy_from_slice(&px);
                 Ok::<(), FolderError>(())
             },
@@ -263,7 +250,7 @@ fn header(path: &Path) -> Result<(u32, u32, bool), FolderError> {
         }
         _ => return Err(bad("not a PNG or JPEG image: its bytes match neither format".into())),
     };
-    if dims.0 as u64 * dims.1 as u64 > crate::input::MAX_PICTURE_PIXELS {
+    if dims.0 as u64 * dims.1 as u64 > crate::picture::MAX_PICTURE_PIXELS {
         return Err(bad(format!("image claims {}×{} pixels, more than this tool accepts", dims.0, dims.1)));
     }
     Ok((dims.0, dims.1, colour))

@@ -1,4 +1,4 @@
-//! Measurements for `make bench` that need the library: ONNX Runtime
+//! Measurements for `make bench` that need the libraries: ONNX Runtime
 //! inference throughput through `infer`'s session, the machine's float32
 //! matrix-multiply ceiling, IDX loading, and FLOPs and parameters counted
 //! from the architecture. Training is measured on the real `train` commands
@@ -9,11 +9,11 @@ use std::time::Instant;
 
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
+use ae_onnx::{Dim, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, ValueInfoProto};
 use infer::session::{ModelSession, SessionOptions};
-
-use crate::data;
-use crate::error::TrainError;
-use crate::model::{AutoencoderConfig, ClassifierConfig};
+use train::data;
+use train::model::{AutoencoderConfig, ClassifierConfig};
+use train::TrainError;
 
 /// Multiply-accumulates of one conv over an h×w output map.
 fn conv_macs(h: usize, w: usize, c_in: usize, c_out: usize, k: usize) -> u64 {
@@ -88,6 +88,34 @@ pub fn model_size(ae: &AutoencoderConfig, classifier: Option<(usize, usize)>) ->
     })
 }
 
+/// `y = image · b` for an n×n `image` and an n×n initializer `b`: the
+/// graph ONNX Runtime's matrix-multiply ceiling is measured on.
+fn matmul_model(n: i64) -> ModelProto {
+    let values: Vec<f32> = (0..n * n).map(|i| ((i % 97) as f32) / 97.0).collect();
+    let dims = [Dim::Fixed(1), Dim::Fixed(1), Dim::Fixed(n), Dim::Fixed(n)];
+    let graph = GraphProto {
+        node: vec![NodeProto {
+            input: vec!["image".into(), "b".into()],
+            output: vec!["y".into()],
+            name: "mm".into(),
+            op_type: "MatMul".into(),
+            ..Default::default()
+        }],
+        name: "matmul".into(),
+        initializer: vec![TensorProto::f32("b", &[n, n], &values)],
+        input: vec![ValueInfoProto::tensor_f32("image", &dims)],
+        output: vec![ValueInfoProto::tensor_f32("y", &dims)],
+        ..Default::default()
+    };
+    ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 17 }],
+        producer_name: "bench".into(),
+        graph: Some(graph),
+        ..Default::default()
+    }
+}
+
 /// The float32 matrix-multiply ceiling: GFLOP/s of repeated n×n products.
 pub fn matmul_ceiling(n: i64, reps: usize) -> f64 {
     let a = Tensor::rand([n, n], (Kind::Float, Device::Cpu));
@@ -104,8 +132,7 @@ pub fn matmul_ceiling(n: i64, reps: usize) -> f64 {
 /// GFLOP/s of ONNX Runtime's MatMul on n×n matrices.
 pub fn ort_matmul_ceiling(n: i64, reps: usize, threads: usize) -> Result<f64, TrainError> {
     let path = std::env::temp_dir().join(format!("bench-matmul-{}.onnx", std::process::id()));
-    std::fs::write(&path, crate::export::onnx::matmul_model(n).to_bytes())
-        .map_err(TrainError::io(&path, "cannot write"))?;
+    std::fs::write(&path, matmul_model(n).to_bytes()).map_err(TrainError::io(&path, "cannot write"))?;
     let session =
         ModelSession::open(&path, &SessionOptions { device: infer::device::Device::Cpu, threads: Some(threads) });
     let _ = std::fs::remove_file(&path);
@@ -129,7 +156,7 @@ pub fn ort_inference_throughput(
 ) -> Result<serde_json::Value, TrainError> {
     let opts = SessionOptions { device: infer::device::Device::Cpu, threads: Some(threads) };
     let mut s = ModelSession::open(model, &opts)?;
-    let imgs = infer::idx::read_images(images)?;
+    let imgs = ae_core::idx::read_images(images)?;
     let x = imgs.to_f32();
     let px = imgs.rows * imgs.cols;
     let warm = batch.min(imgs.count);
@@ -148,7 +175,7 @@ pub fn ort_inference_throughput(
 /// Reading an IDX file and normalising it to f32 (the data loader).
 pub fn idx_load(images: &Path) -> Result<serde_json::Value, TrainError> {
     let t0 = Instant::now();
-    let imgs = infer::idx::read_images(images)?;
+    let imgs = ae_core::idx::read_images(images)?;
     let x = imgs.to_f32();
     let secs = t0.elapsed().as_secs_f64();
     let bytes = std::fs::metadata(images).map_err(TrainError::io(images, "cannot read"))?.len();
@@ -172,41 +199,6 @@ pub fn dataset_load(images: &Path) -> Result<serde_json::Value, TrainError> {
     }))
 }
 
-/// IDX images and labels written out as an image folder
-/// `out/<class>/<index>.png` (class folders named `names[label]`, or the
-/// label number zero-padded so they sort numerically).
-pub fn write_folder(
-    images: &Path,
-    labels: &Path,
-    names: Option<&[String]>,
-    limit: Option<usize>,
-    out: &Path,
-) -> Result<serde_json::Value, TrainError> {
-    let take = limit.map_or(data::Take::All, data::Take::First);
-    let set = data::load(images, Some(labels), Default::default(), take, true)?;
-    let (imgs, labels) = (set.images, set.labels.expect("labels were given"));
-    let classes = labels.iter().copied().max().map_or(0, |m| m as usize + 1);
-    if let Some(n) = names.filter(|n| n.len() != classes) {
-        return Err(TrainError::Invalid(format!("{} class names for {classes} classes", n.len())));
-    }
-    // A class name is a folder name: a path separator in it ("T-shirt/top") becomes "-".
-    let folder = |k: usize| names.map_or_else(|| format!("{k:02}"), |n| n[k].replace(['/', '\\'], "-"));
-    for k in 0..classes {
-        let d = out.join(folder(k));
-        std::fs::create_dir_all(&d).map_err(TrainError::io(&d, "cannot create"))?;
-    }
-    let digits = imgs.count.to_string().len();
-    let (c, h, w) = (imgs.channels, imgs.rows, imgs.cols);
-    for (i, &label) in labels.iter().enumerate() {
-        let p = out.join(folder(label as usize)).join(format!("{i:0digits$}.png"));
-        let px = infer::idx::interleaved(imgs.image(i), c, h * w);
-        let color = if c == 1 { image::ColorType::L8 } else { image::ColorType::Rgb8 };
-        image::save_buffer(&p, &px, w as u32, h as u32, color)
-            .map_err(|e| TrainError::Invalid(format!("{}: cannot write: {e}", p.display())))?;
-    }
-    Ok(serde_json::json!({"images": imgs.count, "classes": classes, "out": out.display().to_string()}))
-}
-
 /// Validation loss against cumulative training time (minutes) for each
 /// `(label, history.csv)`, with `target` as a horizontal line, written to
 /// `out`; returns, per history, the first epoch at or below `target` and
@@ -216,13 +208,13 @@ pub fn val_loss_curves(
     target: f64,
     out: &Path,
 ) -> Result<serde_json::Value, TrainError> {
-    use infer::figure::{line_chart, Series, XAxis};
+    use ae_core::figure::{line_chart, Series, XAxis};
     let mut series = Vec::new();
     let mut crossings = serde_json::Map::new();
     let mut end = 0f64;
     for (label, path) in histories {
         let mut csv = csv::Reader::from_path(path).map_err(|e| TrainError::io(path, "cannot read")(e.into()))?;
-        let rows: Vec<crate::run_dir::EpochRecord> = csv
+        let rows: Vec<train::run_dir::EpochRecord> = csv
             .deserialize()
             .collect::<Result<_, _>>()
             .map_err(|e| TrainError::BadRun { path: path.clone(), msg: format!("not a history.csv: {e}") })?;

@@ -586,13 +586,20 @@ impl ImageStream {
 
     /// The next up to `n` images as planar u8 pixels `[n, C, H, W]`, `None` at the end.
     pub fn next_batch(&mut self, n: usize) -> Result<Option<Vec<u8>>> {
+        Ok(self.next_batch_as_stored(n)?.map(|bytes| planar(bytes, self.channels, self.rows * self.cols)))
+    }
+
+    /// The next up to `n` images as the file stores them, `[n, H, W, C]`
+    /// (for pictures that are decoded and fitted next: the `image` crate's
+    /// layout, so no planar round trip); `None` at the end.
+    pub fn next_batch_as_stored(&mut self, n: usize) -> Result<Option<Vec<u8>>> {
         if self.next >= self.count {
             return Ok(None);
         }
         let take = n.min(self.count - self.next);
         let bytes = self.reader.read_bytes((take * self.channels * self.rows * self.cols) as u64)?;
         self.next += take;
-        Ok(Some(planar(bytes, self.channels, self.rows * self.cols)))
+        Ok(Some(bytes))
     }
 }
 

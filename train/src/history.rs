@@ -1,0 +1,16 @@
+//! One epoch's record: a row of `history.csv`, and what every checkpoint
+//! carries of the epochs before it.
+
+use serde::{Deserialize, Serialize};
+
+/// One row of `history.csv`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    pub loss: f64,
+    pub val_loss: f64,
+    pub accuracy: Option<f64>,
+    pub val_accuracy: Option<f64>,
+    pub seconds: f64,
+    pub lr: f64,
+}
