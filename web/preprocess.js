@@ -1,7 +1,9 @@
-// MNIST-style preprocessing, the browser's copy of `infer --preprocess mnist`
-// (infer/src/preprocess.rs, and `luma_on_white` in infer/src/input.rs). It
-// must give the same 28×28 pixels as `infer` for the same picture; the
-// browser test (test/browser.mjs) compares them. Each step follows the Rust
+// The browser's copy of `infer --preprocess mnist` and `resize`
+// (core/src/preprocess.rs, and `on_white` in core/src/picture.rs). It must
+// give the same pixels as `infer` for the same picture: the golden files
+// (fixtures/preprocess/golden.json) hold both sides to the same bytes
+// (test/preprocess.test.mjs here, `cargo test -p ae-core` there), and the
+// browser test (test/browser.mjs) compares whole runs. Each step follows the Rust
 // code, including the `image` crate's integer luma, its f32 triangle-filter
 // resize and Rust's rounding, so the two agree bit for bit.
 
@@ -189,7 +191,7 @@ export function mnistStyle(gray, w, h, invert = 'auto', outH = 28, outW = 28) {
 
 /**
  * RGBA pixels → three planes (R, G, B), transparency laid on white paper as
- * `infer` does for colour models (`on_white` in infer/src/input.rs).
+ * `infer` does for colour models (`on_white` in core/src/picture.rs).
  * @returns {Uint8Array[]} three planes of width·height levels
  */
 export function rgbOnWhite(rgba) {
