@@ -12,7 +12,7 @@ use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
 use crate::idx::Images;
-pub use crate::picture::is_picture;
+use crate::picture::is_picture;
 use crate::preprocess::{Fit, Invert, Preprocess};
 
 /// Why an image folder cannot be used; each names the path and the problem.

@@ -41,15 +41,12 @@ pub fn convert(job: &ConvertJob) -> Result<Converted, TrainError> {
     if std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_some()) || out.is_file() {
         return Err(TrainError::Invalid(format!("{}: already exists; choose a new --out", out.display())));
     }
-    let set = data::load(&job.images, Some(&job.labels), Default::default(), Take::All, true)?;
-    let (images, labels) = (set.images, set.labels.expect("labels were given"));
+    let (images, labels) = data::read_idx(&job.images, Some(&job.labels), Default::default(), Take::All)?;
+    let labels = labels.expect("labels were given");
     // Files keep their IDX index as their name, sampled or not.
-    let keep = match job.sample {
-        Some(s) => s
-            .indices(images.count, Some(&labels))
-            .map_err(|msg| TrainError::Invalid(format!("{}: {msg}", job.images.display())))?,
-        None => (0..images.count).collect(),
-    };
+    let keep = Take::from(job.sample)
+        .indices(images.count, Some(&labels), &job.images)?
+        .unwrap_or_else(|| (0..images.count).collect());
     let count = labels.iter().copied().max().map_or(0, |m| m as usize + 1);
     let classes: Vec<String> = match &job.class_names {
         Some(n) if n.len() != count => {

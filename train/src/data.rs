@@ -73,8 +73,9 @@ impl From<Option<Sample>> for Take {
 }
 
 impl Take {
-    /// Ascending indices among `total` images.
-    fn indices(self, total: usize, labels: Option<&[u8]>, path: &Path) -> Result<Option<Vec<usize>>, TrainError> {
+    /// Ascending indices among `total` images (`None`: all of them); a
+    /// sample that would drop a class is an error naming `path`.
+    pub fn indices(self, total: usize, labels: Option<&[u8]>, path: &Path) -> Result<Option<Vec<usize>>, TrainError> {
         match self {
             Take::All => Ok(None),
             Take::First(n) => Ok(Some((0..n.min(total)).collect())),
@@ -135,6 +136,20 @@ pub fn load(
     if classifier && labels.is_none() {
         return Err(TrainError::Invalid(format!("{}: an IDX image file needs --labels", images.display())));
     }
+    let (imgs, label_values) = read_idx(images, labels, folder, take)?;
+    let mut info = DatasetInfo::of(images, labels, imgs.count)?;
+    info.sample = sample_of(take);
+    Ok(Dataset { images: imgs, labels: label_values, classes: None, info })
+}
+
+/// An IDX set's selected images (converted to `folder.channels`) and
+/// labels, without recording where they came from (no hashing).
+pub fn read_idx(
+    images: &Path,
+    labels: Option<&Path>,
+    folder: FolderOptions,
+    take: Take,
+) -> Result<(Images, Option<Vec<u8>>), TrainError> {
     let mut imgs = idx::read_images(images)?;
     let mut label_values = labels.map(|l| load_labels(l, images, imgs.count)).transpose()?;
     if let Some(keep) = take.indices(imgs.count, label_values.as_deref(), images)? {
@@ -152,9 +167,7 @@ pub fn load(
             imgs.cols
         )));
     }
-    let mut info = DatasetInfo::of(images, labels, imgs.count)?;
-    info.sample = sample_of(take);
-    Ok(Dataset { images: imgs, labels: label_values, classes: None, info })
+    Ok((imgs, label_values))
 }
 
 fn sample_of(take: Take) -> Option<Sample> {
@@ -196,21 +209,20 @@ pub fn load_run_dataset(
         // A run from before samples were recorded: its first `count` images.
         None => Take::First(d.count),
     };
-    // Only an image folder's selection is cut before decoding: IDX files
-    // are read whole anyway.
-    let set = match (&d.folder, first) {
-        (Some(rec), Some(n)) => {
+    // Nothing is hashed again here (the caller has checked the data): an
+    // image folder's selection is cut before decoding; IDX files are read
+    // whole anyway.
+    let (mut images, mut labels) = match &d.folder {
+        Some(rec) => {
             let mut f = ImageFolder::scan(&d.images, rec.options())?;
             if let Some(keep) = take.indices(f.files.len(), Some(&f.labels), &d.images)? {
                 f.retain(&keep);
             }
-            f.truncate(n);
-            let labels = f.labels.clone();
-            return Ok((f.load()?.0, Some(labels)));
+            f.truncate(first.unwrap_or(usize::MAX));
+            (f.load()?.0, Some(f.labels))
         }
-        _ => load(&d.images, d.labels.as_deref(), folder, take, false)?,
+        None => read_idx(&d.images, d.labels.as_deref(), folder, take)?,
     };
-    let (mut images, mut labels) = (set.images, set.labels);
     if let Some(n) = first {
         images.truncate(n);
         if let Some(l) = labels.as_mut() {
