@@ -34,6 +34,8 @@ pub enum Command {
     Embed(EmbedArgs),
     /// Show a model's inputs, outputs, opset and metadata.
     Info(InfoArgs),
+    /// Serve a folder of models over the Open Inference Protocol (REST and gRPC), batching across requests.
+    Serve(ServeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -185,6 +187,135 @@ impl ReconstructArgs {
             per_image: self.per_image.clone(),
             npy: self.npy.clone(),
             format: self.format,
+        }
+    }
+}
+
+/// `infer serve`: every flag maps onto `infer::serve::ServeOptions`.
+#[derive(Debug, Args)]
+#[command(after_help = SERVE_HELP)]
+pub struct ServeArgs {
+    /// A folder of *.onnx (each file a model named for its stem), or a Triton model repository
+    /// (<name>/config.pbtxt, <name>/<version>/model.onnx), as `train export --layout triton` writes.
+    #[arg(long)]
+    pub models: PathBuf,
+    /// Address to listen on (both ports).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: std::net::IpAddr,
+    /// REST port (0: a free port; the first line on stdout names it).
+    #[arg(long, default_value_t = 8000)]
+    pub http_port: u16,
+    /// gRPC port (0: a free port).
+    #[arg(long, default_value_t = 8001)]
+    pub grpc_port: u16,
+    /// Images in one ONNX Runtime run, at most; requests queued for a model are merged up to this
+    /// (1: batching off). A Triton repository's config.pbtxt sets its own (max_batch_size).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub max_batch: u32,
+    /// Microseconds the first queued request may wait for others (0: whatever is queued when a
+    /// session is free runs at once, so a lone client never waits).
+    #[arg(long, default_value_t = 0)]
+    pub max_queue_delay: u64,
+    /// Requests waiting per model, at most; beyond it the server answers 503 at once.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_queue: u32,
+    /// Sessions per model, each on a thread of its own.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub instances: u32,
+    /// Intra-op threads per session (default: the physical cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Threads answering HTTP and gRPC (default: the physical cores).
+    #[arg(long)]
+    pub io_threads: Option<usize>,
+    /// auto: CUDA when available, else CPU; cuda: fail without CUDA.
+    #[arg(long, value_parser = choice::<Device>(), default_value_t = Device::Auto)]
+    pub device: Device,
+    /// Largest request body (bytes; K, M and G suffixes are 1024-based); larger ones get 413.
+    #[arg(long, default_value = "64M", value_parser = parse_size)]
+    pub max_body: usize,
+    /// Seconds a client has to send a request's headers, and again its body (else 408 or closed).
+    #[arg(long, default_value_t = 10.0, value_parser = parse_seconds)]
+    pub read_timeout: f64,
+    /// Seconds to answer the requests already accepted after SIGTERM or Ctrl-C.
+    #[arg(long, default_value_t = 30.0, value_parser = parse_seconds)]
+    pub drain_timeout: f64,
+    /// Open HTTP connections, at most; one more gets 503 and is closed.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// Require `Authorization: Bearer KEY` on every endpoint except liveness (401 without it).
+    #[arg(long, conflicts_with = "api_key_file", env = "INFER_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Read the API key from this file (its first line).
+    #[arg(long)]
+    pub api_key_file: Option<PathBuf>,
+    /// Log level on stderr: error, warn, info (one access-log line per request), debug.
+    #[arg(long, default_value = "info", value_parser = ["error", "warn", "info", "debug"])]
+    pub log: String,
+}
+
+const SERVE_HELP: &str = "\
+Endpoints (REST, Open Inference Protocol v2): GET /v2/health/live, /v2/health/ready, /v2,
+/v2/models/{m}[/versions/{v}], …/ready, …/config; POST …/infer (JSON or binary tensors).
+Pictures: POST /classify/{m}?preprocess=exact|resize|mnist with a PNG/JPEG body or multipart form.
+GET /metrics (Prometheus). gRPC: inference.GRPCInferenceService.
+SIGTERM or Ctrl-C: stop accepting, answer what was accepted (--drain-timeout), exit 0.
+
+Exit codes: 0 drained; 1 the drain timed out or the server failed while running;
+2 it could not start (bad model folder, model, port or key).";
+
+fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let (digits, shift) = match s.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&s[..i], 10),
+        Some((i, 'M' | 'm')) => (&s[..i], 20),
+        Some((i, 'G' | 'g')) => (&s[..i], 30),
+        _ => (s, 0),
+    };
+    digits
+        .parse::<usize>()
+        .ok()
+        .and_then(|v| v.checked_mul(1usize << shift))
+        .filter(|&v| v > 0)
+        .ok_or_else(|| format!("{s:?} is not a size in bytes (e.g. 1048576, 512K, 64M)"))
+}
+
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v > 0.0 && *v <= 86_400.0)
+        .ok_or_else(|| format!("{s:?} is not a number of seconds between 0 and 86400"))
+}
+
+impl ServeArgs {
+    pub fn options(&self) -> infer::serve::ServeOptions {
+        use infer::serve::model_config::Batching;
+        use std::time::Duration;
+        let cores = ae_core::machine::physical_cores();
+        infer::serve::ServeOptions {
+            models: self.models.clone(),
+            host: self.host,
+            http_port: self.http_port,
+            grpc_port: self.grpc_port,
+            batching: Batching {
+                max_batch: self.max_batch as usize,
+                across_requests: self.max_batch > 1,
+                max_queue_delay: Duration::from_micros(self.max_queue_delay),
+                max_queue: self.max_queue as usize,
+                instances: self.instances as usize,
+            },
+            session: SessionOptions { device: self.device, threads: self.threads },
+            max_body: self.max_body,
+            read_timeout: Duration::from_secs_f64(self.read_timeout),
+            drain_timeout: Duration::from_secs_f64(self.drain_timeout),
+            max_connections: self.max_connections as usize,
+            api_key: match (&self.api_key, &self.api_key_file) {
+                (Some(k), _) => Some(infer::serve::KeySource::Inline(k.clone())),
+                (None, Some(f)) => Some(infer::serve::KeySource::File(f.clone())),
+                (None, None) => None,
+            },
+            io_threads: self.io_threads.unwrap_or(cores),
+            log: self.log.parse().expect("clap checked the level"),
         }
     }
 }

@@ -45,6 +45,8 @@ pub enum InferError {
     Usage(String),
     #[error("{0}")]
     Runtime(String),
+    #[error(transparent)]
+    Serve(#[from] crate::serve::ServeError),
 }
 
 impl InferError {
@@ -53,6 +55,7 @@ impl InferError {
             InferError::Runtime(_) | InferError::Stdout(_) => 1,
             InferError::Interrupted => ae_core::interrupt::EXIT_CODE,
             InferError::Session(e) if e.is_runtime() => 1,
+            InferError::Serve(e) => e.exit_code(),
             _ => 2,
         }
     }

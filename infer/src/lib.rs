@@ -10,4 +10,5 @@ pub mod error;
 pub mod input;
 pub mod npy;
 pub mod report;
+pub mod serve;
 pub mod session;

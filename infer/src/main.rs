@@ -20,12 +20,16 @@ fn run(cli: Cli) -> Result<(), InferError> {
         Command::Reconstruct(a) => commands::reconstruct(&a.run.options(), &a.options(), &mut out),
         Command::Embed(a) => commands::embed(&a.run.options(), &a.out, &mut out),
         Command::Info(a) => commands::info(&a.model, a.format, &mut out),
+        Command::Serve(a) => infer::serve::serve(&a.options(), &mut out).map_err(InferError::from),
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    ae_core::interrupt::install();
+    // The server handles its own signals (SIGTERM and Ctrl-C drain it).
+    if !matches!(cli.command, Command::Serve(_)) {
+        ae_core::interrupt::install();
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,

@@ -14,7 +14,7 @@ use infer::device::Device;
 use train::config::{Loss, Network, Normalize, Preset, TrainSettings};
 use train::explorer::{Base, Files, Param, Plan};
 use train::export::int8::{self, Int8Options};
-use train::export::{EncoderSource, ExportJob, VERIFY_IMAGES};
+use train::export::{EncoderSource, ExportJob, Layout, VERIFY_IMAGES};
 use train::optim::OptimizerKind;
 use train::pipeline::{self, AutoencoderJob, ClassifierJob, Common};
 use train::run_dir::Reuse;
@@ -252,6 +252,10 @@ pub struct ExportArgs {
     /// Write the int8 models even if they miss the accuracy gate (classifier accuracy within 0.1 point, autoencoder MSE within 3 %).
     #[arg(long, requires = "int8")]
     pub int8_ungated: bool,
+    /// flat: OUT/<model>.onnx; triton: a Triton model repository (OUT/<model>/config.pbtxt,
+    /// OUT/<model>/1/model.onnx) that `infer serve --models OUT`, Triton and KServe serve unchanged.
+    #[arg(long, value_parser = choice::<Layout>(), default_value_t = Layout::Flat)]
+    pub layout: Layout,
     #[arg(long, short)]
     pub quiet: bool,
 }
@@ -423,6 +427,7 @@ impl ExportArgs {
                 weights: self.int8_weights,
                 gate: !self.int8_ungated,
             }),
+            layout: self.layout,
         }
     }
 }

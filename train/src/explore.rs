@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use crate::config::Network;
 use crate::error::TrainError;
 use crate::explorer::{Explorer, Param, Plan};
-use crate::export::{self, EncoderSource, ExportJob};
+use crate::export::{self, EncoderSource, ExportJob, Layout};
 
 /// Asks until the answer parses and `ok` accepts it; `None` at end of input.
 fn ask<R: BufRead, W: Write, T: std::str::FromStr>(
@@ -109,6 +109,7 @@ pub fn run<R: BufRead, W: Write>(plan: Plan, input: &mut R, out: &mut W) -> Resu
                             verify_count: EXPORT_CHECK_IMAGES,
                             encoder: EncoderSource::Autoencoder,
                             int8: None,
+                            layout: Layout::Flat,
                         })?;
                         writeln!(
                             out,

@@ -209,6 +209,7 @@ fn int8_export_calibrates_gates_and_records() {
         images: None,
         verify_count: 16,
         encoder: train::export::EncoderSource::Autoencoder,
+        layout: Default::default(),
         int8: Some(Int8Options { calibration_images: 128, gate, ..Int8Options::default() }),
     };
     let done = train::export::export(&job(false)).unwrap();

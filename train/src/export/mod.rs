@@ -68,6 +68,43 @@ pub struct ExportJob {
     pub encoder: EncoderSource,
     /// Also write `*.int8.onnx` beside each float model.
     pub int8: Option<Int8Options>,
+    /// Flat `.onnx` files, or a Triton model repository.
+    pub layout: Layout,
+}
+
+/// How the exported models are laid out in the output folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(strum::Display, strum::EnumString, strum::IntoStaticStr, strum::VariantArray, strum::EnumMessage)]
+#[strum(serialize_all = "lowercase")]
+pub enum Layout {
+    /// OUT/<model>.onnx (and OUT/<model>.int8.onnx).
+    #[default]
+    Flat,
+    /// A Triton model repository: OUT/<model>/config.pbtxt and OUT/<model>/1/model.onnx, float and
+    /// int8 as separate models; `infer serve`, Triton and KServe serve it unchanged.
+    Triton,
+}
+
+/// Images per batch a Triton repository's configs allow (`max_batch_size`).
+pub const TRITON_MAX_BATCH: usize = 64;
+
+/// The config.pbtxt of an exported model: batching across requests with no
+/// added delay, one CPU instance; the header says how to run it on a GPU.
+fn triton_config(name: &str, session: &ModelSession) -> String {
+    let batching = infer::serve::model_config::Batching {
+        max_batch: TRITON_MAX_BATCH,
+        across_requests: true,
+        max_queue_delay: std::time::Duration::ZERO,
+        max_queue: 1024,
+        instances: 1,
+    };
+    let config = infer::serve::model_config::for_model(name, session, &batching);
+    format!(
+        "# Written by `train export --layout triton`; served unchanged by `infer serve --models DIR`,\n\
+         # Triton (tritonserver --model-repository DIR) and KServe.\n\
+         # On a GPU under Triton, make the instance group: instance_group [{{ kind: KIND_GPU, count: 1 }}]\n{}",
+        infer::serve::model_config::to_pbtxt(&config)
+    )
 }
 
 #[derive(Debug, Clone)]
@@ -363,27 +400,50 @@ pub fn export(job: &ExportJob) -> Result<Vec<Exported>, TrainError> {
     // into place: nothing half-done is left behind (a dropped `Staged`
     // removes its file).
     let mut staged: Vec<(Staged, Exported)> = Vec::new();
-    let stage = |staged: &mut Vec<(Staged, Exported)>, file: &str, bytes: &[u8]| -> Result<PathBuf, TrainError> {
-        let target = job.out.join(file);
-        let (s, mut f) = Staged::create(&target).map_err(TrainError::io(&target, "cannot write"))?;
-        f.write_all(bytes).map_err(TrainError::io(&target, "cannot write"))?;
-        let tmp = s.staged_path().to_path_buf();
-        staged.push((s, Exported { path: target, bytes: bytes.len(), max_diff: None, gate: None }));
-        Ok(tmp)
+    // Folders made for a Triton layout, removed again if the export fails.
+    let made_dirs = std::cell::RefCell::new(Vec::<PathBuf>::new());
+    let model_path = |model: &str| match job.layout {
+        Layout::Flat => job.out.join(format!("{model}.onnx")),
+        Layout::Triton => job.out.join(model).join("1").join("model.onnx"),
+    };
+    let stage_at =
+        |staged: &mut Vec<(Staged, Exported)>, target: PathBuf, bytes: &[u8]| -> Result<PathBuf, TrainError> {
+            let dir = target.parent().expect("a file in a folder").to_path_buf();
+            for d in dir.ancestors().take_while(|d| *d != job.out).collect::<Vec<_>>().into_iter().rev() {
+                if !d.exists() {
+                    std::fs::create_dir(d).map_err(TrainError::io(d, "cannot create the folder"))?;
+                    made_dirs.borrow_mut().push(d.to_path_buf());
+                }
+            }
+            let (s, mut f) = Staged::create(&target).map_err(TrainError::io(&target, "cannot write"))?;
+            f.write_all(bytes).map_err(TrainError::io(&target, "cannot write"))?;
+            let tmp = s.staged_path().to_path_buf();
+            staged.push((s, Exported { path: target, bytes: bytes.len(), max_diff: None, gate: None }));
+            Ok(tmp)
+        };
+    // A Triton layout's config.pbtxt, from the model as ONNX Runtime reads it.
+    let stage_config = |staged: &mut Vec<(Staged, Exported)>, model: &str, session: &ModelSession| {
+        if job.layout == Layout::Triton {
+            stage_at(staged, job.out.join(model).join("config.pbtxt"), triton_config(model, session).as_bytes())?;
+        }
+        Ok::<_, TrainError>(())
     };
     let result = (|| {
         for p in &pending {
             if interrupt::requested() {
                 return Err(TrainError::Cancelled);
             }
-            let tmp = stage(&mut staged, &format!("{}.onnx", p.graph.name()), &p.model.to_bytes())?;
+            let name = p.graph.name();
+            let tmp = stage_at(&mut staged, model_path(name), &p.model.to_bytes())?;
+            let at = staged.len() - 1;
             let mut session = ModelSession::open(&tmp, &SessionOptions { device: OrtDevice::Cpu, threads: None })?;
             let diff = max_abs_diff(&mut session, &*p.reference, &x)?;
-            let done = &mut staged.last_mut().expect("just staged").1;
+            let done = &mut staged[at].1;
             if diff > TOLERANCE {
                 return Err(TrainError::Parity { path: done.path.clone(), diff, tol: TOLERANCE });
             }
             done.max_diff = Some(diff);
+            stage_config(&mut staged, name, &session)?;
         }
         if let Some(opts) = &job.int8 {
             // One load per distinct run: the classifier's and the
@@ -394,13 +454,19 @@ pub fn export(job: &ExportJob) -> Result<Vec<Exported>, TrainError> {
                     images.push((p.source.clone(), RunImages::of(&p.source, opts.calibration_images)?));
                 }
                 let (_, data) = images.iter().find(|(c, _)| Rc::ptr_eq(c, &p.source)).expect("loaded");
-                let file = format!("{}.int8.onnx", p.graph.name());
-                let q = int8::quantize_model(p.graph, &p.model, &job.out.join(&file), data, opts)?;
+                let name = format!("{}.int8", p.graph.name());
+                let target = model_path(&name);
+                let q = int8::quantize_model(p.graph, &p.model, &target, data, opts)?;
                 if opts.gate && !q.gate.passed {
-                    return Err(TrainError::Int8Gate { path: job.out.join(&file), summary: q.gate.summary() });
+                    return Err(TrainError::Int8Gate { path: target, summary: q.gate.summary() });
                 }
-                stage(&mut staged, &file, &q.model.to_bytes())?;
+                let tmp = stage_at(&mut staged, target, &q.model.to_bytes())?;
                 staged.last_mut().expect("just staged").1.gate = Some(q.gate);
+                if job.layout == Layout::Triton {
+                    let session =
+                        ModelSession::open(&tmp, &SessionOptions { device: OrtDevice::Cpu, threads: Some(1) })?;
+                    stage_config(&mut staged, &name, &session)?;
+                }
             }
         }
         if interrupt::requested() {
@@ -408,7 +474,15 @@ pub fn export(job: &ExportJob) -> Result<Vec<Exported>, TrainError> {
         }
         Ok(())
     })();
-    result?;
+    if let Err(e) = result {
+        // The staged files are removed as they drop; then the folders made
+        // for them, deepest first.
+        drop(staged);
+        for d in made_dirs.borrow().iter().rev() {
+            let _ = std::fs::remove_dir(d);
+        }
+        return Err(e);
+    }
     let mut done = Vec::new();
     for (s, e) in staged {
         s.commit().map_err(TrainError::io(&e.path, "cannot write"))?;

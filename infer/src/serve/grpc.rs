@@ -1,0 +1,211 @@
+//! The gRPC face of the Open Inference Protocol: `inference.
+//! GRPCInferenceService` on tonic, over the same models and queues as the
+//! REST face. Inputs come as `raw_input_contents` (little-endian FP32, what
+//! Triton's clients send) or typed `fp32_contents`; outputs go back as
+//! `raw_output_contents`, as Triton answers.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tonic::{Request, Response, Status};
+
+use super::api_error::{ApiError, Kind};
+use super::auth::ApiKey;
+use super::metrics::Metrics;
+use super::model::{InputTensor, Models, ServedModel};
+use super::proto::grpc_inference_service_server::GrpcInferenceService;
+use super::proto::model_infer_response::InferOutputTensor;
+use super::proto::model_metadata_response::TensorMetadata;
+use super::proto::*;
+use super::{EXTENSIONS, PLATFORM, SERVER_NAME};
+
+#[derive(Debug, Clone)]
+pub struct GrpcService {
+    pub models: Arc<Models>,
+    pub metrics: Metrics,
+    pub key: Option<ApiKey>,
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl GrpcService {
+    fn authorize<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let Some(key) = &self.key else { return Ok(()) };
+        let header = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
+        let value = header.and_then(|h| axum::http::HeaderValue::from_str(h).ok());
+        if key.accepts(value.as_ref()) {
+            Ok(())
+        } else {
+            Err(ApiError::new(Kind::Unauthorized, "missing or wrong API key: send authorization: Bearer <key>")
+                .grpc_status())
+        }
+    }
+
+    fn model(&self, name: &str, version: &str) -> Result<Arc<ServedModel>, Status> {
+        self.models.get(name, version).cloned().map_err(|e| e.grpc_status())
+    }
+
+    /// Counts and logs one answered call.
+    fn record<T>(&self, rpc: &str, model: &str, start: Instant, result: &Result<T, Status>) {
+        let code = match result {
+            Ok(_) => tonic::Code::Ok,
+            Err(s) => s.code(),
+        };
+        // Only served models label metrics: a client must not be able to mint series.
+        let label = if self.models.by_name.contains_key(model) { model } else { "" };
+        self.metrics.requests.with_label_values(&[label, "grpc", &format!("{code:?}")]).inc();
+        tracing::info!(target: "access", "gRPC {rpc} {model} {code:?} {:.3} ms", start.elapsed().as_secs_f64() * 1e3);
+    }
+
+    async fn infer(&self, request: Request<ModelInferRequest>) -> Result<Response<ModelInferResponse>, Status> {
+        self.authorize(&request)?;
+        let r = request.into_inner();
+        let model = self.model(&r.model_name, &r.model_version)?;
+        let start = Instant::now();
+        let inputs = decode_inputs(&model, r.inputs, r.raw_input_contents).map_err(|e| e.grpc_status())?;
+        let requested: Vec<String> = r.outputs.into_iter().map(|o| o.name).collect();
+        model.check_outputs(requested.iter().map(String::as_str)).map_err(|e| e.grpc_status())?;
+        let (images, n) = model.validate(inputs).map_err(|e| e.grpc_status())?;
+        let rows = model.infer(images, n).await.map_err(|e| e.grpc_status())?;
+        let chosen: Vec<_> = if requested.is_empty() {
+            rows.iter().collect()
+        } else {
+            requested.iter().filter_map(|name| rows.iter().find(|r| &r.name == name)).collect()
+        };
+        let response = ModelInferResponse {
+            model_name: model.name.clone(),
+            model_version: model.version.to_string(),
+            id: r.id,
+            outputs: chosen
+                .iter()
+                .map(|o| InferOutputTensor {
+                    name: o.name.clone(),
+                    datatype: "FP32".into(),
+                    shape: o.shape.clone(),
+                    ..Default::default()
+                })
+                .collect(),
+            raw_output_contents: chosen.iter().map(|o| o.data.iter().flat_map(|v| v.to_le_bytes()).collect()).collect(),
+            ..Default::default()
+        };
+        self.metrics.latency.with_label_values(&[model.name.as_str()]).observe(start.elapsed().as_secs_f64());
+        Ok(Response::new(response))
+    }
+}
+
+/// The inputs of a gRPC request: raw bytes when `raw_input_contents` is
+/// used (one entry per input, in order), typed contents otherwise.
+fn decode_inputs(
+    model: &ServedModel,
+    inputs: Vec<model_infer_request::InferInputTensor>,
+    raw: Vec<Vec<u8>>,
+) -> Result<Vec<InputTensor>, ApiError> {
+    if !raw.is_empty() && raw.len() != inputs.len() {
+        return Err(ApiError::bad(format!(
+            "raw_input_contents has {} entries for {} inputs; it needs one per input",
+            raw.len(),
+            inputs.len()
+        )));
+    }
+    let mut raw = raw.into_iter();
+    let mut decoded = Vec::with_capacity(inputs.len());
+    for input in inputs {
+        let count = model.check_declared(&input.name, &input.datatype, &input.shape)?;
+        let data = match raw.next() {
+            Some(bytes) => {
+                if input.contents.as_ref().is_some_and(|c| !c.fp32_contents.is_empty()) {
+                    return Err(ApiError::bad(format!(
+                        "input {:?} has both contents and raw_input_contents",
+                        input.name
+                    )));
+                }
+                if bytes.len() != count * 4 {
+                    return Err(ApiError::bad(format!(
+                        "input {:?}: raw_input_contents holds {} bytes but shape {} of FP32 needs {}",
+                        input.name,
+                        bytes.len(),
+                        super::model::shape_string(&input.shape),
+                        count * 4
+                    )));
+                }
+                bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+            }
+            None => input.contents.map(|c| c.fp32_contents).unwrap_or_default(),
+        };
+        decoded.push(InputTensor { name: input.name, datatype: input.datatype, shape: input.shape, data });
+    }
+    Ok(decoded)
+}
+
+#[tonic::async_trait]
+impl GrpcInferenceService for GrpcService {
+    async fn server_live(&self, _: Request<ServerLiveRequest>) -> Result<Response<ServerLiveResponse>, Status> {
+        Ok(Response::new(ServerLiveResponse { live: true }))
+    }
+
+    async fn server_ready(
+        &self,
+        request: Request<ServerReadyRequest>,
+    ) -> Result<Response<ServerReadyResponse>, Status> {
+        self.authorize(&request)?;
+        Ok(Response::new(ServerReadyResponse { ready: !self.draining.load(Ordering::Relaxed) }))
+    }
+
+    async fn model_ready(&self, request: Request<ModelReadyRequest>) -> Result<Response<ModelReadyResponse>, Status> {
+        self.authorize(&request)?;
+        let r = request.get_ref();
+        let ready = self.models.get(&r.name, &r.version).is_ok() && !self.draining.load(Ordering::Relaxed);
+        Ok(Response::new(ModelReadyResponse { ready }))
+    }
+
+    async fn server_metadata(
+        &self,
+        request: Request<ServerMetadataRequest>,
+    ) -> Result<Response<ServerMetadataResponse>, Status> {
+        self.authorize(&request)?;
+        Ok(Response::new(ServerMetadataResponse {
+            name: SERVER_NAME.into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            extensions: EXTENSIONS.iter().map(|e| e.to_string()).collect(),
+        }))
+    }
+
+    async fn model_metadata(
+        &self,
+        request: Request<ModelMetadataRequest>,
+    ) -> Result<Response<ModelMetadataResponse>, Status> {
+        self.authorize(&request)?;
+        let r = request.get_ref();
+        let model = self.model(&r.name, &r.version)?;
+        let tensor = |t: &crate::session::TensorSpec| TensorMetadata {
+            name: t.name.clone(),
+            datatype: "FP32".into(),
+            shape: ServedModel::dims(t),
+        };
+        Ok(Response::new(ModelMetadataResponse {
+            name: model.name.clone(),
+            versions: self.models.versions(&model.name),
+            platform: PLATFORM.into(),
+            inputs: vec![tensor(&model.input)],
+            outputs: model.outputs.iter().map(tensor).collect(),
+        }))
+    }
+
+    async fn model_infer(&self, request: Request<ModelInferRequest>) -> Result<Response<ModelInferResponse>, Status> {
+        let start = Instant::now();
+        let model = request.get_ref().model_name.clone();
+        let result = self.infer(request).await;
+        self.record("ModelInfer", &model, start, &result);
+        result
+    }
+
+    async fn model_config(
+        &self,
+        request: Request<ModelConfigRequest>,
+    ) -> Result<Response<ModelConfigResponse>, Status> {
+        self.authorize(&request)?;
+        let r = request.get_ref();
+        let model = self.model(&r.name, &r.version)?;
+        Ok(Response::new(ModelConfigResponse { config: Some(model.config.clone()) }))
+    }
+}

@@ -1,0 +1,99 @@
+//! `POST /classify/{model}?preprocess=mnist|resize|exact[&invert=auto|always|never]`:
+//! a PNG or JPEG (the raw body, or the first file of a multipart form)
+//! through the same decoding and preprocessing as `infer classify`, so a
+//! file gives exactly the numbers `infer classify` prints for it. Outside
+//! the protocol's paths: it is for applications, not for protocol clients.
+
+use std::collections::BTreeMap;
+use std::path::Path as FsPath;
+use std::str::FromStr;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap};
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::{read_body, AppState};
+use crate::serve::api_error::ApiError;
+use ae_core::picture::decode_picture;
+use ae_core::preprocess::{Fit, Invert, Preprocess};
+
+pub async fn classify(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    query: Result<Query<BTreeMap<String, String>>, QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let model = state.models.get(&name, "")?.clone();
+    let Query(query) = query.map_err(|e| ApiError::bad(format!("bad query string: {e}")))?;
+    let pre = preprocess(&query)?;
+    let Some(probabilities) = model.outputs.iter().position(|o| o.name == "probabilities") else {
+        return Err(ApiError::bad(format!("model {name:?} is not a classifier (it has no output \"probabilities\")")));
+    };
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let bytes = read_body(&state.limits, body).await?;
+    let start = Instant::now();
+    let picture =
+        if content_type.starts_with("multipart/form-data") { first_file(&content_type, bytes).await? } else { bytes };
+    let [c, h, w] = model.image;
+    let pixels = decode_picture(FsPath::new("the request body"), &picture, [c, h, w], &pre)
+        .map_err(|e| ApiError::bad(e.to_string()))?;
+    let mut images = Vec::new();
+    ae_core::idx::normalize_into(&pixels, &mut images); // [1, C, H, W] in [0, 1]
+    let rows = model.infer(images, 1).await?;
+    let p = &rows[probabilities].data;
+    let class = p.iter().enumerate().fold(0, |best, (i, v)| if *v > p[best] { i } else { best });
+    let class_name = model
+        .class_names
+        .as_ref()
+        .filter(|names| names.len() == p.len())
+        .map(|names| names[class].clone())
+        .unwrap_or_else(|| class.to_string());
+    state.metrics.latency.with_label_values(&[model.name.as_str()]).observe(start.elapsed().as_secs_f64());
+    Ok(Json(json!({
+        "model_name": model.name,
+        "model_version": model.version.to_string(),
+        "preprocess": pre.fit.to_string(),
+        "invert": pre.invert.to_string(),
+        "class": class,
+        "name": class_name,
+        "confidence": p[class],
+        "probabilities": p,
+    })))
+}
+
+fn preprocess(query: &BTreeMap<String, String>) -> Result<Preprocess, ApiError> {
+    if let Some(k) = query.keys().find(|k| !matches!(k.as_str(), "preprocess" | "invert")) {
+        return Err(ApiError::bad(format!("unknown query parameter {k:?}: expected preprocess and invert")));
+    }
+    let fit = match query.get("preprocess") {
+        None => Fit::default(),
+        Some(v) => {
+            Fit::from_str(v).map_err(|_| ApiError::bad(format!("preprocess={v:?}: expected exact, resize or mnist")))?
+        }
+    };
+    let mut pre = Preprocess::new(fit);
+    if let Some(v) = query.get("invert") {
+        pre.invert =
+            Invert::from_str(v).map_err(|_| ApiError::bad(format!("invert={v:?}: expected auto, always or never")))?;
+    }
+    Ok(pre)
+}
+
+/// The first file field of a multipart form.
+async fn first_file(content_type: &str, body: bytes::Bytes) -> Result<bytes::Bytes, ApiError> {
+    let bad = |e: multer::Error| ApiError::bad(format!("multipart body: {e}"));
+    let boundary = multer::parse_boundary(content_type).map_err(bad)?;
+    let stream = futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(body) });
+    let mut form = multer::Multipart::new(stream, boundary);
+    while let Some(field) = form.next_field().await.map_err(bad)? {
+        if field.file_name().is_some() {
+            return field.bytes().await.map_err(bad);
+        }
+    }
+    Err(ApiError::bad("multipart body holds no file field"))
+}

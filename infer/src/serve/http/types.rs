@@ -1,0 +1,253 @@
+//! The protocol's REST bodies: the infer request (JSON tensors, flat or
+//! nested, and the binary tensor data extension) and the infer response
+//! (JSON `data`, or raw little-endian bytes after the JSON header when an
+//! output asks for `binary_data`).
+
+use std::fmt;
+
+use serde::de::{DeserializeSeed, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+use crate::serve::api_error::ApiError;
+use crate::serve::model::{shape_string, InputTensor, ServedModel};
+use crate::serve::queue::OutputRows;
+
+/// The header that splits a binary request or response: the JSON part's
+/// length in bytes; the tensors' bytes follow it.
+pub const HEADER_LENGTH: &str = "inference-header-content-length";
+
+#[derive(Debug, Deserialize)]
+struct RequestJson<'a> {
+    #[serde(default)]
+    id: Option<Value>,
+    #[serde(default)]
+    parameters: Map<String, Value>,
+    #[serde(borrow)]
+    inputs: Vec<InputJson<'a>>,
+    #[serde(default)]
+    outputs: Option<Vec<OutputJson>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct InputJson<'a> {
+    name: String,
+    shape: Vec<i64>,
+    datatype: String,
+    #[serde(default)]
+    parameters: Map<String, Value>,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+}
+
+#[derive(Debug, Deserialize)]
+struct OutputJson {
+    name: String,
+    #[serde(default)]
+    parameters: Map<String, Value>,
+}
+
+/// A parsed infer request: validated inputs, and which outputs to answer
+/// and how.
+#[derive(Debug)]
+pub struct InferRequest {
+    pub id: Option<Value>,
+    pub inputs: Vec<InputTensor>,
+    /// (name, binary); empty: every output, binary as `binary_default`.
+    pub outputs: Vec<(String, bool)>,
+    pub binary_default: bool,
+}
+
+fn binary_size(parameters: &Map<String, Value>) -> Result<Option<usize>, String> {
+    match parameters.get("binary_data_size") {
+        None => Ok(None),
+        Some(v) => {
+            v.as_u64().map(|v| Some(v as usize)).ok_or_else(|| format!("binary_data_size is {v}, not a byte count"))
+        }
+    }
+}
+
+fn flag(parameters: &Map<String, Value>, key: &str) -> Result<Option<bool>, ApiError> {
+    match parameters.get(key) {
+        None => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(v) => Err(ApiError::bad(format!("parameter {key} is {v}, not true or false"))),
+    }
+}
+
+/// Parses a request body: `header_length` (the
+/// Inference-Header-Content-Length header) splits JSON from the binary
+/// tensors that follow it.
+pub fn parse_request(body: &[u8], header_length: Option<usize>, model: &ServedModel) -> Result<InferRequest, ApiError> {
+    let (json, mut binary) = match header_length {
+        None => (body, &body[body.len()..]),
+        Some(n) if n <= body.len() => body.split_at(n),
+        Some(n) => {
+            return Err(ApiError::bad(format!(
+                "Inference-Header-Content-Length is {n} but the body holds {} bytes",
+                body.len()
+            )))
+        }
+    };
+    let request: RequestJson<'_> =
+        serde_json::from_slice(json).map_err(|e| ApiError::bad(format!("invalid JSON in the request: {e}")))?;
+    let mut inputs = Vec::with_capacity(request.inputs.len());
+    for input in request.inputs {
+        let count = model.check_declared(&input.name, &input.datatype, &input.shape)?;
+        let size = binary_size(&input.parameters).map_err(|e| ApiError::bad(format!("input {:?}: {e}", input.name)))?;
+        let data = match (size, input.data) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::bad(format!("input {:?} has both data and binary_data_size", input.name)))
+            }
+            (Some(size), None) => {
+                if size != count * 4 {
+                    return Err(ApiError::bad(format!(
+                        "input {:?}: binary_data_size is {size} bytes but shape {} of FP32 needs {}",
+                        input.name,
+                        shape_string(&input.shape),
+                        count * 4
+                    )));
+                }
+                if size > binary.len() {
+                    return Err(ApiError::bad(format!(
+                        "input {:?}: binary_data_size is {size} bytes but only {} follow the JSON header",
+                        input.name,
+                        binary.len()
+                    )));
+                }
+                let (bytes, rest) = binary.split_at(size);
+                binary = rest;
+                bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+            }
+            (None, Some(raw)) => {
+                let mut data = Vec::with_capacity(count);
+                let mut de = serde_json::Deserializer::from_str(raw.get());
+                Flatten(&mut data).deserialize(&mut de).map_err(|e| {
+                    ApiError::bad(format!("input {:?}: data is not an array of numbers ({e})", input.name))
+                })?;
+                data
+            }
+            (None, None) => {
+                return Err(ApiError::bad(format!("input {:?} has neither data nor binary_data_size", input.name)))
+            }
+        };
+        inputs.push(InputTensor { name: input.name, datatype: input.datatype, shape: input.shape, data });
+    }
+    if !binary.is_empty() {
+        return Err(ApiError::bad(format!(
+            "{} bytes follow the JSON header that no input's binary_data_size accounts for",
+            binary.len()
+        )));
+    }
+    let binary_default = flag(&request.parameters, "binary_data_output")?.unwrap_or(false);
+    let mut outputs = Vec::new();
+    for o in request.outputs.unwrap_or_default() {
+        let binary = flag(&o.parameters, "binary_data")?.unwrap_or(binary_default);
+        outputs.push((o.name, binary));
+    }
+    model.check_outputs(outputs.iter().map(|(n, _)| n.as_str()))?;
+    Ok(InferRequest { id: request.id, inputs, outputs, binary_default })
+}
+
+/// Appends every number of a (nested) JSON array to a Vec, row-major,
+/// without building a JSON tree.
+struct Flatten<'a>(&'a mut Vec<f32>);
+
+impl<'de> DeserializeSeed<'de> for Flatten<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Flatten<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("numbers, in an array or nested arrays")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(Flatten(&mut *self.0))?.is_some() {}
+        Ok(())
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<(), E> {
+        self.0.push(v as f32);
+        Ok(())
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<(), E> {
+        self.0.push(v as f32);
+        Ok(())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<(), E> {
+        self.0.push(v as f32);
+        Ok(())
+    }
+}
+
+#[derive(Serialize)]
+struct ResponseJson<'a> {
+    model_name: &'a str,
+    model_version: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a Value>,
+    outputs: Vec<OutputJsonOut<'a>>,
+}
+
+#[derive(Serialize)]
+struct OutputJsonOut<'a> {
+    name: &'a str,
+    datatype: &'static str,
+    shape: &'a [i64],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<BinarySize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a [f32]>,
+}
+
+#[derive(Serialize)]
+struct BinarySize {
+    binary_data_size: usize,
+}
+
+/// An infer response body, and the JSON header's length when binary
+/// tensors follow it.
+pub fn response_body(model: &ServedModel, request: &InferRequest, rows: &[OutputRows]) -> (Vec<u8>, Option<usize>) {
+    let chosen: Vec<(&OutputRows, bool)> = if request.outputs.is_empty() {
+        rows.iter().map(|r| (r, request.binary_default)).collect()
+    } else {
+        request
+            .outputs
+            .iter()
+            .filter_map(|(name, binary)| rows.iter().find(|r| &r.name == name).map(|r| (r, *binary)))
+            .collect()
+    };
+    let outputs = chosen
+        .iter()
+        .map(|(r, binary)| OutputJsonOut {
+            name: &r.name,
+            datatype: "FP32",
+            shape: &r.shape,
+            parameters: binary.then(|| BinarySize { binary_data_size: r.data.len() * 4 }),
+            data: (!binary).then_some(r.data.as_slice()),
+        })
+        .collect();
+    let doc = ResponseJson {
+        model_name: &model.name,
+        model_version: model.version.to_string(),
+        id: request.id.as_ref(),
+        outputs,
+    };
+    let mut body = serde_json::to_vec(&doc).expect("a response serializes");
+    if !chosen.iter().any(|(_, b)| *b) {
+        return (body, None);
+    }
+    let header = body.len();
+    for (r, binary) in &chosen {
+        if *binary {
+            for v in &r.data {
+                body.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+    }
+    (body, Some(header))
+}

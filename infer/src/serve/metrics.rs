@@ -1,0 +1,81 @@
+//! What `/metrics` shows, in Prometheus text format: requests by model,
+//! protocol and status; histograms of request latency, queue time and
+//! batch size; requests in flight; queue depth; requests dropped because
+//! their client left. Each figure is recorded where its event happens (the
+//! front ends, the queue's sessions).
+
+use prometheus::{
+    exponential_buckets, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub latency: HistogramVec,
+    pub queue_time: HistogramVec,
+    pub batch_size: HistogramVec,
+    pub in_flight: IntGauge,
+    pub queue_depth: IntGaugeVec,
+    pub dropped: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new(max_batch: usize) -> Metrics {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("infer_requests_total", "Requests answered, by model, protocol and status code"),
+            &["model", "protocol", "status"],
+        )
+        .expect("metric");
+        // 50 µs … ~3.3 s.
+        let seconds = exponential_buckets(50e-6, 2.0, 17).expect("buckets");
+        let latency = HistogramVec::new(
+            HistogramOpts::new("infer_request_duration_seconds", "Time from a request's body read to its answer")
+                .buckets(seconds.clone()),
+            &["model"],
+        )
+        .expect("metric");
+        let queue_time = HistogramVec::new(
+            HistogramOpts::new("infer_queue_duration_seconds", "Time a request waited in its model's queue")
+                .buckets(seconds),
+            &["model"],
+        )
+        .expect("metric");
+        let sizes = (0..).map(|p| (1u64 << p) as f64).take_while(|&s| s <= (max_batch.max(1) * 2) as f64).collect();
+        let batch_size = HistogramVec::new(
+            HistogramOpts::new("infer_batch_size", "Images in each ONNX Runtime run").buckets(sizes),
+            &["model"],
+        )
+        .expect("metric");
+        let in_flight = IntGauge::new("infer_requests_in_flight", "Requests being answered").expect("metric");
+        let queue_depth =
+            IntGaugeVec::new(Opts::new("infer_queue_depth", "Requests waiting in a model's queue"), &["model"])
+                .expect("metric");
+        let dropped = IntCounterVec::new(
+            Opts::new("infer_requests_dropped_total", "Queued requests skipped because their client left"),
+            &["model"],
+        )
+        .expect("metric");
+        for m in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(latency.clone()),
+            Box::new(queue_time.clone()),
+            Box::new(batch_size.clone()),
+            Box::new(in_flight.clone()),
+            Box::new(queue_depth.clone()),
+            Box::new(dropped.clone()),
+        ] {
+            registry.register(m).expect("metric names are unique");
+        }
+        Metrics { registry, requests, latency, queue_time, batch_size, in_flight, queue_depth, dropped }
+    }
+
+    /// Everything, in Prometheus' text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding");
+        String::from_utf8(out).expect("utf-8")
+    }
+}

@@ -1,0 +1,197 @@
+//! The models being served: each version's contract (input, outputs,
+//! class names), its configuration and batching, and its queue. Both front
+//! ends resolve a model here and validate requests against it, so the HTTP
+//! and gRPC faces accept and refuse exactly the same things.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::api_error::{ApiError, Kind};
+use super::model_config::Batching;
+use super::proto::ModelConfig;
+use super::queue::{OutputRows, Queue};
+use crate::session::TensorSpec;
+use ae_onnx::Dim;
+
+/// One version of one model, loaded, warmed up and queued.
+#[derive(Debug)]
+pub struct ServedModel {
+    pub name: String,
+    pub version: u64,
+    pub config: ModelConfig,
+    pub batching: Batching,
+    pub input: TensorSpec,
+    pub outputs: Vec<TensorSpec>,
+    /// `[C, H, W]` of one image.
+    pub image: [usize; 3],
+    /// The class names in the model's metadata, for the picture endpoint.
+    pub class_names: Option<Vec<String>>,
+    pub queue: Queue,
+}
+
+/// An input tensor as a front end decoded it: FP32 values, row-major.
+#[derive(Debug)]
+pub struct InputTensor {
+    pub name: String,
+    pub datatype: String,
+    pub shape: Vec<i64>,
+    pub data: Vec<f32>,
+}
+
+/// Shapes whose element count passes this are refused before anything is
+/// allocated for them.
+const MAX_ELEMENTS: u64 = 1 << 31;
+
+/// The protocol's name for a shape: `[a, b]`.
+pub fn shape_string(shape: &[i64]) -> String {
+    format!("[{}]", shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(","))
+}
+
+impl ServedModel {
+    /// The model's dims in the protocol's form: -1 for the batch.
+    pub fn dims(spec: &TensorSpec) -> Vec<i64> {
+        spec.dims
+            .iter()
+            .map(|d| match d {
+                Dim::Fixed(v) => *v,
+                Dim::Symbolic(_) => -1,
+            })
+            .collect()
+    }
+
+    /// Checks what a request declares of its one input before its data is
+    /// read: name, datatype, shape (every dimension after the batch the
+    /// model's, a batch within `max_batch`). Returns the element count.
+    pub fn check_declared(&self, name: &str, datatype: &str, shape: &[i64]) -> Result<usize, ApiError> {
+        if name != self.input.name {
+            return Err(ApiError::bad(format!(
+                "unknown input {name:?} for model {:?}: its input is {:?}",
+                self.name, self.input.name
+            )));
+        }
+        if datatype != "FP32" {
+            return Err(ApiError::bad(format!("input {name:?} has datatype {datatype:?}; the model takes FP32")));
+        }
+        let [c, h, w] = self.image;
+        let want = format!("[-1,{c},{h},{w}]");
+        if shape.len() != 4 {
+            return Err(ApiError::bad(format!(
+                "input {name:?} has shape {}; the model takes {want}",
+                shape_string(shape)
+            )));
+        }
+        if let Some(d) = shape.iter().find(|&&d| d < 0) {
+            return Err(ApiError::bad(format!(
+                "input {name:?} has a negative dimension ({d}) in shape {}",
+                shape_string(shape)
+            )));
+        }
+        let count = shape.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d as u64)).filter(|&c| c <= MAX_ELEMENTS);
+        let Some(count) = count else {
+            return Err(ApiError::bad(format!("input {name:?} has shape {}: too many elements", shape_string(shape))));
+        };
+        if shape[1..] != [c as i64, h as i64, w as i64] {
+            return Err(ApiError::bad(format!(
+                "input {name:?} has shape {}; the model takes {want}",
+                shape_string(shape)
+            )));
+        }
+        let n = shape[0] as usize;
+        if n == 0 || n > self.batching.max_batch {
+            return Err(ApiError::bad(format!(
+                "input {name:?} holds {n} images; model {:?} takes 1 to {} per request (max_batch_size)",
+                self.name, self.batching.max_batch
+            )));
+        }
+        Ok(count as usize)
+    }
+
+    /// Validates a decoded input: its declaration, its element count, and
+    /// every value finite. Returns the images and their count.
+    pub fn validate(&self, inputs: Vec<InputTensor>) -> Result<(Vec<f32>, usize), ApiError> {
+        let mut inputs = inputs;
+        if inputs.len() != 1 {
+            return Err(ApiError::bad(format!(
+                "model {:?} takes 1 input ({:?}); the request has {}",
+                self.name,
+                self.input.name,
+                inputs.len()
+            )));
+        }
+        let input = inputs.pop().expect("one");
+        let count = self.check_declared(&input.name, &input.datatype, &input.shape)?;
+        if input.data.len() != count {
+            return Err(ApiError::bad(format!(
+                "input {:?} has shape {} ({count} values) but {} values",
+                input.name,
+                shape_string(&input.shape),
+                input.data.len()
+            )));
+        }
+        if let Some(i) = input.data.iter().position(|v| !v.is_finite()) {
+            return Err(ApiError::bad(format!(
+                "input {:?} holds a non-finite value ({}) at index {i}",
+                input.name, input.data[i]
+            )));
+        }
+        Ok((input.data, input.shape[0] as usize))
+    }
+
+    /// Checks requested output names; none requested means all.
+    pub fn check_outputs<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Result<(), ApiError> {
+        for name in names {
+            if !self.outputs.iter().any(|o| o.name == name) {
+                let have = self.outputs.iter().map(|o| o.name.as_str()).collect::<Vec<_>>().join(", ");
+                return Err(ApiError::bad(format!("unknown output {name:?} for model {:?}: it has {have}", self.name)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `n` images through the queue.
+    pub async fn infer(&self, images: Vec<f32>, n: usize) -> Result<Vec<OutputRows>, ApiError> {
+        let rx = self.queue.submit(images, n).map_err(|_| {
+            ApiError::new(
+                Kind::Unavailable,
+                format!(
+                    "model {:?}: queue full ({} requests waiting); retry later",
+                    self.name, self.batching.max_queue
+                ),
+            )
+        })?;
+        match rx.await {
+            Ok(Ok(rows)) => Ok(rows),
+            Ok(Err(msg)) => Err(ApiError::new(Kind::Internal, format!("model {:?}: {msg}", self.name))),
+            Err(_) => {
+                Err(ApiError::new(Kind::Unavailable, format!("model {:?}: the server is shutting down", self.name)))
+            }
+        }
+    }
+}
+
+/// Every served model, by name then version.
+#[derive(Debug, Default)]
+pub struct Models {
+    pub by_name: BTreeMap<String, BTreeMap<u64, Arc<ServedModel>>>,
+}
+
+impl Models {
+    /// `version` empty: the highest served version.
+    pub fn get(&self, name: &str, version: &str) -> Result<&Arc<ServedModel>, ApiError> {
+        let versions = self.by_name.get(name).ok_or_else(|| {
+            let names = self.by_name.keys().cloned().collect::<Vec<_>>().join(", ");
+            ApiError::not_found(format!("unknown model {name:?}; this server has {names}"))
+        })?;
+        if version.is_empty() {
+            return Ok(versions.values().next_back().expect("a model has a version"));
+        }
+        let have = || versions.keys().map(|v| v.to_string()).collect::<Vec<_>>().join(", ");
+        version.parse::<u64>().ok().and_then(|v| versions.get(&v)).ok_or_else(|| {
+            ApiError::not_found(format!("unknown version {version:?} of model {name:?}; it has {}", have()))
+        })
+    }
+
+    pub fn versions(&self, name: &str) -> Vec<String> {
+        self.by_name.get(name).map(|v| v.keys().map(|k| k.to_string()).collect()).unwrap_or_default()
+    }
+}

@@ -1,0 +1,217 @@
+//! Triton's model configuration (`config.pbtxt`): read from a model
+//! repository, made for a model that has none (a flat folder of `.onnx`, or
+//! `train export --layout triton`), checked against what ONNX Runtime reads
+//! from the model, written as protobuf text, and served as JSON
+//! (`GET /v2/models/{m}/config`) and protobuf (gRPC `ModelConfig`).
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor};
+
+use super::proto::{
+    model_config::SchedulingChoice, model_instance_group::Kind, DataType, ModelConfig, ModelDynamicBatching,
+    ModelInput, ModelInstanceGroup, ModelOutput, ModelQueuePolicy,
+};
+use crate::session::{ModelSession, TensorSpec};
+use ae_onnx::Dim;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: cannot read: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{}: not a Triton model configuration this server reads: {msg}", path.display())]
+    Parse { path: PathBuf, msg: String },
+    #[error("{}: {msg}", path.display())]
+    Mismatch { path: PathBuf, msg: String },
+}
+
+/// How requests for one model are batched; the server's flags, or a
+/// config.pbtxt's `max_batch_size`, `dynamic_batching` and
+/// `instance_group`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batching {
+    /// Images in one ONNX Runtime run, at most (1: batching off).
+    pub max_batch: usize,
+    /// Whether queued requests are merged into one run (Triton's
+    /// `dynamic_batching`); when not, each request runs on its own.
+    pub across_requests: bool,
+    /// How long the first queued request may wait for more (zero: none;
+    /// whatever is queued when a session is free runs at once).
+    pub max_queue_delay: Duration,
+    /// Requests waiting, at most; one more is refused with 503.
+    pub max_queue: usize,
+    /// Sessions (one thread each) running this model's batches.
+    pub instances: usize,
+}
+
+fn descriptor() -> MessageDescriptor {
+    static POOL: OnceLock<DescriptorPool> = OnceLock::new();
+    POOL.get_or_init(|| DescriptorPool::decode(super::proto::DESCRIPTOR_SET).expect("build.rs wrote a descriptor set"))
+        .get_message_by_name("inference.ModelConfig")
+        .expect("model_config.proto defines inference.ModelConfig")
+}
+
+/// Reads `path` (protobuf text format, Triton's `config.pbtxt`).
+pub fn read(path: &Path) -> Result<ModelConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+    parse(path, &text)
+}
+
+/// Parses protobuf text (`path` names it in messages).
+pub fn parse(path: &Path, text: &str) -> Result<ModelConfig, ConfigError> {
+    let parse_err = |msg: String| ConfigError::Parse { path: path.into(), msg };
+    let message = DynamicMessage::parse_text_format(descriptor(), text).map_err(|e| parse_err(e.to_string()))?;
+    message.transcode_to::<ModelConfig>().map_err(|e| parse_err(e.to_string()))
+}
+
+/// The configuration as protobuf text, as Triton's `config.pbtxt`.
+pub fn to_pbtxt(config: &ModelConfig) -> String {
+    let mut message = DynamicMessage::new(descriptor());
+    message.transcode_from(config).expect("a ModelConfig transcodes to its own descriptor");
+    let options = prost_reflect::text_format::FormatOptions::new().pretty(true);
+    format!("{}\n", message.to_text_format_with_options(&options))
+}
+
+/// The configuration as Triton's HTTP API shows it: proto field names,
+/// numbers as numbers, every field present.
+pub fn to_json(config: &ModelConfig) -> serde_json::Value {
+    let mut message = DynamicMessage::new(descriptor());
+    message.transcode_from(config).expect("a ModelConfig transcodes to its own descriptor");
+    let options = prost_reflect::SerializeOptions::new()
+        .use_proto_field_name(true)
+        .stringify_64_bit_integers(false)
+        .skip_default_fields(false);
+    message.serialize_with_options(serde_json::value::Serializer, &options).expect("a config serializes to JSON")
+}
+
+/// A model's configuration when it has none: every dimension after the
+/// batch as ONNX Runtime reads it, batching as `batching` says. What
+/// `train export --layout triton` writes and what a flat folder's models
+/// are served with.
+pub fn for_model(name: &str, session: &ModelSession, batching: &Batching) -> ModelConfig {
+    let dims = |t: &TensorSpec| t.dims.iter().skip(1).map(dim_value).collect::<Vec<_>>();
+    let queue_policy = ModelQueuePolicy { max_queue_size: batching.max_queue as u32, ..Default::default() };
+    ModelConfig {
+        name: name.to_string(),
+        backend: "onnxruntime".into(),
+        max_batch_size: batching.max_batch as i32,
+        input: vec![ModelInput {
+            name: session.input.name.clone(),
+            data_type: DataType::TypeFp32 as i32,
+            dims: dims(&session.input),
+            ..Default::default()
+        }],
+        output: session
+            .outputs
+            .iter()
+            .map(|o| ModelOutput {
+                name: o.name.clone(),
+                data_type: DataType::TypeFp32 as i32,
+                dims: dims(o),
+                ..Default::default()
+            })
+            .collect(),
+        scheduling_choice: batching.across_requests.then(|| {
+            SchedulingChoice::DynamicBatching(ModelDynamicBatching {
+                max_queue_delay_microseconds: batching.max_queue_delay.as_micros() as u64,
+                default_queue_policy: Some(queue_policy),
+                ..Default::default()
+            })
+        }),
+        instance_group: vec![ModelInstanceGroup {
+            kind: Kind::Cpu as i32,
+            count: batching.instances as i32,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+fn dim_value(d: &Dim) -> i64 {
+    match d {
+        Dim::Fixed(v) => *v,
+        Dim::Symbolic(_) => -1,
+    }
+}
+
+/// The batching a config asks for; `defaults` (the server's flags) fill
+/// what it leaves open.
+pub fn batching(path: &Path, config: &ModelConfig, defaults: &Batching) -> Result<Batching, ConfigError> {
+    let mismatch = |msg: String| ConfigError::Mismatch { path: path.into(), msg };
+    if config.max_batch_size < 1 {
+        return Err(mismatch(format!(
+            "max_batch_size is {}; infer serve needs models that batch (max_batch_size ≥ 1, dims without the batch)",
+            config.max_batch_size
+        )));
+    }
+    let instances = match config.instance_group.as_slice() {
+        [] => defaults.instances,
+        groups => groups.iter().map(|g| g.count.max(1) as usize).sum(),
+    };
+    let (across_requests, max_queue_delay, max_queue) = match &config.scheduling_choice {
+        Some(SchedulingChoice::DynamicBatching(d)) => {
+            let queue = d.default_queue_policy.as_ref().map(|q| q.max_queue_size as usize).filter(|&q| q > 0);
+            (true, Duration::from_micros(d.max_queue_delay_microseconds), queue.unwrap_or(defaults.max_queue))
+        }
+        None => (false, Duration::ZERO, defaults.max_queue),
+    };
+    Ok(Batching { max_batch: config.max_batch_size as usize, across_requests, max_queue_delay, max_queue, instances })
+}
+
+/// Refuses a config whose tensors are not the model's: names, FP32, and
+/// every dimension after the batch (Triton checks the same on load).
+pub fn check(path: &Path, config: &ModelConfig, session: &ModelSession) -> Result<(), ConfigError> {
+    let mismatch = |msg: String| ConfigError::Mismatch { path: path.into(), msg };
+    let tensors = |kind: &str, listed: Vec<(&str, i32, &[i64])>, model: Vec<&TensorSpec>| {
+        if listed.is_empty() {
+            return Ok(());
+        }
+        for (name, ty, dims) in &listed {
+            let Some(spec) = model.iter().find(|s| s.name == *name) else {
+                let names = model.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ");
+                return Err(mismatch(format!("{kind} {name} is not in the model (it has {names})")));
+            };
+            if *ty != DataType::TypeFp32 as i32 {
+                let ty = DataType::try_from(*ty).map(|t| t.as_str_name()).unwrap_or("an unknown type");
+                return Err(mismatch(format!("{kind} {name} is {ty}; the model's is TYPE_FP32")));
+            }
+            let want: Vec<i64> = spec.dims.iter().skip(1).map(dim_value).collect();
+            if spec.dims.first().is_some_and(|d| matches!(d, Dim::Fixed(_))) {
+                return Err(mismatch(format!(
+                    "the model's {kind} {name} has a fixed first dimension; Triton's ONNX Runtime backend needs the batch symbolic"
+                )));
+            }
+            if *dims != want.as_slice() {
+                return Err(mismatch(format!(
+                    "{kind} {name} has dims {dims:?}; the model's are {want:?} (after the batch)"
+                )));
+            }
+        }
+        Ok(())
+    };
+    tensors(
+        "input",
+        config.input.iter().map(|i| (i.name.as_str(), i.data_type, i.dims.as_slice())).collect(),
+        vec![&session.input],
+    )?;
+    tensors(
+        "output",
+        config.output.iter().map(|o| (o.name.as_str(), o.data_type, o.dims.as_slice())).collect(),
+        session.outputs.iter().collect(),
+    )?;
+    if !config.backend.is_empty() && config.backend != "onnxruntime" {
+        return Err(mismatch(format!(
+            "backend is {:?}; infer serve runs ONNX models (backend \"onnxruntime\")",
+            config.backend
+        )));
+    }
+    if !config.platform.is_empty() && config.platform != "onnxruntime_onnx" {
+        return Err(mismatch(format!(
+            "platform is {:?}; infer serve runs ONNX models (platform \"onnxruntime_onnx\")",
+            config.platform
+        )));
+    }
+    Ok(())
+}

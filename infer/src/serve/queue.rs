@@ -1,0 +1,227 @@
+//! The batching queue: requests for one model wait in a bounded channel and
+//! run as one ONNX Runtime batch on session threads of their own, never on
+//! the async runtime's.
+//!
+//! - A front end submits an [`Entry`] (its images and a oneshot sender) and
+//!   awaits the answer; a full queue refuses at once ([`Full`], 503), so
+//!   memory stays bounded.
+//! - Each session thread takes the next entry, then everything else queued,
+//!   up to `max_batch` images: when a session is free whatever is waiting
+//!   runs at once, so a lone client waits for nobody. `max_queue_delay`
+//!   may hold the first entry back for more.
+//! - An entry whose receiver is gone (its client left) is skipped before it
+//!   runs.
+//! - Rows go back to their own request, in order.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use tokio::sync::oneshot;
+
+use super::metrics::Metrics;
+use super::model_config::Batching;
+use crate::session::ModelSession;
+
+/// One output's rows for one request: `[n, …]` row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputRows {
+    pub name: String,
+    pub shape: Vec<i64>,
+    pub data: Vec<f32>,
+}
+
+/// What a request gets back: every output of the model, in its order.
+pub type Reply = Result<Vec<OutputRows>, String>;
+
+/// A request waiting for a batch.
+#[derive(Debug)]
+pub struct Entry {
+    /// `[n, C, H, W]` in [0, 1].
+    pub images: Vec<f32>,
+    pub n: usize,
+    pub reply: oneshot::Sender<Reply>,
+    pub enqueued: Instant,
+}
+
+/// The queue was full; the request was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Full;
+
+/// The sending side of one model's queue; cloned by every front end.
+#[derive(Debug)]
+pub struct Queue {
+    tx: Option<Sender<Entry>>,
+    threads: Vec<JoinHandle<()>>,
+    model: String,
+    metrics: Metrics,
+}
+
+impl Queue {
+    /// Starts one thread per session; each runs batches until the queue is
+    /// closed and drained.
+    pub fn start(model: &str, sessions: Vec<ModelSession>, batching: &Batching, metrics: &Metrics) -> Queue {
+        let (tx, rx) = bounded::<Entry>(batching.max_queue.max(1));
+        let threads = sessions
+            .into_iter()
+            .enumerate()
+            .map(|(i, session)| {
+                let worker = Worker {
+                    session,
+                    rx: rx.clone(),
+                    batching: batching.clone(),
+                    model: model.to_string(),
+                    metrics: metrics.clone(),
+                    carried: None,
+                };
+                std::thread::Builder::new()
+                    .name(format!("session-{model}-{i}"))
+                    .spawn(move || worker.run())
+                    .expect("spawn a session thread")
+            })
+            .collect();
+        Queue { tx: Some(tx), threads, model: model.to_string(), metrics: metrics.clone() }
+    }
+
+    /// Queues `n` images; the receiver gets their rows.
+    pub fn submit(&self, images: Vec<f32>, n: usize) -> Result<oneshot::Receiver<Reply>, Full> {
+        let (reply, rx) = oneshot::channel();
+        let entry = Entry { images, n, reply, enqueued: Instant::now() };
+        let tx = self.tx.as_ref().ok_or(Full)?;
+        match tx.try_send(entry) {
+            Ok(()) => {
+                self.metrics.queue_depth.with_label_values(&[self.model.as_str()]).set(tx.len() as i64);
+                Ok(rx)
+            }
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => Err(Full),
+        }
+    }
+
+    /// Stops taking requests, lets the sessions answer every queued one,
+    /// and waits for their threads.
+    pub fn close(&mut self) {
+        self.tx.take();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+struct Worker {
+    session: ModelSession,
+    rx: Receiver<Entry>,
+    batching: Batching,
+    model: String,
+    metrics: Metrics,
+    /// An entry taken that did not fit the last batch: the next one's first.
+    carried: Option<Entry>,
+}
+
+impl Worker {
+    fn run(mut self) {
+        let per_image = self.session.channels * self.session.height * self.session.width;
+        let mut images = Vec::new();
+        while let Some(batch) = self.next_batch() {
+            let n: usize = batch.iter().map(|e| e.n).sum();
+            let model = self.model.as_str();
+            self.metrics.batch_size.with_label_values(&[model]).observe(n as f64);
+            self.metrics.queue_depth.with_label_values(&[model]).set(self.rx.len() as i64);
+            let now = Instant::now();
+            for e in &batch {
+                self.metrics.queue_time.with_label_values(&[model]).observe((now - e.enqueued).as_secs_f64());
+            }
+            // One request: its own buffer; several: one [n, C, H, W] buffer.
+            let result = if batch.len() == 1 {
+                self.session.run(&batch[0].images, n)
+            } else {
+                images.clear();
+                images.reserve(n * per_image);
+                for e in &batch {
+                    images.extend_from_slice(&e.images);
+                }
+                self.session.run(&images, n)
+            };
+            match result {
+                Ok(outputs) => {
+                    let mut first = 0;
+                    for e in batch {
+                        let rows = outputs
+                            .iter()
+                            .map(|o| {
+                                let rows = o.rows();
+                                let data = rows.slice(ndarray::s![first..first + e.n, ..]).iter().copied().collect();
+                                let mut shape: Vec<i64> = o.values.shape().iter().map(|&d| d as i64).collect();
+                                shape[0] = e.n as i64;
+                                OutputRows { name: o.name.clone(), shape, data }
+                            })
+                            .collect();
+                        first += e.n;
+                        let _ = e.reply.send(Ok(rows));
+                    }
+                }
+                Err(err) => {
+                    for e in batch {
+                        let _ = e.reply.send(Err(err.to_string()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next batch: the first live entry, then whatever else is queued
+    /// (or arrives within `max_queue_delay`) up to `max_batch` images.
+    /// `None` once the queue is closed and empty.
+    fn next_batch(&mut self) -> Option<Vec<Entry>> {
+        let first = loop {
+            let e = match self.carried.take() {
+                Some(e) => e,
+                None => self.rx.recv().ok()?,
+            };
+            if self.live(&e) {
+                break e;
+            }
+        };
+        let mut n = first.n;
+        let deadline = first.enqueued + self.batching.max_queue_delay;
+        let mut batch = vec![first];
+        while self.batching.across_requests && n < self.batching.max_batch {
+            let next = match self.rx.try_recv() {
+                Ok(e) => e,
+                Err(_) if Instant::now() < deadline => match self.rx.recv_deadline(deadline) {
+                    Ok(e) => e,
+                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+                },
+                Err(_) => break,
+            };
+            if !self.live(&next) {
+                continue;
+            }
+            if n + next.n > self.batching.max_batch {
+                self.carried = Some(next);
+                break;
+            }
+            n += next.n;
+            batch.push(next);
+        }
+        Some(batch)
+    }
+
+    /// Whether anyone still waits for `e`; counts the ones nobody does.
+    fn live(&self, e: &Entry) -> bool {
+        let live = !e.reply.is_closed();
+        if !live {
+            self.metrics.dropped.with_label_values(&[self.model.as_str()]).inc();
+        }
+        live
+    }
+}
+
+/// A queue shared by the front ends.
+pub type SharedQueue = Arc<Queue>;
