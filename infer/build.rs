@@ -27,7 +27,7 @@ fn main() {
     let mut config = prost_build::Config::new();
     config.protoc_executable(protoc).file_descriptor_set_path(out.join("inference_descriptor.bin"));
     tonic_prost_build::configure()
-        .build_client(true)
+        .build_client(false)
         .build_server(true)
         .compile_with_config(config, &["proto/grpc_service.proto", "proto/model_config.proto"], &["proto"])
         .expect("proto/*.proto compile");

@@ -7,6 +7,8 @@ use std::process::Command;
 
 use ae_core::idx::{self, DType, IdxArray, IdxData, IdxError, Images};
 
+mod serve;
+
 fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
 }
@@ -927,7 +929,7 @@ fn help_snapshots() {
     assert_eq!(code, 0);
     assert!(out.contains("Exit codes:") && out.contains("2    bad input"), "{out}");
     insta::assert_snapshot!("infer_help", out);
-    for sub in ["classify", "reconstruct", "embed", "info"] {
+    for sub in ["classify", "reconstruct", "embed", "info", "serve"] {
         let (code, out, _) = infer_cmd(&[sub, "--help"]);
         assert_eq!(code, 0);
         insta::assert_snapshot!(format!("infer_help_{sub}"), out);

@@ -246,7 +246,7 @@ pub fn serve(opts: &ServeOptions, out: &mut dyn Write) -> Result<(), ServeError>
     drop(models);
     runtime.shutdown_timeout(Duration::from_secs(1));
     if drained {
-        tracing::warn!("drained; exiting");
+        tracing::warn!("drained: every accepted request answered; exiting");
         Ok(())
     } else {
         Err(ServeError::DrainTimeout(opts.drain_timeout))

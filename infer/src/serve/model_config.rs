@@ -62,8 +62,42 @@ pub fn read(path: &Path) -> Result<ModelConfig, ConfigError> {
 /// Parses protobuf text (`path` names it in messages).
 pub fn parse(path: &Path, text: &str) -> Result<ModelConfig, ConfigError> {
     let parse_err = |msg: String| ConfigError::Parse { path: path.into(), msg };
-    let message = DynamicMessage::parse_text_format(descriptor(), text).map_err(|e| parse_err(e.to_string()))?;
+    let text = colon_before_lists(text);
+    let message = DynamicMessage::parse_text_format(descriptor(), &text).map_err(|e| parse_err(e.to_string()))?;
     message.transcode_to::<ModelConfig>().map_err(|e| parse_err(e.to_string()))
+}
+
+/// Protobuf's text format lets a list of messages follow its field name
+/// without a colon (`input [ { … } ]`), and Triton's configs are written
+/// that way; prost-reflect's parser wants the colon (`input: [ … ]`). Adds
+/// it, outside strings and comments; nothing else changes.
+fn colon_before_lists(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    let mut comment = false;
+    for c in text.chars() {
+        match (quote, comment) {
+            (Some(q), _) => {
+                if escaped {
+                    escaped = false;
+                } else if c == '\\' {
+                    escaped = true;
+                } else if c == q {
+                    quote = None;
+                }
+            }
+            (None, true) => comment = c != '\n',
+            (None, false) => match c {
+                '"' | '\'' => quote = Some(c),
+                '#' => comment = true,
+                '[' if out.trim_end().ends_with(|p: char| p.is_ascii_alphanumeric() || p == '_') => out.push(':'),
+                _ => {}
+            },
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// The configuration as protobuf text, as Triton's `config.pbtxt`.
@@ -214,4 +248,27 @@ pub fn check(path: &Path, config: &ModelConfig, session: &ModelSession) -> Resul
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_of_messages_parse_with_or_without_a_colon() {
+        let text =
+            "name: \"a [b\" # a [comment\ninput [ { name: \"x\" dims: [ 1, 2 ] } ]\noutput: [ { name: \"y\" } ]\n";
+        let c = parse(Path::new("config.pbtxt"), text).unwrap();
+        assert_eq!(
+            (c.name.as_str(), c.input[0].dims.as_slice(), c.output[0].name.as_str()),
+            ("a [b", &[1i64, 2][..], "y")
+        );
+        assert_eq!(colon_before_lists("x [\"[\"] # y [\n"), "x :[\"[\"] # y [\n");
+    }
+
+    #[test]
+    fn written_configs_read_back() {
+        let config = ModelConfig { name: "m".into(), max_batch_size: 8, ..Default::default() };
+        assert_eq!(parse(Path::new("c"), &to_pbtxt(&config)).unwrap(), config);
+    }
 }

@@ -1,0 +1,683 @@
+//! `infer serve` end to end: the binary on port 0, exercised over loopback
+//! with a small HTTP/1.1 client written here, so that hostile requests
+//! (cut short, trickled, oversized) can be sent byte by byte.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ae_core::idx::{self, Images};
+
+use super::{infer_cmd, read_npy, root, tmp};
+
+/// A running `infer serve`; killed when dropped.
+struct Server {
+    child: Child,
+    http: String,
+    #[allow(dead_code)] // the gRPC face is exercised by tests/triton_client.py (Triton's own client)
+    grpc: String,
+    stderr: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start(models: &Path, extra: &[&str]) -> Server {
+        let dir = tmp();
+        let stderr = dir.path().join("stderr.log");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_infer"))
+            .args(["serve", "--models", &models.display().to_string(), "--http-port", "0", "--grpc-port", "0"])
+            .args(["--threads", "1", "--io-threads", "2"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let addr = |scheme: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(scheme))
+                .unwrap_or_else(|| {
+                    panic!(
+                        "no {scheme} address in the first line {line:?}: {}",
+                        std::fs::read_to_string(&stderr).unwrap()
+                    )
+                })
+                .to_string()
+        };
+        let (http, grpc) = (addr("http://"), addr("grpc://"));
+        Server { child, http, grpc, stderr, _dir: dir }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap()
+    }
+
+    /// SIGTERM, then the exit code (within `limit`).
+    fn terminate(&mut self, limit: Duration) -> i32 {
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+        let t0 = Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s.code().unwrap_or(-1);
+            }
+            assert!(t0.elapsed() < limit, "server did not exit within {limit:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A response: status, headers (lower-case names), body.
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
+    }
+    /// The `{"error": …}` line of an error reply.
+    fn error(&self) -> String {
+        let v = self.json();
+        let e = v["error"].as_str().unwrap_or_else(|| panic!("no error field: {v}")).to_string();
+        assert!(!e.contains('\n'), "one line: {e}");
+        e
+    }
+}
+
+fn connect(addr: &str) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s
+}
+
+fn read_reply(s: &mut TcpStream) -> std::io::Result<Reply> {
+    let mut reader = BufReader::new(s);
+    let mut line = String::new();
+    if reader.read_line(&mut line)? == 0 {
+        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed before a response"));
+    }
+    let status = line.split_whitespace().nth(1).and_then(|c| c.parse().ok()).expect("a status line");
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        reader.read_line(&mut line)?;
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        let (k, v) = l.split_once(':').expect("a header");
+        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+    }
+    let len: usize = headers.iter().find(|(k, _)| k == "content-length").map(|(_, v)| v.parse().unwrap()).unwrap_or(0);
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body)?;
+    Ok(Reply { status, headers, body })
+}
+
+/// One request on a fresh connection.
+fn request(addr: &str, method: &str, path: &str, headers: &[(&str, String)], body: &[u8]) -> Reply {
+    let mut s = connect(addr);
+    send(&mut s, method, path, headers, body).unwrap();
+    read_reply(&mut s).unwrap()
+}
+
+fn send(s: &mut TcpStream, method: &str, path: &str, headers: &[(&str, String)], body: &[u8]) -> std::io::Result<()> {
+    let mut head = format!("{method} {path} HTTP/1.1\r\nhost: test\r\ncontent-length: {}\r\n", body.len());
+    for (k, v) in headers {
+        head += &format!("{k}: {v}\r\n");
+    }
+    head += "\r\n";
+    let mut bytes = head.into_bytes();
+    bytes.extend_from_slice(body);
+    s.write_all(&bytes)
+}
+
+fn get(addr: &str, path: &str) -> Reply {
+    request(addr, "GET", path, &[], b"")
+}
+
+/// MNIST test images `[n, 1, 28, 28]` in [0, 1] and as an IDX file.
+fn mnist_images(dir: &Path, n: usize) -> (Vec<f32>, PathBuf) {
+    let all = idx::read_images(root().join("data/mnist/t10k-images-idx3-ubyte")).unwrap();
+    let pixels = all.pixels[..n * 784].to_vec();
+    let path = dir.join("images-idx3-ubyte");
+    idx::write_images(&path, &Images { count: n, channels: 1, rows: 28, cols: 28, pixels: pixels.clone() }, false)
+        .unwrap();
+    (pixels.iter().map(|&p| p as f32 / 255.0).collect(), path)
+}
+
+fn json_infer(images: &[f32], n: usize, outputs: &[&str]) -> Vec<u8> {
+    let mut doc = serde_json::json!({
+        "id": "r1",
+        "inputs": [{"name": "image", "shape": [n, 1, 28, 28], "datatype": "FP32", "data": images}],
+    });
+    if !outputs.is_empty() {
+        doc["outputs"] = outputs.iter().map(|o| serde_json::json!({"name": o})).collect();
+    }
+    serde_json::to_vec(&doc).unwrap()
+}
+
+/// A binary-extension request: (headers, body).
+fn binary_infer(images: &[f32], n: usize, output: &str) -> (Vec<(&'static str, String)>, Vec<u8>) {
+    let header = serde_json::to_vec(&serde_json::json!({
+        "inputs": [{"name": "image", "shape": [n, 1, 28, 28], "datatype": "FP32",
+                    "parameters": {"binary_data_size": images.len() * 4}}],
+        "outputs": [{"name": output, "parameters": {"binary_data": true}}],
+    }))
+    .unwrap();
+    let mut body = header.clone();
+    body.extend(images.iter().flat_map(|v| v.to_le_bytes()));
+    (vec![("inference-header-content-length", header.len().to_string())], body)
+}
+
+/// The rows of a JSON infer reply's output.
+fn json_rows(reply: &Reply, output: &str) -> Vec<f32> {
+    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    let v = reply.json();
+    let o = v["outputs"].as_array().unwrap().iter().find(|o| o["name"] == output).unwrap();
+    o["data"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+}
+
+fn binary_rows(reply: &Reply) -> Vec<f32> {
+    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    let split: usize = reply.header("inference-header-content-length").unwrap().parse().unwrap();
+    let head: serde_json::Value = serde_json::from_slice(&reply.body[..split]).unwrap();
+    let size = head["outputs"][0]["parameters"]["binary_data_size"].as_u64().unwrap() as usize;
+    assert_eq!(reply.body.len() - split, size);
+    reply.body[split..].chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines().filter(|l| l.starts_with(name)).map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap()).sum()
+}
+
+#[test]
+fn serve_answers_every_endpoint_as_infer_classify_does() {
+    let dir = tmp();
+    let (images, idx_path) = mnist_images(dir.path(), 24);
+    let npy = dir.path().join("p.npy");
+    let (code, _, err) = infer_cmd(&[
+        "classify",
+        "--model",
+        &root().join("models/classifier.onnx").display().to_string(),
+        "--images",
+        &idx_path.display().to_string(),
+        "--probabilities",
+        &npy.display().to_string(),
+        "--threads",
+        "1",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (_, expected) = read_npy(&npy);
+
+    let server = Server::start(&root().join("models"), &[]);
+    let a = server.http.as_str();
+    assert_eq!(get(a, "/v2/health/live").json()["live"], true);
+    assert_eq!(get(a, "/v2/health/ready").json()["ready"], true);
+    let meta = get(a, "/v2").json();
+    assert_eq!(meta["extensions"], serde_json::json!(["binary_tensor_data", "model_configuration"]));
+    let m = get(a, "/v2/models/classifier").json();
+    assert_eq!(m["inputs"][0], serde_json::json!({"name": "image", "datatype": "FP32", "shape": [-1, 1, 28, 28]}));
+    assert_eq!(m["outputs"][0]["shape"], serde_json::json!([-1, 10]));
+    assert_eq!(get(a, "/v2/models/classifier/versions/1").json(), m);
+    assert_eq!(get(a, "/v2/models/classifier.int8/ready").json()["ready"], true);
+    let c = get(a, "/v2/models/classifier/config").json();
+    assert_eq!(
+        (c["max_batch_size"].as_i64(), c["input"][0]["dims"].clone()),
+        (Some(64), serde_json::json!([1, 28, 28]))
+    );
+
+    // The whole batch in one request, JSON then binary; then one request per image.
+    let path = "/v2/models/classifier/infer";
+    let json = request(a, "POST", path, &[], &json_infer(&images, 24, &["probabilities"]));
+    assert_eq!(json.json()["id"], "r1");
+    assert_eq!(bits(&json_rows(&json, "probabilities")), bits(&expected), "JSON rows differ from infer classify");
+    let (h, body) = binary_infer(&images, 24, "probabilities");
+    let binary = request(a, "POST", "/v2/models/classifier/versions/1/infer", &h, &body);
+    assert_eq!(binary.header("content-type"), Some("application/octet-stream"));
+    assert_eq!(bits(&binary_rows(&binary)), bits(&expected), "binary rows differ from infer classify");
+    for i in [0, 7, 23] {
+        let one = request(a, "POST", path, &[], &json_infer(&images[i * 784..(i + 1) * 784], 1, &[]));
+        assert_eq!(bits(&json_rows(&one, "probabilities")), bits(&expected[i * 10..(i + 1) * 10]), "image {i}");
+    }
+
+    // The picture endpoint: the same file gives infer classify's numbers.
+    let png = dir.path().join("digit.png");
+    let digit = image::GrayImage::from_fn(40, 36, |x, y| {
+        let on = (14..26).contains(&x) && (6..30).contains(&y) && (x < 17 || y < 9 || y > 27);
+        image::Luma([if on { 20 } else { 235 }])
+    });
+    digit.save(&png).unwrap();
+    let pnpy = dir.path().join("pic.npy");
+    let (code, _, err) = infer_cmd(&[
+        "classify",
+        "--model",
+        &root().join("models/classifier.onnx").display().to_string(),
+        "--images",
+        &png.display().to_string(),
+        "--preprocess",
+        "mnist",
+        "--probabilities",
+        &pnpy.display().to_string(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (_, want) = read_npy(&pnpy);
+    let bytes = std::fs::read(&png).unwrap();
+    let pic =
+        request(a, "POST", "/classify/classifier?preprocess=mnist", &[("content-type", "image/png".into())], &bytes);
+    assert_eq!(pic.status, 200, "{}", String::from_utf8_lossy(&pic.body));
+    let v = pic.json();
+    let got: Vec<f32> = v["probabilities"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
+    assert_eq!(bits(&got), bits(&want), "picture endpoint differs from infer classify --preprocess mnist");
+    let best = want.iter().enumerate().fold(0, |b, (i, p)| if *p > want[b] { i } else { b });
+    assert_eq!((v["class"].as_u64(), v["name"].as_str()), (Some(best as u64), Some(best.to_string().as_str())));
+    // The same file as a multipart form.
+    let boundary = "XbOuNdArY";
+    let mut form = format!(
+        "--{boundary}\r\ncontent-disposition: form-data; name=\"file\"; filename=\"digit.png\"\r\ncontent-type: image/png\r\n\r\n"
+    )
+    .into_bytes();
+    form.extend_from_slice(&bytes);
+    form.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let ct = format!("multipart/form-data; boundary={boundary}");
+    let pic2 = request(a, "POST", "/classify/classifier?preprocess=mnist", &[("content-type", ct)], &form);
+    assert_eq!(pic2.json()["probabilities"], v["probabilities"]);
+
+    // Metrics name what happened; the access log has a line per request.
+    let m = String::from_utf8(get(a, "/metrics").body).unwrap();
+    assert!(m.contains("infer_requests_total{model=\"classifier\",protocol=\"http\",status=\"200\"}"), "{m}");
+    for name in
+        ["infer_request_duration_seconds_bucket", "infer_queue_duration_seconds_bucket", "infer_batch_size_bucket"]
+    {
+        assert!(m.contains(name), "{name} missing: {m}");
+    }
+    assert!(m.contains("infer_requests_in_flight") && m.contains("infer_queue_depth"), "{m}");
+    assert_eq!(metric(&m, "infer_batch_size_sum{model=\"classifier\"}"), 24.0 * 2.0 + 3.0 + 1.0 + 1.0);
+    assert!(server.log().contains("POST /v2/models/classifier/infer 200"), "{}", server.log());
+}
+
+#[test]
+fn concurrent_clients_each_get_their_own_rows() {
+    let dir = tmp();
+    let (images, _) = mnist_images(dir.path(), 64);
+    let server = Server::start(&root().join("models"), &["--log", "warn", "--max-batch", "32"]);
+    let a = server.http.clone();
+    // Reference rows: each image alone.
+    let alone: Vec<Vec<f32>> = (0..64)
+        .map(|i| {
+            json_rows(
+                &request(
+                    &a,
+                    "POST",
+                    "/v2/models/classifier/infer",
+                    &[],
+                    &json_infer(&images[i * 784..(i + 1) * 784], 1, &[]),
+                ),
+                "probabilities",
+            )
+        })
+        .collect();
+    let images = Arc::new(images);
+    let alone = Arc::new(alone);
+    let threads: Vec<_> = (0..16)
+        .map(|t| {
+            let (a, images, alone) = (a.clone(), images.clone(), alone.clone());
+            std::thread::spawn(move || {
+                let mut s = connect(&a);
+                for r in 0..25 {
+                    // Batch sizes 1 to 4, starting at different images per client and request.
+                    let n = 1 + (t + r) % 4;
+                    let first = (t * 7 + r * 5) % (64 - n);
+                    let x = &images[first * 784..(first + n) * 784];
+                    let binary = (t + r) % 2 == 0;
+                    let rows = if binary {
+                        let (h, body) = binary_infer(x, n, "probabilities");
+                        send(&mut s, "POST", "/v2/models/classifier/infer", &h, &body).unwrap();
+                        binary_rows(&read_reply(&mut s).unwrap())
+                    } else {
+                        send(&mut s, "POST", "/v2/models/classifier/infer", &[], &json_infer(x, n, &[])).unwrap();
+                        json_rows(&read_reply(&mut s).unwrap(), "probabilities")
+                    };
+                    let want: Vec<f32> = (first..first + n).flat_map(|i| alone[i].clone()).collect();
+                    assert_eq!(bits(&rows), bits(&want), "client {t} request {r}: rows not its own");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let m = String::from_utf8(get(&a, "/metrics").body).unwrap();
+    let (sum, count) = (
+        metric(&m, "infer_batch_size_sum{model=\"classifier\"}"),
+        metric(&m, "infer_batch_size_count{model=\"classifier\"}"),
+    );
+    // Requests were merged: fewer runs than requests.
+    assert!(count < 64.0 + 400.0, "no batching across requests: {count} runs for 464 requests");
+    assert!(sum / count > 1.2, "mean batch {}", sum / count);
+}
+
+#[test]
+fn a_full_queue_answers_503_at_once() {
+    let dir = tmp();
+    let (images, _) = mnist_images(dir.path(), 64);
+    let server = Server::start(&root().join("models"), &["--log", "warn", "--max-queue", "1", "--max-batch", "64"]);
+    let body = Arc::new(json_infer(&images, 64, &[]));
+    let statuses = Arc::new(Mutex::new(Vec::new()));
+    let threads: Vec<_> = (0..12)
+        .map(|_| {
+            let (a, body, statuses) = (server.http.clone(), body.clone(), statuses.clone());
+            std::thread::spawn(move || {
+                for _ in 0..4 {
+                    let t0 = Instant::now();
+                    let r = request(&a, "POST", "/v2/models/autoencoder/infer", &[], &body);
+                    let e = if r.status == 200 { String::new() } else { r.error() };
+                    statuses.lock().unwrap().push((r.status, e, t0.elapsed()));
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let statuses = statuses.lock().unwrap();
+    let full: Vec<_> = statuses.iter().filter(|(s, _, _)| *s == 503).collect();
+    assert!(!full.is_empty(), "no 503 from a queue of 1 under 12 clients: {statuses:?}");
+    assert!(statuses.iter().all(|(s, _, _)| *s == 200 || *s == 503), "{statuses:?}");
+    assert!(full.iter().all(|(_, e, _)| e.contains("queue full")), "{full:?}");
+    assert!(statuses.iter().any(|(s, _, _)| *s == 200));
+}
+
+#[test]
+fn sigterm_under_load_answers_every_accepted_request_then_exits_0() {
+    let dir = tmp();
+    let (images, _) = mnist_images(dir.path(), 64);
+    let mut server = Server::start(&root().join("models"), &["--max-batch", "64", "--drain-timeout", "20"]);
+    let body = Arc::new(json_infer(&images, 64, &[]));
+    let ok = Arc::new(Mutex::new(0usize));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let threads: Vec<_> = (0..12)
+        .map(|_| {
+            let (a, body, ok, stop) = (server.http.clone(), body.clone(), ok.clone(), stop.clone());
+            std::thread::spawn(move || {
+                // One request per connection: a refused or reset connection
+                // is one the server never accepted; an accepted one must be
+                // answered in full.
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let Ok(mut s) = TcpStream::connect(&a) else { break };
+                    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                    if send(&mut s, "POST", "/v2/models/autoencoder/infer", &[], &body).is_err() {
+                        break;
+                    }
+                    match read_reply(&mut s) {
+                        Ok(r) => {
+                            assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+                            assert_eq!(r.json()["outputs"][0]["data"].as_array().unwrap().len(), 64 * 784);
+                            *ok.lock().unwrap() += 1;
+                        }
+                        Err(_) => break,
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    let code = server.terminate(Duration::from_secs(25));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(code, 0, "{}", server.log());
+    let log = server.log();
+    let answered = log.lines().filter(|l| l.contains("POST /v2/models/autoencoder/infer 200")).count();
+    assert_eq!(answered, *ok.lock().unwrap(), "the server answered requests no client received: {log}");
+    let drained = log.lines().skip_while(|l| !l.contains("SIGTERM: draining")).filter(|l| l.contains(" 200 ")).count();
+    assert!(drained > 0, "no request was in flight at SIGTERM, so the drain was not tested: {log}");
+    assert!(log.contains("drained: every accepted request answered"), "{log}");
+}
+
+/// Each hostile request gets its status and a one-line error, and the
+/// server keeps serving; the lines are kept as a snapshot.
+#[test]
+fn hostile_requests_get_one_line_errors() {
+    let dir = tmp();
+    let (images, _) = mnist_images(dir.path(), 2);
+    let server = Server::start(
+        &root().join("models"),
+        &["--api-key", "s3cret", "--max-body", "256K", "--read-timeout", "2", "--log", "warn"],
+    );
+    let a = server.http.as_str();
+    let key = ("authorization", "Bearer s3cret".to_string());
+    let infer_path = "/v2/models/classifier/infer";
+    let one = |v: serde_json::Value| serde_json::to_vec(&v).unwrap();
+    let input = |name: &str, datatype: &str, shape: serde_json::Value, data: serde_json::Value| {
+        one(serde_json::json!({"inputs": [{"name": name, "datatype": datatype, "shape": shape, "data": data}]}))
+    };
+    let x: Vec<f32> = images[..784].to_vec();
+    let mut lines = Vec::new();
+    let mut check = |case: &str, reply: Reply, status: u16| {
+        assert_eq!(reply.status, status, "{case}: {}", String::from_utf8_lossy(&reply.body));
+        lines.push(format!("{case}: {status} {}", reply.error()));
+        // Still serving.
+        let ok = request(a, "POST", infer_path, &[key.clone()], &json_infer(&x, 1, &[]));
+        assert_eq!(ok.status, 200, "after {case}");
+    };
+    let post = |path: &str, headers: &[(&str, String)], body: &[u8]| {
+        let mut h = vec![key.clone()];
+        h.extend(headers.iter().cloned());
+        request(a, "POST", path, &h, body)
+    };
+    check("invalid JSON", post(infer_path, &[], b"{\"inputs\": [}"), 400);
+    check(
+        "wrong datatype",
+        post(
+            infer_path,
+            &[],
+            &input("image", "INT32", serde_json::json!([1, 1, 28, 28]), serde_json::json!(vec![0; 784])),
+        ),
+        400,
+    );
+    check(
+        "shape and count disagree",
+        post(infer_path, &[], &input("image", "FP32", serde_json::json!([2, 1, 28, 28]), serde_json::json!(x))),
+        400,
+    );
+    check(
+        "wrong image shape",
+        post(infer_path, &[], &input("image", "FP32", serde_json::json!([1, 28, 28]), serde_json::json!(x))),
+        400,
+    );
+    check(
+        "unknown input",
+        post(infer_path, &[], &input("pixels", "FP32", serde_json::json!([1, 1, 28, 28]), serde_json::json!(x))),
+        400,
+    );
+    check("unknown output", post(infer_path, &[], &json_infer(&x, 1, &["scores"])), 400);
+    check("unknown model", post("/v2/models/resnet/infer", &[], &json_infer(&x, 1, &[])), 404);
+    check("unknown version", post("/v2/models/classifier/versions/7/infer", &[], &json_infer(&x, 1, &[])), 404);
+    let (mut h, mut body) = binary_infer(&x, 1, "probabilities");
+    body.truncate(body.len() - 4);
+    check("binary size mismatch", post(infer_path, &h, &body), 400);
+    let mut nan = x.clone();
+    nan[100] = f32::NAN;
+    let (h2, body2) = binary_infer(&nan, 1, "probabilities");
+    check("NaN in the input", post(infer_path, &h2, &body2), 400);
+    let mut big = serde_json::json!(x);
+    big[5] = serde_json::json!(1e39);
+    check(
+        "Inf in the input",
+        post(infer_path, &[], &input("image", "FP32", serde_json::json!([1, 1, 28, 28]), big)),
+        400,
+    );
+    check(
+        "negative shape",
+        post(infer_path, &[], &input("image", "FP32", serde_json::json!([-1, 1, 28, 28]), serde_json::json!(x))),
+        400,
+    );
+    check(
+        "huge shape",
+        post(
+            infer_path,
+            &[],
+            &input("image", "FP32", serde_json::json!([1_000_000_000_000i64, 1, 28, 28]), serde_json::json!([])),
+        ),
+        400,
+    );
+    check(
+        "over max batch",
+        post(infer_path, &[], &input("image", "FP32", serde_json::json!([65, 1, 28, 28]), serde_json::json!([]))),
+        400,
+    );
+    h[0].1 = "x".into();
+    check("bad header length", post(infer_path, &h, &body), 400);
+    check("body over the limit", post(infer_path, &[], &vec![b' '; 300 * 1024]), 413);
+    check("not a picture", post("/classify/classifier?preprocess=mnist", &[], b"GIF89a"), 400);
+    check("picture to an autoencoder", post("/classify/autoencoder", &[], b""), 400);
+    check("bad preprocess", post("/classify/classifier?preprocess=blur", &[], b""), 400);
+    check("missing key", request(a, "POST", infer_path, &[], &json_infer(&x, 1, &[])), 401);
+    check(
+        "wrong key",
+        request(a, "GET", "/v2/models/classifier", &[("authorization", "Bearer guess".into())], b""),
+        401,
+    );
+    check("no such endpoint", request(a, "GET", "/v3", &[key.clone()], b""), 404);
+
+    // A body cut short: the client stops sending and closes its side.
+    let mut s = connect(a);
+    let head = format!("POST {infer_path} HTTP/1.1\r\nhost: t\r\nauthorization: Bearer s3cret\r\ncontent-length: 5000\r\n\r\n{{\"inputs\"");
+    s.write_all(head.as_bytes()).unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    check("truncated body", read_reply(&mut s).unwrap(), 400);
+
+    // One byte a second: the body's read timeout (2 s) answers 408.
+    let mut s = connect(a);
+    let t0 = Instant::now();
+    let head =
+        format!("POST {infer_path} HTTP/1.1\r\nhost: t\r\nauthorization: Bearer s3cret\r\ncontent-length: 100\r\n\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    let slow = std::thread::spawn({
+        let mut s = s.try_clone().unwrap();
+        move || {
+            for _ in 0..6 {
+                if s.write_all(b" ").is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    });
+    let reply = read_reply(&mut s).unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    check("one byte a second (body)", reply, 408);
+    slow.join().unwrap();
+    // Headers one byte a second: the connection is closed after the timeout.
+    let mut s = connect(a);
+    let t0 = Instant::now();
+    let mut closed = false;
+    for b in b"GET /v2/health/live HTTP/1.1\r\n" {
+        if s.write_all(&[*b]).is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 1];
+        s.set_read_timeout(Some(Duration::from_millis(900))).unwrap();
+        match s.read(&mut buf) {
+            Ok(0) => {
+                closed = true;
+                break;
+            }
+            Ok(_) => panic!("answered a request it never finished receiving"),
+            Err(_) => {}
+        }
+    }
+    assert!(closed && t0.elapsed() < Duration::from_secs(6), "slow headers not cut off: {:?}", t0.elapsed());
+    lines.push("one byte a second (headers): connection closed after --read-timeout".into());
+    // Liveness needs no key.
+    assert_eq!(get(a, "/v2/health/live").status, 200);
+    insta::assert_snapshot!("serve_hostile_requests", lines.join("\n"));
+}
+
+/// A Triton repository: versions by policy, batching from the config, and
+/// a config or model that does not fit refused at start with exit 2.
+#[test]
+fn triton_repository_versions_and_refusals() {
+    let dir = tmp();
+    let repo = dir.path().join("repo");
+    let model = std::fs::read(root().join("models/classifier.onnx")).unwrap();
+    for v in ["1", "3", "12"] {
+        std::fs::create_dir_all(repo.join("digits").join(v)).unwrap();
+        std::fs::write(repo.join("digits").join(v).join("model.onnx"), &model).unwrap();
+    }
+    let config = |extra: &str| {
+        format!(
+            "name: \"digits\"\nbackend: \"onnxruntime\"\nmax_batch_size: 8\n\
+             input [ {{ name: \"image\" data_type: TYPE_FP32 dims: [ 1, 28, 28 ] }} ]\n\
+             output [ {{ name: \"probabilities\" data_type: TYPE_FP32 dims: [ 10 ] }} ]\n\
+             dynamic_batching {{ max_queue_delay_microseconds: 100 }}\n{extra}"
+        )
+    };
+    std::fs::write(repo.join("digits/config.pbtxt"), config("version_policy: { specific: { versions: [1, 12] } }"))
+        .unwrap();
+    let (images, _) = mnist_images(dir.path(), 9);
+    {
+        let server = Server::start(&repo, &["--log", "warn"]);
+        let a = server.http.as_str();
+        let m = get(a, "/v2/models/digits").json();
+        assert_eq!(m["versions"], serde_json::json!(["1", "12"]));
+        assert_eq!(get(a, "/v2/models/digits/versions/3").status, 404);
+        let c = get(a, "/v2/models/digits/versions/12/config").json();
+        assert_eq!(c["dynamic_batching"]["max_queue_delay_microseconds"], 100);
+        // The config's output list is what it says; the model's other output is still served.
+        let r = request(a, "POST", "/v2/models/digits/versions/1/infer", &[], &json_infer(&images[..8 * 784], 8, &[]));
+        assert_eq!(json_rows(&r, "probabilities").len(), 80);
+        let r = request(a, "POST", "/v2/models/digits/infer", &[], &json_infer(&images, 9, &[]));
+        assert_eq!(r.status, 400);
+        assert!(r.error().contains("1 to 8"), "{}", r.error());
+    }
+    // Refusals at start: exit 2, one line naming the file.
+    let refuse = |files: &[(&str, &[u8])]| {
+        let bad = dir.path().join(format!("bad{}", files.len() + files[0].1.len()));
+        for (f, bytes) in files {
+            std::fs::create_dir_all(bad.join(f).parent().unwrap()).unwrap();
+            std::fs::write(bad.join(f), bytes).unwrap();
+        }
+        let (code, _, err) =
+            infer_cmd(&["serve", "--models", &bad.display().to_string(), "--http-port", "0", "--grpc-port", "0"]);
+        assert_eq!(code, 2, "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        err.trim().replace(&bad.display().to_string(), "REPO")
+    };
+    let dims = config("").replace("digits", "m").replace("dims: [ 10 ]", "dims: [ 12 ]");
+    let wrong_dims = refuse(&[("m/config.pbtxt", dims.as_bytes()), ("m/1/model.onnx", &model)]);
+    assert!(wrong_dims.contains("REPO/m/config.pbtxt") && wrong_dims.contains("[12]"), "{wrong_dims}");
+    let typo = refuse(&[("m/config.pbtxt", b"max_batch: 8\n"), ("m/1/model.onnx", &model)]);
+    assert!(typo.contains("REPO/m/config.pbtxt") && typo.contains("max_batch"), "{typo}");
+    let broken =
+        refuse(&[("m/config.pbtxt", config("").replace("digits", "m").as_bytes()), ("m/1/model.onnx", b"not onnx")]);
+    assert!(broken.contains("model m version 1 failed to load") && broken.contains("REPO/m/1/model.onnx"), "{broken}");
+    let empty = refuse(&[("notes.txt", b"hello")]);
+    assert!(empty.contains("no models"), "{empty}");
+    insta::assert_snapshot!("serve_start_refusals", [wrong_dims, typo, broken, empty].join("\n"));
+}
