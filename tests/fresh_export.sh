@@ -17,3 +17,7 @@ common=(--images "$data/train-images-idx3-ubyte" --limit 10000 --threads 2 --qui
 # validation images, so one changed prediction does not fail it.
 "$bin/train" export --run "$tmp/clf" --out "$tmp/models" --quiet --int8 --calibration-images 256
 "$py" tests/interop.py "$tmp/models" "$data" 0.8
+# The same run as a Triton model repository, served by `infer serve` and
+# driven by Triton's own client (HTTP JSON, HTTP binary, gRPC, async).
+"$bin/train" export --run "$tmp/clf" --out "$tmp/repo" --layout triton --quiet --int8 --calibration-images 256
+"$py" tests/triton_client.py "$bin/infer" "$tmp/repo" "$data"
