@@ -22,7 +22,7 @@ export BIN_DIR := $(or $(CARGO_TARGET_DIR),target)/release
 TRAIN := $(BIN_DIR)/train
 INFER := $(BIN_DIR)/infer
 
-.PHONY: all setup setup-infer data build train fashion test dist web web-deps bench fuzz clean
+.PHONY: all setup setup-infer data build train fashion test dist web web-deps bench bench-serving fuzz clean
 
 all: train
 
@@ -95,6 +95,11 @@ web: web-deps
 # Benchmarks against PyTorch eager and Python onnxruntime (writes BENCHMARKS.md).
 bench: setup data build
 	$(PYTHON) bench/run.py $(BIN_DIR) $(DATA) $(MODELS)
+	$(PYTHON) bench/serving.py $(BIN_DIR) $(DATA) $(MODELS)
+
+# The Serving section alone (bench/serving.md): needs wrk (apt-get install wrk).
+bench-serving: setup data build
+	$(PYTHON) bench/serving.py $(BIN_DIR) $(DATA) $(MODELS)
 
 # Coverage-guided fuzzing of the IDX reader and the picture loader with
 # cargo-fuzz (libFuzzer), FUZZ_SECONDS each. The stable toolchain is told

@@ -433,6 +433,10 @@ T.append(f"- `infer classify` on the 10 000 test images (batch 256): peak RSS {w
          f"script: {whole['python 256']['rss_mib']:.0f} MiB).")
 T.append(f"- One autoencoder training epoch on the 48 000 training images (`train autoencoder --epochs 1`, whole process): "
          f"peak RSS {epoch_rss:.0f} MiB, {epoch_wall:.0f} s.\n")
+T.append("## 6. Serving\n")
+T.append("`infer serve` under load (wrk on loopback, 1/8/64 clients, JSON and binary tensors) against `--max-batch 1` "
+         "and FastAPI + uvicorn + onnxruntime: `bench/serving.md`, written by `bench/serving.py`, which `make bench` "
+         "runs after this report (its own run, its own figures).\n")
 T.append("## Targets\n")
 tr_ratios = ", ".join("%.2f" % r["ratio"] for r in train_rows)
 inf_ratios = ", ".join("%.2f" % r["ratio_python"] for r in infer_rows)

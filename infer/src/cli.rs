@@ -222,10 +222,11 @@ pub struct ServeArgs {
     /// Sessions per model, each on a thread of its own.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub instances: u32,
-    /// Intra-op threads per session (default: the physical cores).
-    #[arg(long)]
-    pub threads: Option<usize>,
-    /// Threads answering HTTP and gRPC (default: the physical cores).
+    /// Intra-op threads per session: the server's parallelism comes from batches and instances, and
+    /// one thread per session measured fastest on 2 cores (BENCHMARKS.md, Serving).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Threads answering HTTP and gRPC (default: half the physical cores, at least 1).
     #[arg(long)]
     pub io_threads: Option<usize>,
     /// auto: CUDA when available, else CPU; cuda: fail without CUDA.
@@ -304,7 +305,7 @@ impl ServeArgs {
                 max_queue: self.max_queue as usize,
                 instances: self.instances as usize,
             },
-            session: SessionOptions { device: self.device, threads: self.threads },
+            session: SessionOptions { device: self.device, threads: Some(self.threads.max(1)) },
             max_body: self.max_body,
             read_timeout: Duration::from_secs_f64(self.read_timeout),
             drain_timeout: Duration::from_secs_f64(self.drain_timeout),
@@ -314,7 +315,7 @@ impl ServeArgs {
                 (None, Some(f)) => Some(infer::serve::KeySource::File(f.clone())),
                 (None, None) => None,
             },
-            io_threads: self.io_threads.unwrap_or(cores),
+            io_threads: self.io_threads.unwrap_or((cores / 2).max(1)),
             log: self.log.parse().expect("clap checked the level"),
         }
     }

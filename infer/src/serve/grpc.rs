@@ -12,13 +12,13 @@ use tonic::{Request, Response, Status};
 
 use super::api_error::{ApiError, Kind};
 use super::auth::ApiKey;
+use super::identity::{EXTENSIONS, PLATFORM, SERVER_NAME};
 use super::metrics::Metrics;
 use super::model::{InputTensor, Models, ServedModel};
 use super::proto::grpc_inference_service_server::GrpcInferenceService;
 use super::proto::model_infer_response::InferOutputTensor;
 use super::proto::model_metadata_response::TensorMetadata;
 use super::proto::*;
-use super::{EXTENSIONS, PLATFORM, SERVER_NAME};
 
 #[derive(Debug, Clone)]
 pub struct GrpcService {

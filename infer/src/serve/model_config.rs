@@ -252,7 +252,10 @@ pub fn check(path: &Path, config: &ModelConfig, session: &ModelSession) -> Resul
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::path::Path;
+
+    use crate::serve::model_config::{colon_before_lists, parse, to_pbtxt};
+    use crate::serve::proto::ModelConfig;
 
     #[test]
     fn lists_of_messages_parse_with_or_without_a_colon() {

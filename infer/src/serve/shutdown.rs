@@ -4,17 +4,25 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 
-use super::auth::ApiKey;
 use super::grpc::GrpcService;
-use super::metrics::Metrics;
-use super::model::Models;
+use super::http;
 use super::proto::grpc_inference_service_server::GrpcInferenceServiceServer;
-use super::{http, http_state, ServeOptions};
+
+/// Both front ends, bound and ready to serve.
+pub struct Faces {
+    pub http: http::AppState,
+    pub http_listener: TcpListener,
+    pub grpc: GrpcService,
+    pub grpc_listener: TcpListener,
+    /// Set here on the first signal; both faces read it.
+    pub draining: Arc<AtomicBool>,
+}
 
 /// Resolves on the first SIGTERM or SIGINT.
 async fn signal() {
@@ -28,32 +36,23 @@ async fn signal() {
 }
 
 /// Serves until a signal, then drains. Returns whether the drain finished
-/// within the timeout.
-pub async fn run(
-    opts: &ServeOptions,
-    models: Arc<Models>,
-    metrics: Metrics,
-    key: Option<ApiKey>,
-    http_listener: TcpListener,
-    grpc_listener: TcpListener,
-) -> bool {
-    let draining = Arc::new(AtomicBool::new(false));
+/// within `drain_timeout`.
+pub async fn run(faces: Faces, drain_timeout: Duration, read_timeout: Duration, max_body: usize) -> bool {
+    let Faces { http: state, http_listener, grpc: service, grpc_listener, draining } = faces;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let state = http_state(opts, models.clone(), metrics.clone(), key.clone(), draining.clone());
     let limits = state.limits;
-    let http =
-        tokio::spawn(http::serve(http_listener, http::router(state), limits, stop_rx.clone(), opts.drain_timeout));
+    let http = tokio::spawn(http::serve(http_listener, http::router(state), limits, stop_rx.clone(), drain_timeout));
 
-    let service = GrpcService { models, metrics, key, draining: draining.clone() };
-    let max = opts.max_body;
-    let grpc_server =
-        GrpcInferenceServiceServer::new(service).max_decoding_message_size(max).max_encoding_message_size(max);
+    let grpc_server = GrpcInferenceServiceServer::new(service)
+        .max_decoding_message_size(max_body)
+        .max_encoding_message_size(max_body);
     let mut grpc_stop = stop_rx.clone();
     let incoming = TcpListenerStream::new(grpc_listener);
     let grpc = tokio::spawn(
         tonic::transport::Server::builder()
-            .timeout(opts.read_timeout.max(std::time::Duration::from_secs(1)) * 6)
-            .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+            // A call's whole time, reading included: a slow client cannot hold it.
+            .timeout(read_timeout.max(Duration::from_secs(1)) * 6)
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .concurrency_limit_per_connection(256)
             .add_service(grpc_server)
             .serve_with_incoming_shutdown(incoming, async move {
@@ -66,7 +65,7 @@ pub async fn run(
     let _ = stop_tx.send(true);
     // Both faces drain at once, within one deadline.
     let both = async { tokio::join!(http, grpc) };
-    match tokio::time::timeout(opts.drain_timeout, both).await {
+    match tokio::time::timeout(drain_timeout, both).await {
         Ok((http, grpc)) => matches!(http, Ok(true)) && matches!(grpc, Ok(Ok(()))),
         Err(_) => false,
     }

@@ -681,3 +681,54 @@ fn triton_repository_versions_and_refusals() {
     assert!(empty.contains("no models"), "{empty}");
     insta::assert_snapshot!("serve_start_refusals", [wrong_dims, typo, broken, empty].join("\n"));
 }
+
+/// A request whose client has gone away is skipped before it runs: the
+/// session never sees it, the next one is answered, and the metric counts it.
+#[test]
+fn a_request_whose_client_left_is_dropped_before_it_runs() {
+    use infer::serve::metrics::Metrics;
+    use infer::serve::model_config::Batching;
+    use infer::serve::queue::Queue;
+    use infer::session::{ModelSession, SessionOptions};
+
+    let opts = SessionOptions { device: infer::session::Device::Cpu, threads: Some(1) };
+    let session = ModelSession::open(root().join("models/autoencoder.onnx"), &opts).unwrap();
+    let batching =
+        Batching { max_batch: 64, across_requests: true, max_queue_delay: Duration::ZERO, max_queue: 8, instances: 1 };
+    let metrics = Metrics::new(64);
+    let queue = Queue::start("autoencoder", vec![session], &batching, &metrics);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        // The first keeps the session busy (64 images) while the second is
+        // queued and abandoned, and a third waits behind it.
+        let busy = queue.submit(vec![0.5; 64 * 784], 64).unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+        let gone = queue.submit(vec![0.25; 64 * 784], 64).unwrap();
+        drop(gone);
+        let kept = queue.submit(vec![0.75; 784], 1).unwrap();
+        assert_eq!(busy.await.unwrap().unwrap()[0].shape, vec![64, 1, 28, 28]);
+        assert_eq!(kept.await.unwrap().unwrap()[0].shape, vec![1, 1, 28, 28]);
+    });
+    let text = metrics.render();
+    assert_eq!(metric(&text, "infer_requests_dropped_total{model=\"autoencoder\"}"), 1.0, "{text}");
+    // The abandoned request's 64 images never ran: 64 + 1 images in all.
+    assert_eq!(metric(&text, "infer_batch_size_sum{model=\"autoencoder\"}"), 65.0, "{text}");
+}
+
+/// Over --max-connections, a new connection gets 503 and is closed; a
+/// freed slot serves again.
+#[test]
+fn connections_over_the_limit_get_503() {
+    let server = Server::start(&root().join("models"), &["--max-connections", "2", "--log", "warn"]);
+    let a = server.http.as_str();
+    let held: Vec<TcpStream> = (0..2).map(|_| connect(a)).collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let mut extra = connect(a);
+    send(&mut extra, "GET", "/v2/health/live", &[], b"").unwrap();
+    let r = read_reply(&mut extra).unwrap();
+    assert_eq!(r.status, 503);
+    assert!(r.error().contains("too many connections"), "{}", r.error());
+    drop(held);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(get(a, "/v2/health/live").status, 200);
+}

@@ -9,12 +9,12 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
+use super::state::{is_draining, read_body, AppState};
 use super::types::{self, HEADER_LENGTH};
-use super::{is_draining, read_body, AppState};
 use crate::serve::api_error::{ApiError, Kind};
+use crate::serve::identity::{server_metadata_json, PLATFORM};
 use crate::serve::model::ServedModel;
 use crate::serve::model_config;
-use crate::serve::{server_metadata_json, PLATFORM};
 
 pub async fn live() -> Json<Value> {
     Json(json!({ "live": true }))

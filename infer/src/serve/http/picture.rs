@@ -16,7 +16,7 @@ use axum::http::{header, HeaderMap};
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::{read_body, AppState};
+use super::state::{read_body, AppState};
 use crate::serve::api_error::ApiError;
 use ae_core::picture::decode_picture;
 use ae_core::preprocess::{Fit, Invert, Preprocess};

@@ -1,0 +1,139 @@
+//! The REST server: routes, the guard around every request (key, metrics,
+//! access log), and the connection loop — hyper driven directly, for
+//! header read timeouts, a connection limit and a graceful drain.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+
+use super::state::{AppState, Limits};
+use super::{handlers, picture};
+use crate::serve::api_error::{ApiError, Kind};
+
+pub fn router(state: AppState) -> Router {
+    let v = "/v2/models/{model}/versions/{version}";
+    Router::new()
+        .route("/v2/health/live", get(handlers::live))
+        .route("/v2/health/ready", get(handlers::ready))
+        .route("/v2", get(handlers::server_metadata))
+        .route("/v2/models/{model}", get(handlers::model_metadata))
+        .route(v, get(handlers::model_metadata_version))
+        .route("/v2/models/{model}/ready", get(handlers::model_ready))
+        .route(&format!("{v}/ready"), get(handlers::model_ready_version))
+        .route("/v2/models/{model}/config", get(handlers::model_config))
+        .route(&format!("{v}/config"), get(handlers::model_config_version))
+        .route("/v2/models/{model}/infer", post(handlers::infer))
+        .route(&format!("{v}/infer"), post(handlers::infer_version))
+        .route("/classify/{model}", post(picture::classify))
+        .route("/metrics", get(handlers::metrics))
+        .fallback(handlers::no_route)
+        .method_not_allowed_fallback(handlers::wrong_method)
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .with_state(state)
+}
+
+/// Around every request: the API key (liveness excepted), the in-flight
+/// gauge, the request counter and one access-log line.
+async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    state.metrics.in_flight.inc();
+    let response = match &state.key {
+        Some(key) if path != "/v2/health/live" && !key.accepts(request.headers().get("authorization")) => {
+            ApiError::new(Kind::Unauthorized, "missing or wrong API key: send Authorization: Bearer <key>")
+                .into_response()
+        }
+        _ => next.run(request).await,
+    };
+    state.metrics.in_flight.dec();
+    let status = response.status().as_u16();
+    // Only served models label metrics: a client must not be able to mint series.
+    let model = Some(model_of(&path)).filter(|m| state.models.by_name.contains_key(*m)).unwrap_or("");
+    state.metrics.requests.with_label_values(&[model, "http", &status.to_string()]).inc();
+    tracing::info!(target: "access", "{method} {path} {status} {:.3} ms", start.elapsed().as_secs_f64() * 1e3);
+    response
+}
+
+/// The model a path names, for metric labels ("" for none).
+fn model_of(path: &str) -> &str {
+    let mut parts = path.trim_start_matches('/').split('/');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some("v2"), Some("models"), Some(m)) | (Some("classify"), Some(m), _) => m,
+        _ => "",
+    }
+}
+
+/// Serves HTTP on `listener` until `stop` turns true, then stops
+/// accepting and lets every open connection finish its request, for at
+/// most `drain`. Returns whether every connection finished in time.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: Limits,
+    mut stop: watch::Receiver<bool>,
+    drain: Duration,
+) -> bool {
+    let graceful = GracefulShutdown::new();
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    loop {
+        let (stream, _peer) = tokio::select! {
+            _ = stopped(&mut stop) => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                // Out of file descriptors and the like: wait, then go on.
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            // Over the connection limit: a plain 503, then close.
+            tokio::spawn(refuse(stream, limits.max_connections));
+            continue;
+        };
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.read_timeout)
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(router.clone()));
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            let _ = connection.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tokio::time::timeout(drain, graceful.shutdown()).await.is_ok()
+}
+
+/// Resolves once `stop` turns true (or its sender is gone).
+pub async fn stopped(stop: &mut watch::Receiver<bool>) {
+    while !*stop.borrow_and_update() {
+        if stop.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn refuse(mut stream: tokio::net::TcpStream, limit: usize) {
+    let body = format!("{{\"error\":\"too many connections (--max-connections {limit}); retry later\"}}");
+    let reply = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(reply.as_bytes())).await;
+}

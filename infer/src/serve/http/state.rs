@@ -1,0 +1,68 @@
+//! What every REST handler shares: the models, metrics, key and limits;
+//! reading a body within the limits; errors as `{"error": …}` replies.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use crate::serve::api_error::{ApiError, Kind};
+use crate::serve::auth::ApiKey;
+use crate::serve::metrics::Metrics;
+use crate::serve::model::Models;
+
+/// What every HTTP handler shares.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub models: Arc<Models>,
+    pub metrics: Metrics,
+    pub key: Option<ApiKey>,
+    pub limits: Limits,
+    /// Set when draining: readiness answers 503, new infers too.
+    pub draining: Arc<AtomicBool>,
+}
+
+/// Limits on what a client may send, and how slowly.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_body: usize,
+    /// For a request's headers, and again for its body.
+    pub read_timeout: Duration,
+    pub max_connections: usize,
+}
+
+/// An error as the protocol's REST face answers it: `{"error": "…"}`.
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.http_status()).expect("a valid status");
+        let mut response = (status, axum::Json(serde_json::json!({ "error": self.message }))).into_response();
+        if self.kind == Kind::Unauthorized {
+            response.headers_mut().insert("www-authenticate", HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+/// Reads a request body within `--max-body` and `--read-timeout`.
+pub async fn read_body(limits: &Limits, body: Body) -> Result<bytes::Bytes, ApiError> {
+    use http_body_util::{BodyExt, LengthLimitError, Limited};
+    let too_large =
+        || ApiError::new(Kind::TooLarge, format!("request body over --max-body ({} bytes)", limits.max_body));
+    let collected = tokio::time::timeout(limits.read_timeout, Limited::new(body, limits.max_body).collect()).await;
+    match collected {
+        Err(_) => Err(ApiError::new(
+            Kind::Timeout,
+            format!("request body not received within --read-timeout ({} s)", limits.read_timeout.as_secs_f64()),
+        )),
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
+        Ok(Err(e)) => Err(ApiError::bad(format!("request body cut short: {e}"))),
+    }
+}
+
+pub fn is_draining(state: &AppState) -> bool {
+    state.draining.load(Ordering::Relaxed)
+}
