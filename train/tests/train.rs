@@ -1681,6 +1681,25 @@ fn export_checks_data_gates_and_publishes_no_builder_paths() {
     let left: Vec<_> =
         std::fs::read_dir(&models).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
     assert!(left.is_empty(), "a failing gate wrote {left:?}");
+    // As a Triton repository too: the folders made for it are removed again.
+    let (code, err) = export(&["--int8", "--layout", "triton"], Some("int8-narrow-ranges"));
+    assert_eq!(code, 1, "{err}");
+    let left: Vec<_> =
+        std::fs::read_dir(&models).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    assert!(left.is_empty(), "a failing gate left {left:?} of a Triton layout");
+    let (code, err) = export(&["--int8", "--layout", "triton", "--calibration-images", "64"], None);
+    assert_eq!(code, 0, "{err}");
+    for m in ["autoencoder", "encoder", "autoencoder.int8", "encoder.int8"] {
+        assert!(models.join(m).join("1/model.onnx").is_file(), "{m}");
+        let c = infer::serve::model_config::read(&models.join(m).join("config.pbtxt")).unwrap();
+        assert_eq!((c.name.as_str(), c.backend.as_str(), c.max_batch_size), (m, "onnxruntime", 64));
+        // Dims without the batch; the model's batch dimension is symbolic.
+        assert_eq!(c.input[0].dims, [3, 28, 28], "{m}");
+        let session =
+            infer::session::ModelSession::open(models.join(m).join("1/model.onnx"), &Default::default()).unwrap();
+        infer::serve::model_config::check(&models.join(m).join("config.pbtxt"), &c, &session).unwrap();
+    }
+    std::fs::remove_dir_all(&models).unwrap();
     // Converted (3-channel) IDX images calibrate and gate like training read them.
     let (code, err) = export(&["--int8", "--calibration-images", "64"], None);
     assert_eq!(code, 0, "{err}");
