@@ -45,8 +45,15 @@ pub enum InferError {
     Usage(String),
     #[error("{0}")]
     Runtime(String),
+    /// Boxed: the server's errors are large and rare.
     #[error(transparent)]
-    Serve(#[from] crate::serve::ServeError),
+    Serve(Box<crate::serve::ServeError>),
+}
+
+impl From<crate::serve::ServeError> for InferError {
+    fn from(e: crate::serve::ServeError) -> Self {
+        InferError::Serve(Box::new(e))
+    }
 }
 
 impl InferError {

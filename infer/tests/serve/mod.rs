@@ -266,7 +266,7 @@ fn serve_answers_every_endpoint_as_infer_classify_does() {
     // The picture endpoint: the same file gives infer classify's numbers.
     let png = dir.path().join("digit.png");
     let digit = image::GrayImage::from_fn(40, 36, |x, y| {
-        let on = (14..26).contains(&x) && (6..30).contains(&y) && (x < 17 || y < 9 || y > 27);
+        let on = (14..26).contains(&x) && (6..30).contains(&y) && (x < 17 || !(9..=27).contains(&y));
         image::Luma([if on { 20 } else { 235 }])
     });
     digit.save(&png).unwrap();
@@ -484,7 +484,7 @@ fn hostile_requests_get_one_line_errors() {
         assert_eq!(reply.status, status, "{case}: {}", String::from_utf8_lossy(&reply.body));
         lines.push(format!("{case}: {status} {}", reply.error()));
         // Still serving.
-        let ok = request(a, "POST", infer_path, &[key.clone()], &json_infer(&x, 1, &[]));
+        let ok = request(a, "POST", infer_path, std::slice::from_ref(&key), &json_infer(&x, 1, &[]));
         assert_eq!(ok.status, 200, "after {case}");
     };
     let post = |path: &str, headers: &[(&str, String)], body: &[u8]| {
@@ -565,7 +565,7 @@ fn hostile_requests_get_one_line_errors() {
         request(a, "GET", "/v2/models/classifier", &[("authorization", "Bearer guess".into())], b""),
         401,
     );
-    check("no such endpoint", request(a, "GET", "/v3", &[key.clone()], b""), 404);
+    check("no such endpoint", request(a, "GET", "/v3", std::slice::from_ref(&key), b""), 404);
 
     // A body cut short: the client stops sending and closes its side.
     let mut s = connect(a);
