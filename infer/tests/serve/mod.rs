@@ -263,6 +263,23 @@ fn serve_answers_every_endpoint_as_infer_classify_does() {
         assert_eq!(bits(&json_rows(&one, "probabilities")), bits(&expected[i * 10..(i + 1) * 10]), "image {i}");
     }
 
+    // Nested data (an image as [1][1][28][28]) and binary_data_output for every output.
+    let nested: Vec<Vec<Vec<Vec<f32>>>> =
+        vec![vec![images[..784].chunks(28).map(|row| row.to_vec()).collect::<Vec<_>>()]];
+    let doc = serde_json::json!({
+        "parameters": {"binary_data_output": true},
+        "inputs": [{"name": "image", "shape": [1, 1, 28, 28], "datatype": "FP32", "data": nested}],
+    });
+    let r = request(a, "POST", path, &[], &serde_json::to_vec(&doc).unwrap());
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let split: usize = r.header("inference-header-content-length").unwrap().parse().unwrap();
+    let head: serde_json::Value = serde_json::from_slice(&r.body[..split]).unwrap();
+    let names: Vec<&str> = head["outputs"].as_array().unwrap().iter().map(|o| o["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["probabilities", "logits"]);
+    let first: Vec<f32> =
+        r.body[split..split + 40].chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+    assert_eq!(bits(&first), bits(&expected[..10]), "nested JSON input, binary output");
+
     // The picture endpoint: the same file gives infer classify's numbers.
     let png = dir.path().join("digit.png");
     let digit = image::GrayImage::from_fn(40, 36, |x, y| {
@@ -314,7 +331,7 @@ fn serve_answers_every_endpoint_as_infer_classify_does() {
         assert!(m.contains(name), "{name} missing: {m}");
     }
     assert!(m.contains("infer_requests_in_flight") && m.contains("infer_queue_depth"), "{m}");
-    assert_eq!(metric(&m, "infer_batch_size_sum{model=\"classifier\"}"), 24.0 * 2.0 + 3.0 + 1.0 + 1.0);
+    assert_eq!(metric(&m, "infer_batch_size_sum{model=\"classifier\"}"), 24.0 * 2.0 + 3.0 + 1.0 + 1.0 + 1.0);
     assert!(server.log().contains("POST /v2/models/classifier/infer 200"), "{}", server.log());
 }
 

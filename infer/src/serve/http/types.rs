@@ -3,10 +3,7 @@
 //! (JSON `data`, or raw little-endian bytes after the JSON header when an
 //! output asks for `binary_data`).
 
-use std::fmt;
-
-use serde::de::{DeserializeSeed, SeqAccess, Visitor};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
@@ -76,6 +73,21 @@ fn flag(parameters: &Map<String, Value>, key: &str) -> Result<Option<bool>, ApiE
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use crate::serve::http::types::numbers;
+
+    #[test]
+    fn json_numbers_parse_to_the_nearest_f32() {
+        let mut out = Vec::new();
+        numbers("[[0.26274511218070984, 1, -2.5e-3], [ 0 ,\n1e39 ]]", &mut out).unwrap();
+        assert_eq!(out, [0.2627451f32, 1.0, -0.0025, 0.0, f32::INFINITY]);
+        for bad in ["[1, \"a\"]", "[{}]", "[true]", "[null]"] {
+            assert!(numbers(bad, &mut Vec::new()).is_err(), "{bad}");
+        }
+    }
+}
+
 /// Parses a request body: `header_length` (the
 /// Inference-Header-Content-Length header) splits JSON from the binary
 /// tensors that follow it.
@@ -122,8 +134,7 @@ pub fn parse_request(body: &[u8], header_length: Option<usize>, model: &ServedMo
             }
             (None, Some(raw)) => {
                 let mut data = Vec::with_capacity(count);
-                let mut de = serde_json::Deserializer::from_str(raw.get());
-                Flatten(&mut data).deserialize(&mut de).map_err(|e| {
+                numbers(raw.get(), &mut data).map_err(|e| {
                     ApiError::bad(format!("input {:?}: data is not an array of numbers ({e})", input.name))
                 })?;
                 data
@@ -150,38 +161,33 @@ pub fn parse_request(body: &[u8], header_length: Option<usize>, model: &ServedMo
     Ok(InferRequest { id: request.id, inputs, outputs, binary_default })
 }
 
-/// Appends every number of a (nested) JSON array to a Vec, row-major,
-/// without building a JSON tree.
-struct Flatten<'a>(&'a mut Vec<f32>);
-
-impl<'de> DeserializeSeed<'de> for Flatten<'_> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_any(self)
+/// Appends every number of a (nested) JSON array to `out`, row-major,
+/// each parsed straight to the nearest f32 (a JSON array of f32 values
+/// reads back bit for bit) without a JSON tree. `raw` is valid JSON
+/// (serde_json checked it as a `RawValue`), so anything that is not a
+/// bracket, comma, blank or number is a string, object, bool or null:
+/// refused by name.
+fn numbers(raw: &str, out: &mut Vec<f32>) -> Result<(), String> {
+    let bytes = raw.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'[' | b']' | b',' | b' ' | b'\t' | b'\n' | b'\r' => i += 1,
+            b'-' | b'0'..=b'9' => {
+                let end = bytes[i..]
+                    .iter()
+                    .position(|b| matches!(b, b',' | b']' | b' ' | b'\t' | b'\n' | b'\r'))
+                    .map_or(bytes.len(), |n| i + n);
+                let token = &raw[i..end];
+                out.push(fast_float2::parse::<f32, _>(token).map_err(|_| format!("{token:?} is not a number"))?);
+                i = end;
+            }
+            b'"' => return Err("it holds a string".into()),
+            b'{' => return Err("it holds an object".into()),
+            _ => return Err("it holds true, false or null".into()),
+        }
     }
-}
-
-impl<'de> Visitor<'de> for Flatten<'_> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("numbers, in an array or nested arrays")
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element_seed(Flatten(&mut *self.0))?.is_some() {}
-        Ok(())
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<(), E> {
-        self.0.push(v as f32);
-        Ok(())
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<(), E> {
-        self.0.push(v as f32);
-        Ok(())
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<(), E> {
-        self.0.push(v as f32);
-        Ok(())
-    }
+    Ok(())
 }
 
 #[derive(Serialize)]
