@@ -54,6 +54,15 @@ pub enum Command {
     Explore(ExploreArgs),
     /// Write an IDX set (images and labels) out as an image folder OUT/<class>/<index>.png.
     Convert(ConvertArgs),
+    /// Print a run's network: layers, output shapes, parameters (trainable and frozen).
+    Summary(SummaryArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SummaryArgs {
+    /// A run directory (autoencoder or classifier).
+    #[arg(long)]
+    pub run: PathBuf,
 }
 
 #[derive(Debug, Args)]

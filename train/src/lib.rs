@@ -24,6 +24,7 @@ pub mod optim;
 pub mod pipeline;
 pub mod rng;
 pub mod run_dir;
+pub mod run_summary;
 pub mod sample;
 pub mod sweep;
 pub mod table;

@@ -16,6 +16,10 @@ fn run(cli: Cli) -> Result<(), TrainError> {
         Command::Export(a) => export::export(&a.job()).map(drop),
         Command::Sweep(a) => sweep::run(a.plan()?),
         Command::Explore(a) => explore::run(a.plan()?, &mut std::io::stdin().lock(), &mut std::io::stdout()),
+        Command::Summary(a) => {
+            print!("{}", train::run_summary::run_summary(&a.run)?);
+            Ok(())
+        }
         Command::Convert(a) => {
             let done = train::convert::convert(&a.job()?)?;
             if !a.quiet {

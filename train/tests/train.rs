@@ -877,7 +877,7 @@ fn cli_help_snapshots() {
     assert_eq!(code, 0);
     assert!(out.contains("Exit codes:") && out.contains("130  interrupted"), "{out}");
     insta::assert_snapshot!("train_help", out);
-    for sub in ["autoencoder", "classifier", "export", "sweep", "explore", "convert"] {
+    for sub in ["autoencoder", "classifier", "export", "sweep", "explore", "convert", "summary"] {
         let (code, out, _) = run(&[sub, "--help"], None);
         assert_eq!(code, 0);
         insta::assert_snapshot!(format!("train_help_{sub}"), out);
@@ -1664,6 +1664,12 @@ fn export_checks_data_gates_and_publishes_no_builder_paths() {
     let run_dir = dir.path().join("rgb");
     let (code, err) = train_small(&file, &run_dir, &["--epochs", "1", "--channels", "3"], None);
     assert_eq!(code, 0, "{err}");
+    // `train summary` reads the run: a 3-channel input, the totals line.
+    let (code, out, err) = run(&["summary", "--run", run_dir.to_str().unwrap()], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("autoencoder: input [B, 3, 28, 28]") && out.contains(" total, "), "{out}");
+    let (code, _, err) = run(&["summary", "--run", dir.path().join("nowhere").to_str().unwrap()], None);
+    assert_eq!((code, err.trim().lines().count()), (2, 1), "{err}");
     let models = dir.path().join("models");
     let export = |extra: &[&str], fault: Option<&str>| {
         let mut c = train_bin();
@@ -1817,4 +1823,32 @@ fn convert_writes_an_image_folder_that_reads_back() {
     assert!(err.contains("already exists"), "{err}");
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(left, ["digits"], "only the complete folder");
+}
+
+/// `model.summary()`: the quick preset's autoencoder and classifier, layer
+/// by layer; the totals are the parameter counts `make bench` checks
+/// against PyTorch (342,241 and 499,514); stage 1 shows the encoder frozen.
+#[test]
+fn summaries_of_the_quick_preset() {
+    use train::config::Preset;
+    use train::model::{ClassifierConfig, InputShape};
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let ae_cfg = Preset::Quick.autoencoder().architecture.with_input(InputShape::gray(28, 28));
+    let ae = ae_cfg.init(&(vs.root() / "ae")).summary();
+    assert_eq!((ae.total(), ae.trainable(), ae.frozen()), (342_241, 342_241, 0));
+    let clf_cfg = ClassifierConfig { encoder: ae_cfg, fc_units: Preset::Quick.classifier().fc_units, classes: 10 };
+    let clf = clf_cfg.init(&(vs.root() / "clf"));
+    let (stage1, stage2) = (clf.summary(true), clf.summary(false));
+    assert_eq!((stage2.total(), stage2.frozen()), (499_514, 0));
+    let encoder: usize = stage1.layers.iter().filter(|l| l.name.starts_with("encoder.")).map(|l| l.params).sum();
+    assert_eq!((stage1.total(), stage1.frozen(), stage1.trainable()), (499_514, encoder, 499_514 - encoder));
+    // Every parameter of the variable store is in a row.
+    let stored: usize = vs
+        .variables()
+        .iter()
+        .filter(|(k, v)| v.requires_grad() && !k.contains("running_"))
+        .map(|(_, v)| v.numel())
+        .sum();
+    assert_eq!(stored, ae.total() + stage2.total());
+    insta::assert_snapshot!("summary_quick", format!("{}\n{}\n{}", ae.render(), stage1.render(), stage2.render()));
 }

@@ -8,6 +8,7 @@ pub mod classifier;
 pub mod conv_bn;
 pub mod encoder;
 pub mod spec;
+pub mod summary;
 
 pub use architecture::{Architecture, ConfigError, FC_UNITS};
 pub use autoencoder::{Autoencoder, AutoencoderConfig, InputShape, Normalization};

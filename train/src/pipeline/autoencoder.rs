@@ -43,6 +43,9 @@ pub fn train_autoencoder(job: &AutoencoderJob) -> Result<Outcome, TrainError> {
     tch::manual_seed(t.settings.seed as i64);
     let vs = VarStore::new(device);
     let ae = model.init(&vs.root());
+    if !job.common.quiet {
+        println!("{}", ae.summary().render());
+    }
     let mut trainer = Trainer::new(vs, &run, &cfg, &data, Objective::Reconstruction, job.common.quiet);
     if resuming {
         trainer.resume()?;

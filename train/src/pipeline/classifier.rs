@@ -143,6 +143,9 @@ pub fn train_classifier(job: &ClassifierJob) -> Result<Outcome, TrainError> {
     // The encoder starts from the autoencoder's trained weights.
     ae_run.checkpoint(&ae_cfg_fingerprint, device)?.copy_into(&mut vs, "encoder.")?;
 
+    if !job.common.quiet {
+        println!("{}", clf.summary(s.frozen_epochs > 0).render());
+    }
     let mut trainer = Trainer::new(vs, &run, &cfg, &data, t.loss.into(), job.common.quiet);
     if resuming {
         trainer.resume()?;
