@@ -752,3 +752,44 @@ fn connections_over_the_limit_get_503() {
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(get(a, "/v2/health/live").status, 200);
 }
+
+/// End to end: clients that hang up while their request waits in the
+/// queue are skipped by it (the handler is dropped with the connection,
+/// which closes the request's receiver); none of them is answered.
+#[test]
+fn requests_of_clients_that_hang_up_are_skipped() {
+    let dir = tmp();
+    let (images, _) = mnist_images(dir.path(), 64);
+    let server = Server::start(&root().join("models"), &["--log", "warn", "--max-batch", "64"]);
+    let body = Arc::new(json_infer(&images, 64, &[]));
+    let busy: Vec<_> = (0..4)
+        .map(|_| {
+            let (a, body) = (server.http.clone(), body.clone());
+            std::thread::spawn(move || {
+                for _ in 0..15 {
+                    assert_eq!(request(&a, "POST", "/v2/models/autoencoder/infer", &[], &body).status, 200);
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut gone = Vec::new();
+    for _ in 0..20 {
+        let mut s = connect(&server.http);
+        send(&mut s, "POST", "/v2/models/autoencoder/infer", &[], &body).unwrap();
+        gone.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    drop(gone);
+    for t in busy {
+        t.join().unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let m = String::from_utf8(get(&server.http, "/metrics").body).unwrap();
+    let dropped = metric(&m, "infer_requests_dropped_total{model=\"autoencoder\"}");
+    let ran = metric(&m, "infer_batch_size_count{model=\"autoencoder\"}");
+    assert!(dropped >= 1.0, "no abandoned request was skipped: {m}");
+    // (A request whose connection closed before its body was read never
+    // reaches the queue at all: neither ran nor skipped.)
+    assert!(ran + dropped <= 60.0 + 20.0 && ran >= 60.0, "{m}");
+}
