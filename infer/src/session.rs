@@ -54,6 +54,18 @@ pub struct TensorSpec {
 }
 
 impl TensorSpec {
+    /// The dimensions as sizes, -1 for a symbolic one (the batch): the
+    /// Open Inference Protocol's and Triton's form.
+    pub fn sizes(&self) -> Vec<i64> {
+        self.dims
+            .iter()
+            .map(|d| match d {
+                Dim::Fixed(v) => *v,
+                Dim::Symbolic(_) => -1,
+            })
+            .collect()
+    }
+
     pub fn dims_string(&self) -> String {
         self.dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
     }
@@ -186,6 +198,19 @@ impl ModelSession {
         let doc = meta.description().unwrap_or_default();
         drop(meta);
         Ok(ModelSession { session, path, provider, input, outputs, metadata, producer, doc, channels, height, width })
+    }
+
+    /// The class names in the model's metadata, if it has them.
+    pub fn metadata_class_names(&self) -> Option<Vec<String>> {
+        self.metadata.get("class_names").and_then(|v| serde_json::from_str::<Vec<String>>(v).ok())
+    }
+
+    /// A name for each of `classes` classes: the metadata's when it has
+    /// that many, else the indices.
+    pub fn class_names(&self, classes: usize) -> Vec<String> {
+        self.metadata_class_names()
+            .filter(|n| n.len() == classes)
+            .unwrap_or_else(|| (0..classes).map(|c| c.to_string()).collect())
     }
 
     pub fn output(&self, name: &str) -> Option<&TensorSpec> {

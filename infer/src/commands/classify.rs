@@ -15,9 +15,7 @@ use ae_core::figure::{self, Tile};
 use ae_core::idx;
 use ae_onnx::Dim;
 
-use super::run::{
-    class_names, inputs_json, open, peak_rss_mib, print, print_json, stream, timing_line, Format, RunOptions,
-};
+use super::run::{inputs_json, open, peak_rss_mib, print, print_json, stream, timing_line, Format, RunOptions};
 
 #[derive(Debug, Clone, Default)]
 pub struct ClassifyOptions {
@@ -56,7 +54,7 @@ pub fn classify(opts: &RunOptions, c: &ClassifyOptions, out: &mut dyn Write) -> 
             })
         }
     };
-    let names = class_names(&session, classes);
+    let names = session.class_names(classes);
     let labels = match (&c.labels, source.classes()) {
         (Some(p), _) => {
             let l = idx::read_labels(p)?;
@@ -116,7 +114,7 @@ pub fn classify(opts: &RunOptions, c: &ClassifyOptions, out: &mut dyn Write) -> 
         }
         check_writable(&d.join("correct.png"))?;
     }
-    let names = class_names(&session, classes);
+    let names = session.class_names(classes);
     // Capacity from the header is capped: a lying header must not allocate.
     let mut preds: Vec<usize> = Vec::with_capacity(source.count().min(1 << 20));
     let mut confs: Vec<f32> = Vec::with_capacity(source.count().min(1 << 20));

@@ -82,7 +82,7 @@ pub(crate) fn open(opts: &RunOptions, output: &str, what: &str) -> Result<(Model
         pre: opts.pre,
         skip_bad: opts.skip_bad,
         folder_labels: opts.folder_labels,
-        classes: model_class_names(&session).unwrap_or_default(),
+        classes: session.metadata_class_names().unwrap_or_default(),
     };
     let source = ImageSource::open(&opts.images, [session.channels, session.height, session.width], &input)?;
     let skipped = source.skipped();
@@ -134,17 +134,6 @@ pub(crate) fn inputs_json(opts: &RunOptions, source: &ImageSource) -> serde_json
             .map(|b| serde_json::json!({"path": b.path.display().to_string(), "reason": b.msg}))
             .collect::<Vec<_>>(),
     })
-}
-
-/// The class names in a model's metadata, if it has them.
-fn model_class_names(session: &ModelSession) -> Option<Vec<String>> {
-    session.metadata.get("class_names").and_then(|v| serde_json::from_str::<Vec<String>>(v).ok())
-}
-
-pub(crate) fn class_names(session: &ModelSession, classes: usize) -> Vec<String> {
-    model_class_names(session)
-        .filter(|n| n.len() == classes)
-        .unwrap_or_else(|| (0..classes).map(|c| c.to_string()).collect())
 }
 
 /// Prints a report on stdout; a closed stdout is an error the edge treats

@@ -23,9 +23,10 @@ impl ApiKey {
         (!key.is_empty()).then(|| ApiKey { digest: Sha256::digest(key.as_bytes()).into() })
     }
 
-    /// Whether an `authorization` header value carries this key.
-    pub fn accepts(&self, header: Option<&axum::http::HeaderValue>) -> bool {
-        let Some(token) = header.and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")) else {
+    /// Whether an `authorization` header (or gRPC metadata) value carries
+    /// this key.
+    pub fn accepts(&self, header: Option<&str>) -> bool {
+        let Some(token) = header.and_then(|v| v.strip_prefix("Bearer ")) else {
             return false;
         };
         let digest: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();

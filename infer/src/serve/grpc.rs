@@ -31,9 +31,7 @@ pub struct GrpcService {
 impl GrpcService {
     fn authorize<T>(&self, request: &Request<T>) -> Result<(), Status> {
         let Some(key) = &self.key else { return Ok(()) };
-        let header = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
-        let value = header.and_then(|h| axum::http::HeaderValue::from_str(h).ok());
-        if key.accepts(value.as_ref()) {
+        if key.accepts(request.metadata().get("authorization").and_then(|v| v.to_str().ok())) {
             Ok(())
         } else {
             Err(ApiError::new(Kind::Unauthorized, "missing or wrong API key: send authorization: Bearer <key>")
@@ -180,7 +178,7 @@ impl GrpcInferenceService for GrpcService {
         let tensor = |t: &crate::session::TensorSpec| TensorMetadata {
             name: t.name.clone(),
             datatype: "FP32".into(),
-            shape: ServedModel::dims(t),
+            shape: t.sizes(),
         };
         Ok(Response::new(ModelMetadataResponse {
             name: model.name.clone(),

@@ -5,9 +5,18 @@
 //! front ends, the queue's sessions).
 
 use prometheus::{
-    exponential_buckets, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
+
+/// The series a model's queue records into.
+#[derive(Debug, Clone)]
+pub struct QueueMetrics {
+    pub batch_size: Histogram,
+    pub queue_time: Histogram,
+    pub queue_depth: IntGauge,
+    pub dropped: IntCounter,
+}
 
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -70,6 +79,17 @@ impl Metrics {
             registry.register(m).expect("metric names are unique");
         }
         Metrics { registry, requests, latency, queue_time, batch_size, in_flight, queue_depth, dropped }
+    }
+
+    /// One model's series of the queue's metrics, looked up once rather
+    /// than on every batch.
+    pub fn queue(&self, model: &str) -> QueueMetrics {
+        QueueMetrics {
+            batch_size: self.batch_size.with_label_values(&[model]),
+            queue_time: self.queue_time.with_label_values(&[model]),
+            queue_depth: self.queue_depth.with_label_values(&[model]),
+            dropped: self.dropped.with_label_values(&[model]),
+        }
     }
 
     /// Everything, in Prometheus' text exposition format.

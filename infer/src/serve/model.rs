@@ -11,7 +11,6 @@ use super::model_config::Batching;
 use super::proto::ModelConfig;
 use super::queue::{OutputRows, Queue};
 use crate::session::TensorSpec;
-use ae_onnx::Dim;
 
 /// One version of one model, loaded, warmed up and queued.
 #[derive(Debug)]
@@ -24,8 +23,9 @@ pub struct ServedModel {
     pub outputs: Vec<TensorSpec>,
     /// `[C, H, W]` of one image.
     pub image: [usize; 3],
-    /// The class names in the model's metadata, for the picture endpoint.
-    pub class_names: Option<Vec<String>>,
+    /// A name per class of the `probabilities` output (the metadata's, or
+    /// the indices), as `infer classify` names them; empty without one.
+    pub class_names: Vec<String>,
     pub queue: Queue,
 }
 
@@ -48,17 +48,6 @@ pub fn shape_string(shape: &[i64]) -> String {
 }
 
 impl ServedModel {
-    /// The model's dims in the protocol's form: -1 for the batch.
-    pub fn dims(spec: &TensorSpec) -> Vec<i64> {
-        spec.dims
-            .iter()
-            .map(|d| match d {
-                Dim::Fixed(v) => *v,
-                Dim::Symbolic(_) => -1,
-            })
-            .collect()
-    }
-
     /// Checks what a request declares of its one input before its data is
     /// read: name, datatype, shape (every dimension after the batch the
     /// model's, a batch within `max_batch`). Returns the element count.

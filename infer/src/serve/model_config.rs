@@ -125,7 +125,7 @@ pub fn to_json(config: &ModelConfig) -> serde_json::Value {
 /// `train export --layout triton` writes and what a flat folder's models
 /// are served with.
 pub fn for_model(name: &str, session: &ModelSession, batching: &Batching) -> ModelConfig {
-    let dims = |t: &TensorSpec| t.dims.iter().skip(1).map(dim_value).collect::<Vec<_>>();
+    let dims = |t: &TensorSpec| t.sizes()[1..].to_vec();
     let queue_policy = ModelQueuePolicy { max_queue_size: batching.max_queue as u32, ..Default::default() };
     ModelConfig {
         name: name.to_string(),
@@ -160,13 +160,6 @@ pub fn for_model(name: &str, session: &ModelSession, batching: &Batching) -> Mod
             ..Default::default()
         }],
         ..Default::default()
-    }
-}
-
-fn dim_value(d: &Dim) -> i64 {
-    match d {
-        Dim::Fixed(v) => *v,
-        Dim::Symbolic(_) => -1,
     }
 }
 
@@ -211,13 +204,13 @@ pub fn check(path: &Path, config: &ModelConfig, session: &ModelSession) -> Resul
                 let ty = DataType::try_from(*ty).map(|t| t.as_str_name()).unwrap_or("an unknown type");
                 return Err(mismatch(format!("{kind} {name} is {ty}; the model's is TYPE_FP32")));
             }
-            let want: Vec<i64> = spec.dims.iter().skip(1).map(dim_value).collect();
+            let want = &spec.sizes()[1..];
             if spec.dims.first().is_some_and(|d| matches!(d, Dim::Fixed(_))) {
                 return Err(mismatch(format!(
                     "the model's {kind} {name} has a fixed first dimension; Triton's ONNX Runtime backend needs the batch symbolic"
                 )));
             }
-            if *dims != want.as_slice() {
+            if *dims != want {
                 return Err(mismatch(format!(
                     "{kind} {name} has dims {dims:?}; the model's are {want:?} (after the batch)"
                 )));

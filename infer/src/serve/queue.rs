@@ -13,14 +13,13 @@
 //!   runs.
 //! - Rows go back to their own request, in order.
 
-use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use tokio::sync::oneshot;
 
-use super::metrics::Metrics;
+use super::metrics::{Metrics, QueueMetrics};
 use super::model_config::Batching;
 use crate::session::ModelSession;
 
@@ -54,8 +53,7 @@ pub struct Full;
 pub struct Queue {
     tx: Option<Sender<Entry>>,
     threads: Vec<JoinHandle<()>>,
-    model: String,
-    metrics: Metrics,
+    metrics: QueueMetrics,
 }
 
 impl Queue {
@@ -71,8 +69,7 @@ impl Queue {
                     session,
                     rx: rx.clone(),
                     batching: batching.clone(),
-                    model: model.to_string(),
-                    metrics: metrics.clone(),
+                    metrics: metrics.queue(model),
                     carried: None,
                 };
                 std::thread::Builder::new()
@@ -81,7 +78,7 @@ impl Queue {
                     .expect("spawn a session thread")
             })
             .collect();
-        Queue { tx: Some(tx), threads, model: model.to_string(), metrics: metrics.clone() }
+        Queue { tx: Some(tx), threads, metrics: metrics.queue(model) }
     }
 
     /// Queues `n` images; the receiver gets their rows.
@@ -91,7 +88,7 @@ impl Queue {
         let tx = self.tx.as_ref().ok_or(Full)?;
         match tx.try_send(entry) {
             Ok(()) => {
-                self.metrics.queue_depth.with_label_values(&[self.model.as_str()]).set(tx.len() as i64);
+                self.metrics.queue_depth.set(tx.len() as i64);
                 Ok(rx)
             }
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => Err(Full),
@@ -118,8 +115,7 @@ struct Worker {
     session: ModelSession,
     rx: Receiver<Entry>,
     batching: Batching,
-    model: String,
-    metrics: Metrics,
+    metrics: QueueMetrics,
     /// An entry taken that did not fit the last batch: the next one's first.
     carried: Option<Entry>,
 }
@@ -130,12 +126,11 @@ impl Worker {
         let mut images = Vec::new();
         while let Some(batch) = self.next_batch() {
             let n: usize = batch.iter().map(|e| e.n).sum();
-            let model = self.model.as_str();
-            self.metrics.batch_size.with_label_values(&[model]).observe(n as f64);
-            self.metrics.queue_depth.with_label_values(&[model]).set(self.rx.len() as i64);
+            self.metrics.batch_size.observe(n as f64);
+            self.metrics.queue_depth.set(self.rx.len() as i64);
             let now = Instant::now();
             for e in &batch {
-                self.metrics.queue_time.with_label_values(&[model]).observe((now - e.enqueued).as_secs_f64());
+                self.metrics.queue_time.observe((now - e.enqueued).as_secs_f64());
             }
             // One request: its own buffer; several: one [n, C, H, W] buffer.
             let result = if batch.len() == 1 {
@@ -217,11 +212,8 @@ impl Worker {
     fn live(&self, e: &Entry) -> bool {
         let live = !e.reply.is_closed();
         if !live {
-            self.metrics.dropped.with_label_values(&[self.model.as_str()]).inc();
+            self.metrics.dropped.inc();
         }
         live
     }
 }
-
-/// A queue shared by the front ends.
-pub type SharedQueue = Arc<Queue>;

@@ -124,7 +124,8 @@ fn load(opts: &ServeOptions, metrics: &metrics::Metrics) -> Result<Models, Serve
             })?;
         }
         let s = &sessions[0];
-        let class_names = s.metadata.get("class_names").and_then(|v| serde_json::from_str::<Vec<String>>(v).ok());
+        let classes = s.output("probabilities").and_then(|o| o.sizes().last().copied()).filter(|&c| c > 0);
+        let class_names = classes.map_or_else(Vec::new, |c| s.class_names(c as usize));
         let served = ServedModel {
             name: source.name.clone(),
             version: source.version,

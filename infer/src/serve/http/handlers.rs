@@ -32,8 +32,7 @@ pub async fn server_metadata() -> Json<Value> {
 }
 
 fn metadata(state: &AppState, model: &ServedModel) -> Value {
-    let tensor =
-        |t: &crate::session::TensorSpec| json!({ "name": t.name, "datatype": "FP32", "shape": ServedModel::dims(t) });
+    let tensor = |t: &crate::session::TensorSpec| json!({ "name": t.name, "datatype": "FP32", "shape": t.sizes() });
     json!({
         "name": model.name,
         "versions": state.models.versions(&model.name),
@@ -123,9 +122,8 @@ async fn run_infer(
     };
     let bytes = read_body(&state.limits, body).await?;
     let start = Instant::now();
-    let request = types::parse_request(&bytes, header_length, &model)?;
+    let mut request = types::parse_request(&bytes, header_length, &model)?;
     drop(bytes);
-    let mut request = request;
     let (images, n) = model.validate(std::mem::take(&mut request.inputs))?;
     let rows = model.infer(images, n).await?;
     let (body, json_length) = types::response_body(&model, &request, &rows);

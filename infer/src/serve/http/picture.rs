@@ -46,13 +46,9 @@ pub async fn classify(
     ae_core::idx::normalize_into(&pixels, &mut images); // [1, C, H, W] in [0, 1]
     let rows = model.infer(images, 1).await?;
     let p = &rows[probabilities].data;
-    let class = p.iter().enumerate().fold(0, |best, (i, v)| if *v > p[best] { i } else { best });
-    let class_name = model
-        .class_names
-        .as_ref()
-        .filter(|names| names.len() == p.len())
-        .map(|names| names[class].clone())
-        .unwrap_or_else(|| class.to_string());
+    // The class and its name exactly as infer classify picks them.
+    let (class, confidence) = crate::report::argmax(p);
+    let class_name = model.class_names.get(class).cloned().unwrap_or_else(|| class.to_string());
     state.metrics.latency.with_label_values(&[model.name.as_str()]).observe(start.elapsed().as_secs_f64());
     Ok(Json(json!({
         "model_name": model.name,
@@ -61,7 +57,7 @@ pub async fn classify(
         "invert": pre.invert.to_string(),
         "class": class,
         "name": class_name,
-        "confidence": p[class],
+        "confidence": confidence,
         "probabilities": p,
     })))
 }

@@ -51,7 +51,10 @@ async fn guard(State(state): State<AppState>, request: Request, next: Next) -> R
     let path = request.uri().path().to_string();
     state.metrics.in_flight.inc();
     let response = match &state.key {
-        Some(key) if path != "/v2/health/live" && !key.accepts(request.headers().get("authorization")) => {
+        Some(key)
+            if path != "/v2/health/live"
+                && !key.accepts(request.headers().get("authorization").and_then(|v| v.to_str().ok())) =>
+        {
             ApiError::new(Kind::Unauthorized, "missing or wrong API key: send Authorization: Bearer <key>")
                 .into_response()
         }
