@@ -47,18 +47,42 @@ fn draw_err<E: std::fmt::Debug>(e: E) -> io::Error {
     io::Error::other(format!("drawing failed: {e:?}"))
 }
 
-fn save_rgb(path: &Path, buf: Vec<u8>, w: u32, h: u32) -> io::Result<()> {
+/// A figure encoded as an RGB PNG, and its size.
+#[derive(Debug, Clone)]
+pub struct Png {
+    pub bytes: Vec<u8>,
+    pub width: u32,
+    pub height: u32,
+}
+
+impl Png {
+    /// Writes the PNG to `path`, atomically.
+    pub fn save(&self, path: &Path) -> io::Result<()> {
+        atomic::write_bytes(path, &self.bytes)
+    }
+}
+
+fn encode_rgb(buf: Vec<u8>, w: u32, h: u32) -> io::Result<Png> {
     let img = image::RgbImage::from_raw(w, h, buf).ok_or_else(|| io::Error::other("image buffer size"))?;
     let mut png = Vec::new();
     image::DynamicImage::ImageRgb8(img)
         .write_to(&mut io::Cursor::new(&mut png), image::ImageOutputFormat::Png)
         .map_err(io::Error::other)?;
-    atomic::write_bytes(path, &png)
+    Ok(Png { bytes: png, width: w, height: h })
+}
+
+fn save_rgb(path: &Path, buf: Vec<u8>, w: u32, h: u32) -> io::Result<()> {
+    encode_rgb(buf, w, h)?.save(path)
 }
 
 /// A grid of tiles, `cols` per row, each magnified `scale` times, with an
 /// optional title above and each tile's caption under it.
 pub fn image_grid(path: &Path, title: Option<&str>, tiles: &[Tile], cols: usize, scale: usize) -> io::Result<()> {
+    image_grid_png(title, tiles, cols, scale)?.save(path)
+}
+
+/// [`image_grid`], in memory.
+pub fn image_grid_png(title: Option<&str>, tiles: &[Tile], cols: usize, scale: usize) -> io::Result<Png> {
     embedded_font()?;
     let cols = cols.max(1).min(tiles.len().max(1));
     let rows = tiles.len().div_ceil(cols).max(1);
@@ -104,7 +128,7 @@ pub fn image_grid(path: &Path, title: Option<&str>, tiles: &[Tile], cols: usize,
         }
         root.present().map_err(draw_err)?;
     }
-    save_rgb(path, buf, w, h)
+    encode_rgb(buf, w, h)
 }
 
 /// A tick label as a plain decimal with about three significant digits
@@ -240,6 +264,11 @@ pub fn line_chart(
 
 /// The confusion matrix as a heatmap with counts in the cells.
 pub fn confusion_heatmap(path: &Path, matrix: &[Vec<u64>], names: &[String]) -> io::Result<()> {
+    confusion_heatmap_png(matrix, names)?.save(path)
+}
+
+/// [`confusion_heatmap`], in memory.
+pub fn confusion_heatmap_png(matrix: &[Vec<u64>], names: &[String]) -> io::Result<Png> {
     embedded_font()?;
     let k = matrix.len().max(1);
     let cell = 48usize;
@@ -300,5 +329,5 @@ pub fn confusion_heatmap(path: &Path, matrix: &[Vec<u64>], names: &[String]) -> 
         }
         root.present().map_err(draw_err)?;
     }
-    save_rgb(path, buf, w, h)
+    encode_rgb(buf, w, h)
 }

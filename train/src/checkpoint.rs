@@ -45,21 +45,19 @@ impl Checkpoint {
         history: &[EpochRecord],
     ) -> Result<(), TrainError> {
         let epoch = history.last().map(|r| r.epoch).unwrap_or(0);
-        let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-        named.extend(optimizer.iter().map(|(k, t)| (k.clone(), t.shallow_clone())));
-        named.sort_by(|a, b| a.0.cmp(&b.0));
-        let meta = HashMap::from([
-            ("epoch".to_string(), epoch.to_string()),
-            ("steps".to_string(), steps.to_string()),
-            ("history".to_string(), serde_json::to_string(history).expect("history serialises")),
-            ("config_sha256".to_string(), config_sha256.to_string()),
-        ]);
-        let bytes = encode_safetensors(&named, meta)
-            .map_err(|e| TrainError::BadRun { path: p.to_path_buf(), msg: format!("cannot encode: {e}") })?;
+        let bytes = encode(p, config_sha256, vs, optimizer, steps, history)?;
         let mut file = AtomicFile::create(p).map_err(TrainError::io(p, "cannot write"))?;
         fault::disk_full(epoch).and_then(|()| file.write_all(&bytes)).map_err(TrainError::io(p, "cannot write"))?;
         fault::point("checkpoint-before-rename", epoch);
         file.commit().map_err(TrainError::io(p, "cannot write"))
+    }
+
+    /// Saves the best epoch's weights (`best.safetensors`): the model's
+    /// variables, no optimizer state, and the history up to that epoch,
+    /// atomically. Reads back with [`Checkpoint::read`].
+    pub fn save_best(p: &Path, config_sha256: &str, vs: &VarStore, history: &[EpochRecord]) -> Result<(), TrainError> {
+        let bytes = encode(p, config_sha256, vs, &[], 0, history)?;
+        ae_core::atomic::write_bytes(p, &bytes).map_err(TrainError::io(p, "cannot write"))
     }
 
     pub fn read(path: &Path, device: Device) -> Result<Checkpoint, TrainError> {
@@ -115,6 +113,28 @@ impl Checkpoint {
         }
         Ok(())
     }
+}
+
+fn encode(
+    p: &Path,
+    config_sha256: &str,
+    vs: &VarStore,
+    optimizer: &[(String, Tensor)],
+    steps: i64,
+    history: &[EpochRecord],
+) -> Result<Vec<u8>, TrainError> {
+    let epoch = history.last().map(|r| r.epoch).unwrap_or(0);
+    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    named.extend(optimizer.iter().map(|(k, t)| (k.clone(), t.shallow_clone())));
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    let meta = HashMap::from([
+        ("epoch".to_string(), epoch.to_string()),
+        ("steps".to_string(), steps.to_string()),
+        ("history".to_string(), serde_json::to_string(history).expect("history serialises")),
+        ("config_sha256".to_string(), config_sha256.to_string()),
+    ]);
+    encode_safetensors(&named, meta)
+        .map_err(|e| TrainError::BadRun { path: p.to_path_buf(), msg: format!("cannot encode: {e}") })
 }
 
 /// Tensors → safetensors bytes (f32, little-endian).

@@ -11,14 +11,15 @@ use ae_core::cli_values::{choice, names};
 use ae_core::folder::FolderOptions;
 use ae_onnx::quantize::{CalibrationMethod, WeightRange};
 use infer::device::Device;
-use train::config::{Loss, Network, Normalize, Preset, TrainSettings};
+use train::config::{EarlyStopping, Loss, Network, Normalize, Preset, TrainSettings};
 use train::explorer::{Base, Files, Param, Plan};
 use train::export::int8::{self, Int8Options};
-use train::export::{EncoderSource, ExportJob, Layout, VERIFY_IMAGES};
+use train::export::{EncoderSource, Epoch, ExportJob, Layout, VERIFY_IMAGES};
 use train::optim::OptimizerKind;
 use train::pipeline::{self, AutoencoderJob, ClassifierJob, Common};
 use train::run_dir::Reuse;
 use train::sweep::SweepPlan;
+use train::tensorboard::run_log::TensorBoard;
 use train::{data, device, table, TrainError};
 
 /// Overwrites `field` when the flag was given.
@@ -136,6 +137,20 @@ pub struct CommonArgs {
     /// Shift training images randomly by up to N pixels (default: the preset's).
     #[arg(long)]
     pub augment: Option<usize>,
+    /// Early stopping: end a stage once val_loss has not improved for PATIENCE epochs
+    /// (Keras's EarlyStopping). Every run keeps its best epoch (best.safetensors) either way.
+    #[arg(long, value_name = "PATIENCE")]
+    pub early_stopping: Option<usize>,
+    /// With --early-stopping: how much val_loss must fall to count as an improvement.
+    #[arg(long, requires = "early_stopping")]
+    pub min_delta: Option<f64>,
+    /// TensorBoard event files in RUN/tensorboard (`tensorboard --logdir runs/`).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub tensorboard: bool,
+    /// Optimizer steps between two batch_loss points in TensorBoard.
+    #[arg(long, value_name = "STEPS", default_value_t = TensorBoard::default().batch_every as u64,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub tensorboard_every: u64,
     /// CPU threads for libtorch (default: libtorch's choice).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -246,6 +261,9 @@ pub struct ExportArgs {
     /// Classifier runs: which encoder encoder.onnx holds.
     #[arg(long, value_parser = choice::<EncoderSource>(), default_value_t = EncoderSource::Autoencoder)]
     pub encoder: EncoderSource,
+    /// Which epoch to export: the best (lowest val_loss) or the last trained.
+    #[arg(long, value_parser = choice::<Epoch>(), default_value_t = Epoch::Best)]
+    pub epoch: Epoch,
     /// Also write int8 (QDQ) models, *.int8.onnx, calibrated on training images and gated on validation images.
     #[arg(long)]
     pub int8: bool,
@@ -352,6 +370,13 @@ impl CommonArgs {
         s.val_split = self.val_split;
         s.limit = self.limit;
         s.threads = self.threads;
+        if let Some(patience) = self.early_stopping {
+            s.early_stopping = Some(EarlyStopping { patience, min_delta: self.min_delta.unwrap_or(0.0) });
+        }
+    }
+
+    fn tensorboard(&self) -> Option<TensorBoard> {
+        self.tensorboard.then_some(TensorBoard { batch_every: self.tensorboard_every as usize })
     }
 
     fn reuse(&self) -> Reuse {
@@ -367,7 +392,15 @@ impl CommonArgs {
         let table = self.table.clone().unwrap_or_else(|| out.parent().unwrap_or(Path::new(".")).join(table_name));
         let device = device::resolve(self.device)?;
         let folder = FolderOptions { channels: self.channels, size: self.size };
-        Ok(Common { out, device, quiet: self.quiet, reuse: self.reuse(), table: Some(table), folder })
+        Ok(Common {
+            out,
+            device,
+            quiet: self.quiet,
+            reuse: self.reuse(),
+            table: Some(table),
+            folder,
+            tensorboard: self.tensorboard(),
+        })
     }
 }
 
@@ -430,6 +463,7 @@ impl ExportArgs {
             images: self.images.clone(),
             verify_count: VERIFY_IMAGES,
             encoder: self.encoder,
+            epoch: self.epoch,
             int8: self.int8.then_some(Int8Options {
                 calibration_images: self.calibration_images,
                 method: self.calibration,
@@ -461,7 +495,14 @@ impl SweepBase {
                 Base::Classifier(t)
             }
         };
-        Ok(Plan { base, files, dir: dir.to_path_buf(), device: device::resolve(c.device)?, quiet: c.quiet })
+        Ok(Plan {
+            base,
+            files,
+            dir: dir.to_path_buf(),
+            device: device::resolve(c.device)?,
+            quiet: c.quiet,
+            tensorboard: c.tensorboard(),
+        })
     }
 }
 

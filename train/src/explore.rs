@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use crate::config::Network;
 use crate::error::TrainError;
 use crate::explorer::{Explorer, Param, Plan};
-use crate::export::{self, EncoderSource, ExportJob, Layout};
+use crate::export::{self, EncoderSource, Epoch, ExportJob, Layout};
 
 /// Asks until the answer parses and `ok` accepts it; `None` at end of input.
 fn ask<R: BufRead, W: Write, T: std::str::FromStr>(
@@ -108,6 +108,7 @@ pub fn run<R: BufRead, W: Write>(plan: Plan, input: &mut R, out: &mut W) -> Resu
                             images: Some(ex.files.images.clone()),
                             verify_count: EXPORT_CHECK_IMAGES,
                             encoder: EncoderSource::Autoencoder,
+                            epoch: Epoch::Best,
                             int8: None,
                             layout: Layout::Flat,
                         })?;

@@ -14,6 +14,7 @@ use crate::error::TrainError;
 use crate::pipeline::{self, AutoencoderJob, ClassifierJob, Common, Outcome};
 use crate::run_dir::{Reuse, RunDir};
 use crate::table::{AE_TABLE, CLF_TABLE};
+use crate::tensorboard::run_log::TensorBoard;
 
 /// A hyperparameter that can be varied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -154,6 +155,8 @@ pub struct Plan {
     pub dir: PathBuf,
     pub device: tch::Device,
     pub quiet: bool,
+    /// Each run's TensorBoard log (`None`: none).
+    pub tensorboard: Option<TensorBoard>,
 }
 
 /// Trains configurations for one network and keeps what they gave.
@@ -164,6 +167,7 @@ pub struct Explorer {
     pub dir: PathBuf,
     device: tch::Device,
     quiet: bool,
+    tensorboard: Option<TensorBoard>,
     /// Results by varied parameter: (value, outcome).
     pub results: BTreeMap<Param, Vec<(usize, Outcome)>>,
     pub last: Option<Outcome>,
@@ -171,7 +175,7 @@ pub struct Explorer {
 
 impl Explorer {
     pub fn new(plan: Plan) -> Result<Explorer, TrainError> {
-        let Plan { base, files, dir, device, quiet } = plan;
+        let Plan { base, files, dir, device, quiet, tensorboard } = plan;
         let base = match base {
             Base::Autoencoder(t) => Point::Autoencoder(t),
             Base::Classifier(training) => {
@@ -183,7 +187,7 @@ impl Explorer {
                 Point::Classifier { layers, training }
             }
         };
-        Ok(Explorer { base, files, dir, device, quiet, results: BTreeMap::new(), last: None })
+        Ok(Explorer { base, files, dir, device, quiet, tensorboard, results: BTreeMap::new(), last: None })
     }
 
     pub fn network(&self) -> Network {
@@ -198,6 +202,7 @@ impl Explorer {
             reuse: Reuse::Overwrite,
             table: Some(self.dir.join(table)),
             folder: Default::default(),
+            tensorboard: self.tensorboard,
         }
     }
 

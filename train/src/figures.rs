@@ -4,7 +4,7 @@ use std::path::Path;
 
 use tch::{nn::ModuleT, Tensor};
 
-use ae_core::figure::{self, Series, Tile};
+use ae_core::figure::{self, Png, Series, Tile};
 
 use crate::checkpoint::to_vec;
 use crate::data::Data;
@@ -60,8 +60,13 @@ fn to_u8(t: &Tensor) -> Vec<u8> {
 }
 
 /// The first `n` validation images (top row) above their reconstructions
-/// (bottom row).
+/// (bottom row), as `reconstructions.png`.
 pub fn reconstructions(path: &Path, ae: &Autoencoder, data: &Data, n: usize) -> Result<(), TrainError> {
+    reconstruction_grid(ae, data, n).and_then(|png| png.save(path)).map_err(TrainError::io(path, "cannot write"))
+}
+
+/// [`reconstructions`], in memory (TensorBoard's image after each epoch).
+pub fn reconstruction_grid(ae: &Autoencoder, data: &Data, n: usize) -> std::io::Result<Png> {
     let n = n.min(data.val_x.size()[0] as usize) as i64;
     let x = data.val_x.narrow(0, 0, n);
     let y = tch::no_grad(|| ae.forward_t(&x, false));
@@ -76,6 +81,5 @@ pub fn reconstructions(path: &Path, ae: &Autoencoder, data: &Data, n: usize) -> 
     };
     let mut tiles: Vec<Tile> = (0..n).map(|i| tile(&x, i, "original")).collect();
     tiles.extend((0..n).map(|i| tile(&y, i, "reconstruction")));
-    figure::image_grid(path, Some("originals (top) and reconstructions (bottom)"), &tiles, n as usize, 3)
-        .map_err(TrainError::io(path, "cannot write"))
+    figure::image_grid_png(Some("originals (top) and reconstructions (bottom)"), &tiles, n as usize, 3)
 }

@@ -9,14 +9,18 @@ use ae_core::interrupt;
 use indicatif::{ProgressBar, ProgressStyle};
 use tch::{nn::ModuleT, nn::VarStore, Kind, Tensor};
 
+use ae_core::figure::{self, Png};
+
 use crate::checkpoint::Checkpoint;
-use crate::config::{Loss, TrainSettings};
+use crate::config::{EarlyStopping, Loss, TrainSettings};
 use crate::data::{epoch_batches, Data, Rng};
+use crate::early_stopping::best_epoch;
 use crate::error::TrainError;
 use crate::fallible::torch;
 use crate::history::EpochRecord;
 use crate::optim::Optimizer;
-use crate::run_dir::{RunConfig, RunDir, WEIGHTS};
+use crate::run_dir::{RunConfig, RunDir, BEST, WEIGHTS};
+use crate::tensorboard::run_log::{Resumed, RunLog, TensorBoard};
 
 /// What the loss compares the model's output with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,14 +60,14 @@ impl Objective {
     }
 }
 
-/// One training stage: a contiguous range of epochs with one optimizer.
+/// One training stage: up to `epochs` epochs with one optimizer, right
+/// after the epochs of the stage before it (early stopping may end a stage
+/// sooner; the next one then starts sooner).
 #[derive(Debug, Clone, Copy)]
 pub struct Stage<'a> {
     /// Shown on the progress bar, e.g. "(fine-tuning)".
     pub name: &'a str,
-    /// Global epoch numbers (1-based) this stage runs: first..=last.
-    pub first: usize,
-    pub last: usize,
+    pub epochs: usize,
     pub lr: f64,
     /// Parameters whose names start with this prefix are frozen: no
     /// gradients, and the model runs in eval mode (BatchNorm statistics
@@ -74,7 +78,7 @@ pub struct Stage<'a> {
 impl Stage<'_> {
     /// All epochs of `settings` in one stage (the autoencoder's).
     pub fn whole(settings: &TrainSettings) -> Stage<'static> {
-        Stage { name: "", first: 1, last: settings.epochs, lr: settings.lr, frozen: None }
+        Stage { name: "", epochs: settings.epochs, lr: settings.lr, frozen: None }
     }
 
     /// The rate at a step of this stage: a linear warm-up from lr/25 over
@@ -94,11 +98,23 @@ impl Stage<'_> {
     }
 }
 
-/// Mean loss and accuracy of the model over `x` (eval mode, no grad).
-pub fn evaluate(model: &dyn ModuleT, objective: Objective, x: &Tensor, y: Option<&Tensor>) -> (f64, Option<f64>) {
+/// A model's loss over a data set, and for a classifier its accuracy and
+/// confusion matrix.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evaluation {
+    pub loss: f64,
+    pub accuracy: Option<f64>,
+    /// `confusion[t][p]`: images of class `t` predicted as `p`.
+    pub confusion: Option<Vec<Vec<u64>>>,
+}
+
+/// Evaluates the model over `x` (eval mode, no grad).
+pub fn evaluate(model: &dyn ModuleT, objective: Objective, x: &Tensor, y: Option<&Tensor>) -> Evaluation {
     let n = x.size()[0];
     let chunk = 1000;
-    let (mut loss, mut correct) = (0.0, 0i64);
+    let mut loss = 0.0;
+    let mut counts: Option<Tensor> = None; // [K·K], true class major
+    let mut classes = 0;
     tch::no_grad(|| {
         let mut start = 0;
         while start < n {
@@ -107,13 +123,28 @@ pub fn evaluate(model: &dyn ModuleT, objective: Objective, x: &Tensor, y: Option
             let yb = y.map(|y| y.narrow(0, start, len));
             let out = model.forward_t(&xb, false);
             loss += objective.loss(&out, &xb, yb.as_ref()).double_value(&[]) * len as f64;
-            if let Some(yb) = &yb {
-                correct += out.argmax(-1, false).eq_tensor(yb).sum(Kind::Int64).int64_value(&[]);
+            if let (Some(yb), true) = (&yb, objective.classifies()) {
+                classes = out.size()[1];
+                let cell = yb * classes + out.argmax(-1, false); // [B]
+                let c = cell.bincount::<Tensor>(None, classes * classes);
+                counts = Some(match counts.take() {
+                    Some(sum) => sum + c,
+                    None => c,
+                });
             }
             start += len;
         }
     });
-    (loss / n as f64, objective.classifies().then(|| correct as f64 / n as f64))
+    let confusion = counts.map(|c| {
+        let flat: Vec<i64> =
+            Vec::<i64>::try_from(c.to_device(tch::Device::Cpu).to_kind(Kind::Int64)).unwrap_or_default();
+        flat.chunks(classes as usize).map(|row| row.iter().map(|&v| v as u64).collect()).collect::<Vec<Vec<u64>>>()
+    });
+    let accuracy = confusion.as_ref().map(|m| {
+        let correct: u64 = (0..m.len()).map(|i| m[i][i]).sum();
+        correct as f64 / n as f64
+    });
+    Evaluation { loss: loss / n as f64, accuracy, confusion }
 }
 
 /// Gives every 4-D variable (convolution weights) channels-last strides,
@@ -130,8 +161,27 @@ fn channels_last(vs: &VarStore) {
     }
 }
 
+/// What a trainer draws of the validation set after each epoch, for
+/// TensorBoard.
+pub enum EpochFigure<'a> {
+    /// The autoencoder's reconstruction grid (tag `reconstructions`).
+    Reconstructions(Box<dyn Fn() -> std::io::Result<Png> + 'a>),
+    /// The classifier's confusion matrix (tag `confusion_matrix`), with
+    /// the class names.
+    Confusion(Vec<String>),
+}
+
+impl std::fmt::Debug for EpochFigure<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            EpochFigure::Reconstructions(_) => "Reconstructions",
+            EpochFigure::Confusion(_) => "Confusion",
+        })
+    }
+}
+
 /// Trains a model held in `vs` stage by stage, checkpointing into `run`
-/// after every epoch.
+/// after every epoch and keeping the best epoch's weights.
 #[derive(Debug)]
 pub struct Trainer<'a> {
     pub vs: VarStore,
@@ -140,7 +190,7 @@ pub struct Trainer<'a> {
     settings: &'a TrainSettings,
     objective: Objective,
     quiet: bool,
-    /// Epochs of the whole run, for "epoch 3/10".
+    /// Epochs of the whole run at most, for "epoch 3/10".
     total: usize,
     pub history: Vec<EpochRecord>,
     /// The run configuration's fingerprint, recorded in every checkpoint.
@@ -148,6 +198,13 @@ pub struct Trainer<'a> {
     /// The checkpoint resumed from, until the stage it was saved in has
     /// taken its optimizer state.
     resumed: Option<Checkpoint>,
+    /// The TensorBoard log (`None`: `--tensorboard false`).
+    log: Option<RunLog>,
+    figure: Option<EpochFigure<'a>>,
+    /// The first epoch of each stage that has started.
+    pub stage_starts: Vec<usize>,
+    /// The epoch at which early stopping ended the last stage, if it did.
+    pub stopped_early: Option<usize>,
 }
 
 impl<'a> Trainer<'a> {
@@ -163,18 +220,85 @@ impl<'a> Trainer<'a> {
         let total = settings.frozen_epochs + settings.epochs;
         channels_last(&vs);
         let fingerprint = cfg.fingerprint();
-        Trainer { vs, run, data, settings, objective, quiet, total, history: Vec::new(), fingerprint, resumed: None }
+        Trainer {
+            vs,
+            run,
+            data,
+            settings,
+            objective,
+            quiet,
+            total,
+            history: Vec::new(),
+            fingerprint,
+            resumed: None,
+            log: None,
+            figure: None,
+            stage_starts: Vec::new(),
+            stopped_early: None,
+        }
+    }
+
+    fn batches_per_epoch(&self) -> usize {
+        self.data.train_len().div_ceil(self.settings.batch_size)
+    }
+
+    fn early(&self) -> Option<EarlyStopping> {
+        self.settings.early_stopping
     }
 
     /// Continues the run from its checkpoint: the weights, the history
-    /// (rewritten to `history.csv`, which may lag by an epoch) and, once
-    /// its stage starts, the optimizer state.
+    /// (rewritten to `history.csv`, which may lag by an epoch), the best
+    /// epoch's weights and, once its stage starts, the optimizer state.
     pub fn resume(&mut self) -> Result<(), TrainError> {
         let ckpt = self.run.checkpoint(&self.fingerprint, self.vs.device())?;
         ckpt.copy_into(&mut self.vs, "")?;
         self.history = ckpt.history.clone();
         self.run.write_history(&self.history)?;
+        self.check_best(ckpt.epoch)?;
         self.resumed = Some(ckpt);
+        Ok(())
+    }
+
+    /// `best.safetensors` must hold the history's best epoch, or an epoch
+    /// after the checkpoint's (a kill between the two writes; that epoch
+    /// is redone and saved again). When the best is the checkpoint's own
+    /// epoch, its weights are at hand and saved again if need be.
+    fn check_best(&self, saved: usize) -> Result<(), TrainError> {
+        let Some(best) = best_epoch(&self.history, self.settings.min_delta()) else { return Ok(()) };
+        let path = self.run.file(BEST);
+        let held = match Checkpoint::read(&path, tch::Device::Cpu) {
+            Ok(c) if c.config_sha256.as_deref() == Some(&self.fingerprint) => Some(c.epoch),
+            _ => None,
+        };
+        match held {
+            Some(e) if e == best.epoch || e > saved => Ok(()),
+            _ if best.epoch == saved => Checkpoint::save_best(&path, &self.fingerprint, &self.vs, &self.history),
+            held => Err(TrainError::BadRun {
+                path,
+                msg: format!(
+                    "holds {}, but epoch {} is the run's best so far: its weights are lost, so --resume cannot keep \
+                     the best epoch (start again with --force)",
+                    held.map(|e| format!("epoch {e}")).unwrap_or_else(|| "no weights of this run".into()),
+                    best.epoch
+                ),
+            }),
+        }
+    }
+
+    /// Starts the TensorBoard log (after [`Trainer::resume`], if resuming):
+    /// a fresh run starts it over; a resumed one keeps what was logged up
+    /// to its checkpoint.
+    pub fn log_to_tensorboard(
+        &mut self,
+        opts: Option<TensorBoard>,
+        cfg: &RunConfig,
+        figure: EpochFigure<'a>,
+    ) -> Result<(), TrainError> {
+        let Some(opts) = opts else { return Ok(()) };
+        let done = self.done();
+        let resumed = (done > 0).then(|| Resumed { epoch: done, steps: (done * self.batches_per_epoch()) as i64 });
+        self.log = Some(RunLog::open(&self.run.path, opts, &cfg.hparams(), resumed)?);
+        self.figure = Some(figure);
         Ok(())
     }
 
@@ -183,11 +307,47 @@ impl<'a> Trainer<'a> {
         self.history.last().map(|r| r.epoch).unwrap_or(0)
     }
 
-    /// Runs the stage's epochs that are not done yet.
-    pub fn run_stage(&mut self, stage: &Stage, model: &dyn ModuleT) -> Result<(), TrainError> {
-        if stage.first > stage.last || self.done() >= stage.last {
-            return Ok(());
+    /// Runs the stages one after the other, each starting right after the
+    /// epoch the one before it ended at, skipping what the history shows
+    /// is done.
+    pub fn run(&mut self, stages: &[Stage], model: &dyn ModuleT) -> Result<(), TrainError> {
+        let mut first = 1;
+        self.stage_starts.clear();
+        for stage in stages.iter().filter(|s| s.epochs > 0) {
+            let last = first + stage.epochs - 1;
+            self.stage_starts.push(first);
+            self.stopped_early = None;
+            let end = match self.ended(first, last) {
+                Some(end) => end,
+                None => {
+                    self.run_stage(stage, first, last, model)?;
+                    self.done()
+                }
+            };
+            first = end + 1;
         }
+        Ok(())
+    }
+
+    /// The epoch at which the stage `first..=last` ended, if the history
+    /// shows that it has: its last epoch, or one where early stopping
+    /// ended it.
+    fn ended(&mut self, first: usize, last: usize) -> Option<usize> {
+        for r in self.history.iter().filter(|r| (first..=last).contains(&r.epoch)) {
+            if r.epoch == last {
+                return Some(r.epoch);
+            }
+            if self.early().is_some_and(|es| es.stops(&self.history[..r.epoch], first)) {
+                // Stopped before its last epoch.
+                self.stopped_early = Some(r.epoch);
+                return Some(r.epoch);
+            }
+        }
+        None
+    }
+
+    /// Runs the stage's epochs `first..=last` that are not done yet.
+    fn run_stage(&mut self, stage: &Stage, first: usize, last: usize, model: &dyn ModuleT) -> Result<(), TrainError> {
         let frozen: Vec<Tensor> = match stage.frozen {
             Some(prefix) => self
                 .vs
@@ -201,27 +361,30 @@ impl<'a> Trainer<'a> {
         for t in &frozen {
             let _ = t.set_requires_grad(false);
         }
-        let result = self.epochs(stage, model);
+        let result = self.epochs(stage, first, last, model);
         for t in &frozen {
             let _ = t.set_requires_grad(true);
         }
         result
     }
 
-    fn epochs(&mut self, stage: &Stage, model: &dyn ModuleT) -> Result<(), TrainError> {
+    fn epochs(&mut self, stage: &Stage, first: usize, last: usize, model: &dyn ModuleT) -> Result<(), TrainError> {
         let trainable = self.vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
         let mut opt = Optimizer::new(self.settings.optimizer, trainable);
         // A checkpoint saved inside this stage carries its optimizer state.
-        if let Some(ckpt) = self.resumed.take_if(|c| c.epoch >= stage.first) {
+        if let Some(ckpt) = self.resumed.take_if(|c| c.epoch >= first) {
             opt.load_state(ckpt.steps, |k| ckpt.tensors.get(k).map(|t| t.shallow_clone()))
                 .map_err(|msg| TrainError::BadRun { path: ckpt.path.clone(), msg })?;
         }
         let s = self.settings;
         let train_mode = stage.frozen.is_none();
         let n = self.data.train_len();
-        let batches_per_epoch = n.div_ceil(s.batch_size);
-        let steps_in_stage = batches_per_epoch * (stage.last + 1 - stage.first);
-        for epoch in (self.done() + 1).max(stage.first)..=stage.last {
+        let batches_per_epoch = self.batches_per_epoch();
+        let steps_in_stage = batches_per_epoch * (last + 1 - first);
+        // The loss summed since the last batch_loss point, on the device.
+        let mut window = Tensor::zeros([], (Kind::Double, self.vs.device()));
+        let mut window_steps = 0usize;
+        for epoch in (self.done() + 1).max(first)..=last {
             let t0 = Instant::now();
             let batches = epoch_batches(n, s.batch_size, s.seed, epoch, self.vs.device());
             let bar = if self.quiet { ProgressBar::hidden() } else { ProgressBar::new(batches.len() as u64) };
@@ -232,7 +395,8 @@ impl<'a> Trainer<'a> {
             );
             bar.set_prefix(format!("epoch {epoch}/{} {}", self.total, stage.name));
             // Sums stay on the device; the host reads them only when the
-            // progress bar refreshes and at the end of the epoch.
+            // progress bar refreshes, a TensorBoard point is due, and at
+            // the end of the epoch.
             let device = self.vs.device();
             let mut loss_sum = Tensor::zeros([], (Kind::Double, device));
             let mut correct = Tensor::zeros([], (Kind::Int64, device));
@@ -243,7 +407,7 @@ impl<'a> Trainer<'a> {
                     bar.finish_and_clear();
                     return Err(TrainError::Interrupted { run: self.run.path.clone(), epoch: epoch - 1 });
                 }
-                let step = (epoch - stage.first) * batches_per_epoch + b;
+                let step = (epoch - first) * batches_per_epoch + b;
                 lr = stage.lr_at(s, step, steps_in_stage);
                 let len = idx.size()[0] as usize;
                 // libtorch's errors (out of memory, above all) end the run
@@ -262,7 +426,9 @@ impl<'a> Trainer<'a> {
                     loss.f_backward()?;
                     opt.step(lr);
                     tch::no_grad(|| -> Result<(), tch::TchError> {
-                        loss_sum += loss.detach().f_to_kind(Kind::Double)? * len as f64;
+                        let l = loss.detach().f_to_kind(Kind::Double)?;
+                        loss_sum += &l * len as f64;
+                        window += l;
                         if let Some(yb) = &yb {
                             correct += out.f_argmax(-1, false)?.f_eq_tensor(yb)?.f_sum(Kind::Int64)?;
                         }
@@ -274,6 +440,18 @@ impl<'a> Trainer<'a> {
                     return Err(self.failed(epoch, e));
                 }
                 seen += len;
+                window_steps += 1;
+                // Optimizer steps of the whole run so far: TensorBoard's step.
+                let global = ((epoch - 1) * batches_per_epoch + b + 1) as i64;
+                if let Some(log) = self.log.as_mut().filter(|l| global.rem_euclid(l.batch_every as i64) == 0) {
+                    let mean = window.double_value(&[]) / window_steps as f64;
+                    let _ = window.zero_();
+                    window_steps = 0;
+                    if let Err(e) = log.batch_loss(global, mean) {
+                        bar.finish_and_clear();
+                        return Err(self.failed(epoch, e));
+                    }
+                }
                 if b % 10 == 0 || b + 1 == batches.len() {
                     let mean = loss_sum.double_value(&[]) / seen as f64;
                     if mean.is_nan() {
@@ -286,35 +464,48 @@ impl<'a> Trainer<'a> {
                 bar.inc(1);
             }
             bar.finish_and_clear();
-            let (val_loss, val_acc) =
-                torch(|| evaluate(model, self.objective, &self.data.val_x, self.data.val_y.as_ref()))
-                    .map_err(|e| self.failed(epoch, e))?;
-            if val_loss.is_nan() {
+            let eval = torch(|| evaluate(model, self.objective, &self.data.val_x, self.data.val_y.as_ref()))
+                .map_err(|e| self.failed(epoch, e))?;
+            if eval.loss.is_nan() {
                 return Err(TrainError::NanLoss { epoch });
             }
-            let record = EpochRecord {
+            let mut record = EpochRecord {
                 epoch,
                 loss: loss_sum.double_value(&[]) / seen as f64,
-                val_loss,
+                val_loss: eval.loss,
                 accuracy: self.objective.classifies().then(|| correct.int64_value(&[]) as f64 / seen as f64),
-                val_accuracy: val_acc,
+                val_accuracy: eval.accuracy,
                 // Milliseconds: what history.csv shows is what the checkpoint holds.
                 seconds: (t0.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
                 lr,
+                best_epoch: 0,
             };
+            self.history.push(record.clone());
+            record.best_epoch = best_epoch(&self.history, s.min_delta()).map_or(epoch, |r| r.epoch);
+            *self.history.last_mut().expect("pushed") = record.clone();
+            let improved = record.best_epoch == epoch;
             if !self.quiet {
-                println!("{}", summary_line(&record, self.total, n));
+                println!("{}{}", summary_line(&record, self.total, n), if improved { " (best)" } else { "" });
             }
-            self.history.push(record);
-            // Checkpoint first (it carries the history), then the CSV view.
-            let saved = Checkpoint::save(
-                &self.run.file(WEIGHTS),
-                &self.fingerprint,
-                &self.vs,
-                &opt.state(),
-                opt.steps,
-                &self.history,
-            );
+            // The log first, then the best weights, then the checkpoint
+            // (it carries the history), then the CSV view: a kill between
+            // any two leaves files a resume brings back in step.
+            let saved = self
+                .log_epoch(&record, &eval, n)
+                .and_then(|()| match improved {
+                    true => Checkpoint::save_best(&self.run.file(BEST), &self.fingerprint, &self.vs, &self.history),
+                    false => Ok(()),
+                })
+                .and_then(|()| {
+                    Checkpoint::save(
+                        &self.run.file(WEIGHTS),
+                        &self.fingerprint,
+                        &self.vs,
+                        &opt.state(),
+                        opt.steps,
+                        &self.history,
+                    )
+                });
             if saved.is_err() {
                 self.history.pop();
             }
@@ -323,8 +514,66 @@ impl<'a> Trainer<'a> {
                 self.run.write_history(&self.history)
             });
             saved.map_err(|e| self.failed(epoch, e))?;
+            if let Some(es) = self.early().filter(|es| epoch < last && es.stops(&self.history, first)) {
+                self.stopped_early = Some(epoch);
+                if !self.quiet {
+                    let best = best_epoch(&self.history, es.min_delta).expect("a history");
+                    let waited = epoch - best.epoch.max(first - 1);
+                    println!(
+                        "early stopping after epoch {epoch}: val_loss has not improved on epoch {}'s {:.5}{} for {waited} epoch{}",
+                        best.epoch,
+                        best.val_loss,
+                        if es.min_delta > 0.0 { format!(" by more than {}", es.min_delta) } else { String::new() },
+                        if waited == 1 { "" } else { "s" }
+                    );
+                }
+                break;
+            }
         }
         Ok(())
+    }
+
+    /// The epoch's scalars and validation picture, if TensorBoard logs.
+    fn log_epoch(&mut self, record: &EpochRecord, eval: &Evaluation, train_images: usize) -> Result<(), TrainError> {
+        let Some(log) = self.log.as_mut() else { return Ok(()) };
+        log.epoch(record, train_images)?;
+        let png = match (&self.figure, &eval.confusion) {
+            (Some(EpochFigure::Reconstructions(draw)), _) => Some(("reconstructions", draw())),
+            (Some(EpochFigure::Confusion(names)), Some(m)) => {
+                Some(("confusion_matrix", figure::confusion_heatmap_png(m, names)))
+            }
+            _ => None,
+        };
+        if let Some((tag, png)) = png {
+            let png = png.map_err(TrainError::io(&self.run.path, "cannot draw the TensorBoard image"))?;
+            log.validation_image(tag, record.epoch, &png)?;
+        }
+        Ok(())
+    }
+
+    /// Puts the best epoch's weights in the model when the last epoch is
+    /// not the best (Keras's `restore_best_weights`): the figures, the test
+    /// report and the export then describe the same weights.
+    pub fn restore_best(&mut self, best: &EpochRecord) -> Result<(), TrainError> {
+        if self.history.last().is_some_and(|l| l.epoch == best.epoch) {
+            return Ok(());
+        }
+        let ckpt = self.run.weights(BEST, &self.fingerprint, self.vs.device())?;
+        if ckpt.epoch != best.epoch {
+            return Err(TrainError::BadRun {
+                path: ckpt.path.clone(),
+                msg: format!("holds epoch {}, expected the best epoch {}", ckpt.epoch, best.epoch),
+            });
+        }
+        ckpt.copy_into(&mut self.vs, "")
+    }
+
+    /// Ends the TensorBoard log's session: the run is complete.
+    pub fn finish_log(&mut self) -> Result<(), TrainError> {
+        match self.log.as_mut() {
+            Some(log) => log.finished(),
+            None => Ok(()),
+        }
     }
 
     /// `e` in `epoch`, after training started: the run keeps the last
@@ -338,10 +587,12 @@ impl<'a> Trainer<'a> {
         }
     }
 
-    /// The last epoch's record and the training time of all epochs.
-    pub fn outcome(&self) -> Result<(EpochRecord, f64), TrainError> {
+    /// The last epoch's record, the best epoch's, and the training time
+    /// of all epochs.
+    pub fn outcome(&self) -> Result<(EpochRecord, EpochRecord, f64), TrainError> {
         let last = self.history.last().cloned().ok_or_else(|| TrainError::Runtime("no epoch was trained".into()))?;
-        Ok((last, self.history.iter().map(|r| r.seconds).sum()))
+        let best = best_epoch(&self.history, self.settings.min_delta()).cloned().unwrap_or_else(|| last.clone());
+        Ok((last, best, self.history.iter().map(|r| r.seconds).sum()))
     }
 }
 

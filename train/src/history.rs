@@ -13,4 +13,9 @@ pub struct EpochRecord {
     pub val_accuracy: Option<f64>,
     pub seconds: f64,
     pub lr: f64,
+    /// The best epoch so far, this one included
+    /// ([`crate::early_stopping::best_epoch`]): the last row names the
+    /// epoch whose weights `best.safetensors` holds. 0 in older runs.
+    #[serde(default)]
+    pub best_epoch: usize,
 }

@@ -10,6 +10,7 @@ pub mod data;
 pub mod dataset;
 pub mod device;
 pub mod digest;
+pub mod early_stopping;
 pub mod error;
 pub mod explore;
 pub mod explorer;
@@ -28,6 +29,7 @@ pub mod run_summary;
 pub mod sample;
 pub mod sweep;
 pub mod table;
+pub mod tensorboard;
 pub mod test_report;
 
 pub use error::TrainError;

@@ -21,12 +21,16 @@ pub const CONFIG: &str = "config.json";
 /// The checkpoint ([`crate::checkpoint`]).
 pub const WEIGHTS: &str = "weights.safetensors";
 pub const HISTORY: &str = "history.csv";
+/// The best epoch's weights ([`crate::checkpoint::Checkpoint::save_best`]).
+pub const BEST: &str = "best.safetensors";
 
-/// Every file a run writes in its directory. `--force` removes them all,
-/// the checkpoint first and the config last, before the new run writes
-/// anything: a kill at any point leaves no old file beside a new one.
-pub const ARTIFACTS: [&str; 11] = [
+/// Every file a run writes in its directory (and its TensorBoard log).
+/// `--force` removes them all, the checkpoint first and the config last,
+/// before the new run writes anything: a kill at any point leaves no old
+/// file beside a new one.
+pub const ARTIFACTS: [&str; 12] = [
     WEIGHTS,
+    BEST,
     HISTORY,
     "loss.png",
     "accuracy.png",
@@ -49,9 +53,14 @@ pub enum ModelConfig {
         model: ClassifierConfig,
         class_names: Vec<String>,
         /// The autoencoder run whose encoder the classifier started from
-        /// (canonical), and the SHA-256 of its checkpoint then.
+        /// (canonical), and the SHA-256 of its weights file then.
         autoencoder_run: PathBuf,
         autoencoder_sha256: String,
+        /// That file in the run: `best.safetensors` (its best epoch); absent
+        /// in runs from before best epochs were kept, which started from
+        /// the checkpoint (`weights.safetensors`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        autoencoder_weights: Option<String>,
     },
 }
 
@@ -60,6 +69,14 @@ impl ModelConfig {
         match self {
             ModelConfig::Autoencoder { .. } => "autoencoder",
             ModelConfig::Classifier { .. } => "classifier",
+        }
+    }
+
+    /// The file of the autoencoder run a classifier's encoder came from.
+    pub fn autoencoder_weights(&self) -> &str {
+        match self {
+            ModelConfig::Classifier { autoencoder_weights: Some(f), .. } => f,
+            _ => WEIGHTS,
         }
     }
 
@@ -103,6 +120,25 @@ impl RunConfig {
             "folder": d.folder,
         });
         sha256_bytes(doc.to_string().as_bytes())
+    }
+
+    /// The hyperparameters TensorBoard's hparams plugin compares runs by:
+    /// the network, its architecture and every training setting, leaving
+    /// out what does not change the model (threads).
+    pub fn hparams(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut doc = serde_json::Map::new();
+        doc.insert("network".into(), self.model.kind().into());
+        let ae = self.model.autoencoder();
+        doc.insert("layers".into(), ae.layers.into());
+        doc.insert("filter_size".into(), ae.filter_size.into());
+        doc.insert("filters".into(), ae.filters.into());
+        if let ModelConfig::Classifier { model, .. } = &self.model {
+            doc.insert("fc_units".into(), model.fc_units.into());
+        }
+        if let Ok(serde_json::Value::Object(train)) = serde_json::to_value(&self.train) {
+            doc.extend(train.into_iter().filter(|(k, _)| k != "threads"));
+        }
+        doc
     }
 
     /// Refuses to continue (or export) a run whose inputs changed since it
@@ -226,6 +262,9 @@ impl RunDir {
     /// one. Files that are not a run's stay.
     pub fn clear(&self) -> Result<(), TrainError> {
         for name in ARTIFACTS {
+            if name == CONFIG {
+                crate::tensorboard::run_log::clear(&self.path)?;
+            }
             let p = self.file(name);
             match std::fs::remove_file(&p) {
                 Ok(()) => crate::fault::point("force-clearing", 1),
@@ -240,7 +279,30 @@ impl RunDir {
     /// configuration whose [`RunConfig::fingerprint`] is `expected` (that of
     /// `config.json`, for export; of the command line, for `--resume`).
     pub fn checkpoint(&self, expected: &str, device: tch::Device) -> Result<Checkpoint, TrainError> {
-        let ckpt = Checkpoint::read(&self.file(WEIGHTS), device)?;
+        self.weights(WEIGHTS, expected, device)
+    }
+
+    /// The weights the run hands on: the best epoch's (`best.safetensors`),
+    /// or the checkpoint's in a run from before best epochs were kept.
+    /// Returns them with the file's name.
+    pub fn best(&self, expected: &str, device: tch::Device) -> Result<(Checkpoint, &'static str), TrainError> {
+        let name = self.best_file();
+        Ok((self.weights(name, expected, device)?, name))
+    }
+
+    /// `best.safetensors` if the run has one, else the checkpoint's name.
+    pub fn best_file(&self) -> &'static str {
+        if self.file(BEST).is_file() {
+            BEST
+        } else {
+            WEIGHTS
+        }
+    }
+
+    /// A weights file of the run (`name`), checked against `expected` as
+    /// [`RunDir::checkpoint`] does.
+    pub fn weights(&self, name: &str, expected: &str, device: tch::Device) -> Result<Checkpoint, TrainError> {
+        let ckpt = Checkpoint::read(&self.file(name), device)?;
         match &ckpt.config_sha256 {
             Some(c) if *c == expected => Ok(ckpt),
             Some(c) => Err(TrainError::BadRun {

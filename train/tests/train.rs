@@ -57,6 +57,7 @@ fn settings(epochs: usize, batch: usize) -> TrainSettings {
         threads: Some(2),
         loss: None,
         augment: 0,
+        early_stopping: None,
     }
 }
 
@@ -68,6 +69,7 @@ fn common(out: &Path) -> Common {
         reuse: Reuse::Overwrite,
         table: None,
         folder: Default::default(),
+        tensorboard: None,
     }
 }
 
@@ -143,7 +145,7 @@ fn class_names_parse_from_a_file_or_a_list() {
 /// (one-cycle); without warm-up the old cosine schedule is unchanged.
 #[test]
 fn one_cycle_schedule_warms_up_then_decays() {
-    let stage = train::fit::Stage { name: "", first: 1, last: 1, lr: 5e-3, frozen: None };
+    let stage = train::fit::Stage { name: "", epochs: 1, lr: 5e-3, frozen: None };
     let mut s = settings(1, 64);
     s.cosine = true;
     s.warmup = 0.25;
@@ -209,6 +211,7 @@ fn int8_export_calibrates_gates_and_records() {
         images: None,
         verify_count: 16,
         encoder: train::export::EncoderSource::Autoencoder,
+        epoch: train::export::Epoch::Best,
         layout: Default::default(),
         int8: Some(Int8Options { calibration_images: 128, gate, ..Int8Options::default() }),
     };
@@ -226,7 +229,7 @@ fn int8_export_calibrates_gates_and_records() {
     assert_eq!(meta["int8_gate_passed"], gate.passed.to_string());
     let float_bytes = std::fs::read(models.join("autoencoder.onnx")).unwrap();
     assert_eq!(meta["float_model_sha256"], train::run_dir::sha256_bytes(&float_bytes));
-    assert_eq!(meta["weights_sha256"], train::run_dir::sha256_file(&out.join("weights.safetensors")).unwrap());
+    assert_eq!(meta["weights_sha256"], train::run_dir::sha256_file(&out.join("best.safetensors")).unwrap());
     insta::assert_snapshot!("autoencoder_int8_graph", ae_onnx::summary(&m));
 
     // Ranges 1000× too narrow clip every activation: the gate must fail.
@@ -316,17 +319,17 @@ fn classifier_beats_chance_and_reports_on_test_set() {
     };
     assert_eq!(predicted(&out.join("test_predictions.csv")), predicted(&preds));
 
-    // Its metadata names the checkpoints it came from.
+    // Its metadata names the weights it came from: each run's best epoch.
     let meta = |model: &Path| -> serde_json::Value {
         let o = Command::new(infer_bin()).args(["info", "--format", "json", "--model"]).arg(model).output().unwrap();
         serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["metadata"].clone()
     };
     let sha = |p: PathBuf| train::run_dir::sha256_file(&p).unwrap();
     let m = meta(&clf_onnx);
-    assert_eq!(m["weights_sha256"], sha(out.join("weights.safetensors")).as_str());
-    assert_eq!(m["autoencoder_sha256"], sha(ae.join("weights.safetensors")).as_str());
+    assert_eq!(m["weights_sha256"], sha(out.join("best.safetensors")).as_str());
+    assert_eq!(m["autoencoder_sha256"], sha(ae.join("best.safetensors")).as_str());
     let m = meta(&models.join("encoder.onnx"));
-    assert_eq!(m["weights_sha256"], sha(ae.join("weights.safetensors")).as_str());
+    assert_eq!(m["weights_sha256"], sha(ae.join("best.safetensors")).as_str());
     assert!(m["encoder_weights"].as_str().unwrap().contains("not fine-tuned"), "{m}");
     // The fine-tuned encoder on request, checked against the classifier's.
     let tuned = dir.path().join("tuned");
@@ -336,15 +339,15 @@ fn classifier_beats_chance_and_reports_on_test_set() {
     );
     assert_eq!(code, 0, "{err}");
     let m = meta(&tuned.join("encoder.onnx"));
-    assert_eq!(m["weights_sha256"], sha(out.join("weights.safetensors")).as_str());
+    assert_eq!(m["weights_sha256"], sha(out.join("best.safetensors")).as_str());
     assert!(m["encoder_weights"].as_str().unwrap().contains("(fine-tuned"), "{m}");
 
     // Retraining the autoencoder under the classifier: export and resume refuse.
-    let before = sha(ae.join("weights.safetensors"));
+    let before = sha(ae.join("best.safetensors"));
     let mut again = ae_job(&ae, 1);
     again.training.settings.seed = 8;
     pipeline::train_autoencoder(&again).unwrap();
-    let after = sha(ae.join("weights.safetensors"));
+    let after = sha(ae.join("best.safetensors"));
     let (code, _, err) = run(&["export", "--run", out.to_str().unwrap(), "--out", models.to_str().unwrap()], None);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains(&before) && err.contains(&after), "names both hashes: {err}");
@@ -824,6 +827,18 @@ fn sweep_writes_table_rows_and_graphs() {
     for g in ["L1_FS3_FLx_E1_B64.png", "L1_FS3_FL16_E1_Bx.png"] {
         let img = image::open(d.join(g)).unwrap().to_luma8();
         assert!(img.pixels().filter(|p| p.0[0] < 200).count() > 500, "{g} is blank");
+    }
+    // Every sweep run logs for TensorBoard, hparams included, as a single run does.
+    let runs: Vec<PathBuf> = std::fs::read_dir(&d).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
+    assert_eq!(runs.len(), 4, "{runs:?}");
+    for r in &runs {
+        for sub in ["tensorboard", "tensorboard/train", "tensorboard/validation"] {
+            let events = std::fs::read_dir(r.join(sub))
+                .unwrap()
+                .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("events.out.tfevents."))
+                .count();
+            assert_eq!(events, 1, "{}/{sub}", r.display());
+        }
     }
 }
 
@@ -1531,7 +1546,11 @@ fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
         let e = e.unwrap();
-        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
     }
 }
 
@@ -1573,7 +1592,9 @@ fn force_never_mixes_two_runs() {
     let other = dir.path().join("other");
     let (code, err) = train_small(&images, &other, &["--epochs", "1", "--seed", "8"], None);
     assert_eq!(code, 0, "{err}");
-    std::fs::copy(other.join("weights.safetensors"), old.join("weights.safetensors")).unwrap();
+    for f in ["weights.safetensors", "best.safetensors"] {
+        std::fs::copy(other.join(f), old.join(f)).unwrap();
+    }
     let (code, err) = train_small(&images, &old, &["--epochs", "1", "--resume"], None);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("was trained with configuration sha256") && err.contains("describes sha256"), "{err}");
@@ -1851,4 +1872,187 @@ fn summaries_of_the_quick_preset() {
         .sum();
     assert_eq!(stored, ae.total() + stage2.total());
     insta::assert_snapshot!("summary_quick", format!("{}\n{}\n{}", ae.render(), stage1.render(), stage2.render()));
+}
+
+// ------------------------------------- watching and steering a run (issue 24)
+
+/// A run made to plateau: val_loss keeps falling, but after a few epochs
+/// by less than `--min-delta` per epoch, so early stopping (patience 2)
+/// ends it well before its 12 epochs, with the best epoch before the last.
+const PLATEAU: [&str; 7] = ["--epochs", "12", "--early-stopping", "2", "--min-delta", "0.002", "--tensorboard-every"];
+
+fn plateau_args(extra: &[&str]) -> Vec<String> {
+    PLATEAU.iter().chain(["10"].iter()).chain(extra).map(|s| s.to_string()).collect()
+}
+
+fn tensors_equal(a: &Path, b: &Path, what: &str) {
+    let (a, b) = (Checkpoint::read(a, Device::Cpu).unwrap(), Checkpoint::read(b, Device::Cpu).unwrap());
+    assert_eq!(a.epoch, b.epoch, "{what}: epochs");
+    assert_eq!(a.tensors.len(), b.tensors.len(), "{what}: tensor count");
+    for (k, t) in &a.tensors {
+        assert!(t.equal(&b.tensors[k]), "{what}: {k} differs");
+    }
+}
+
+fn history_of(run: &Path) -> Vec<train::history::EpochRecord> {
+    RunDir { path: run.into() }.read_history().unwrap()
+}
+
+/// The autoencoder of `run` filled from one of its weights files.
+fn autoencoder_from(run: &Path, file: &str) -> Autoencoder {
+    let cfg = RunDir { path: run.into() }.read_config().unwrap();
+    let mut vs = VarStore::new(Device::Cpu);
+    let ae = cfg.model.autoencoder().init(&vs.root());
+    Checkpoint::read(&run.join(file), Device::Cpu).unwrap().copy_into(&mut vs, "").unwrap();
+    ae
+}
+
+#[test]
+fn early_stopping_stops_on_a_plateau_and_exports_the_best_epoch() {
+    let _g = lock();
+    let dir = tempfile::tempdir().unwrap();
+    let images = mnist("train-images-idx3-ubyte");
+    let run = dir.path().join("run");
+    let args = plateau_args(&[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, err) = train_small(&images, &run, &args, None);
+    assert_eq!(code, 0, "{err}");
+    let h = history_of(&run);
+    let (stop, best) = (h.len(), h.last().unwrap().best_epoch);
+    assert!(stop < 12, "early stopping never stopped the run: {h:?}");
+    assert!(best < stop && stop - best == 2, "stopped at {stop}, best {best}: patience is 2");
+    // Each row names the best epoch so far; no epoch after the best beat it by more than min_delta.
+    assert!(h.windows(2).all(|w| w[0].best_epoch <= w[1].best_epoch && w[1].best_epoch <= w[1].epoch), "{h:?}");
+    for r in &h[best..] {
+        assert!(r.val_loss >= h[best - 1].val_loss - 0.002, "epoch {} improved on the best", r.epoch);
+    }
+    let kept = Checkpoint::read(&run.join("best.safetensors"), Device::Cpu).unwrap();
+    assert_eq!(kept.epoch, best);
+    assert_eq!(kept.history, h[..best]);
+    // --resume of a finished run trains nothing more.
+    let rerun = plateau_args(&["--resume"]);
+    let rerun: Vec<&str> = rerun.iter().map(String::as_str).collect();
+    let (code, err) = train_small(&images, &run, &rerun, None);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(history_of(&run), h, "a resumed finished run trained on");
+
+    // train export: the best epoch by default, the last with --epoch last;
+    // the metadata says which, and ONNX Runtime computes what tch computes
+    // with that epoch's weights.
+    let x = Tensor::rand([16, 1, 28, 28], (Kind::Float, Device::Cpu));
+    for (flag, epoch, file) in [(None, best, "best.safetensors"), (Some("last"), stop, "weights.safetensors")] {
+        let out = dir.path().join(format!("models-{}", flag.unwrap_or("default")));
+        let mut c = train_bin();
+        c.args(["export", "--run", run.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"]);
+        if let Some(f) = flag {
+            c.args(["--epoch", f]);
+        }
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let opts = SessionOptions { device: OrtDevice::Cpu, threads: Some(2) };
+        let mut s = ModelSession::open(out.join("autoencoder.onnx"), &opts).unwrap();
+        let m = &s.metadata;
+        assert_eq!(m["epoch"], epoch.to_string(), "{flag:?}");
+        assert_eq!(m["epoch_selected"], flag.unwrap_or("best"));
+        assert_eq!(m["epochs"], stop.to_string());
+        assert_eq!(m["weights_file"], file);
+        assert_eq!(m["weights_sha256"], train::run_dir::sha256_file(&run.join(file)).unwrap());
+        assert_eq!(m["val_loss"], format!("{}", h[epoch - 1].val_loss));
+        let this = autoencoder_from(&run, file);
+        let other = autoencoder_from(&run, if epoch == best { "weights.safetensors" } else { "best.safetensors" });
+        let same = train::export::max_abs_diff(&mut s, &|x| vec![this.forward_t(x, false)], &x).unwrap();
+        let differs = train::export::max_abs_diff(&mut s, &|x| vec![other.forward_t(x, false)], &x).unwrap();
+        assert!(same < 1e-4, "{file}: ONNX differs from its epoch by {same}");
+        assert!(differs > 1e-3, "the best and the last epoch should differ ({differs})");
+    }
+}
+
+/// Killed right after the best epoch's weights were written (checkpoint
+/// not yet renamed), and at the stopping epoch (checkpoint written,
+/// history not): `--resume` ends with the uninterrupted run's history,
+/// checkpoint and best epoch, tensor for tensor.
+#[test]
+fn resume_after_a_kill_keeps_the_best_epoch_bit_identical() {
+    let _g = lock();
+    let dir = tempfile::tempdir().unwrap();
+    let images = mnist("train-images-idx3-ubyte");
+    let full = dir.path().join("full");
+    let args = plateau_args(&["--force"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_eq!(train_small(&images, &full, &args, None).0, 0);
+    let h = history_of(&full);
+    let (stop, best) = (h.len(), h.last().unwrap().best_epoch);
+    let resume = plateau_args(&["--resume"]);
+    let resume: Vec<&str> = resume.iter().map(String::as_str).collect();
+    for fault in [format!("checkpoint-before-rename@{best}"), format!("checkpoint-before-history@{stop}")] {
+        let cut = dir.path().join(&fault);
+        let (code, _) = train_small(&images, &cut, &args, Some(&fault));
+        assert_ne!(code, 0, "{fault}: the fault must kill the process");
+        if fault.starts_with("checkpoint-before-rename") {
+            let kept = Checkpoint::read(&cut.join("best.safetensors"), Device::Cpu).unwrap();
+            let saved = Checkpoint::read(&cut.join("weights.safetensors"), Device::Cpu).unwrap();
+            assert_eq!((kept.epoch, saved.epoch), (best, best - 1), "{fault}: best written ahead of the checkpoint");
+        }
+        let (code, err) = train_small(&images, &cut, &resume, None);
+        assert_eq!(code, 0, "{fault}: {err}");
+        assert_eq!(history_losses(&cut), history_losses(&full), "{fault}");
+        assert_eq!(
+            history_of(&cut).iter().map(|r| r.best_epoch).collect::<Vec<_>>(),
+            h.iter().map(|r| r.best_epoch).collect::<Vec<_>>()
+        );
+        tensors_equal(&full.join("weights.safetensors"), &cut.join("weights.safetensors"), &fault);
+        tensors_equal(&full.join("best.safetensors"), &cut.join("best.safetensors"), &fault);
+    }
+}
+
+fn python() -> PathBuf {
+    let p = std::env::var_os("PYTHON").map(PathBuf::from).unwrap_or_else(|| root().join(".venv/bin/python"));
+    assert!(p.exists(), "{}: no Python venv (run `make setup`, or set PYTHON)", p.display());
+    p
+}
+
+/// TensorBoard's own reader (tests/tensorboard_check.py) reads the event
+/// files of an autoencoder run killed mid-way and resumed, and of a
+/// classifier run: the scalars per epoch equal history.csv (each once),
+/// and the images and hparams are there. A history.csv that disagrees is
+/// caught; `--tensorboard false` writes no log.
+#[test]
+fn tensorboard_reads_the_logs_of_a_resumed_run() {
+    let _g = lock();
+    let dir = tempfile::tempdir().unwrap();
+    let images = mnist("train-images-idx3-ubyte");
+    let ae = dir.path().join("ae");
+    let args = ["--epochs", "3", "--tensorboard-every", "10"];
+    let (code, _) = train_small(&images, &ae, &args, Some("checkpoint-before-rename@2"));
+    assert_ne!(code, 0);
+    let (code, err) = train_small(&images, &ae, &[&args[..], &["--resume"]].concat(), None);
+    assert_eq!(code, 0, "{err}");
+    let clf = dir.path().join("clf");
+    let o = train_bin()
+        .args(["classifier", "--autoencoder", ae.to_str().unwrap(), "--images", images.to_str().unwrap()])
+        .args(["--labels", mnist("train-labels-idx1-ubyte").to_str().unwrap(), "--test-images", "none"])
+        .args(["--limit", "1500", "--fc-units", "16", "--frozen-epochs", "1", "--epochs", "1", "--threads", "2"])
+        .args(["--tensorboard-every", "10", "--quiet", "--out", clf.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let check = |runs: &[&Path]| {
+        let o = Command::new(python()).arg(root().join("tests/tensorboard_check.py")).args(runs).output().unwrap();
+        (o.status.success(), String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr))
+    };
+    let (ok, out) = check(&[&ae, &clf]);
+    assert!(ok, "{out}");
+    // The check fails on a history.csv the log disagrees with.
+    let bad = dir.path().join("bad");
+    copy_dir(&ae, &bad);
+    let mut rows = history_of(&bad);
+    rows[1].val_loss *= 1.01;
+    RunDir { path: bad.clone() }.write_history(&rows).unwrap();
+    let (ok, out) = check(&[&bad]);
+    assert!(!ok && out.contains("validation/epoch_loss at epoch 2"), "{out}");
+    // Off: no log at all.
+    let off = dir.path().join("off");
+    let (code, err) = train_small(&images, &off, &["--epochs", "1", "--tensorboard", "false"], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(!off.join("tensorboard").exists());
 }

@@ -20,10 +20,11 @@ use ae_core::interrupt;
 use infer::session::{Device as OrtDevice, ModelSession, SessionOptions};
 
 use crate::checkpoint::to_vec;
+use crate::checkpoint::Checkpoint;
 use crate::data;
 use crate::error::TrainError;
 use crate::model::AutoencoderConfig;
-use crate::run_dir::{sha256_file, ModelConfig, RunConfig, RunDir, WEIGHTS};
+use crate::run_dir::{sha256_file, ModelConfig, RunConfig, RunDir, BEST, WEIGHTS};
 
 use self::int8::{Gate, Int8Options, RunImages};
 use self::onnx::{Graph, Weights};
@@ -56,6 +57,18 @@ impl EncoderSource {
     }
 }
 
+/// Which epoch of a run `train export` exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(strum::Display, strum::EnumString, strum::IntoStaticStr, strum::VariantArray, strum::EnumMessage)]
+#[strum(serialize_all = "lowercase")]
+pub enum Epoch {
+    /// The best epoch (lowest val_loss; best.safetensors), as the classifier and the test report use it.
+    #[default]
+    Best,
+    /// The last epoch trained (the checkpoint, weights.safetensors).
+    Last,
+}
+
 #[derive(Debug, Clone)]
 pub struct ExportJob {
     pub run: PathBuf,
@@ -66,6 +79,8 @@ pub struct ExportJob {
     /// How many images the parity check runs.
     pub verify_count: usize,
     pub encoder: EncoderSource,
+    /// The run's best epoch or its last.
+    pub epoch: Epoch,
     /// Also write `*.int8.onnx` beside each float model.
     pub int8: Option<Int8Options>,
     /// Flat `.onnx` files, or a Triton model repository.
@@ -156,9 +171,58 @@ fn intended_preprocess(cfg: &RunConfig) -> &'static str {
     }
 }
 
-fn metadata(cfg: &RunConfig, run: &RunDir, weights_sha256: &str) -> BTreeMap<String, String> {
+/// The weights a graph is made of: a weights file of a run, the epoch it
+/// holds and why that one.
+struct Source {
+    file: &'static str,
+    sha256: String,
+    ckpt: Checkpoint,
+    /// What the metadata's `epoch_selected` says.
+    selected: String,
+}
+
+impl Source {
+    fn read(run: &RunDir, cfg: &RunConfig, file: &'static str, selected: String) -> Result<Source, TrainError> {
+        let sha256 = sha256_file(&run.file(file))?;
+        // The weights must be the ones config.json describes, and the data
+        // what they were trained on: the metadata says both.
+        let ckpt = run.weights(file, &cfg.fingerprint(), Device::Cpu)?;
+        cfg.check_data_unchanged(&run.path)?;
+        Ok(Source { file, sha256, ckpt, selected })
+    }
+
+    /// `--epoch`'s choice in `run`.
+    fn chosen(run: &RunDir, cfg: &RunConfig, epoch: Epoch) -> Result<Source, TrainError> {
+        let history = run.read_history().unwrap_or_default();
+        let trained = history.last().map(|r| r.epoch).unwrap_or(0);
+        match (epoch, run.file(BEST).is_file()) {
+            (Epoch::Best, true) => {
+                let s = Source::read(run, cfg, BEST, "best".into())?;
+                // best.safetensors is ahead of the checkpoint only after a
+                // kill between the two writes: --resume settles it.
+                if s.ckpt.epoch > trained {
+                    return Err(TrainError::BadRun {
+                        path: run.file(BEST),
+                        msg: format!(
+                            "holds epoch {}, after the run's last saved epoch {trained}: finish the run with                              --resume, or export its last epoch with --epoch last",
+                            s.ckpt.epoch
+                        ),
+                    });
+                }
+                Ok(s)
+            }
+            (Epoch::Best, false) => {
+                Source::read(run, cfg, WEIGHTS, "last (the run keeps no best epoch: trained by an older train)".into())
+            }
+            (Epoch::Last, _) => Source::read(run, cfg, WEIGHTS, "last".into()),
+        }
+    }
+}
+
+fn metadata(cfg: &RunConfig, run: &RunDir, weights: &Source) -> BTreeMap<String, String> {
     let mut m = BTreeMap::new();
-    m.insert("weights_sha256".into(), weights_sha256.into());
+    m.insert("weights_sha256".into(), weights.sha256.clone());
+    m.insert("weights_file".into(), weights.file.into());
     m.insert("run".into(), base_name(&run.path));
     let input = cfg.model.autoencoder().input;
     let (c, h, w) = (input.channels, input.height, input.width);
@@ -196,20 +260,26 @@ fn metadata(cfg: &RunConfig, run: &RunDir, weights_sha256: &str) -> BTreeMap<Str
         m.insert("dataset_labels".into(), base_name(l));
         m.insert("dataset_labels_sha256".into(), h.clone());
     }
+    // The exported epoch's figures; the run's length and time from its history.
+    if let Some(epoch) = weights.ckpt.history.last() {
+        m.insert("epoch".into(), epoch.epoch.to_string());
+        m.insert("epoch_selected".into(), weights.selected.clone());
+        m.insert("loss".into(), format!("{}", epoch.loss));
+        m.insert("val_loss".into(), format!("{}", epoch.val_loss));
+        if let Some(a) = epoch.val_accuracy {
+            m.insert("val_accuracy".into(), format!("{a}"));
+        }
+    }
     if let Ok(history) = run.read_history() {
         if let Some(last) = history.last() {
             m.insert("epochs".into(), last.epoch.to_string());
-            m.insert("loss".into(), format!("{}", last.loss));
-            m.insert("val_loss".into(), format!("{}", last.val_loss));
-            if let Some(a) = last.val_accuracy {
-                m.insert("val_accuracy".into(), format!("{a}"));
-            }
             m.insert("train_seconds".into(), format!("{:.1}", history.iter().map(|r| r.seconds).sum::<f64>()));
         }
     }
-    if let ModelConfig::Classifier { class_names, model, autoencoder_run, autoencoder_sha256 } = &cfg.model {
+    if let ModelConfig::Classifier { class_names, model, autoencoder_run, autoencoder_sha256, .. } = &cfg.model {
         m.insert("autoencoder_run".into(), base_name(autoencoder_run));
         m.insert("autoencoder_sha256".into(), autoencoder_sha256.clone());
+        m.insert("autoencoder_weights_file".into(), cfg.model.autoencoder_weights().into());
         m.insert("classes".into(), model.classes.to_string());
         m.insert("class_names".into(), serde_json::to_string(class_names).expect("json"));
         if let Ok(text) = std::fs::read_to_string(run.file("test_metrics.json")) {
@@ -223,53 +293,55 @@ fn metadata(cfg: &RunConfig, run: &RunDir, weights_sha256: &str) -> BTreeMap<Str
     m
 }
 
-/// A model rebuilt from its config and filled from the run's checkpoint,
-/// with its weights on the host for the graph.
-fn load<M>(run: &RunDir, cfg: &RunConfig, build: impl FnOnce(&tch::nn::Path) -> M) -> Result<(Weights, M), TrainError> {
-    // The checkpoint must be the one config.json describes, and the data
-    // what it was trained on: the metadata says both.
-    let ckpt = run.checkpoint(&cfg.fingerprint(), Device::Cpu)?;
-    cfg.check_data_unchanged(&run.path)?;
+/// A model rebuilt from its config and filled from `weights`, with its
+/// weights on the host for the graph.
+fn load<M>(weights: &Source, build: impl FnOnce(&tch::nn::Path) -> M) -> Result<(Weights, M), TrainError> {
     let mut vs = VarStore::new(Device::Cpu);
     let model = build(&vs.root());
-    ckpt.copy_into(&mut vs, "")?;
+    weights.ckpt.copy_into(&mut vs, "")?;
     // The modules keep their tensors alive after the store goes.
-    Ok((Weights::from_tensors(&ckpt.tensors), model))
+    Ok((Weights::from_tensors(&weights.ckpt.tensors), model))
 }
 
-/// The graphs a run exports: an autoencoder run gives autoencoder + encoder;
-/// a classifier run adds its classifier to its autoencoder run's two (the
-/// encoder from `encoder`).
-fn pending(run: &RunDir, encoder: EncoderSource) -> Result<(Vec<Pending>, AutoencoderConfig, RunConfig), TrainError> {
+/// The graphs a run exports: an autoencoder run gives autoencoder + encoder
+/// (of the epoch `epoch` picks); a classifier run adds its classifier (that
+/// epoch) to its autoencoder run's two, made of the weights its encoder
+/// started from (the encoder from `encoder`).
+fn pending(
+    run: &RunDir,
+    encoder: EncoderSource,
+    epoch: Epoch,
+) -> Result<(Vec<Pending>, AutoencoderConfig, RunConfig), TrainError> {
     let cfg = run.read_config()?;
-    let weights_sha256 = sha256_file(&run.file(WEIGHTS))?;
     let mut out = Vec::new();
     let mut fine_tuned = None;
-    let (ae_run, ae_cfg_full) = match &cfg.model {
+    let (ae_run, ae_cfg_full, ae_weights) = match &cfg.model {
         ModelConfig::Autoencoder { .. } if encoder == EncoderSource::FineTuned => {
             return Err(TrainError::Invalid(format!(
                 "{}: --encoder fine-tuned needs a classifier run, this is an autoencoder run",
                 run.path.display()
             )))
         }
-        ModelConfig::Autoencoder { .. } => (run.clone(), cfg.clone()),
+        ModelConfig::Autoencoder { .. } => (run.clone(), cfg.clone(), Source::chosen(run, &cfg, epoch)?),
         ModelConfig::Classifier { autoencoder_run, autoencoder_sha256, model, .. } => {
             let ae_run = RunDir::open(autoencoder_run)?;
-            let now = sha256_file(&ae_run.file(WEIGHTS))?;
+            let ae_file = if cfg.model.autoencoder_weights() == BEST { BEST } else { WEIGHTS };
+            let now = sha256_file(&ae_run.file(ae_file))?;
             if &now != autoencoder_sha256 {
                 return Err(TrainError::Invalid(format!(
-                    "{}: was trained on the encoder of {} with checkpoint sha256 {autoencoder_sha256}, which now has \
+                    "{}: was trained on the encoder of {} with {ae_file} sha256 {autoencoder_sha256}, which now has \
                      sha256 {now}: retrain the classifier, or export the autoencoder run on its own",
                     run.path.display(),
                     ae_run.path.display()
                 )));
             }
-            let (w, clf) = load(run, &cfg, |p| model.init(p))?;
+            let weights = Source::chosen(run, &cfg, epoch)?;
+            let (w, clf) = load(&weights, |p| model.init(p))?;
             let clf = Rc::new(clf);
             let source = Rc::new(cfg.clone());
-            let mut meta = metadata(&cfg, run, &weights_sha256);
+            let mut meta = metadata(&cfg, run, &weights);
             let m = onnx::classifier_model(&w, model, &meta)
-                .map_err(|msg| TrainError::BadRun { path: run.file(WEIGHTS), msg })?;
+                .map_err(|msg| TrainError::BadRun { path: run.file(weights.file), msg })?;
             let c = clf.clone();
             out.push(Pending {
                 graph: Graph::Classifier,
@@ -284,7 +356,7 @@ fn pending(run: &RunDir, encoder: EncoderSource) -> Result<(Vec<Pending>, Autoen
                 meta.insert("model_kind".into(), "encoder".into());
                 meta.insert("encoder_weights".into(), encoder.describe().into());
                 let m = onnx::autoencoder_model(&w, &model.encoder, Graph::Encoder, &meta)
-                    .map_err(|msg| TrainError::BadRun { path: run.file(WEIGHTS), msg })?;
+                    .map_err(|msg| TrainError::BadRun { path: run.file(weights.file), msg })?;
                 fine_tuned = Some(Pending {
                     graph: Graph::Encoder,
                     model: m,
@@ -293,19 +365,24 @@ fn pending(run: &RunDir, encoder: EncoderSource) -> Result<(Vec<Pending>, Autoen
                 });
             }
             let ae_cfg = ae_run.read_config()?;
-            (ae_run, ae_cfg)
+            let selected = match ae_file {
+                BEST => "best (the autoencoder run's best epoch, which the classifier's encoder started from)",
+                _ => "last (the checkpoint the classifier's encoder started from)",
+            };
+            let ae_weights = Source::read(&ae_run, &ae_cfg, ae_file, selected.into())?;
+            (ae_run, ae_cfg, ae_weights)
         }
     };
     let ModelConfig::Autoencoder { model: ae_cfg } = ae_cfg_full.model.clone() else {
         return Err(TrainError::Invalid(format!("{}: expected an autoencoder run", ae_run.path.display())));
     };
-    let mut meta = metadata(&ae_cfg_full, &ae_run, &sha256_file(&ae_run.file(WEIGHTS))?);
+    let mut meta = metadata(&ae_cfg_full, &ae_run, &ae_weights);
     // One intent for every graph of an export: the classifier's classes decide it.
     meta.insert("preprocess".into(), intended_preprocess(&cfg).into());
-    let (w, ae) = load(&ae_run, &ae_cfg_full, |p| ae_cfg.init(p))?;
+    let (w, ae) = load(&ae_weights, |p| ae_cfg.init(p))?;
     let ae = Rc::new(ae);
-    let m = onnx::autoencoder_model(&w, &ae_cfg, Graph::Autoencoder, &meta)
-        .map_err(|msg| TrainError::BadRun { path: ae_run.file(WEIGHTS), msg })?;
+    let bad = |msg| TrainError::BadRun { path: ae_run.file(ae_weights.file), msg };
+    let m = onnx::autoencoder_model(&w, &ae_cfg, Graph::Autoencoder, &meta).map_err(bad)?;
     let a = ae.clone();
     let source = Rc::new(ae_cfg_full.clone());
     out.push(Pending {
@@ -318,8 +395,7 @@ fn pending(run: &RunDir, encoder: EncoderSource) -> Result<(Vec<Pending>, Autoen
         Some(p) => out.push(p),
         None => {
             meta.insert("encoder_weights".into(), EncoderSource::Autoencoder.describe().into());
-            let m = onnx::autoencoder_model(&w, &ae_cfg, Graph::Encoder, &meta)
-                .map_err(|msg| TrainError::BadRun { path: ae_run.file(WEIGHTS), msg })?;
+            let m = onnx::autoencoder_model(&w, &ae_cfg, Graph::Encoder, &meta).map_err(bad)?;
             out.push(Pending {
                 graph: Graph::Encoder,
                 model: m,
@@ -389,7 +465,7 @@ pub fn max_abs_diff(
 pub fn export(job: &ExportJob) -> Result<Vec<Exported>, TrainError> {
     let _checked = interrupt::Checked::begin();
     let run = RunDir::open(&job.run)?;
-    let (pending, ae_cfg, cfg) = pending(&run, job.encoder)?;
+    let (pending, ae_cfg, cfg) = pending(&run, job.encoder, job.epoch)?;
     std::fs::create_dir_all(&job.out).map_err(TrainError::io(&job.out, "cannot create the output directory"))?;
     ae_core::atomic::check_writable_dir(&job.out)
         .map_err(TrainError::io(&job.out, "output directory is not writable"))?;

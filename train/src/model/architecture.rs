@@ -31,6 +31,10 @@ pub enum ConfigError {
     Limit,
     #[error("--warmup must be a fraction in [0, 1), got {0}")]
     Warmup(f64),
+    #[error("--early-stopping must be at least 1 epoch, got 0")]
+    Patience,
+    #[error("--min-delta must be a finite number ≥ 0, got {0}")]
+    MinDelta(f64),
 }
 
 /// The autoencoder's architecture: three of the reference's five

@@ -4,14 +4,14 @@ use crate::config::Normalize;
 use crate::data;
 use crate::error::TrainError;
 use crate::figures;
-use crate::fit::{Objective, Stage, Trainer};
+use crate::fit::{EpochFigure, Objective, Stage, Trainer};
 use crate::model::{InputShape, Normalization};
 use crate::run_dir::{ModelConfig, RunConfig, RunDir};
 use crate::table;
 
 use ae_core::interrupt;
 
-use super::job::{after_training, set_threads, stop_if_interrupted, AutoencoderJob, Outcome, PRODUCER};
+use super::job::{after_training, best_and_stop, set_threads, stop_if_interrupted, AutoencoderJob, Outcome, PRODUCER};
 
 pub fn train_autoencoder(job: &AutoencoderJob) -> Result<Outcome, TrainError> {
     let _checked = interrupt::Checked::begin();
@@ -53,28 +53,35 @@ pub fn train_autoencoder(job: &AutoencoderJob) -> Result<Outcome, TrainError> {
         run.write_config(&cfg)?;
         crate::fault::point("config-written", 1);
     }
-    trainer.run_stage(&Stage::whole(&t.settings), &ae)?;
-    let (last, train_seconds) = trainer.outcome()?;
+    let figure = EpochFigure::Reconstructions(Box::new(|| figures::reconstruction_grid(&ae, &data, 10)));
+    trainer.log_to_tensorboard(job.common.tensorboard, &cfg, figure)?;
+    trainer.run(&[Stage::whole(&t.settings)], &ae)?;
+    let (last, best, train_seconds) = trainer.outcome()?;
+    // What follows (reconstructions, the classifier, export) is about the kept weights.
+    trainer.restore_best(&best)?;
     let finish = || -> Result<(), TrainError> {
         stop_if_interrupted(&run, &last)?;
         figures::plot_history(&run, &trainer.history, false, None)?;
         figures::reconstructions(&run.file("reconstructions.png"), &ae, &data, 10)?;
         stop_if_interrupted(&run, &last)?;
         if let Some(path) = &job.common.table {
-            table::append_autoencoder(path, &model, &t.settings, train_seconds, &last)?;
+            table::append_autoencoder(path, &model, &t.settings, train_seconds, &best)?;
         }
         Ok(())
     };
     finish().map_err(after_training(&run, &last))?;
+    trainer.finish_log().map_err(after_training(&run, &last))?;
+    let stopped_early = trainer.stopped_early;
     if !job.common.quiet {
         println!(
-            "autoencoder {}: val_loss {:.6} after {} epochs, {:.1}s training; run in {}",
+            "autoencoder {}: val_loss {:.6} after {} epochs{}, {:.1}s training; run in {}",
             model.tag(),
             last.val_loss,
             last.epoch,
+            best_and_stop(&best, &last, stopped_early),
             train_seconds,
             run.path.display()
         );
     }
-    Ok(Outcome { run: run.path.clone(), last, train_seconds, test_accuracy: None })
+    Ok(Outcome { run: run.path.clone(), last, best, stopped_early, train_seconds, test_accuracy: None })
 }

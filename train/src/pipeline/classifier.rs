@@ -3,9 +3,8 @@ use tch::nn::VarStore;
 use crate::data;
 use crate::error::TrainError;
 use crate::figures;
-use crate::fit::{Stage, Trainer};
+use crate::fit::{EpochFigure, Stage, Trainer};
 use crate::model::ClassifierConfig;
-use crate::run_dir::WEIGHTS;
 use crate::run_dir::{sha256_file, ModelConfig, RunConfig, RunDir};
 use crate::table;
 use crate::test_report;
@@ -13,7 +12,7 @@ use ae_core::folder::{FolderError, FolderOptions};
 
 use ae_core::interrupt;
 
-use super::job::{after_training, set_threads, stop_if_interrupted, ClassifierJob, Outcome, PRODUCER};
+use super::job::{after_training, best_and_stop, set_threads, stop_if_interrupted, ClassifierJob, Outcome, PRODUCER};
 
 pub fn train_classifier(job: &ClassifierJob) -> Result<Outcome, TrainError> {
     let _checked = interrupt::Checked::begin();
@@ -120,13 +119,17 @@ pub fn train_classifier(job: &ClassifierJob) -> Result<Outcome, TrainError> {
         (Some(names), None) => names.clone(),
         (None, None) => (0..classes).map(|c| c.to_string()).collect(),
     };
+    // The encoder starts from the autoencoder's best epoch, the weights
+    // `train export` exports for it.
+    let ae_weights = ae_run.best_file();
     let cfg = RunConfig {
         model: ModelConfig::Classifier {
             model: model.clone(),
             class_names: class_names.clone(),
             autoencoder_run: std::fs::canonicalize(&ae_run.path)
                 .map_err(TrainError::io(&ae_run.path, "cannot resolve"))?,
-            autoencoder_sha256: sha256_file(&ae_run.file(WEIGHTS))?,
+            autoencoder_sha256: sha256_file(&ae_run.file(ae_weights))?,
+            autoencoder_weights: Some(ae_weights.to_string()),
         },
         train: t.settings.clone(),
         dataset: set.info.clone(),
@@ -141,7 +144,7 @@ pub fn train_classifier(job: &ClassifierJob) -> Result<Outcome, TrainError> {
     let mut vs = VarStore::new(device);
     let clf = model.init(&vs.root());
     // The encoder starts from the autoencoder's trained weights.
-    ae_run.checkpoint(&ae_cfg_fingerprint, device)?.copy_into(&mut vs, "encoder.")?;
+    ae_run.weights(ae_weights, &ae_cfg_fingerprint, device)?.copy_into(&mut vs, "encoder.")?;
 
     if !job.common.quiet {
         println!("{}", clf.summary(s.frozen_epochs > 0).render());
@@ -153,16 +156,21 @@ pub fn train_classifier(job: &ClassifierJob) -> Result<Outcome, TrainError> {
         run.write_config(&cfg)?;
         crate::fault::point("config-written", 1);
     }
+    trainer.log_to_tensorboard(job.common.tensorboard, &cfg, EpochFigure::Confusion(class_names.clone()))?;
     let frozen = s.frozen_epochs;
-    let stage1 = Stage { name: "(encoder frozen)", first: 1, last: frozen, lr: s.lr, frozen: Some("encoder.") };
-    trainer.run_stage(&stage1, &clf)?;
-    let stage2 =
-        Stage { name: "(fine-tuning)", first: frozen + 1, last: frozen + s.epochs, lr: s.finetune_lr(), frozen: None };
-    trainer.run_stage(&stage2, &clf)?;
-    let (last, train_seconds) = trainer.outcome()?;
+    let stages = [
+        Stage { name: "(encoder frozen)", epochs: frozen, lr: s.lr, frozen: Some("encoder.") },
+        Stage { name: "(fine-tuning)", epochs: s.epochs, lr: s.finetune_lr(), frozen: None },
+    ];
+    trainer.run(&stages, &clf)?;
+    let (last, best, train_seconds) = trainer.outcome()?;
+    // What follows (test report, export) is about the kept weights.
+    trainer.restore_best(&best)?;
+    // Stage 2's first epoch (early stopping may have ended stage 1 sooner).
+    let fine_tuning_from = if frozen > 0 { trainer.stage_starts.get(1).copied() } else { None };
     let finish = || -> Result<Option<f64>, TrainError> {
         stop_if_interrupted(&run, &last)?;
-        figures::plot_history(&run, &trainer.history, true, (frozen > 0).then_some(frozen + 1))?;
+        figures::plot_history(&run, &trainer.history, true, fine_tuning_from)?;
         let test_accuracy = match &test {
             Some((timg, tlab)) => {
                 Some(test_report::write(&run, &clf, timg, tlab, &class_names, device, job.common.quiet)?)
@@ -171,24 +179,27 @@ pub fn train_classifier(job: &ClassifierJob) -> Result<Outcome, TrainError> {
         };
         stop_if_interrupted(&run, &last)?;
         if let Some(path) = &job.common.table {
-            table::append_classifier(path, &model, s, train_seconds, &last)?;
+            table::append_classifier(path, &model, s, train_seconds, &best)?;
         }
         Ok(test_accuracy)
     };
     let test_accuracy = finish().map_err(after_training(&run, &last))?;
+    trainer.finish_log().map_err(after_training(&run, &last))?;
+    let stopped_early = trainer.stopped_early;
     if !job.common.quiet {
         println!(
-            "classifier {} FC{}: val_accuracy {:.4}{} after {} epochs, {:.1}s training; run in {}",
+            "classifier {} FC{}: val_accuracy {:.4}{} after {} epochs{}, {:.1}s training; run in {}",
             model.encoder.tag(),
             model.fc_units,
             last.val_accuracy.unwrap_or(0.0),
             test_accuracy.map(|a| format!(", test accuracy {a:.4}")).unwrap_or_default(),
             last.epoch,
+            best_and_stop(&best, &last, stopped_early),
             train_seconds,
             run.path.display()
         );
     }
-    Ok(Outcome { run: run.path.clone(), last, train_seconds, test_accuracy })
+    Ok(Outcome { run: run.path.clone(), last, best, stopped_early, train_seconds, test_accuracy })
 }
 
 /// Class names from `--class-names`: a file with one name per line (blank

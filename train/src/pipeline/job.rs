@@ -10,6 +10,7 @@ use ae_core::interrupt;
 
 use crate::error::TrainError;
 use crate::run_dir::{EpochRecord, Reuse, RunDir};
+use crate::tensorboard::run_log::TensorBoard;
 
 pub const PRODUCER: &str = concat!("train ", env!("CARGO_PKG_VERSION"));
 
@@ -25,6 +26,8 @@ pub struct Common {
     /// How image folders are read (channels, size); IDX files convert
     /// channels and must match a size.
     pub folder: FolderOptions,
+    /// TensorBoard event files in `RUN/tensorboard` (`None`: none).
+    pub tensorboard: Option<TensorBoard>,
 }
 
 #[derive(Debug, Clone)]
@@ -56,6 +59,10 @@ pub struct ClassifierJob {
 pub struct Outcome {
     pub run: PathBuf,
     pub last: EpochRecord,
+    /// The epoch whose weights the run keeps (`best.safetensors`).
+    pub best: EpochRecord,
+    /// The epoch at which early stopping ended training, if it did.
+    pub stopped_early: Option<usize>,
     pub train_seconds: f64,
     pub test_accuracy: Option<f64>,
 }
@@ -83,4 +90,22 @@ pub(super) fn set_threads(settings: &TrainSettings) {
     if let Some(t) = settings.threads {
         tch::set_num_threads(t as i32);
     }
+}
+
+/// `; best epoch 7 (val_loss 0.00123), stopped early` for the closing line.
+pub(super) fn best_and_stop(best: &EpochRecord, last: &EpochRecord, stopped_early: Option<usize>) -> String {
+    let mut s = String::new();
+    if best.epoch != last.epoch {
+        s += &format!("; best epoch {} (val_loss {:.6}", best.epoch, best.val_loss);
+        if let Some(a) = best.val_accuracy {
+            s += &format!(", val_accuracy {a:.4}");
+        }
+        s += ")";
+    } else {
+        s += "; the last epoch is the best";
+    }
+    if stopped_early.is_some() {
+        s += ", stopped early";
+    }
+    s
 }
