@@ -60,6 +60,20 @@ impl Checkpoint {
         ae_core::atomic::write_bytes(p, &bytes).map_err(TrainError::io(p, "cannot write"))
     }
 
+    /// The epoch a weights file was saved after, from its metadata alone
+    /// (no tensors are made).
+    pub fn saved_epoch(path: &Path) -> Result<usize, TrainError> {
+        let bad = |msg: String| TrainError::BadRun { path: path.to_path_buf(), msg };
+        let bytes = std::fs::read(path).map_err(TrainError::io(path, "cannot read"))?;
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+            .map_err(|e| bad(format!("not a safetensors checkpoint: {e}")))?;
+        meta.metadata()
+            .as_ref()
+            .and_then(|m| m.get("epoch"))
+            .and_then(|e| e.parse().ok())
+            .ok_or_else(|| bad("no epoch in its metadata".into()))
+    }
+
     pub fn read(path: &Path, device: Device) -> Result<Checkpoint, TrainError> {
         let bad = |msg: String| TrainError::BadRun { path: path.to_path_buf(), msg };
         let bytes = std::fs::read(path).map_err(TrainError::io(path, "cannot read"))?;

@@ -136,8 +136,9 @@ pub fn evaluate(model: &dyn ModuleT, objective: Objective, x: &Tensor, y: Option
         }
     });
     let confusion = counts.map(|c| {
-        let flat: Vec<i64> =
-            Vec::<i64>::try_from(c.to_device(tch::Device::Cpu).to_kind(Kind::Int64)).unwrap_or_default();
+        // Inside `torch`, which turns a libtorch panic into an error.
+        let flat =
+            Vec::<i64>::try_from(c.to_device(tch::Device::Cpu).to_kind(Kind::Int64)).expect("[K·K] int64 counts");
         flat.chunks(classes as usize).map(|row| row.iter().map(|&v| v as u64).collect()).collect::<Vec<Vec<u64>>>()
     });
     let accuracy = confusion.as_ref().map(|m| {
@@ -381,7 +382,9 @@ impl<'a> Trainer<'a> {
         let n = self.data.train_len();
         let batches_per_epoch = self.batches_per_epoch();
         let steps_in_stage = batches_per_epoch * (last + 1 - first);
-        // The loss summed since the last batch_loss point, on the device.
+        // The loss summed since the last batch_loss point, on the device
+        // (only when TensorBoard logs: one add per step otherwise saved).
+        let logging = self.log.is_some();
         let mut window = Tensor::zeros([], (Kind::Double, self.vs.device()));
         let mut window_steps = 0usize;
         for epoch in (self.done() + 1).max(first)..=last {
@@ -428,7 +431,9 @@ impl<'a> Trainer<'a> {
                     tch::no_grad(|| -> Result<(), tch::TchError> {
                         let l = loss.detach().f_to_kind(Kind::Double)?;
                         loss_sum += &l * len as f64;
-                        window += l;
+                        if logging {
+                            window += l;
+                        }
                         if let Some(yb) = &yb {
                             correct += out.f_argmax(-1, false)?.f_eq_tensor(yb)?.f_sum(Kind::Int64)?;
                         }
@@ -469,7 +474,7 @@ impl<'a> Trainer<'a> {
             if eval.loss.is_nan() {
                 return Err(TrainError::NanLoss { epoch });
             }
-            let mut record = EpochRecord {
+            self.history.push(EpochRecord {
                 epoch,
                 loss: loss_sum.double_value(&[]) / seen as f64,
                 val_loss: eval.loss,
@@ -478,11 +483,14 @@ impl<'a> Trainer<'a> {
                 // Milliseconds: what history.csv shows is what the checkpoint holds.
                 seconds: (t0.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
                 lr,
-                best_epoch: 0,
+                best_epoch: 0, // set below: the rule needs this epoch in the history
+            });
+            let best = best_epoch(&self.history, s.min_delta()).map_or(epoch, |r| r.epoch);
+            let record = {
+                let last = self.history.last_mut().expect("pushed");
+                last.best_epoch = best;
+                last.clone()
             };
-            self.history.push(record.clone());
-            record.best_epoch = best_epoch(&self.history, s.min_delta()).map_or(epoch, |r| r.epoch);
-            *self.history.last_mut().expect("pushed") = record.clone();
             let improved = record.best_epoch == epoch;
             if !self.quiet {
                 println!("{}{}", summary_line(&record, self.total, n), if improved { " (best)" } else { "" });

@@ -1992,6 +1992,16 @@ fn resume_after_a_kill_keeps_the_best_epoch_bit_identical() {
             let kept = Checkpoint::read(&cut.join("best.safetensors"), Device::Cpu).unwrap();
             let saved = Checkpoint::read(&cut.join("weights.safetensors"), Device::Cpu).unwrap();
             assert_eq!((kept.epoch, saved.epoch), (best, best - 1), "{fault}: best written ahead of the checkpoint");
+            // Exporting that best epoch before the run is resumed is refused, saying how to go on.
+            let out = dir.path().join("early-export");
+            let (code, _, err) =
+                run(&["export", "--run", cut.to_str().unwrap(), "--out", out.to_str().unwrap(), "-q"], None);
+            assert_eq!(code, 2, "{err}");
+            assert!(
+                err.contains(&format!("holds epoch {best}, after the run's last saved epoch {}", best - 1)),
+                "{err}"
+            );
+            assert!(err.contains("--resume") && !out.join("autoencoder.onnx").exists(), "{err}");
         }
         let (code, err) = train_small(&images, &cut, &resume, None);
         assert_eq!(code, 0, "{fault}: {err}");

@@ -193,8 +193,8 @@ impl Source {
 
     /// `--epoch`'s choice in `run`.
     fn chosen(run: &RunDir, cfg: &RunConfig, epoch: Epoch) -> Result<Source, TrainError> {
-        let history = run.read_history().unwrap_or_default();
-        let trained = history.last().map(|r| r.epoch).unwrap_or(0);
+        // The checkpoint's epoch, not history.csv's (which may lag by one).
+        let trained = Checkpoint::saved_epoch(&run.file(WEIGHTS))?;
         match (epoch, run.file(BEST).is_file()) {
             (Epoch::Best, true) => {
                 let s = Source::read(run, cfg, BEST, "best".into())?;

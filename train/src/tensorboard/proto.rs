@@ -15,7 +15,7 @@ pub struct Event {
     pub wall_time: f64,
     #[prost(int64, tag = "2")]
     pub step: i64,
-    #[prost(oneof = "What", tags = "3, 5, 7")]
+    #[prost(oneof = "What", tags = "3, 5")]
     pub what: Option<What>,
 }
 
@@ -26,26 +26,6 @@ pub enum What {
     FileVersion(String),
     #[prost(message, tag = "5")]
     Summary(Summary),
-    #[prost(message, tag = "7")]
-    SessionLog(SessionLog),
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct SessionLog {
-    #[prost(enumeration = "SessionStatus", tag = "1")]
-    pub status: i32,
-    #[prost(string, tag = "3")]
-    pub msg: String,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, prost::Enumeration)]
-#[repr(i32)]
-pub enum SessionStatus {
-    Unspecified = 0,
-    /// A (re)start: readers drop what an earlier process logged at this step or later.
-    Start = 1,
-    Stop = 2,
-    Checkpoint = 3,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

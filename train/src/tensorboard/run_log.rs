@@ -93,8 +93,9 @@ impl RunLog {
                 None => Vec::new(),
             };
             let w = EventWriter::create(&d, &keep).map_err(io(&d))?;
-            for f in old {
-                std::fs::remove_file(&f).map_err(io(&f))?;
+            // (A file of the same process and second has the new one's name.)
+            for f in old.iter().filter(|f| **f != w.path) {
+                std::fs::remove_file(f).map_err(io(f))?;
             }
             Ok(w)
         };
