@@ -49,6 +49,7 @@ train: setup data build
 	  --images $(DATA)/t10k-images-idx3-ubyte --labels $(DATA)/t10k-labels-idx1-ubyte
 
 test: setup data build dist web-deps
+	python3 scripts/tracked_check.py
 	python3 scripts/layout_check.py
 	cd web && node --test test/preprocess.test.mjs
 	cargo test --release --workspace
