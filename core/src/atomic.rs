@@ -16,24 +16,44 @@ fn partial_name(name: &std::ffi::OsStr, pid: u32) -> String {
     format!(".{}.{pid}{PARTIAL_SUFFIX}", name.to_string_lossy())
 }
 
-/// Whether `name` is a temporary file of this toolchain, and of which process.
-fn partial_pid(name: &str) -> Option<u32> {
-    let stem = name.strip_prefix('.')?.strip_suffix(PARTIAL_SUFFIX)?;
-    let (target, pid) = stem.rsplit_once('.')?;
-    (!target.is_empty()).then_some(())?;
-    pid.parse().ok()
+/// Whether `name` is a temporary file of this toolchain.
+fn is_partial(name: &str) -> bool {
+    let Some(stem) = name.strip_prefix('.').and_then(|n| n.strip_suffix(PARTIAL_SUFFIX)) else { return false };
+    stem.rsplit_once('.').is_some_and(|(target, pid)| !target.is_empty() && pid.parse::<u32>().is_ok())
 }
 
-/// Removes the temporary files that this toolchain's processes, no longer
-/// running, left in `dir` (`.NAME.PID.ae-partial`, after a kill -9 or a
-/// power loss). Only names this toolchain makes are touched. Best effort:
+/// How old an unlocked temporary file must be before it is swept: a writer
+/// takes its lock right after creating the file, so a younger one may be
+/// a writer between the two calls.
+const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Removes the temporary files that writers no longer alive left in `dir`
+/// (`.NAME.PID.ae-partial`, after a kill -9 or a power loss). A writer
+/// holds an exclusive lock on its file (`flock`, through std's
+/// [`File::try_lock`]) until it commits or drops it, and the kernel
+/// releases the lock when the writer dies: a file that can be locked and is
+/// older than a minute has no writer, whichever PID namespace, container or
+/// machine sharing the volume it came from, and whether or not `/proc`
+/// shows its PID. Only names this toolchain makes are touched. Best effort:
 /// what cannot be read or removed stays.
 pub fn remove_stale(dir: &Path) {
     let Ok(entries) = fs::read_dir(dir) else { return };
     for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(partial_pid) else { continue };
-        if !Path::new("/proc").join(pid.to_string()).exists() {
+        if !entry.file_name().to_str().is_some_and(is_partial) {
+            continue;
+        }
+        let young = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .map(|t| t.elapsed().map_or(true, |age| age < STALE_AFTER))
+            .unwrap_or(true);
+        if young {
+            continue;
+        }
+        let Ok(file) = File::open(entry.path()) else { continue };
+        if file.try_lock().is_ok() {
+            // Removed while locked by the sweeper, so no writer can take it
+            // over in between; the lock goes with the handle.
             let _ = fs::remove_file(entry.path());
         }
     }
@@ -46,6 +66,9 @@ pub struct Staged {
     target: PathBuf,
     tmp: PathBuf,
     committed: bool,
+    /// A handle that holds the file's exclusive lock until the stage ends
+    /// (committed or removed): the sweeper leaves a locked file alone.
+    _lock: File,
 }
 
 fn parent(path: &Path) -> PathBuf {
@@ -69,7 +92,12 @@ impl Staged {
         remove_stale(&dir);
         let tmp = dir.join(partial_name(name, std::process::id()));
         let file = File::create(&tmp)?;
-        Ok((Staged { target, tmp, committed: false }, file))
+        let lock = file.try_clone()?;
+        if let Err(e) = lock.try_lock() {
+            let _ = fs::remove_file(&tmp);
+            return Err(io::Error::other(format!("cannot lock the temporary file {}: {e}", tmp.display())));
+        }
+        Ok((Staged { target, tmp, committed: false, _lock: lock }, file))
     }
 
     pub fn path(&self) -> &Path {
@@ -161,21 +189,42 @@ pub fn check_writable_dir(dir: &Path) -> io::Result<()> {
 mod tests {
     use super::*;
 
+    /// Ages a file past [`STALE_AFTER`].
+    fn age(path: &Path) {
+        let old = std::time::SystemTime::now() - STALE_AFTER * 2;
+        File::options().write(true).open(path).unwrap().set_modified(old).unwrap();
+    }
+
     #[test]
-    fn only_this_toolchains_dead_temporary_files_are_swept() {
+    fn only_unlocked_old_temporary_files_of_this_toolchain_are_swept() {
         let dir = tempfile::tempdir().unwrap();
-        let dead = 3_999_999; // above Linux's pid_max: never a live process
-        let ours = partial_name(std::ffi::OsStr::new("p.csv"), dead);
-        let live = partial_name(std::ffi::OsStr::new("p.csv"), std::process::id());
-        let theirs = [format!(".notes.{dead}.tmp"), format!("notes.{dead}{PARTIAL_SUFFIX}"), "keep.csv".into()];
-        for n in theirs.iter().chain([&ours, &live]) {
-            fs::write(dir.path().join(n), b"x").unwrap();
+        let p = |n: &str| dir.path().join(n);
+        // A writer's file: locked, whatever its PID says (another PID
+        // namespace's, or one /proc hides) and however old.
+        let (writer, _file) = Staged::create(p("live.csv")).unwrap();
+        age(writer.staged_path());
+        // Writers that died: unlocked files, whichever PID they name (the
+        // highest one Linux allows, 4194304, included).
+        let dead = [partial_name("p.csv".as_ref(), 4_194_304), partial_name("q.csv".as_ref(), std::process::id())];
+        // Unlocked but just created: a writer between creating and locking.
+        let young = partial_name("r.csv".as_ref(), 7);
+        let theirs = [".notes.7.tmp".to_string(), format!("notes.7{PARTIAL_SUFFIX}"), "keep.csv".into()];
+        for n in dead.iter().chain(&theirs).chain([&young]) {
+            fs::write(p(n), b"x").unwrap();
+        }
+        for n in dead.iter().chain(&theirs) {
+            age(&p(n));
         }
         remove_stale(dir.path());
-        assert!(!dir.path().join(&ours).exists(), "a dead process's partial file is removed");
-        assert!(dir.path().join(&live).exists(), "a running process's partial file stays");
-        for n in &theirs {
-            assert!(dir.path().join(n).exists(), "{n} is not ours and must stay");
+        assert!(writer.staged_path().exists(), "a live writer's locked file stays");
+        for n in &dead {
+            assert!(!p(n).exists(), "{n}: a dead writer's file is removed");
         }
+        assert!(p(&young).exists(), "a file younger than a minute may be a writer about to lock it");
+        for n in &theirs {
+            assert!(p(n).exists(), "{n} is not ours and must stay");
+        }
+        writer.commit().unwrap();
+        assert!(p("live.csv").exists());
     }
 }

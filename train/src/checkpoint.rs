@@ -30,7 +30,27 @@ pub struct Checkpoint {
     /// [`crate::run_dir::RunConfig::fingerprint`] of the configuration the
     /// weights were trained with (`None`: an older checkpoint).
     pub config_sha256: Option<String>,
+    /// The training loop's own state beside the tensors ([`TrainState`]).
+    pub state: TrainState,
     pub tensors: HashMap<String, Tensor>,
+}
+
+/// What a checkpoint holds of the training loop besides the weights and
+/// the optimizer, so a resumed run continues as an uninterrupted one would.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct TrainState {
+    /// TensorBoard's batch_loss window: the losses summed since its last
+    /// point, and how many steps they are.
+    pub batch_loss_sum: f64,
+    pub batch_loss_steps: usize,
+}
+
+/// A weights file's metadata, read without its tensors.
+#[derive(Debug, Clone)]
+pub struct Header {
+    pub epoch: usize,
+    pub history: Vec<EpochRecord>,
+    pub config_sha256: Option<String>,
 }
 
 impl Checkpoint {
@@ -43,9 +63,10 @@ impl Checkpoint {
         optimizer: &[(String, Tensor)],
         steps: i64,
         history: &[EpochRecord],
+        state: TrainState,
     ) -> Result<(), TrainError> {
         let epoch = history.last().map(|r| r.epoch).unwrap_or(0);
-        let bytes = encode(p, config_sha256, vs, optimizer, steps, history)?;
+        let bytes = encode(p, config_sha256, vs, optimizer, steps, history, state)?;
         let mut file = AtomicFile::create(p).map_err(TrainError::io(p, "cannot write"))?;
         fault::disk_full(epoch).and_then(|()| file.write_all(&bytes)).map_err(TrainError::io(p, "cannot write"))?;
         fault::point("checkpoint-before-rename", epoch);
@@ -56,22 +77,20 @@ impl Checkpoint {
     /// variables, no optimizer state, and the history up to that epoch,
     /// atomically. Reads back with [`Checkpoint::read`].
     pub fn save_best(p: &Path, config_sha256: &str, vs: &VarStore, history: &[EpochRecord]) -> Result<(), TrainError> {
-        let bytes = encode(p, config_sha256, vs, &[], 0, history)?;
+        let bytes = encode(p, config_sha256, vs, &[], 0, history, TrainState::default())?;
         ae_core::atomic::write_bytes(p, &bytes).map_err(TrainError::io(p, "cannot write"))
     }
 
-    /// The epoch a weights file was saved after, from its metadata alone
-    /// (no tensors are made).
-    pub fn saved_epoch(path: &Path) -> Result<usize, TrainError> {
-        let bad = |msg: String| TrainError::BadRun { path: path.to_path_buf(), msg };
+    /// A weights file's epoch, history and configuration hash, from its
+    /// metadata alone (no tensors are made).
+    pub fn header(path: &Path) -> Result<Header, TrainError> {
         let bytes = std::fs::read(path).map_err(TrainError::io(path, "cannot read"))?;
-        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
-            .map_err(|e| bad(format!("not a safetensors checkpoint: {e}")))?;
-        meta.metadata()
-            .as_ref()
-            .and_then(|m| m.get("epoch"))
-            .and_then(|e| e.parse().ok())
-            .ok_or_else(|| bad("no epoch in its metadata".into()))
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| TrainError::BadRun {
+            path: path.to_path_buf(),
+            msg: format!("not a safetensors checkpoint: {e}"),
+        })?;
+        let meta = meta.metadata().clone().unwrap_or_default();
+        Ok(parse_header(path, &meta)?.0)
     }
 
     pub fn read(path: &Path, device: Device) -> Result<Checkpoint, TrainError> {
@@ -81,16 +100,8 @@ impl Checkpoint {
             .map_err(|e| bad(format!("not a safetensors checkpoint: {e}")))?;
         let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
         let meta = meta.metadata().clone().unwrap_or_default();
-        let epoch =
-            meta.get("epoch").and_then(|e| e.parse().ok()).ok_or_else(|| bad("no epoch in its metadata".into()))?;
+        let (Header { epoch, history, config_sha256 }, state) = parse_header(path, &meta)?;
         let steps = meta.get("steps").and_then(|e| e.parse().ok()).unwrap_or(0);
-        let history: Vec<EpochRecord> = match meta.get("history") {
-            Some(h) => serde_json::from_str(h).map_err(|e| bad(format!("unreadable history in its metadata: {e}")))?,
-            None => Vec::new(),
-        };
-        if history.len() != epoch {
-            return Err(bad(format!("its metadata has {} history rows for epoch {epoch}", history.len())));
-        }
         let mut tensors = HashMap::new();
         for name in st.names() {
             let view = st.tensor(name).map_err(|e| bad(e.to_string()))?;
@@ -102,8 +113,7 @@ impl Checkpoint {
             let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
             tensors.insert(name.to_string(), Tensor::from_slice(&values).reshape(&shape).to_device(device));
         }
-        let config_sha256 = meta.get("config_sha256").cloned();
-        Ok(Checkpoint { path: path.to_path_buf(), epoch, steps, history, config_sha256, tensors })
+        Ok(Checkpoint { path: path.to_path_buf(), epoch, steps, history, config_sha256, state, tensors })
     }
 
     /// Copies the checkpoint's tensors into every variable of `vs` whose
@@ -129,6 +139,30 @@ impl Checkpoint {
     }
 }
 
+/// The epoch, history, configuration hash and loop state in a weights
+/// file's metadata.
+fn parse_header(path: &Path, meta: &HashMap<String, String>) -> Result<(Header, TrainState), TrainError> {
+    let bad = |msg: String| TrainError::BadRun { path: path.to_path_buf(), msg };
+    let epoch =
+        meta.get("epoch").and_then(|e| e.parse().ok()).ok_or_else(|| bad("no epoch in its metadata".into()))?;
+    let history: Vec<EpochRecord> = match meta.get("history") {
+        Some(h) => serde_json::from_str(h).map_err(|e| bad(format!("unreadable history in its metadata: {e}")))?,
+        None => Vec::new(),
+    };
+    if history.len() != epoch {
+        return Err(bad(format!("its metadata has {} history rows for epoch {epoch}", history.len())));
+    }
+    let state = match meta.get("batch_loss_window").map(|w| w.split_once(',')) {
+        None => TrainState::default(),
+        Some(Some((sum, steps))) => match (sum.parse(), steps.parse()) {
+            (Ok(batch_loss_sum), Ok(batch_loss_steps)) => TrainState { batch_loss_sum, batch_loss_steps },
+            _ => return Err(bad(format!("unreadable batch_loss_window {:?} in its metadata", meta["batch_loss_window"]))),
+        },
+        Some(None) => return Err(bad("unreadable batch_loss_window in its metadata".into())),
+    };
+    Ok((Header { epoch, history, config_sha256: meta.get("config_sha256").cloned() }, state))
+}
+
 fn encode(
     p: &Path,
     config_sha256: &str,
@@ -136,6 +170,7 @@ fn encode(
     optimizer: &[(String, Tensor)],
     steps: i64,
     history: &[EpochRecord],
+    state: TrainState,
 ) -> Result<Vec<u8>, TrainError> {
     let epoch = history.last().map(|r| r.epoch).unwrap_or(0);
     let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
@@ -146,8 +181,12 @@ fn encode(
         ("steps".to_string(), steps.to_string()),
         ("history".to_string(), serde_json::to_string(history).expect("history serialises")),
         ("config_sha256".to_string(), config_sha256.to_string()),
+        // Rust prints the shortest text that reads back to the same f64.
+        ("batch_loss_window".to_string(), format!("{},{}", state.batch_loss_sum, state.batch_loss_steps)),
     ]);
-    encode_safetensors(&named, meta)
+    // Reading the tensors waits for the device: where an asynchronous
+    // (CUDA) error surfaces.
+    crate::fallible::torch(|| encode_safetensors(&named, meta))?
         .map_err(|e| TrainError::BadRun { path: p.to_path_buf(), msg: format!("cannot encode: {e}") })
 }
 

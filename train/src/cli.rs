@@ -138,12 +138,17 @@ pub struct CommonArgs {
     #[arg(long)]
     pub augment: Option<usize>,
     /// Early stopping: end a stage once val_loss has not improved for PATIENCE epochs
-    /// (Keras's EarlyStopping). Every run keeps its best epoch (best.safetensors) either way.
+    /// (Keras's EarlyStopping, one per stage). Every run keeps each stage's best epoch either way;
+    /// the classifier's fine-tuning starts from its frozen stage's best.
     #[arg(long, value_name = "PATIENCE")]
     pub early_stopping: Option<usize>,
     /// With --early-stopping: how much val_loss must fall to count as an improvement.
     #[arg(long, requires = "early_stopping")]
     pub min_delta: Option<f64>,
+    /// With --early-stopping: the first N epochs of each stage (a warm-up) are not monitored:
+    /// they neither count towards the patience nor become the best (Keras's start_from_epoch).
+    #[arg(long, value_name = "N", requires = "early_stopping")]
+    pub start_from_epoch: Option<usize>,
     /// TensorBoard event files in RUN/tensorboard (`tensorboard --logdir runs/`).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub tensorboard: bool,
@@ -371,7 +376,11 @@ impl CommonArgs {
         s.limit = self.limit;
         s.threads = self.threads;
         if let Some(patience) = self.early_stopping {
-            s.early_stopping = Some(EarlyStopping { patience, min_delta: self.min_delta.unwrap_or(0.0) });
+            s.early_stopping = Some(EarlyStopping {
+                patience,
+                min_delta: self.min_delta.unwrap_or(0.0),
+                start_from_epoch: self.start_from_epoch.unwrap_or(0),
+            });
         }
     }
 

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use strum::{Display, EnumMessage, EnumString, IntoStaticStr, VariantArray};
 
-pub use crate::early_stopping::EarlyStopping;
+pub use crate::early_stopping::{EarlyStopping, Monitor};
 pub use crate::model::{Architecture, ConfigError, FC_UNITS};
 use crate::optim::OptimizerKind;
 
@@ -136,10 +136,10 @@ impl TrainSettings {
         Ok(())
     }
 
-    /// What val_loss must fall by to make an epoch the best (0 without
-    /// early stopping: any fall).
-    pub fn min_delta(&self) -> f64 {
-        self.early_stopping.map(|e| e.min_delta).unwrap_or(0.0)
+    /// What makes an epoch a stage's best: early stopping's `min_delta`
+    /// and `start_from_epoch` (without it: any fall, every epoch).
+    pub fn monitor(&self) -> Monitor {
+        self.early_stopping.into()
     }
 
     /// Stage 2's learning rate.

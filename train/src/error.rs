@@ -85,6 +85,14 @@ impl TrainError {
             | TrainError::Runtime(_)
             | TrainError::Terminal(_) => 1,
             TrainError::Session(e) if e.is_runtime() => 1,
+            // A write that failed once the work began (a full disk, an I/O
+            // error): not bad input, and something may be written already.
+            TrainError::Io { what, source, .. }
+                if what.starts_with("cannot write")
+                    || matches!(source.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded) =>
+            {
+                1
+            }
             _ => 2,
         }
     }

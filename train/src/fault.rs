@@ -9,11 +9,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 /// The points: between the checkpoint's temporary file and its rename,
-/// between the checkpoint and `history.csv`, after each file `--force`
-/// removes (`force-clearing@1`: after the first), and between the new
-/// run's `config.json` and its first checkpoint (`config-written@1`).
-pub const POINTS: [&str; 4] =
-    ["checkpoint-before-rename", "checkpoint-before-history", "force-clearing", "config-written"];
+/// between the checkpoint and the best epoch's weights, between those and
+/// `history.csv`, after each file a fresh start removes
+/// (`force-clearing@1`: after the first), and between the new run's
+/// `config.json` and its first checkpoint (`config-written@1`).
+pub const POINTS: [&str; 5] = [
+    "checkpoint-before-rename",
+    "checkpoint-before-best",
+    "checkpoint-before-history",
+    "force-clearing",
+    "config-written",
+];
 
 /// `TRAIN_FAULT`'s value, read once.
 fn fault() -> Option<&'static str> {
@@ -30,6 +36,15 @@ pub fn active(name: &str) -> bool {
 /// a full disk (ENOSPC), after its temporary file was created.
 pub fn disk_full(epoch: usize) -> std::io::Result<()> {
     match fault() == Some(format!("disk-full@{epoch}").as_str()) {
+        true => Err(std::io::Error::from_raw_os_error(28)),
+        false => Ok(()),
+    }
+}
+
+/// `TRAIN_FAULT=disk-full@NAME`: writing the run's file NAME (`config.json`,
+/// `history.csv`) fails as on a full disk, before anything is written.
+pub fn disk_full_file(name: &str) -> std::io::Result<()> {
+    match fault().and_then(|f| f.strip_prefix("disk-full@")) == Some(name) {
         true => Err(std::io::Error::from_raw_os_error(28)),
         false => Ok(()),
     }

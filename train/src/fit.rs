@@ -11,10 +11,10 @@ use tch::{nn::ModuleT, nn::VarStore, Kind, Tensor};
 
 use ae_core::figure::{self, Png};
 
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{Checkpoint, TrainState};
 use crate::config::{EarlyStopping, Loss, TrainSettings};
 use crate::data::{epoch_batches, Data, Rng};
-use crate::early_stopping::best_epoch;
+use crate::early_stopping::{best_epoch, Monitor};
 use crate::error::TrainError;
 use crate::fallible::torch;
 use crate::history::EpochRecord;
@@ -137,8 +137,8 @@ pub fn evaluate(model: &dyn ModuleT, objective: Objective, x: &Tensor, y: Option
     });
     let confusion = counts.map(|c| {
         // Inside `torch`, which turns a libtorch panic into an error.
-        let flat =
-            Vec::<i64>::try_from(c.to_device(tch::Device::Cpu).to_kind(Kind::Int64)).expect("[K·K] int64 counts");
+        let flat = Vec::<i64>::try_from(c.to_device(tch::Device::Cpu).to_kind(Kind::Int64))
+            .unwrap_or_else(|e| panic!("{:?}", tch::TchError::Torch(e.to_string())));
         flat.chunks(classes as usize).map(|row| row.iter().map(|&v| v as u64).collect()).collect::<Vec<Vec<u64>>>()
     });
     let accuracy = confusion.as_ref().map(|m| {
@@ -206,6 +206,11 @@ pub struct Trainer<'a> {
     pub stage_starts: Vec<usize>,
     /// The epoch at which early stopping ended the last stage, if it did.
     pub stopped_early: Option<usize>,
+    /// TensorBoard's batch_loss window: the losses summed on the device
+    /// since its last point, and how many steps they are; checkpointed, so
+    /// a resumed run's points are an uninterrupted one's.
+    window: Tensor,
+    window_steps: usize,
 }
 
 impl<'a> Trainer<'a> {
@@ -221,6 +226,7 @@ impl<'a> Trainer<'a> {
         let total = settings.frozen_epochs + settings.epochs;
         channels_last(&vs);
         let fingerprint = cfg.fingerprint();
+        let vs_device = vs.device();
         Trainer {
             vs,
             run,
@@ -236,6 +242,8 @@ impl<'a> Trainer<'a> {
             figure: None,
             stage_starts: Vec::new(),
             stopped_early: None,
+            window: Tensor::zeros([], (Kind::Double, vs_device)),
+            window_steps: 0,
         }
     }
 
@@ -247,39 +255,47 @@ impl<'a> Trainer<'a> {
         self.settings.early_stopping
     }
 
+    fn monitor(&self) -> Monitor {
+        self.settings.monitor()
+    }
+
     /// Continues the run from its checkpoint: the weights, the history
     /// (rewritten to `history.csv`, which may lag by an epoch), the best
-    /// epoch's weights and, once its stage starts, the optimizer state.
+    /// epoch's weights, the loop's state and, once its stage starts, the
+    /// optimizer state.
     pub fn resume(&mut self) -> Result<(), TrainError> {
         let ckpt = self.run.checkpoint(&self.fingerprint, self.vs.device())?;
         ckpt.copy_into(&mut self.vs, "")?;
         self.history = ckpt.history.clone();
+        let TrainState { batch_loss_sum, batch_loss_steps } = ckpt.state;
+        self.window = Tensor::from(batch_loss_sum).to_kind(Kind::Double).to_device(self.vs.device());
+        self.window_steps = batch_loss_steps;
         self.run.write_history(&self.history)?;
         self.check_best(ckpt.epoch)?;
         self.resumed = Some(ckpt);
         Ok(())
     }
 
-    /// `best.safetensors` must hold the history's best epoch, or an epoch
-    /// after the checkpoint's (a kill between the two writes; that epoch
-    /// is redone and saved again). When the best is the checkpoint's own
-    /// epoch, its weights are at hand and saved again if need be.
+    /// `best.safetensors` must hold the checkpoint history's best epoch,
+    /// saved from that very history. It is written only after the
+    /// checkpoint of its epoch, so it is never ahead of the checkpoint,
+    /// whatever the device or its nondeterminism; a kill between the two
+    /// writes leaves it one best behind, and then the best is the
+    /// checkpoint's own epoch, whose weights are at hand: saved again.
     fn check_best(&self, saved: usize) -> Result<(), TrainError> {
-        let Some(best) = best_epoch(&self.history, self.settings.min_delta()) else { return Ok(()) };
+        let Some(best) = best_epoch(&self.history, self.monitor()) else { return Ok(()) };
         let path = self.run.file(BEST);
-        let held = match Checkpoint::read(&path, tch::Device::Cpu) {
-            Ok(c) if c.config_sha256.as_deref() == Some(&self.fingerprint) => Some(c.epoch),
-            _ => None,
-        };
+        let held = Checkpoint::header(&path).ok().filter(|h| h.config_sha256.as_deref() == Some(&self.fingerprint));
         match held {
-            Some(e) if e == best.epoch || e > saved => Ok(()),
+            Some(h) if h.epoch == best.epoch && h.history[..] == self.history[..best.epoch] => Ok(()),
             _ if best.epoch == saved => Checkpoint::save_best(&path, &self.fingerprint, &self.vs, &self.history),
             held => Err(TrainError::BadRun {
                 path,
                 msg: format!(
                     "holds {}, but epoch {} is the run's best so far: its weights are lost, so --resume cannot keep \
                      the best epoch (start again with --force)",
-                    held.map(|e| format!("epoch {e}")).unwrap_or_else(|| "no weights of this run".into()),
+                    held.map(|h| format!("epoch {} of another history", h.epoch))
+                        .unwrap_or_else(|| "no weights of this run".into()),
                     best.epoch
                 ),
             }),
@@ -311,17 +327,26 @@ impl<'a> Trainer<'a> {
     /// Runs the stages one after the other, each starting right after the
     /// epoch the one before it ended at, skipping what the history shows
     /// is done.
+    /// A stage after the first starts from the best weights of the stage
+    /// before it (two Keras `fit` calls with `restore_best_weights`).
+    /// Stages are numbered by their place in `stages` (an empty one keeps
+    /// its number).
     pub fn run(&mut self, stages: &[Stage], model: &dyn ModuleT) -> Result<(), TrainError> {
         let mut first = 1;
         self.stage_starts.clear();
-        for stage in stages.iter().filter(|s| s.epochs > 0) {
+        for (number, stage) in stages.iter().enumerate().filter(|(_, s)| s.epochs > 0) {
             let last = first + stage.epochs - 1;
             self.stage_starts.push(first);
             self.stopped_early = None;
             let end = match self.ended(first, last) {
                 Some(end) => end,
                 None => {
-                    self.run_stage(stage, first, last, model)?;
+                    if self.done() + 1 == first {
+                        // Nothing of this stage is done: the weights are the
+                        // last epoch's of the stage before, if any.
+                        self.restore_best()?;
+                    }
+                    self.run_stage(stage, number + 1, first, last, model)?;
                     self.done()
                 }
             };
@@ -338,7 +363,7 @@ impl<'a> Trainer<'a> {
             if r.epoch == last {
                 return Some(r.epoch);
             }
-            if self.early().is_some_and(|es| es.stops(&self.history[..r.epoch], first)) {
+            if self.early().is_some_and(|es| es.stops(&self.history[..r.epoch])) {
                 // Stopped before its last epoch.
                 self.stopped_early = Some(r.epoch);
                 return Some(r.epoch);
@@ -348,7 +373,14 @@ impl<'a> Trainer<'a> {
     }
 
     /// Runs the stage's epochs `first..=last` that are not done yet.
-    fn run_stage(&mut self, stage: &Stage, first: usize, last: usize, model: &dyn ModuleT) -> Result<(), TrainError> {
+    fn run_stage(
+        &mut self,
+        stage: &Stage,
+        number: usize,
+        first: usize,
+        last: usize,
+        model: &dyn ModuleT,
+    ) -> Result<(), TrainError> {
         let frozen: Vec<Tensor> = match stage.frozen {
             Some(prefix) => self
                 .vs
@@ -362,14 +394,21 @@ impl<'a> Trainer<'a> {
         for t in &frozen {
             let _ = t.set_requires_grad(false);
         }
-        let result = self.epochs(stage, first, last, model);
+        let result = self.epochs(stage, number, first, last, model);
         for t in &frozen {
             let _ = t.set_requires_grad(true);
         }
         result
     }
 
-    fn epochs(&mut self, stage: &Stage, first: usize, last: usize, model: &dyn ModuleT) -> Result<(), TrainError> {
+    fn epochs(
+        &mut self,
+        stage: &Stage,
+        number: usize,
+        first: usize,
+        last: usize,
+        model: &dyn ModuleT,
+    ) -> Result<(), TrainError> {
         let trainable = self.vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
         let mut opt = Optimizer::new(self.settings.optimizer, trainable);
         // A checkpoint saved inside this stage carries its optimizer state.
@@ -382,11 +421,9 @@ impl<'a> Trainer<'a> {
         let n = self.data.train_len();
         let batches_per_epoch = self.batches_per_epoch();
         let steps_in_stage = batches_per_epoch * (last + 1 - first);
-        // The loss summed since the last batch_loss point, on the device
-        // (only when TensorBoard logs: one add per step otherwise saved).
+        // The batch_loss window grows only when TensorBoard logs (one add
+        // per step otherwise saved).
         let logging = self.log.is_some();
-        let mut window = Tensor::zeros([], (Kind::Double, self.vs.device()));
-        let mut window_steps = 0usize;
         for epoch in (self.done() + 1).max(first)..=last {
             let t0 = Instant::now();
             let batches = epoch_batches(n, s.batch_size, s.seed, epoch, self.vs.device());
@@ -432,7 +469,7 @@ impl<'a> Trainer<'a> {
                         let l = loss.detach().f_to_kind(Kind::Double)?;
                         loss_sum += &l * len as f64;
                         if logging {
-                            window += l;
+                            self.window += l;
                         }
                         if let Some(yb) = &yb {
                             correct += out.f_argmax(-1, false)?.f_eq_tensor(yb)?.f_sum(Kind::Int64)?;
@@ -445,20 +482,28 @@ impl<'a> Trainer<'a> {
                     return Err(self.failed(epoch, e));
                 }
                 seen += len;
-                window_steps += 1;
+                self.window_steps += 1;
                 // Optimizer steps of the whole run so far: TensorBoard's step.
                 let global = ((epoch - 1) * batches_per_epoch + b + 1) as i64;
-                if let Some(log) = self.log.as_mut().filter(|l| global.rem_euclid(l.batch_every as i64) == 0) {
-                    let mean = window.double_value(&[]) / window_steps as f64;
-                    let _ = window.zero_();
-                    window_steps = 0;
-                    if let Err(e) = log.batch_loss(global, mean) {
+                if self.log.as_ref().is_some_and(|l| global.rem_euclid(l.batch_every as i64) == 0) {
+                    let point = torch(|| self.window.double_value(&[]) / self.window_steps as f64).and_then(|mean| {
+                        let _ = self.window.zero_();
+                        self.window_steps = 0;
+                        self.log.as_mut().expect("logging").batch_loss(global, mean)
+                    });
+                    if let Err(e) = point {
                         bar.finish_and_clear();
                         return Err(self.failed(epoch, e));
                     }
                 }
                 if b % 10 == 0 || b + 1 == batches.len() {
-                    let mean = loss_sum.double_value(&[]) / seen as f64;
+                    let mean = match torch(|| loss_sum.double_value(&[]) / seen as f64) {
+                        Ok(mean) => mean,
+                        Err(e) => {
+                            bar.finish_and_clear();
+                            return Err(self.failed(epoch, e));
+                        }
+                    };
                     if mean.is_nan() {
                         bar.finish_and_clear();
                         return Err(TrainError::NanLoss { epoch });
@@ -474,18 +519,30 @@ impl<'a> Trainer<'a> {
             if eval.loss.is_nan() {
                 return Err(TrainError::NanLoss { epoch });
             }
+            // The epoch's sums and the batch_loss window, read from the
+            // device (a sync point: where asynchronous errors surface).
+            let classifies = self.objective.classifies();
+            let (loss, accuracy, state) = torch(|| {
+                let loss = loss_sum.double_value(&[]) / seen as f64;
+                let accuracy = classifies.then(|| correct.int64_value(&[]) as f64 / seen as f64);
+                let state =
+                    TrainState { batch_loss_sum: self.window.double_value(&[]), batch_loss_steps: self.window_steps };
+                (loss, accuracy, state)
+            })
+            .map_err(|e| self.failed(epoch, e))?;
             self.history.push(EpochRecord {
                 epoch,
-                loss: loss_sum.double_value(&[]) / seen as f64,
+                loss,
                 val_loss: eval.loss,
-                accuracy: self.objective.classifies().then(|| correct.int64_value(&[]) as f64 / seen as f64),
+                accuracy,
                 val_accuracy: eval.accuracy,
                 // Milliseconds: what history.csv shows is what the checkpoint holds.
                 seconds: (t0.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
                 lr,
                 best_epoch: 0, // set below: the rule needs this epoch in the history
+                stage: number,
             });
-            let best = best_epoch(&self.history, s.min_delta()).map_or(epoch, |r| r.epoch);
+            let best = best_epoch(&self.history, self.monitor()).map_or(epoch, |r| r.epoch);
             let record = {
                 let last = self.history.last_mut().expect("pushed");
                 last.best_epoch = best;
@@ -495,38 +552,46 @@ impl<'a> Trainer<'a> {
             if !self.quiet {
                 println!("{}{}", summary_line(&record, self.total, n), if improved { " (best)" } else { "" });
             }
-            // The log first, then the best weights, then the checkpoint
-            // (it carries the history), then the CSV view: a kill between
-            // any two leaves files a resume brings back in step.
-            let saved = self
-                .log_epoch(&record, &eval, n)
-                .and_then(|()| match improved {
-                    true => Checkpoint::save_best(&self.run.file(BEST), &self.fingerprint, &self.vs, &self.history),
-                    false => Ok(()),
-                })
-                .and_then(|()| {
-                    Checkpoint::save(
-                        &self.run.file(WEIGHTS),
-                        &self.fingerprint,
-                        &self.vs,
-                        &opt.state(),
-                        opt.steps,
-                        &self.history,
-                    )
-                });
+            // The log first, then the checkpoint (it carries the history),
+            // then the best weights, then the CSV view. The best file is
+            // never ahead of the checkpoint: a kill between the two leaves
+            // it one best behind, with the best epoch's weights in the
+            // checkpoint, which a resume saves again; nothing relies on a
+            // redone epoch coming out the same.
+            let saved = self.log_epoch(&record, &eval, n).and_then(|()| {
+                Checkpoint::save(
+                    &self.run.file(WEIGHTS),
+                    &self.fingerprint,
+                    &self.vs,
+                    &opt.state(),
+                    opt.steps,
+                    &self.history,
+                    state,
+                )
+            });
             if saved.is_err() {
                 self.history.pop();
             }
-            let saved = saved.and_then(|()| {
-                crate::fault::point("checkpoint-before-history", epoch);
-                self.run.write_history(&self.history)
-            });
+            let saved = saved
+                .and_then(|()| {
+                    crate::fault::point("checkpoint-before-best", epoch);
+                    match improved {
+                        true => {
+                            Checkpoint::save_best(&self.run.file(BEST), &self.fingerprint, &self.vs, &self.history)
+                        }
+                        false => Ok(()),
+                    }
+                })
+                .and_then(|()| {
+                    crate::fault::point("checkpoint-before-history", epoch);
+                    self.run.write_history(&self.history)
+                });
             saved.map_err(|e| self.failed(epoch, e))?;
-            if let Some(es) = self.early().filter(|es| epoch < last && es.stops(&self.history, first)) {
+            if let Some(es) = self.early().filter(|es| epoch < last && es.stops(&self.history)) {
                 self.stopped_early = Some(epoch);
                 if !self.quiet {
-                    let best = best_epoch(&self.history, es.min_delta).expect("a history");
-                    let waited = epoch - best.epoch.max(first - 1);
+                    let best = best_epoch(&self.history, self.monitor()).expect("a history");
+                    let waited = epoch - best.epoch;
                     println!(
                         "early stopping after epoch {epoch}: val_loss has not improved on epoch {}'s {:.5}{} for {waited} epoch{}",
                         best.epoch,
@@ -546,7 +611,8 @@ impl<'a> Trainer<'a> {
         let Some(log) = self.log.as_mut() else { return Ok(()) };
         log.epoch(record, train_images)?;
         let png = match (&self.figure, &eval.confusion) {
-            (Some(EpochFigure::Reconstructions(draw)), _) => Some(("reconstructions", draw())),
+            // Drawing reads the model's output back: a libtorch sync point.
+            (Some(EpochFigure::Reconstructions(draw)), _) => Some(("reconstructions", torch(|| draw())?)),
             (Some(EpochFigure::Confusion(names)), Some(m)) => {
                 Some(("confusion_matrix", figure::confusion_heatmap_png(m, names)))
             }
@@ -559,18 +625,20 @@ impl<'a> Trainer<'a> {
         Ok(())
     }
 
-    /// Puts the best epoch's weights in the model when the last epoch is
-    /// not the best (Keras's `restore_best_weights`): the figures, the test
-    /// report and the export then describe the same weights.
-    pub fn restore_best(&mut self, best: &EpochRecord) -> Result<(), TrainError> {
+    /// Puts the best epoch of the last stage trained in the model when it
+    /// is not the last epoch (Keras's `restore_best_weights`): the next
+    /// stage starts from it, and the figures, the test report and the
+    /// export describe the same weights.
+    pub fn restore_best(&mut self) -> Result<(), TrainError> {
+        let Some(best) = best_epoch(&self.history, self.monitor()).cloned() else { return Ok(()) };
         if self.history.last().is_some_and(|l| l.epoch == best.epoch) {
             return Ok(());
         }
         let ckpt = self.run.weights(BEST, &self.fingerprint, self.vs.device())?;
-        if ckpt.epoch != best.epoch {
+        if ckpt.epoch != best.epoch || ckpt.history[..] != self.history[..best.epoch] {
             return Err(TrainError::BadRun {
                 path: ckpt.path.clone(),
-                msg: format!("holds epoch {}, expected the best epoch {}", ckpt.epoch, best.epoch),
+                msg: format!("holds epoch {} of another history, expected the best epoch {}", ckpt.epoch, best.epoch),
             });
         }
         ckpt.copy_into(&mut self.vs, "")
@@ -599,7 +667,7 @@ impl<'a> Trainer<'a> {
     /// of all epochs.
     pub fn outcome(&self) -> Result<(EpochRecord, EpochRecord, f64), TrainError> {
         let last = self.history.last().cloned().ok_or_else(|| TrainError::Runtime("no epoch was trained".into()))?;
-        let best = best_epoch(&self.history, self.settings.min_delta()).cloned().unwrap_or_else(|| last.clone());
+        let best = best_epoch(&self.history, self.monitor()).cloned().unwrap_or_else(|| last.clone());
         Ok((last, best, self.history.iter().map(|r| r.seconds).sum()))
     }
 }

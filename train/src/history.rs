@@ -13,9 +13,18 @@ pub struct EpochRecord {
     pub val_accuracy: Option<f64>,
     pub seconds: f64,
     pub lr: f64,
-    /// The best epoch so far, this one included
+    /// The best epoch of this row's stage so far, this one included
     /// ([`crate::early_stopping::best_epoch`]): the last row names the
     /// epoch whose weights `best.safetensors` holds. 0 in older runs.
     #[serde(default)]
     pub best_epoch: usize,
+    /// The training stage the epoch belongs to: 1 for the autoencoder and
+    /// the classifier's frozen-encoder stage, 2 for its fine-tuning (also
+    /// when there is no frozen stage). 1 in older runs.
+    #[serde(default = "first_stage")]
+    pub stage: usize,
+}
+
+fn first_stage() -> usize {
+    1
 }

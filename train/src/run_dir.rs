@@ -229,7 +229,12 @@ impl RunDir {
 
     /// Prepares `path` for a run of `cfg`: a fresh run refuses to overwrite
     /// another one unless told to; a resumed one needs the same model and
-    /// training options. Returns the directory and whether to resume.
+    /// training options. Every fresh start — `--force`, a folder whose
+    /// earlier run left no checkpoint (killed while it started, or while
+    /// `--force` cleared it), a `--resume` that finds none — first removes
+    /// whatever an earlier run left, so nothing of it (its test report, its
+    /// event files, its best epoch) passes for the new run's. Returns the
+    /// directory and whether to resume.
     pub fn prepare(path: &Path, cfg: &RunConfig, reuse: Reuse) -> Result<(RunDir, bool), TrainError> {
         let run = RunDir::create(path)?;
         let has_run = run.file(WEIGHTS).exists();
@@ -249,17 +254,17 @@ impl RunDir {
                 "{}: already holds a run; pass --resume to continue it or --force to start over",
                 run.path.display()
             ))),
-            Reuse::Overwrite => {
+            _ => {
                 run.clear()?;
                 Ok((run, false))
             }
-            _ => Ok((run, false)),
         }
     }
 
-    /// Removes every file of an earlier run ([`ARTIFACTS`]), checkpoint
-    /// first, config last, so that no old file is ever left beside a new
-    /// one. Files that are not a run's stay.
+    /// Removes every file of an earlier run ([`ARTIFACTS`] and its
+    /// TensorBoard log), checkpoint first, config last, so that a kill
+    /// midway leaves no checkpoint and the next start clears the rest.
+    /// Files that are not a run's stay.
     pub fn clear(&self) -> Result<(), TrainError> {
         for name in ARTIFACTS {
             if name == CONFIG {
@@ -344,7 +349,9 @@ impl RunDir {
     pub fn write_config(&self, cfg: &RunConfig) -> Result<(), TrainError> {
         let p = self.file(CONFIG);
         let json = serde_json::to_string_pretty(cfg).expect("config serialises");
-        atomic::write_bytes(&p, format!("{json}\n").as_bytes()).map_err(TrainError::io(&p, "cannot write"))
+        crate::fault::disk_full_file(CONFIG)
+            .and_then(|()| atomic::write_bytes(&p, format!("{json}\n").as_bytes()))
+            .map_err(TrainError::io(&p, "cannot write"))
     }
 
     pub fn read_config(&self) -> Result<RunConfig, TrainError> {
@@ -355,7 +362,9 @@ impl RunDir {
 
     pub fn write_history(&self, rows: &[EpochRecord]) -> Result<(), TrainError> {
         let p = self.file(HISTORY);
-        atomic::write_csv(&p, rows).map_err(TrainError::io(&p, "cannot write"))
+        crate::fault::disk_full_file(HISTORY)
+            .and_then(|()| atomic::write_csv(&p, rows))
+            .map_err(TrainError::io(&p, "cannot write"))
     }
 
     pub fn read_history(&self) -> Result<Vec<EpochRecord>, TrainError> {

@@ -24,13 +24,34 @@ const GRID: usize = 24;
 /// Every test image's prediction, in `infer classify --predictions`' layout.
 pub const PREDICTIONS: &str = "test_predictions.csv";
 
-/// Predicts the test set and writes the report; returns the accuracy.
+/// Which weights a report was measured on: the epoch of the run whose
+/// configuration has this fingerprint. `test_metrics.json` records it, and
+/// `train export` copies the test accuracy only into a model of those
+/// weights.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Measured {
+    pub epoch: usize,
+    pub config_sha256: String,
+}
+
+impl Measured {
+    /// Where `test_metrics.json` (`json`) was measured, if it says.
+    pub fn of(json: &serde_json::Value) -> Option<Measured> {
+        Some(Measured {
+            epoch: json["epoch"].as_u64()? as usize,
+            config_sha256: json["config_sha256"].as_str()?.to_string(),
+        })
+    }
+}
+
+/// Predicts the test set (`images`, `labels`) and writes the report;
+/// returns the accuracy.
 pub fn write(
     run: &RunDir,
     clf: &Classifier,
-    images: &Images,
-    labels: &[u8],
+    (images, labels): (&Images, &[u8]),
     names: &[String],
+    measured: &Measured,
     device: Device,
     quiet: bool,
 ) -> Result<f64, TrainError> {
@@ -62,6 +83,8 @@ pub fn write(
     write("test_report.txt", format!("{text}\n{}", rep.confusion_text()).as_bytes())?;
     let mut json = rep.to_json();
     json["seconds"] = serde_json::json!(t0.elapsed().as_secs_f64());
+    json["epoch"] = serde_json::json!(measured.epoch);
+    json["config_sha256"] = serde_json::json!(measured.config_sha256);
     write("test_metrics.json", format!("{}\n", serde_json::to_string_pretty(&json).expect("json")).as_bytes())?;
     let p = run.file(PREDICTIONS);
     report::write_predictions(&p, &pred, &conf, Some(&truth), names, None)

@@ -337,8 +337,18 @@ pub fn quantize_model(
         (format!("int8_{}", g.metric), format!("{}", g.int8)),
         ("int8_gate_passed".to_string(), g.passed.to_string()),
     ];
-    int8.metadata_props
-        .extend(gate_meta.into_iter().map(|(key, value)| ae_onnx::StringStringEntryProto { key, value }));
+    // The float model's own figures are not this model's: its are the gate's.
+    let mut inherited: BTreeMap<String, String> =
+        int8.metadata_props.drain(..).map(|e| (e.key, e.value)).collect();
+    super::without_figures(
+        &mut inherited,
+        "int8_* below, measured on these weights; the float model's figures are in its own metadata",
+    );
+    int8.metadata_props = inherited
+        .into_iter()
+        .chain(gate_meta)
+        .map(|(key, value)| ae_onnx::StringStringEntryProto { key, value })
+        .collect();
     int8.metadata_props.sort_by(|a, b| a.key.cmp(&b.key));
     Ok(Quantized { model: int8, gate: g })
 }

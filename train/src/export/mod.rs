@@ -24,7 +24,9 @@ use crate::checkpoint::Checkpoint;
 use crate::data;
 use crate::error::TrainError;
 use crate::model::AutoencoderConfig;
+use crate::early_stopping::best_epoch;
 use crate::run_dir::{sha256_file, ModelConfig, RunConfig, RunDir, BEST, WEIGHTS};
+use crate::test_report::Measured;
 
 use self::int8::{Gate, Int8Options, RunImages};
 use self::onnx::{Graph, Weights};
@@ -191,25 +193,34 @@ impl Source {
         Ok(Source { file, sha256, ckpt, selected })
     }
 
-    /// `--epoch`'s choice in `run`.
+    /// `--epoch`'s choice in `run`. The best epoch is the one the
+    /// checkpoint's history names (its last stage's best): taken from
+    /// `best.safetensors` when that file holds it, saved from that very
+    /// history; from the checkpoint when the best is the checkpoint's own
+    /// epoch (a run stopped between the two writes). Anything else is
+    /// refused rather than exported under the wrong epoch.
     fn chosen(run: &RunDir, cfg: &RunConfig, epoch: Epoch) -> Result<Source, TrainError> {
-        // The checkpoint's epoch, not history.csv's (which may lag by one).
-        let trained = Checkpoint::saved_epoch(&run.file(WEIGHTS))?;
+        // The checkpoint's history, not history.csv's (which may lag by one).
+        let trained = Checkpoint::header(&run.file(WEIGHTS))?;
+        let best = best_epoch(&trained.history, cfg.train.monitor()).map_or(trained.epoch, |r| r.epoch);
         match (epoch, run.file(BEST).is_file()) {
             (Epoch::Best, true) => {
-                let s = Source::read(run, cfg, BEST, "best".into())?;
-                // best.safetensors is ahead of the checkpoint only after a
-                // kill between the two writes: --resume settles it.
-                if s.ckpt.epoch > trained {
-                    return Err(TrainError::BadRun {
+                let held = Checkpoint::header(&run.file(BEST))?;
+                if held.epoch == best && held.history[..] == trained.history[..best.min(trained.history.len())] {
+                    Source::read(run, cfg, BEST, "best".into())
+                } else if best == trained.epoch {
+                    Source::read(run, cfg, WEIGHTS, "best (the checkpoint's own epoch)".into())
+                } else {
+                    Err(TrainError::BadRun {
                         path: run.file(BEST),
                         msg: format!(
-                            "holds epoch {}, after the run's last saved epoch {trained}: finish the run with                              --resume, or export its last epoch with --epoch last",
-                            s.ckpt.epoch
+                            "holds epoch {}{}, but the run's checkpoint names epoch {best} as its best: continue \
+                             the run with --resume, or export its last epoch with --epoch last",
+                            held.epoch,
+                            if held.epoch == best { " of another history" } else { "" }
                         ),
-                    });
+                    })
                 }
-                Ok(s)
             }
             (Epoch::Best, false) => {
                 Source::read(run, cfg, WEIGHTS, "last (the run keeps no best epoch: trained by an older train)".into())
@@ -217,6 +228,25 @@ impl Source {
             (Epoch::Last, _) => Source::read(run, cfg, WEIGHTS, "last".into()),
         }
     }
+
+    /// The stage the weights were trained in (1 in older runs).
+    fn stage(&self) -> usize {
+        self.ckpt.history.last().map_or(1, |r| r.stage)
+    }
+}
+
+/// The metadata keys of a model's own figures, measured on its weights
+/// (`loss`, `val_loss`, `val_accuracy`, `test_accuracy`).
+const FIGURES: [&str; 4] = ["loss", "val_loss", "val_accuracy", "test_accuracy"];
+
+/// Leaves the figures measured on another model out of a graph's
+/// metadata — an encoder's come from the network it was trained in, an
+/// int8 model's from its float original — and says so.
+pub fn without_figures(meta: &mut BTreeMap<String, String>, why: &str) {
+    for key in FIGURES {
+        meta.remove(key);
+    }
+    meta.insert("figures".into(), why.into());
 }
 
 fn metadata(cfg: &RunConfig, run: &RunDir, weights: &Source) -> BTreeMap<String, String> {
@@ -282,11 +312,25 @@ fn metadata(cfg: &RunConfig, run: &RunDir, weights: &Source) -> BTreeMap<String,
         m.insert("autoencoder_weights_file".into(), cfg.model.autoencoder_weights().into());
         m.insert("classes".into(), model.classes.to_string());
         m.insert("class_names".into(), serde_json::to_string(class_names).expect("json"));
-        if let Ok(text) = std::fs::read_to_string(run.file("test_metrics.json")) {
-            if let Some(acc) =
-                serde_json::from_str::<serde_json::Value>(&text).ok().and_then(|v| v["accuracy"].as_f64())
-            {
-                m.insert("test_accuracy".into(), format!("{acc}"));
+        // The test report's accuracy, only on the weights it was measured on.
+        let json = std::fs::read_to_string(run.file("test_metrics.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+        if let Some(json) = json {
+            let here = Measured { epoch: weights.ckpt.epoch, config_sha256: cfg.fingerprint() };
+            match (Measured::of(&json), json["accuracy"].as_f64()) {
+                (Some(measured), Some(acc)) if measured == here => {
+                    m.insert("test_accuracy".into(), format!("{acc}"));
+                }
+                (measured, _) => {
+                    let on = measured.map_or("weights it does not name (an older run)".to_string(), |t| {
+                        format!("epoch {}{}", t.epoch, if t.config_sha256 == here.config_sha256 { "" } else { " of another configuration" })
+                    });
+                    m.insert(
+                        "test_accuracy_omitted".into(),
+                        format!("the run's test report was measured on {on}, not on these weights (epoch {})", here.epoch),
+                    );
+                }
             }
         }
     }
@@ -353,8 +397,22 @@ fn pending(
                 source: source.clone(),
             });
             if encoder == EncoderSource::FineTuned {
+                if cfg.train.frozen_epochs > 0 && weights.stage() == 1 {
+                    return Err(TrainError::Invalid(format!(
+                        "{}: --encoder fine-tuned: epoch {} is of the stage with the encoder frozen, so its encoder \
+                         was never fine-tuned; export the autoencoder's encoder (the default), or finish the run \
+                         with --resume",
+                        run.path.display(),
+                        weights.ckpt.epoch
+                    )));
+                }
                 meta.insert("model_kind".into(), "encoder".into());
                 meta.insert("encoder_weights".into(), encoder.describe().into());
+                without_figures(
+                    &mut meta,
+                    "none of its own: the classifier's (loss, val_loss, val_accuracy, test_accuracy) are in \
+                     classifier.onnx, measured with this encoder in it",
+                );
                 let m = onnx::autoencoder_model(&w, &model.encoder, Graph::Encoder, &meta)
                     .map_err(|msg| TrainError::BadRun { path: run.file(weights.file), msg })?;
                 fine_tuned = Some(Pending {
@@ -395,6 +453,11 @@ fn pending(
         Some(p) => out.push(p),
         None => {
             meta.insert("encoder_weights".into(), EncoderSource::Autoencoder.describe().into());
+            without_figures(
+                &mut meta,
+                "none of its own: the autoencoder's (loss, val_loss) are in autoencoder.onnx, measured with this \
+                 encoder in it",
+            );
             let m = onnx::autoencoder_model(&w, &ae_cfg, Graph::Encoder, &meta).map_err(bad)?;
             out.push(Pending {
                 graph: Graph::Encoder,

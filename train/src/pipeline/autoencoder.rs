@@ -3,6 +3,7 @@ use tch::nn::VarStore;
 use crate::config::Normalize;
 use crate::data;
 use crate::error::TrainError;
+use crate::fallible::torch;
 use crate::figures;
 use crate::fit::{EpochFigure, Objective, Stage, Trainer};
 use crate::model::{InputShape, Normalization};
@@ -58,11 +59,12 @@ pub fn train_autoencoder(job: &AutoencoderJob) -> Result<Outcome, TrainError> {
     trainer.run(&[Stage::whole(&t.settings)], &ae)?;
     let (last, best, train_seconds) = trainer.outcome()?;
     // What follows (reconstructions, the classifier, export) is about the kept weights.
-    trainer.restore_best(&best)?;
+    trainer.restore_best()?;
     let finish = || -> Result<(), TrainError> {
         stop_if_interrupted(&run, &last)?;
         figures::plot_history(&run, &trainer.history, false, None)?;
-        figures::reconstructions(&run.file("reconstructions.png"), &ae, &data, 10)?;
+        // The grid reads the model's output back: a libtorch sync point.
+        torch(|| figures::reconstructions(&run.file("reconstructions.png"), &ae, &data, 10))??;
         stop_if_interrupted(&run, &last)?;
         if let Some(path) = &job.common.table {
             table::append_autoencoder(path, &model, &t.settings, train_seconds, &best)?;

@@ -2,6 +2,7 @@ use tch::nn::VarStore;
 
 use crate::data;
 use crate::error::TrainError;
+use crate::fallible::torch;
 use crate::figures;
 use crate::fit::{EpochFigure, Stage, Trainer};
 use crate::model::ClassifierConfig;
@@ -165,7 +166,7 @@ pub fn train_classifier(job: &ClassifierJob) -> Result<Outcome, TrainError> {
     trainer.run(&stages, &clf)?;
     let (last, best, train_seconds) = trainer.outcome()?;
     // What follows (test report, export) is about the kept weights.
-    trainer.restore_best(&best)?;
+    trainer.restore_best()?;
     // Stage 2's first epoch (early stopping may have ended stage 1 sooner).
     let fine_tuning_from = if frozen > 0 { trainer.stage_starts.get(1).copied() } else { None };
     let finish = || -> Result<Option<f64>, TrainError> {
@@ -173,7 +174,10 @@ pub fn train_classifier(job: &ClassifierJob) -> Result<Outcome, TrainError> {
         figures::plot_history(&run, &trainer.history, true, fine_tuning_from)?;
         let test_accuracy = match &test {
             Some((timg, tlab)) => {
-                Some(test_report::write(&run, &clf, timg, tlab, &class_names, device, job.common.quiet)?)
+                // Predicting reads the model's output back: a libtorch sync point.
+                let measured = test_report::Measured { epoch: best.epoch, config_sha256: cfg.fingerprint() };
+                let test = (timg, &tlab[..]);
+                Some(torch(|| test_report::write(&run, &clf, test, &class_names, &measured, device, job.common.quiet))??)
             }
             None => None,
         };
