@@ -22,41 +22,53 @@ fn is_partial(name: &str) -> bool {
     stem.rsplit_once('.').is_some_and(|(target, pid)| !target.is_empty() && pid.parse::<u32>().is_ok())
 }
 
-/// How old an unlocked temporary file must be before it is swept: a writer
-/// takes its lock right after creating the file, so a younger one may be
-/// a writer between the two calls.
-const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
-
 /// Removes the temporary files that writers no longer alive left in `dir`
 /// (`.NAME.PID.ae-partial`, after a kill -9 or a power loss). A writer
 /// holds an exclusive lock on its file (`flock`, through std's
-/// [`File::try_lock`]) until it commits or drops it, and the kernel
-/// releases the lock when the writer dies: a file that can be locked and is
-/// older than a minute has no writer, whichever PID namespace, container or
-/// machine sharing the volume it came from, and whether or not `/proc`
-/// shows its PID. Only names this toolchain makes are touched. Best effort:
-/// what cannot be read or removed stays.
+/// [`File::try_lock`]) from the moment it is created until it is committed
+/// or dropped ([`Staged::create`]), and the kernel releases the lock when
+/// the writer dies: a file that can be locked has no writer, whichever PID
+/// namespace, container or machine sharing the volume it came from, and
+/// whether or not `/proc` shows its PID. Only names this toolchain makes
+/// are touched. Best effort: what cannot be read or removed stays.
 pub fn remove_stale(dir: &Path) {
     let Ok(entries) = fs::read_dir(dir) else { return };
     for entry in entries.flatten() {
         if !entry.file_name().to_str().is_some_and(is_partial) {
             continue;
         }
-        let young = entry
-            .metadata()
-            .and_then(|m| m.modified())
-            .map(|t| t.elapsed().map_or(true, |age| age < STALE_AFTER))
-            .unwrap_or(true);
-        if young {
-            continue;
-        }
         let Ok(file) = File::open(entry.path()) else { continue };
         if file.try_lock().is_ok() {
-            // Removed while locked by the sweeper, so no writer can take it
-            // over in between; the lock goes with the handle.
+            // Removed while the sweeper holds the lock: a writer that had
+            // just created the file cannot take it, and starts again.
             let _ = fs::remove_file(entry.path());
         }
     }
+}
+
+/// Creates `tmp` and takes its exclusive lock, so that from then on no
+/// sweeper removes it. A sweeper may find the file between the two calls
+/// and remove it; the writer then sees that the path is no longer its file
+/// (or that the sweeper holds the lock) and creates it again.
+fn create_locked(tmp: &Path) -> io::Result<(File, File)> {
+    use std::os::unix::fs::MetadataExt;
+    for _ in 0..100 {
+        let file = File::create(tmp)?;
+        let lock = file.try_clone()?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => continue,
+            Err(fs::TryLockError::Error(e)) => {
+                let _ = fs::remove_file(tmp);
+                return Err(io::Error::other(format!("cannot lock the temporary file {}: {e}", tmp.display())));
+            }
+        }
+        let (ours, there) = (lock.metadata()?, fs::metadata(tmp));
+        if there.is_ok_and(|m| (m.dev(), m.ino()) == (ours.dev(), ours.ino())) {
+            return Ok((file, lock));
+        }
+    }
+    Err(io::Error::other(format!("{}: removed by another process each time it was created", tmp.display())))
 }
 
 /// A temporary file beside `target` that becomes `target` on
@@ -91,12 +103,7 @@ impl Staged {
         }
         remove_stale(&dir);
         let tmp = dir.join(partial_name(name, std::process::id()));
-        let file = File::create(&tmp)?;
-        let lock = file.try_clone()?;
-        if let Err(e) = lock.try_lock() {
-            let _ = fs::remove_file(&tmp);
-            return Err(io::Error::other(format!("cannot lock the temporary file {}: {e}", tmp.display())));
-        }
+        let (file, lock) = create_locked(&tmp)?;
         Ok((Staged { target, tmp, committed: false, _lock: lock }, file))
     }
 
@@ -189,38 +196,25 @@ pub fn check_writable_dir(dir: &Path) -> io::Result<()> {
 mod tests {
     use super::*;
 
-    /// Ages a file past [`STALE_AFTER`].
-    fn age(path: &Path) {
-        let old = std::time::SystemTime::now() - STALE_AFTER * 2;
-        File::options().write(true).open(path).unwrap().set_modified(old).unwrap();
-    }
-
     #[test]
-    fn only_unlocked_old_temporary_files_of_this_toolchain_are_swept() {
+    fn only_unlocked_temporary_files_of_this_toolchain_are_swept() {
         let dir = tempfile::tempdir().unwrap();
         let p = |n: &str| dir.path().join(n);
         // A writer's file: locked, whatever its PID says (another PID
-        // namespace's, or one /proc hides) and however old.
+        // namespace's, or one /proc hides).
         let (writer, _file) = Staged::create(p("live.csv")).unwrap();
-        age(writer.staged_path());
         // Writers that died: unlocked files, whichever PID they name (the
-        // highest one Linux allows, 4194304, included).
+        // highest one Linux allows, 4194304, and this very process's).
         let dead = [partial_name("p.csv".as_ref(), 4_194_304), partial_name("q.csv".as_ref(), std::process::id())];
-        // Unlocked but just created: a writer between creating and locking.
-        let young = partial_name("r.csv".as_ref(), 7);
         let theirs = [".notes.7.tmp".to_string(), format!("notes.7{PARTIAL_SUFFIX}"), "keep.csv".into()];
-        for n in dead.iter().chain(&theirs).chain([&young]) {
-            fs::write(p(n), b"x").unwrap();
-        }
         for n in dead.iter().chain(&theirs) {
-            age(&p(n));
+            fs::write(p(n), b"x").unwrap();
         }
         remove_stale(dir.path());
         assert!(writer.staged_path().exists(), "a live writer's locked file stays");
         for n in &dead {
             assert!(!p(n).exists(), "{n}: a dead writer's file is removed");
         }
-        assert!(p(&young).exists(), "a file younger than a minute may be a writer about to lock it");
         for n in &theirs {
             assert!(p(n).exists(), "{n} is not ours and must stay");
         }

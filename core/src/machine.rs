@@ -15,3 +15,10 @@ pub fn physical_cores() -> usize {
     let allowed = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     System::physical_core_count().map_or(allowed, |p| p.min(allowed)).max(1)
 }
+
+/// The machine's host name, as files that name their writer's host show it
+/// (TensorBoard's event files): `localhost` when the system has none, and
+/// with `/` (not allowed in a file name) as `_`.
+pub fn host_name() -> String {
+    System::host_name().filter(|h| !h.is_empty()).unwrap_or_else(|| "localhost".into()).replace('/', "_")
+}

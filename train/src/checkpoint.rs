@@ -143,8 +143,7 @@ impl Checkpoint {
 /// file's metadata.
 fn parse_header(path: &Path, meta: &HashMap<String, String>) -> Result<(Header, TrainState), TrainError> {
     let bad = |msg: String| TrainError::BadRun { path: path.to_path_buf(), msg };
-    let epoch =
-        meta.get("epoch").and_then(|e| e.parse().ok()).ok_or_else(|| bad("no epoch in its metadata".into()))?;
+    let epoch = meta.get("epoch").and_then(|e| e.parse().ok()).ok_or_else(|| bad("no epoch in its metadata".into()))?;
     let history: Vec<EpochRecord> = match meta.get("history") {
         Some(h) => serde_json::from_str(h).map_err(|e| bad(format!("unreadable history in its metadata: {e}")))?,
         None => Vec::new(),
@@ -156,7 +155,12 @@ fn parse_header(path: &Path, meta: &HashMap<String, String>) -> Result<(Header, 
         None => TrainState::default(),
         Some(Some((sum, steps))) => match (sum.parse(), steps.parse()) {
             (Ok(batch_loss_sum), Ok(batch_loss_steps)) => TrainState { batch_loss_sum, batch_loss_steps },
-            _ => return Err(bad(format!("unreadable batch_loss_window {:?} in its metadata", meta["batch_loss_window"]))),
+            _ => {
+                return Err(bad(format!(
+                    "unreadable batch_loss_window {:?} in its metadata",
+                    meta["batch_loss_window"]
+                )))
+            }
         },
         Some(None) => return Err(bad("unreadable batch_loss_window in its metadata".into())),
     };

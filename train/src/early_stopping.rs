@@ -165,7 +165,7 @@ mod tests {
         let h = history(&[&[1.0, 0.5, 0.6, 0.7, 0.4]]);
         assert!(!es.stops(&h[..3]));
         assert!(es.stops(&h[..4]), "epochs 3 and 4 did not improve on 2");
-        assert!(!es.stops(&h, ), "epoch 5 improved");
+        assert!(!es.stops(&h,), "epoch 5 improved");
         // A stage that began at epoch 4 has had one epoch only, whatever
         // the stage before it reached.
         let h = history(&[&[1.0, 0.5, 0.6], &[0.7]]);

@@ -59,6 +59,15 @@ pub fn libtorch_failure(epoch: usize, batch: usize) {
     }
 }
 
+/// `TRAIN_FAULT=libtorch-sync@EPOCH`: reading that epoch's sums back from
+/// the device fails, as an asynchronous CUDA error surfaces at the next
+/// read that waits for the device, outside the training step.
+pub fn libtorch_sync_failure(epoch: usize) {
+    if fault() == Some(format!("libtorch-sync@{epoch}").as_str()) {
+        let _ = tch::Tensor::from_slice(&[1f32, 2.0]).double_value(&[]);
+    }
+}
+
 /// Dies here if `TRAIN_FAULT` names this point and epoch (the `epoch`th
 /// time a point without epochs is passed).
 pub fn point(name: &str, epoch: usize) {

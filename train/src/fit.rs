@@ -311,9 +311,12 @@ impl<'a> Trainer<'a> {
         cfg: &RunConfig,
         figure: EpochFigure<'a>,
     ) -> Result<(), TrainError> {
-        let Some(opts) = opts else { return Ok(()) };
         let done = self.done();
         let resumed = (done > 0).then(|| Resumed { epoch: done, steps: (done * self.batches_per_epoch()) as i64 });
+        let Some(opts) = opts else {
+            // Not logging now, but what was logged stays true to the run.
+            return resumed.map_or(Ok(()), |r| crate::tensorboard::run_log::trim(&self.run.path, r));
+        };
         self.log = Some(RunLog::open(&self.run.path, opts, &cfg.hparams(), resumed)?);
         self.figure = Some(figure);
         Ok(())
@@ -523,6 +526,7 @@ impl<'a> Trainer<'a> {
             // device (a sync point: where asynchronous errors surface).
             let classifies = self.objective.classifies();
             let (loss, accuracy, state) = torch(|| {
+                crate::fault::libtorch_sync_failure(epoch);
                 let loss = loss_sum.double_value(&[]) / seen as f64;
                 let accuracy = classifies.then(|| correct.int64_value(&[]) as f64 / seen as f64);
                 let state =
@@ -576,9 +580,7 @@ impl<'a> Trainer<'a> {
                 .and_then(|()| {
                     crate::fault::point("checkpoint-before-best", epoch);
                     match improved {
-                        true => {
-                            Checkpoint::save_best(&self.run.file(BEST), &self.fingerprint, &self.vs, &self.history)
-                        }
+                        true => Checkpoint::save_best(&self.run.file(BEST), &self.fingerprint, &self.vs, &self.history),
                         false => Ok(()),
                     }
                 })
@@ -612,7 +614,7 @@ impl<'a> Trainer<'a> {
         log.epoch(record, train_images)?;
         let png = match (&self.figure, &eval.confusion) {
             // Drawing reads the model's output back: a libtorch sync point.
-            (Some(EpochFigure::Reconstructions(draw)), _) => Some(("reconstructions", torch(|| draw())?)),
+            (Some(EpochFigure::Reconstructions(draw)), _) => Some(("reconstructions", torch(draw)?)),
             (Some(EpochFigure::Confusion(names)), Some(m)) => {
                 Some(("confusion_matrix", figure::confusion_heatmap_png(m, names)))
             }
@@ -640,6 +642,12 @@ impl<'a> Trainer<'a> {
                 path: ckpt.path.clone(),
                 msg: format!("holds epoch {} of another history, expected the best epoch {}", ckpt.epoch, best.epoch),
             });
+        }
+        if !self.quiet {
+            println!(
+                "restoring the weights of epoch {}, the best of stage {} (val_loss {:.5})",
+                best.epoch, best.stage, best.val_loss
+            );
         }
         ckpt.copy_into(&mut self.vs, "")
     }

@@ -81,3 +81,31 @@ impl Sample {
         Ok(keep)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Sample;
+
+    /// Classes of 5, 3 and 2 images (interleaved, as a file may hold
+    /// them), five kept: exact shares 2.5, 1.5 and 1; the one image left
+    /// after the whole parts goes to the larger remainder, and of the tied
+    /// remainders (0.5 and 0.5) to the lower class: 3, 1, 1.
+    #[test]
+    fn uneven_remainders_and_ties_keep_the_largest_remainder_rule() {
+        let labels: Vec<u8> = vec![0, 1, 0, 2, 0, 1, 0, 2, 1, 0];
+        for seed in 0..20 {
+            let keep = Sample { n: 5, seed }.indices(labels.len(), Some(&labels)).unwrap();
+            assert!(keep.windows(2).all(|w| w[0] < w[1]), "ascending, each once: {keep:?}");
+            let count = |k: u8| keep.iter().filter(|&&i| labels[i] == k).count();
+            assert_eq!((count(0), count(1), count(2)), (3, 1, 1), "seed {seed}: {keep:?}");
+        }
+        // The seed decides which images of a class are kept, not how many.
+        let draws: std::collections::BTreeSet<Vec<usize>> =
+            (0..20).map(|seed| Sample { n: 5, seed }.indices(labels.len(), Some(&labels)).unwrap()).collect();
+        assert!(draws.len() > 5, "20 seeds drew only {} samples", draws.len());
+        // Three images: one per class; two would drop a class, and are refused.
+        let keep = Sample { n: 3, seed: 1 }.indices(labels.len(), Some(&labels)).unwrap();
+        assert_eq!(keep.iter().map(|&i| labels[i]).collect::<std::collections::BTreeSet<_>>().len(), 3);
+        assert!(Sample { n: 2, seed: 1 }.indices(labels.len(), Some(&labels)).is_err());
+    }
+}

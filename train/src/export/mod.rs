@@ -22,9 +22,9 @@ use infer::session::{Device as OrtDevice, ModelSession, SessionOptions};
 use crate::checkpoint::to_vec;
 use crate::checkpoint::Checkpoint;
 use crate::data;
+use crate::early_stopping::best_epoch;
 use crate::error::TrainError;
 use crate::model::AutoencoderConfig;
-use crate::early_stopping::best_epoch;
 use crate::run_dir::{sha256_file, ModelConfig, RunConfig, RunDir, BEST, WEIGHTS};
 use crate::test_report::Measured;
 
@@ -324,11 +324,18 @@ fn metadata(cfg: &RunConfig, run: &RunDir, weights: &Source) -> BTreeMap<String,
                 }
                 (measured, _) => {
                     let on = measured.map_or("weights it does not name (an older run)".to_string(), |t| {
-                        format!("epoch {}{}", t.epoch, if t.config_sha256 == here.config_sha256 { "" } else { " of another configuration" })
+                        format!(
+                            "epoch {}{}",
+                            t.epoch,
+                            if t.config_sha256 == here.config_sha256 { "" } else { " of another configuration" }
+                        )
                     });
                     m.insert(
                         "test_accuracy_omitted".into(),
-                        format!("the run's test report was measured on {on}, not on these weights (epoch {})", here.epoch),
+                        format!(
+                            "the run's test report was measured on {on}, not on these weights (epoch {})",
+                            here.epoch
+                        ),
                     );
                 }
             }

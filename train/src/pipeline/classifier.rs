@@ -177,7 +177,9 @@ pub fn train_classifier(job: &ClassifierJob) -> Result<Outcome, TrainError> {
                 // Predicting reads the model's output back: a libtorch sync point.
                 let measured = test_report::Measured { epoch: best.epoch, config_sha256: cfg.fingerprint() };
                 let test = (timg, &tlab[..]);
-                Some(torch(|| test_report::write(&run, &clf, test, &class_names, &measured, device, job.common.quiet))??)
+                Some(torch(|| {
+                    test_report::write(&run, &clf, test, &class_names, &measured, device, job.common.quiet)
+                })??)
             }
             None => None,
         };

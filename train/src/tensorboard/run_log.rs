@@ -58,10 +58,11 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
 }
 
 /// Whether an event logged before a restart belongs to the run up to
-/// `r`: epoch tags up to its epoch, batch tags up to its steps, the
-/// session's start (its end is logged again when the run ends).
+/// `r`: the file version, epoch tags up to its epoch, batch tags up to its
+/// steps, the session's start (its end is logged again when the run ends).
 fn kept(e: &Event, r: Resumed) -> bool {
     match &e.what {
+        Some(What::FileVersion(_)) => true,
         Some(What::Summary(s)) => s.value.iter().all(|v| match v.tag.as_str() {
             SESSION_END_TAG => false,
             t if t.starts_with("_hparams_/") => true,
@@ -72,11 +73,27 @@ fn kept(e: &Event, r: Resumed) -> bool {
     }
 }
 
+/// The log's three directories in `run`.
+fn dirs(run: &Path) -> [PathBuf; 3] {
+    let dir = run.join(DIR);
+    [dir.clone(), dir.join(TRAIN), dir.join(VALIDATION)]
+}
+
+/// Cuts a resumed run's log back to its checkpoint `r` (also when the
+/// resumed run does not log): what an uninterrupted run would hold then.
+pub fn trim(run: &Path, r: Resumed) -> Result<(), TrainError> {
+    for d in dirs(run) {
+        writer::trim(&d, |e| kept(e, r)).map_err(io(&d))?;
+    }
+    Ok(())
+}
+
 impl RunLog {
     /// Opens the log of the run in `run`. A fresh run (`resumed` = None)
-    /// starts it over and records its hyperparameters; a resumed one keeps
-    /// what was logged up to its checkpoint and drops the rest (the epochs
-    /// it redoes), so the files hold what an uninterrupted run's would.
+    /// starts it over and records its hyperparameters; a resumed one cuts
+    /// what was logged after its checkpoint (the epochs it redoes) from the
+    /// files in place and appends to them, so they hold what an
+    /// uninterrupted run's would, and no kill can leave an event twice.
     /// `hparams`: the run's hyperparameters (nested ones become `a.b`).
     pub fn open(
         run: &Path,
@@ -84,25 +101,28 @@ impl RunLog {
         hparams: &serde_json::Map<String, serde_json::Value>,
         resumed: Option<Resumed>,
     ) -> Result<RunLog, TrainError> {
-        let dir = run.join(DIR);
         let open = |d: PathBuf| -> Result<EventWriter, TrainError> {
             std::fs::create_dir_all(&d).map_err(io(&d))?;
-            let (events, old) = writer::read_dir(&d).map_err(io(&d))?;
-            let keep: Vec<Event> = match resumed {
-                Some(r) => events.into_iter().filter(|e| kept(e, r)).collect(),
-                None => Vec::new(),
+            let last = match resumed {
+                Some(r) => writer::trim(&d, |e| kept(e, r)).map_err(io(&d))?,
+                None => {
+                    for f in writer::event_files(&d).map_err(io(&d))? {
+                        std::fs::remove_file(&f).map_err(io(&f))?;
+                    }
+                    None
+                }
             };
-            let w = EventWriter::create(&d, &keep).map_err(io(&d))?;
-            // (A file of the same process and second has the new one's name.)
-            for f in old.iter().filter(|f| **f != w.path) {
-                std::fs::remove_file(f).map_err(io(f))?;
+            match last {
+                Some(f) => EventWriter::append(f),
+                None => EventWriter::create(&d),
             }
-            Ok(w)
+            .map_err(io(&d))
         };
+        let [root, train, validation] = dirs(run);
         let mut log = RunLog {
-            root: open(dir.clone())?,
-            train: open(dir.join(TRAIN))?,
-            validation: open(dir.join(VALIDATION))?,
+            root: open(root)?,
+            train: open(train)?,
+            validation: open(validation)?,
             batch_every: opts.batch_every.max(1),
         };
         if resumed.is_none() {
@@ -153,8 +173,8 @@ impl RunLog {
 /// Removes a run's event files (`--force`), and the log's directories
 /// when nothing else is in them.
 pub fn clear(run: &Path) -> Result<(), TrainError> {
-    let dir = run.join(DIR);
-    for d in [dir.join(TRAIN), dir.join(VALIDATION), dir.clone()] {
+    let [root, train, validation] = dirs(run);
+    for d in [train, validation, root] {
         for f in writer::event_files(&d).map_err(io(&d))? {
             std::fs::remove_file(&f).map_err(|e| TrainError::io(&f, "cannot remove the earlier run's file")(e))?;
         }

@@ -6,6 +6,7 @@
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use prost::Message;
@@ -38,19 +39,28 @@ pub struct EventWriter {
 }
 
 impl EventWriter {
-    /// A new event file in `dir` that starts with `events` (earlier ones
-    /// kept, see [`crate::tensorboard::run_log`]), then the file-version
-    /// record. Written whole and renamed into place, then appended to.
-    pub fn create(dir: &Path, kept: &[Event]) -> io::Result<EventWriter> {
-        let name = format!("{PREFIX}{:.0}.{}.train", now().floor(), std::process::id());
+    /// A new event file in `dir`, named as TensorFlow's writers name
+    /// theirs (`events.out.tfevents.<time>.<host>.<pid>.<n>.v2`, `n`
+    /// counting this process's files), holding the file-version record.
+    pub fn create(dir: &Path) -> io::Result<EventWriter> {
+        static FILES: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "{PREFIX}{:.0}.{}.{}.{}.v2",
+            now().floor(),
+            ae_core::machine::host_name(),
+            std::process::id(),
+            FILES.fetch_add(1, Ordering::Relaxed)
+        );
         let path = dir.join(name);
         let mut bytes = Vec::new();
         let version = Event { wall_time: now(), step: 0, what: Some(What::FileVersion("brain.Event:2".into())) };
         record::frame(&version.encode_to_vec(), &mut bytes);
-        for e in kept.iter().filter(|e| !matches!(e.what, Some(What::FileVersion(_)))) {
-            record::frame(&e.encode_to_vec(), &mut bytes);
-        }
         ae_core::atomic::write_bytes(&path, &bytes)?;
+        EventWriter::append(path)
+    }
+
+    /// An existing event file, appended to.
+    pub fn append(path: PathBuf) -> io::Result<EventWriter> {
         let file = std::fs::OpenOptions::new().append(true).open(&path)?;
         Ok(EventWriter { path, file })
     }
@@ -113,6 +123,42 @@ pub fn read_dir(dir: &Path) -> io::Result<(Vec<Event>, Vec<PathBuf>)> {
         }
     }
     Ok((events, files))
+}
+
+/// Cuts the event files of `dir` (in file-name order, the order TensorBoard
+/// reads them) before the first event `keep` refuses, or a damaged record:
+/// that file is truncated there (one `ftruncate`, which a kill cannot leave
+/// half-done) and every later file removed. A log is written in time
+/// order, so what a resumed run keeps is a prefix. Returns the last file
+/// left, to append to.
+pub fn trim(dir: &Path, keep: impl Fn(&Event) -> bool) -> io::Result<Option<PathBuf>> {
+    let mut files = event_files(dir)?;
+    files.sort();
+    let mut cut = false;
+    let mut last = None;
+    for f in files {
+        if cut {
+            std::fs::remove_file(&f)?;
+            continue;
+        }
+        let bytes = std::fs::read(&f)?;
+        let (data, whole) = record::records(&bytes);
+        let mut end = 0usize;
+        for d in data {
+            if !Event::decode(d).is_ok_and(|e| keep(&e)) {
+                cut = true;
+                break;
+            }
+            // The record's end: its data's offset, length and checksum.
+            end = d.as_ptr() as usize - bytes.as_ptr() as usize + d.len() + 4;
+        }
+        cut |= !whole;
+        if end < bytes.len() {
+            std::fs::OpenOptions::new().write(true).open(&f)?.set_len(end as u64)?;
+        }
+        last = Some(f);
+    }
+    Ok(last)
 }
 
 /// The event files directly in `dir` (none if it does not exist).
