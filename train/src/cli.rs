@@ -11,7 +11,7 @@ use ae_core::cli_values::{choice, names};
 use ae_core::folder::FolderOptions;
 use ae_onnx::quantize::{CalibrationMethod, WeightRange};
 use infer::device::Device;
-use train::config::{EarlyStopping, Loss, Network, Normalize, Preset, TrainSettings};
+use train::config::{Augment, EarlyStopping, Loss, Network, Normalize, Preset, TrainSettings};
 use train::explorer::{Base, Files, Param, Plan};
 use train::export::int8::{self, Int8Options};
 use train::export::{EncoderSource, Epoch, ExportJob, Layout, VERIFY_IMAGES};
@@ -134,9 +134,16 @@ pub struct CommonArgs {
     /// Without labels the sample is uniform. Images stay in file order.
     #[arg(long)]
     pub limit: Option<usize>,
-    /// Shift training images randomly by up to N pixels (default: the preset's).
-    #[arg(long)]
-    pub augment: Option<usize>,
+    /// Augment the training images (never validation or test), per batch on the device: `none`,
+    /// `N` (random shifts of up to N whole pixels), or parts such as `rotate=15,shift=0.1,zoom=0.15`
+    /// (degrees; fractions of the image) with `pixels=N` and `flip` (mirroring: off unless asked)
+    /// (default: the preset's).
+    #[arg(long, value_name = "SPEC")]
+    pub augment: Option<Augment>,
+    /// Keep an exponential moving average of the weights with this decay (e.g. 0.999):
+    /// validation, the best epoch, the test report and the export use the averaged weights.
+    #[arg(long, value_name = "DECAY")]
+    pub ema: Option<f64>,
     /// Early stopping: end a stage once val_loss has not improved for PATIENCE epochs
     /// (Keras's EarlyStopping, one per stage). Every run keeps each stage's best epoch either way;
     /// the classifier's fine-tuning starts from its frozen stage's best.
@@ -214,6 +221,10 @@ pub struct AutoencoderArgs {
     /// Filters of the first layer (doubling each layer).
     #[arg(long)]
     pub filters: Option<usize>,
+    /// A denoising autoencoder: Gaussian noise of this standard deviation added to the input
+    /// (pixels in [0, 1], clipped), the clean image the target.
+    #[arg(long, value_name = "STD")]
+    pub noise: Option<f64>,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -246,6 +257,9 @@ pub struct ClassifierArgs {
     pub finetune_lr: Option<f64>,
     #[arg(long, value_parser = choice::<Loss>(), default_value_t = Loss::CrossEntropy)]
     pub loss: Loss,
+    /// Label smoothing of the cross-entropy: the target puts EPS / classes on every class.
+    #[arg(long, value_name = "EPS")]
+    pub label_smoothing: Option<f64>,
     /// Class names, label 0 first: a file with one per line, or a comma-separated list (default: the label numbers).
     #[arg(long)]
     pub class_names: Option<String>,
@@ -371,6 +385,9 @@ impl CommonArgs {
         set(&mut s.cosine, self.cosine);
         set(&mut s.warmup, self.warmup);
         set(&mut s.augment, self.augment);
+        if self.ema.is_some() {
+            s.ema = self.ema;
+        }
         s.seed = self.seed;
         s.val_split = self.val_split;
         s.limit = self.limit;
@@ -421,6 +438,7 @@ impl AutoencoderArgs {
         set(&mut a.filter_size, self.filter_size);
         set(&mut a.filters, self.filters);
         self.common.apply(&mut training.settings);
+        set(&mut training.settings.noise, self.noise);
         training.validate()?;
         let common = self.common.common(&training.run_name(), table::AE_TABLE)?;
         Ok(AutoencoderJob { images: self.images.clone(), normalize: self.normalize, training, common })
@@ -435,6 +453,7 @@ impl ClassifierArgs {
         set(&mut s.frozen_epochs, self.frozen_epochs);
         set(&mut s.finetune_lr, self.finetune_lr.map(Some));
         self.common.apply(s);
+        set(&mut s.label_smoothing, self.label_smoothing);
         training.validate()?;
         // IDX images pair with a labels file; an image folder carries its own.
         let (labels, test) = if self.images.is_dir() {

@@ -6,9 +6,14 @@
 use serde::{Deserialize, Serialize};
 use strum::{Display, EnumMessage, EnumString, IntoStaticStr, VariantArray};
 
+pub use crate::augment::Augment;
 pub use crate::early_stopping::{EarlyStopping, Monitor};
 pub use crate::model::{Architecture, ConfigError, FC_UNITS};
 use crate::optim::OptimizerKind;
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
+}
 
 /// The two networks this crate trains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,10 +99,21 @@ pub struct TrainSettings {
     /// Classifier only.
     #[serde(default)]
     pub loss: Option<Loss>,
-    /// Random translation of training images by up to this many pixels
-    /// (data augmentation; 0 = none).
+    /// Data augmentation of the training images ([`Augment`]; a number:
+    /// whole-pixel shifts, as in older runs).
     #[serde(default)]
-    pub augment: usize,
+    pub augment: Augment,
+    /// An exponential moving average of the weights with this decay
+    /// ([`crate::ema`]): validation, the best epoch and the export use it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ema: Option<f64>,
+    /// Classifier: the cross-entropy's label smoothing (0: none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub label_smoothing: f64,
+    /// Autoencoder: Gaussian noise of this standard deviation added to the
+    /// input, the clean image the target (a denoising autoencoder; 0: none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub noise: f64,
     /// Stop a stage once val_loss has not improved for `patience` epochs
     /// (`None`: every epoch runs). Absent from older runs' config.json, so
     /// their fingerprints are unchanged.
@@ -132,6 +148,16 @@ impl TrainSettings {
         }
         if let Some(es) = &self.early_stopping {
             es.validate()?;
+        }
+        self.augment.validate().map_err(ConfigError::Augment)?;
+        if let Some(d) = self.ema.filter(|d| !(*d > 0.0 && *d < 1.0)) {
+            return Err(ConfigError::Ema(d));
+        }
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return Err(ConfigError::LabelSmoothing(self.label_smoothing));
+        }
+        if !(self.noise >= 0.0 && self.noise.is_finite()) {
+            return Err(ConfigError::Noise(self.noise));
         }
         Ok(())
     }
@@ -215,8 +241,11 @@ impl Preset {
             limit: None,
             threads: None,
             loss: None,
-            augment: 0,
+            augment: Augment::default(),
             early_stopping: None,
+            ema: None,
+            label_smoothing: 0.0,
+            noise: 0.0,
         };
         match self {
             // One-cycle (warm-up to 5e-3, cosine down) over 4 epochs: val
@@ -265,8 +294,11 @@ impl Preset {
             limit: None,
             threads: None,
             loss: Some(Loss::CrossEntropy),
-            augment: 2,
+            augment: Augment { pixels: 2, ..Augment::default() },
             early_stopping: None,
+            ema: None,
+            label_smoothing: 0.0,
+            noise: 0.0,
         };
         let settings = match self {
             Preset::Quick | Preset::Quality => quick,
@@ -276,7 +308,7 @@ impl Preset {
                 optimizer: OptimizerKind::Rmsprop,
                 finetune_lr: Some(1e-4),
                 cosine: false,
-                augment: 0,
+                augment: Augment::default(),
                 ..quick
             },
         };

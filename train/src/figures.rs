@@ -6,6 +6,7 @@ use tch::{nn::ModuleT, Tensor};
 
 use ae_core::figure::{self, Png, Series, Tile};
 
+use crate::augment::Augment;
 use crate::checkpoint::to_vec;
 use crate::data::Data;
 use crate::error::TrainError;
@@ -82,4 +83,30 @@ pub fn reconstruction_grid(ae: &Autoencoder, data: &Data, n: usize) -> std::io::
     let mut tiles: Vec<Tile> = (0..n).map(|i| tile(&x, i, "original")).collect();
     tiles.extend((0..n).map(|i| tile(&y, i, "reconstruction")));
     figure::image_grid_png(Some("originals (top) and reconstructions (bottom)"), &tiles, n as usize, 3)
+}
+
+/// The first training images as the network sees them after `--augment`
+/// (and `--noise`): the originals (top row) above their transformed copies
+/// (bottom row), as `augmented.png` and TensorBoard's `augmented` image.
+pub fn augmentation_grid(data: &Data, augment: &Augment, noise: f64, seed: u64, n: usize) -> std::io::Result<Png> {
+    let n = n.min(data.train_x.size()[0] as usize) as i64;
+    let x = data.train_x.narrow(0, 0, n);
+    let mut rng = crate::rng::Rng::new(seed ^ 0xA06_3E17);
+    let y = crate::fit::noisy(&augment.apply(&x, &mut rng), noise, &mut rng);
+    let (h, w) = (data.height, data.width);
+    let tile = |t: &Tensor, i: i64, cap: &str| Tile {
+        pixels: to_u8(&t.get(i)),
+        channels: data.channels,
+        height: h,
+        width: w,
+        caption: (i == 0).then(|| cap.to_string()),
+        alert: false,
+    };
+    let mut tiles: Vec<Tile> = (0..n).map(|i| tile(&x, i, "original")).collect();
+    tiles.extend((0..n).map(|i| tile(&y, i, "augmented")));
+    let title = format!(
+        "training images (top) as the network sees them (bottom): --augment {augment}{}",
+        if noise > 0.0 { format!(" --noise {noise}") } else { String::new() }
+    );
+    figure::image_grid_png(Some(&title), &tiles, n as usize, 3)
 }

@@ -11,42 +11,50 @@ use tch::{nn::ModuleT, nn::VarStore, Kind, Tensor};
 
 use ae_core::figure::{self, Png};
 
+/// TensorBoard's tag for the augmented training images.
+pub const AUGMENTED_TAG: &str = "augmented";
+
 use crate::checkpoint::{Checkpoint, TrainState};
 use crate::config::{EarlyStopping, Loss, TrainSettings};
 use crate::data::{epoch_batches, Data, Rng};
 use crate::early_stopping::{best_epoch, Monitor};
+use crate::ema::Ema;
 use crate::error::TrainError;
 use crate::fallible::torch;
+use crate::figures;
 use crate::history::EpochRecord;
 use crate::optim::Optimizer;
-use crate::run_dir::{RunConfig, RunDir, BEST, WEIGHTS};
+use crate::run_dir::{RunConfig, RunDir, AUGMENTED, BEST, WEIGHTS};
 use crate::tensorboard::run_log::{Resumed, RunLog, TensorBoard};
 
 /// What the loss compares the model's output with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Objective {
-    /// Autoencoder: MSE between reconstruction and input.
+    /// Autoencoder: MSE between reconstruction and the (clean) input.
     Reconstruction,
-    /// Classifier: cross-entropy on logits.
-    CrossEntropy,
+    /// Classifier: cross-entropy on logits, the targets smoothed by
+    /// `smoothing` (`--label-smoothing`: (1 − ε)·one-hot + ε / classes).
+    CrossEntropy { smoothing: f64 },
     /// Classifier as the reference: MSE between softmax and one-hot.
     OneHotMse,
 }
 
-impl From<Loss> for Objective {
-    fn from(loss: Loss) -> Objective {
+impl Objective {
+    /// The classifier's objective for `loss` (`smoothing` applies to
+    /// cross-entropy).
+    pub fn classifier(loss: Loss, smoothing: f64) -> Objective {
         match loss {
-            Loss::CrossEntropy => Objective::CrossEntropy,
+            Loss::CrossEntropy => Objective::CrossEntropy { smoothing },
             Loss::Mse => Objective::OneHotMse,
         }
     }
-}
 
-impl Objective {
     pub fn loss(self, out: &Tensor, x: &Tensor, y: Option<&Tensor>) -> Tensor {
         match self {
             Objective::Reconstruction => out.mse_loss(x, tch::Reduction::Mean),
-            Objective::CrossEntropy => out.cross_entropy_for_logits(y.expect("labels")),
+            Objective::CrossEntropy { smoothing } => {
+                out.cross_entropy_loss::<Tensor>(y.expect("labels"), None, tch::Reduction::Mean, -100, smoothing)
+            }
             Objective::OneHotMse => {
                 let classes = out.size()[1];
                 let onehot = y.expect("labels").onehot(classes).to_kind(Kind::Float);
@@ -211,6 +219,8 @@ pub struct Trainer<'a> {
     /// a resumed run's points are an uninterrupted one's.
     window: Tensor,
     window_steps: usize,
+    /// `--ema`: the averaged weights, swapped in for validation and saving.
+    ema: Option<Ema>,
 }
 
 impl<'a> Trainer<'a> {
@@ -225,6 +235,7 @@ impl<'a> Trainer<'a> {
         let settings = &cfg.train;
         let total = settings.frozen_epochs + settings.epochs;
         channels_last(&vs);
+        let ema = settings.ema.map(|decay| Ema::new(&vs, decay));
         let fingerprint = cfg.fingerprint();
         let vs_device = vs.device();
         Trainer {
@@ -244,6 +255,7 @@ impl<'a> Trainer<'a> {
             stopped_early: None,
             window: Tensor::zeros([], (Kind::Double, vs_device)),
             window_steps: 0,
+            ema,
         }
     }
 
@@ -266,6 +278,13 @@ impl<'a> Trainer<'a> {
     pub fn resume(&mut self) -> Result<(), TrainError> {
         let ckpt = self.run.checkpoint(&self.fingerprint, self.vs.device())?;
         ckpt.copy_into(&mut self.vs, "")?;
+        if let Some(ema) = self.ema.as_mut() {
+            // The checkpoint's model is the average; training goes on
+            // from its own weights.
+            ema.load_state(|k| ckpt.tensors.get(k).map(|t| t.shallow_clone()))
+                .map_err(|msg| TrainError::BadRun { path: ckpt.path.clone(), msg })?;
+            ema.swap(&self.vs);
+        }
         self.history = ckpt.history.clone();
         let TrainState { batch_loss_sum, batch_loss_steps } = ckpt.state;
         self.window = Tensor::from(batch_loss_sum).to_kind(Kind::Double).to_device(self.vs.device());
@@ -282,13 +301,19 @@ impl<'a> Trainer<'a> {
     /// whatever the device or its nondeterminism; a kill between the two
     /// writes leaves it one best behind, and then the best is the
     /// checkpoint's own epoch, whose weights are at hand: saved again.
-    fn check_best(&self, saved: usize) -> Result<(), TrainError> {
+    fn check_best(&mut self, saved: usize) -> Result<(), TrainError> {
         let Some(best) = best_epoch(&self.history, self.monitor()) else { return Ok(()) };
         let path = self.run.file(BEST);
         let held = Checkpoint::header(&path).ok().filter(|h| h.config_sha256.as_deref() == Some(&self.fingerprint));
         match held {
             Some(h) if h.epoch == best.epoch && h.history[..] == self.history[..best.epoch] => Ok(()),
-            _ if best.epoch == saved => Checkpoint::save_best(&path, &self.fingerprint, &self.vs, &self.history),
+            _ if best.epoch == saved => {
+                // The checkpoint's model (the average, if any) is the best.
+                self.swap_ema();
+                let saved = Checkpoint::save_best(&path, &self.fingerprint, &self.vs, &self.history);
+                self.swap_ema();
+                saved
+            }
             held => Err(TrainError::BadRun {
                 path,
                 msg: format!(
@@ -322,6 +347,24 @@ impl<'a> Trainer<'a> {
         Ok(())
     }
 
+    /// Shows what the network is trained on when `--augment` or `--noise`
+    /// changes it: `augmented.png` in the run, and (on a fresh start) the
+    /// same picture as TensorBoard's `augmented` image at step 0.
+    pub fn show_augmentation(&mut self) -> Result<(), TrainError> {
+        let s = self.settings;
+        if s.augment.is_none() && s.noise == 0.0 {
+            return Ok(());
+        }
+        let png = torch(|| figures::augmentation_grid(self.data, &s.augment, s.noise, s.seed, 10))?
+            .map_err(TrainError::io(&self.run.path, "cannot draw the augmented images"))?;
+        let path = self.run.file(AUGMENTED);
+        png.save(&path).map_err(TrainError::io(&path, "cannot write"))?;
+        match self.log.as_mut() {
+            Some(log) if self.history.is_empty() => log.train_image(AUGMENTED_TAG, 0, &png),
+            _ => Ok(()),
+        }
+    }
+
     /// The last epoch that is done.
     fn done(&self) -> usize {
         self.history.last().map(|r| r.epoch).unwrap_or(0)
@@ -344,10 +387,13 @@ impl<'a> Trainer<'a> {
             let end = match self.ended(first, last) {
                 Some(end) => end,
                 None => {
-                    if self.done() + 1 == first {
-                        // Nothing of this stage is done: the weights are the
-                        // last epoch's of the stage before, if any.
+                    if self.done() + 1 == first && self.done() > 0 {
+                        // Nothing of this stage is done: it starts from the
+                        // best weights of the stage before, and a new average.
                         self.restore_best()?;
+                        if let Some(ema) = self.ema.as_mut() {
+                            ema.reset(&self.vs);
+                        }
                     }
                     self.run_stage(stage, number + 1, first, last, model)?;
                     self.done()
@@ -450,24 +496,27 @@ impl<'a> Trainer<'a> {
                     bar.finish_and_clear();
                     return Err(TrainError::Interrupted { run: self.run.path.clone(), epoch: epoch - 1 });
                 }
+                // The step in this stage (the schedule's and the average's clock).
                 let step = (epoch - first) * batches_per_epoch + b;
                 lr = stage.lr_at(s, step, steps_in_stage);
                 let len = idx.size()[0] as usize;
                 // libtorch's errors (out of memory, above all) end the run
                 // with the resume hint, never a panic.
-                let step = torch(|| -> Result<(), tch::TchError> {
+                let done = torch(|| -> Result<(), tch::TchError> {
                     crate::fault::libtorch_failure(epoch, b);
-                    let mut xb = self.data.train_x.f_index_select(0, idx)?; // [B, C, H, W]
-                    if s.augment > 0 {
-                        let mut rng = Rng::new(s.seed ^ ((epoch as u64) << 32) ^ b as u64);
-                        xb = random_shift(&xb, s.augment as i64, &mut rng);
-                    }
+                    let xb = self.data.train_x.f_index_select(0, idx)?; // [B, C, H, W]
+                    let mut rng = Rng::new(s.seed ^ ((epoch as u64) << 32) ^ b as u64);
+                    let xb = s.augment.apply(&xb, &mut rng);
+                    let input = noisy(&xb, s.noise, &mut rng);
                     let yb = self.data.train_y.as_ref().map(|y| y.f_index_select(0, idx)).transpose()?;
                     opt.zero_grad();
-                    let out = model.forward_t(&xb, train_mode);
+                    let out = model.forward_t(&input, train_mode);
                     let loss = self.objective.loss(&out, &xb, yb.as_ref());
                     loss.f_backward()?;
                     opt.step(lr);
+                    if let Some(ema) = self.ema.as_mut() {
+                        ema.update(&self.vs, step as i64);
+                    }
                     tch::no_grad(|| -> Result<(), tch::TchError> {
                         let l = loss.detach().f_to_kind(Kind::Double)?;
                         loss_sum += &l * len as f64;
@@ -480,7 +529,7 @@ impl<'a> Trainer<'a> {
                         Ok(())
                     })
                 });
-                if let Err(e) = step.and_then(|r| r.map_err(TrainError::from)) {
+                if let Err(e) = done.and_then(|r| r.map_err(TrainError::from)) {
                     bar.finish_and_clear();
                     return Err(self.failed(epoch, e));
                 }
@@ -517,6 +566,9 @@ impl<'a> Trainer<'a> {
                 bar.inc(1);
             }
             bar.finish_and_clear();
+            // Validation, the best epoch and the checkpoint's model see the
+            // averaged weights, if any (an error ends the run: no swap back).
+            self.swap_ema();
             let eval = torch(|| evaluate(model, self.objective, &self.data.val_x, self.data.val_y.as_ref()))
                 .map_err(|e| self.failed(epoch, e))?;
             if eval.loss.is_nan() {
@@ -563,11 +615,14 @@ impl<'a> Trainer<'a> {
             // checkpoint, which a resume saves again; nothing relies on a
             // redone epoch coming out the same.
             let saved = self.log_epoch(&record, &eval, n).and_then(|()| {
+                // The optimizer's state, and the training weights beside the average.
+                let mut extra = opt.state();
+                extra.extend(self.ema.iter().flat_map(Ema::state));
                 Checkpoint::save(
                     &self.run.file(WEIGHTS),
                     &self.fingerprint,
                     &self.vs,
-                    &opt.state(),
+                    &extra,
                     opt.steps,
                     &self.history,
                     state,
@@ -589,6 +644,7 @@ impl<'a> Trainer<'a> {
                     self.run.write_history(&self.history)
                 });
             saved.map_err(|e| self.failed(epoch, e))?;
+            self.swap_ema();
             if let Some(es) = self.early().filter(|es| epoch < last && es.stops(&self.history)) {
                 self.stopped_early = Some(epoch);
                 if !self.quiet {
@@ -634,6 +690,11 @@ impl<'a> Trainer<'a> {
     pub fn restore_best(&mut self) -> Result<(), TrainError> {
         let Some(best) = best_epoch(&self.history, self.monitor()).cloned() else { return Ok(()) };
         if self.history.last().is_some_and(|l| l.epoch == best.epoch) {
+            // The last epoch's model: its average, if any, for good.
+            if let Some(ema) = self.ema.as_mut() {
+                ema.swap(&self.vs);
+                ema.reset(&self.vs);
+            }
             return Ok(());
         }
         let ckpt = self.run.weights(BEST, &self.fingerprint, self.vs.device())?;
@@ -650,6 +711,14 @@ impl<'a> Trainer<'a> {
             );
         }
         ckpt.copy_into(&mut self.vs, "")
+    }
+
+    /// Exchanges the model's weights with their average (`--ema`); a no-op
+    /// without one.
+    fn swap_ema(&mut self) {
+        if let Some(ema) = self.ema.as_mut() {
+            ema.swap(&self.vs);
+        }
     }
 
     /// Ends the TensorBoard log's session: the run is complete.
@@ -680,24 +749,17 @@ impl<'a> Trainer<'a> {
     }
 }
 
-/// Translates each image by a random (dx, dy) in [−max, max]², filling
-/// with zeros (background): [B, 1, H, W] → [B, 1, H, W]. One pad and two
-/// gathers for the whole batch (rows, then columns, each image at its own
-/// offset); the offsets are drawn per image, dy then dx.
-pub fn random_shift(x: &Tensor, max: i64, rng: &mut Rng) -> Tensor {
-    let size = x.size();
-    let (n, c, h, w) = (size[0], size[1], size[2], size[3]);
-    let span = (2 * max + 1) as u64;
-    let (dy, dx): (Vec<i64>, Vec<i64>) =
-        (0..n).map(|_| ((rng.next_u64() % span) as i64, (rng.next_u64() % span) as i64)).unzip();
-    let device = x.device();
-    let offsets = |d: &[i64], len: i64| {
-        Tensor::from_slice(d).to_device(device).view([n, 1]) + Tensor::arange(len, (Kind::Int64, device)).view([1, len])
-    };
-    let padded = x.constant_pad_nd([max, max, max, max]); // [B, C, H+2m, W+2m]
-    let rows = offsets(&dy, h).view([n, 1, h, 1]).expand([n, c, h, w + 2 * max], false);
-    let cols = offsets(&dx, w).view([n, 1, 1, w]).expand([n, c, h, w], false);
-    padded.gather(2, &rows, false).gather(3, &cols, false) // [B, C, H, W+2m] → [B, C, H, W]
+/// `x` with Gaussian noise of standard deviation `std` added, clipped to
+/// [0, 1] (`--noise`: a denoising autoencoder's input); `x` itself when
+/// `std` is 0. The noise is drawn on the host from the run's generator, so
+/// a resumed run draws the same.
+pub fn noisy(x: &Tensor, std: f64, rng: &mut Rng) -> Tensor {
+    if std <= 0.0 {
+        return x.shallow_clone();
+    }
+    let noise: Vec<f32> = (0..x.numel()).map(|_| (rng.next_normal() * std) as f32).collect();
+    let noise = Tensor::from_slice(&noise).view(x.size().as_slice()).to_device(x.device());
+    (x + noise).clamp(0.0, 1.0)
 }
 
 /// `epoch 3/10 loss 0.0012 val_loss 0.0013 [acc …] 41.2s (1165 img/s)`

@@ -3,6 +3,7 @@
 //! project's experiment workflow (results tables, sweeps, interactive menu).
 //! `ARCHITECTURE.md` maps each concept to its module.
 
+pub mod augment;
 pub mod checkpoint;
 pub mod config;
 pub mod convert;
@@ -11,6 +12,7 @@ pub mod dataset;
 pub mod device;
 pub mod digest;
 pub mod early_stopping;
+pub mod ema;
 pub mod error;
 pub mod explore;
 pub mod explorer;

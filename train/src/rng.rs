@@ -1,5 +1,5 @@
 //! The one random generator of training: the split, the shuffles, the
-//! shifts and `--limit`'s sample depend only on the seed, not on libtorch's
+//! augmentation, the denoising noise and `--limit`'s sample depend only on the seed, not on libtorch's
 //! generator state, which makes `--resume` reproduce an uninterrupted run.
 
 /// A small deterministic generator (SplitMix64): the split and the shuffles
@@ -19,6 +19,18 @@ impl Rng {
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1), from the top 53 bits.
+    pub fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Standard normal (Box–Muller, one value per call).
+    pub fn next_normal(&mut self) -> f64 {
+        let u = 1.0 - self.next_f64(); // (0, 1]
+        let v = self.next_f64();
+        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
     }
 
     /// A uniformly shuffled 0..n (Fisher–Yates).

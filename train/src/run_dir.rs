@@ -23,15 +23,18 @@ pub const WEIGHTS: &str = "weights.safetensors";
 pub const HISTORY: &str = "history.csv";
 /// The best epoch's weights ([`crate::checkpoint::Checkpoint::save_best`]).
 pub const BEST: &str = "best.safetensors";
+/// What `--augment` and `--noise` make of the first training images.
+pub const AUGMENTED: &str = "augmented.png";
 
 /// Every file a run writes in its directory (and its TensorBoard log).
 /// `--force` removes them all, the checkpoint first and the config last,
 /// before the new run writes anything: a kill at any point leaves no old
 /// file beside a new one.
-pub const ARTIFACTS: [&str; 12] = [
+pub const ARTIFACTS: [&str; 13] = [
     WEIGHTS,
     BEST,
     HISTORY,
+    AUGMENTED,
     "loss.png",
     "accuracy.png",
     "reconstructions.png",

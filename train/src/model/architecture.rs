@@ -35,6 +35,14 @@ pub enum ConfigError {
     Patience,
     #[error("--min-delta must be a finite number ≥ 0, got {0}")]
     MinDelta(f64),
+    #[error("{0}")]
+    Augment(String),
+    #[error("--ema must be a decay in (0, 1), got {0}")]
+    Ema(f64),
+    #[error("--label-smoothing must be in [0, 1), got {0}")]
+    LabelSmoothing(f64),
+    #[error("--noise must be a standard deviation ≥ 0, got {0}")]
+    Noise(f64),
 }
 
 /// The autoencoder's architecture: three of the reference's five

@@ -56,6 +56,7 @@ pub fn train_autoencoder(job: &AutoencoderJob) -> Result<Outcome, TrainError> {
     }
     let figure = EpochFigure::Reconstructions(Box::new(|| figures::reconstruction_grid(&ae, &data, 10)));
     trainer.log_to_tensorboard(job.common.tensorboard, &cfg, figure)?;
+    trainer.show_augmentation()?;
     trainer.run(&[Stage::whole(&t.settings)], &ae)?;
     let (last, best, train_seconds) = trainer.outcome()?;
     // What follows (reconstructions, the classifier, export) is about the kept weights.

@@ -4,7 +4,7 @@ use crate::data;
 use crate::error::TrainError;
 use crate::fallible::torch;
 use crate::figures;
-use crate::fit::{EpochFigure, Stage, Trainer};
+use crate::fit::{EpochFigure, Objective, Stage, Trainer};
 use crate::model::ClassifierConfig;
 use crate::run_dir::{sha256_file, ModelConfig, RunConfig, RunDir};
 use crate::table;
@@ -150,7 +150,8 @@ pub fn train_classifier(job: &ClassifierJob) -> Result<Outcome, TrainError> {
     if !job.common.quiet {
         println!("{}", clf.summary(s.frozen_epochs > 0).render());
     }
-    let mut trainer = Trainer::new(vs, &run, &cfg, &data, t.loss.into(), job.common.quiet);
+    let objective = Objective::classifier(t.loss, s.label_smoothing);
+    let mut trainer = Trainer::new(vs, &run, &cfg, &data, objective, job.common.quiet);
     if resuming {
         trainer.resume()?;
     } else {
@@ -158,6 +159,7 @@ pub fn train_classifier(job: &ClassifierJob) -> Result<Outcome, TrainError> {
         crate::fault::point("config-written", 1);
     }
     trainer.log_to_tensorboard(job.common.tensorboard, &cfg, EpochFigure::Confusion(class_names.clone()))?;
+    trainer.show_augmentation()?;
     let frozen = s.frozen_epochs;
     let stages = [
         Stage { name: "(encoder frozen)", epochs: frozen, lr: s.lr, frozen: Some("encoder.") },

@@ -163,6 +163,11 @@ impl RunLog {
         self.validation.image(tag, epoch as i64, png).map_err(io(&self.validation.path))
     }
 
+    /// A picture of the training data (the augmented images), at `step`.
+    pub fn train_image(&mut self, tag: &str, step: i64, png: &Png) -> Result<(), TrainError> {
+        self.train.image(tag, step, png).map_err(io(&self.train.path))
+    }
+
     /// Ends the hparams session: the run finished.
     pub fn finished(&mut self) -> Result<(), TrainError> {
         let end = SessionEndInfo { status: HParamsStatus::Success as i32, end_time_secs: writer::now() };
