@@ -67,11 +67,12 @@ def checkpoint_parameters(run):
     """Trainable parameters of the model a run trained, counted in its
     checkpoint (safetensors: an 8-byte header length, then a JSON header of
     shapes): every tensor but the optimizer's state and BatchNorm's running
-    statistics, which PyTorch keeps as buffers, not parameters."""
+    statistics, which PyTorch keeps as buffers, not parameters (nor, with
+    --ema, the training weights kept beside the average)."""
     with open(os.path.join(run, "weights.safetensors"), "rb") as f:
         header = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
     return sum(math.prod(v["shape"]) for k, v in header.items()
-               if k != "__metadata__" and not k.startswith("optimizer.")
+               if k != "__metadata__" and not k.startswith(("optimizer.", "train_weights."))
                and not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
 
 

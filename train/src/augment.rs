@@ -257,9 +257,22 @@ impl<'de> Deserialize<'de> for Augment {
     }
 }
 
+/// `x` with Gaussian noise of standard deviation `std` added, clipped to
+/// [0, 1] (`--noise`: a denoising autoencoder's input); `x` itself when
+/// `std` is 0. The noise is drawn on the host from the run's generator, so
+/// a resumed run draws the same.
+pub fn noisy(x: &Tensor, std: f64, rng: &mut Rng) -> Tensor {
+    if std <= 0.0 {
+        return x.shallow_clone();
+    }
+    let noise: Vec<f32> = (0..x.numel()).map(|_| (rng.next_normal() * std) as f32).collect();
+    let noise = Tensor::from_slice(&noise).view(x.size().as_slice()).to_device(x.device());
+    (x + noise).clamp(0.0, 1.0)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::Augment;
+    use crate::augment::Augment;
 
     #[test]
     fn parses_none_pixels_and_parts_and_stores_pixels_as_before() {

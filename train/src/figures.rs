@@ -92,7 +92,7 @@ pub fn augmentation_grid(data: &Data, augment: &Augment, noise: f64, seed: u64, 
     let n = n.min(data.train_x.size()[0] as usize) as i64;
     let x = data.train_x.narrow(0, 0, n);
     let mut rng = crate::rng::Rng::new(seed ^ 0xA06_3E17);
-    let y = crate::fit::noisy(&augment.apply(&x, &mut rng), noise, &mut rng);
+    let y = crate::augment::noisy(&augment.apply(&x, &mut rng), noise, &mut rng);
     let (h, w) = (data.height, data.width);
     let tile = |t: &Tensor, i: i64, cap: &str| Tile {
         pixels: to_u8(&t.get(i)),

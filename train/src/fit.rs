@@ -507,7 +507,7 @@ impl<'a> Trainer<'a> {
                     let xb = self.data.train_x.f_index_select(0, idx)?; // [B, C, H, W]
                     let mut rng = Rng::new(s.seed ^ ((epoch as u64) << 32) ^ b as u64);
                     let xb = s.augment.apply(&xb, &mut rng);
-                    let input = noisy(&xb, s.noise, &mut rng);
+                    let input = crate::augment::noisy(&xb, s.noise, &mut rng);
                     let yb = self.data.train_y.as_ref().map(|y| y.f_index_select(0, idx)).transpose()?;
                     opt.zero_grad();
                     let out = model.forward_t(&input, train_mode);
@@ -747,19 +747,6 @@ impl<'a> Trainer<'a> {
         let best = best_epoch(&self.history, self.monitor()).cloned().unwrap_or_else(|| last.clone());
         Ok((last, best, self.history.iter().map(|r| r.seconds).sum()))
     }
-}
-
-/// `x` with Gaussian noise of standard deviation `std` added, clipped to
-/// [0, 1] (`--noise`: a denoising autoencoder's input); `x` itself when
-/// `std` is 0. The noise is drawn on the host from the run's generator, so
-/// a resumed run draws the same.
-pub fn noisy(x: &Tensor, std: f64, rng: &mut Rng) -> Tensor {
-    if std <= 0.0 {
-        return x.shallow_clone();
-    }
-    let noise: Vec<f32> = (0..x.numel()).map(|_| (rng.next_normal() * std) as f32).collect();
-    let noise = Tensor::from_slice(&noise).view(x.size().as_slice()).to_device(x.device());
-    (x + noise).clamp(0.0, 1.0)
 }
 
 /// `epoch 3/10 loss 0.0012 val_loss 0.0013 [acc …] 41.2s (1165 img/s)`

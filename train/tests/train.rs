@@ -1751,11 +1751,13 @@ fn classifier_small(ae: &Path, out: &Path, extra: &[&str], fault: Option<&str>) 
     c.args(["classifier", "--autoencoder", ae.to_str().unwrap()])
         .args(["--images", mnist("train-images-idx3-ubyte").to_str().unwrap()])
         .args(["--labels", mnist("train-labels-idx1-ubyte").to_str().unwrap()])
-        .args(["--limit", "1500", "--fc-units", "16", "--threads", "2"])
+        .args(["--fc-units", "16", "--threads", "2"])
         .args(["--tensorboard-every", "10", "--out", out.to_str().unwrap()])
         .args(extra);
-    if !extra.contains(&"--batch-size") {
-        c.args(["--batch-size", "32"]);
+    for (flag, default) in [("--batch-size", "32"), ("--limit", "1500")] {
+        if !extra.contains(&flag) {
+            c.args([flag, default]);
+        }
     }
     if let Some(f) = fault {
         c.env("TRAIN_FAULT", f);
@@ -2009,6 +2011,40 @@ fn ema_is_the_average_of_the_checkpoints() {
     }
     let raw_diff = (&got[0] - &steps[3].1[0]).abs().max().double_value(&[]);
     assert!(raw_diff > 1e-3, "the average should differ from the last step's weights ({raw_diff})");
+}
+
+/// Augmentation buys robustness: on MNIST test images rotated by up to
+/// ±15° and shifted by up to ±3 pixels (a set built here, with its own
+/// seed), a short run trained with `--augment rotate=15,shift=0.1` beats the
+/// same run without augmentation by at least 10 points (measured on 2
+/// AMD EPYC cores: 0.4525 without, 0.6720 with).
+#[test]
+fn augmentation_makes_a_model_robust_to_tilted_and_moved_digits() {
+    let _g = lock();
+    let dir = tempfile::tempdir().unwrap();
+    let images = mnist("train-images-idx3-ubyte");
+    let ae = dir.path().join("ae");
+    assert_eq!(train_small(&images, &ae, &["--epochs", "1"], None).0, 0);
+    let test = idx::read_images(mnist("t10k-images-idx3-ubyte")).unwrap();
+    let labels = idx::read_labels(mnist("t10k-labels-idx1-ubyte")).unwrap();
+    let n = 2000;
+    let x = train::data::images_tensor(&test, Device::Cpu).narrow(0, 0, n as i64);
+    let moved: train::config::Augment = "rotate=15,pixels=3".parse().unwrap();
+    let x = moved.apply(&x, &mut train::data::Rng::new(2024));
+    let y = Tensor::from_slice(&labels[..n].iter().map(|&l| l as i64).collect::<Vec<_>>());
+    let accuracy = |augment: &str| {
+        let run = dir.path().join(format!("clf-{augment}"));
+        let args =
+            ["--frozen-epochs", "0", "--epochs", "4", "--limit", "6000", "--test-images", "none", "--augment", augment];
+        let (code, err) = classifier_small(&ae, &run, &args, None);
+        assert_eq!(code, 0, "{err}");
+        let clf = classifier_from(&run, "best.safetensors", "");
+        tch::no_grad(|| clf.logits(&x).argmax(-1, false).eq_tensor(&y).to_kind(Kind::Float).mean(Kind::Float))
+            .double_value(&[])
+    };
+    let (plain, augmented) = (accuracy("none"), accuracy("rotate=15,shift=0.1"));
+    eprintln!("tilted and moved digits: accuracy {plain:.4} without augmentation, {augmented:.4} with");
+    assert!(augmented >= plain + 0.10, "augmentation bought {:.4} (< 0.10)", augmented - plain);
 }
 
 fn copy_dir(from: &Path, to: &Path) {

@@ -416,7 +416,7 @@ pub fn quantize_model(
     ];
     // The float model's own figures are not this model's: its are the gate's.
     let mut inherited: BTreeMap<String, String> = int8.metadata_props.drain(..).map(|e| (e.key, e.value)).collect();
-    super::without_figures(
+    super::figures::without_figures(
         &mut inherited,
         "int8_* below, measured on these weights; the float model's figures are in its own metadata",
     );

@@ -4,6 +4,7 @@
 //! the checkpoint (SHA-256) and the data it came from; a classifier run
 //! whose autoencoder checkpoint changed since it was trained is refused.
 
+pub mod figures;
 pub mod int8;
 pub mod onnx;
 
@@ -28,6 +29,7 @@ use crate::model::AutoencoderConfig;
 use crate::run_dir::{sha256_file, ModelConfig, RunConfig, RunDir, BEST, WEIGHTS};
 use crate::test_report::Measured;
 
+use self::figures::without_figures;
 use self::int8::{Gate, Int8Options, RunImages};
 use self::onnx::{Graph, Weights};
 
@@ -233,20 +235,6 @@ impl Source {
     fn stage(&self) -> usize {
         self.ckpt.history.last().map_or(1, |r| r.stage)
     }
-}
-
-/// The metadata keys of a model's own figures, measured on its weights
-/// (`loss`, `val_loss`, `val_accuracy`, `test_accuracy`).
-const FIGURES: [&str; 4] = ["loss", "val_loss", "val_accuracy", "test_accuracy"];
-
-/// Leaves the figures measured on another model out of a graph's
-/// metadata — an encoder's come from the network it was trained in, an
-/// int8 model's from its float original — and says so.
-pub fn without_figures(meta: &mut BTreeMap<String, String>, why: &str) {
-    for key in FIGURES {
-        meta.remove(key);
-    }
-    meta.insert("figures".into(), why.into());
 }
 
 fn metadata(cfg: &RunConfig, run: &RunDir, weights: &Source) -> BTreeMap<String, String> {

@@ -1,0 +1,82 @@
+"""What augmentation costs a training epoch: the real `train classifier`
+(quick preset, fine-tuning epoch 2, timed by its own history.csv) with
+`--augment none`, `2` (whole-pixel shifts) and
+`rotate=15,shift=0.1,zoom=0.1` (one affine resample per batch), interleaved
+round by round in one run. Writes bench/augment.md and bench/augment.json;
+`make bench` runs it, and it runs alone too.
+
+usage: python bench/augment_cost.py BIN_DIR DATA_DIR [--quick]
+"""
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+
+BIN, DATA = sys.argv[1], sys.argv[2]
+QUICK = "--quick" in sys.argv
+ROUNDS = 2 if QUICK else 4
+LIMIT = 6000 if QUICK else 12000
+HERE = os.path.dirname(os.path.abspath(__file__))
+IMAGES = os.path.join(DATA, "train-images-idx3-ubyte")
+LABELS = os.path.join(DATA, "train-labels-idx1-ubyte")
+SPECS = ["none", "2", "rotate=15,shift=0.1,zoom=0.1"]
+
+
+def cpu():
+    """The CPU's model name and its SIMD flags, from /proc/cpuinfo."""
+    name, flags = platform.processor() or "unknown", []
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name") and name in ("", "unknown", platform.processor()):
+                name = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = [f for f in line.split(":", 1)[1].split() if f.startswith(("avx", "amx", "fma"))]
+                break
+    except OSError:
+        pass
+    return name, flags
+
+
+def main():
+    name, flags = cpu()
+    print(f"augment_cost: {name}, {os.cpu_count()} CPUs; flags: {' '.join(flags)}", file=sys.stderr)
+    work = tempfile.mkdtemp()
+    ae = os.path.join(work, "ae")
+    common = ["--images", IMAGES, "--limit", str(LIMIT), "--threads", "2", "--quiet", "--force"]
+    subprocess.run([os.path.join(BIN, "train"), "autoencoder", "--epochs", "1", *common, "--out", ae], check=True)
+    samples = {s: [] for s in SPECS}
+    for r in range(ROUNDS):
+        for spec in SPECS:
+            out = os.path.join(work, "clf")
+            subprocess.run([os.path.join(BIN, "train"), "classifier", "--autoencoder", ae, "--labels", LABELS,
+                            "--test-images", "none", "--frozen-epochs", "1", "--epochs", "1", "--augment", spec,
+                            "--tensorboard", "false", *common, "--out", out], check=True, stdout=subprocess.DEVNULL)
+            rows = open(os.path.join(out, "history.csv")).read().strip().splitlines()
+            samples[spec].append(float(rows[2].split(",")[5]))  # epoch 2: fine-tuning
+            print(f"augment_cost: round {r + 1} {spec}: {samples[spec][-1]:.2f} s", file=sys.stderr)
+    med = {s: statistics.median(v) for s, v in samples.items()}
+    base = med["none"]
+    result = {"cpu": name, "flags": flags, "images": LIMIT, "rounds": ROUNDS, "seconds": med, "samples": samples,
+              "overhead": {s: med[s] / base - 1 for s in SPECS}}
+    json.dump(result, open(os.path.join(HERE, "augment.json"), "w"), indent=1)
+    lines = [
+        "# What augmentation costs a training epoch",
+        "",
+        f"`train classifier`, quick preset, fine-tuning epoch on {LIMIT - LIMIT // 5} MNIST training images, "
+        f"batch 64, 2 threads; median of {ROUNDS} interleaved rounds (`python bench/augment_cost.py BIN DATA`).",
+        f"CPU: {name}; flags: {' '.join(flags)}.",
+        "",
+        "| --augment | epoch seconds | vs none |",
+        "|---|---|---|",
+    ]
+    for s in SPECS:
+        lines.append(f"| `{s}` | {med[s]:.2f} | {100 * (med[s] / base - 1):+.1f} % |")
+    open(os.path.join(HERE, "augment.md"), "w").write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
