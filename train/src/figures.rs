@@ -71,18 +71,24 @@ pub fn reconstruction_grid(ae: &Autoencoder, data: &Data, n: usize) -> std::io::
     let n = n.min(data.val_x.size()[0] as usize) as i64;
     let x = data.val_x.narrow(0, 0, n);
     let y = tch::no_grad(|| ae.forward_t(&x, false));
-    let (h, w) = (data.height, data.width);
+    two_rows(data, (&x, "original"), (&y, "reconstruction"), "originals (top) and reconstructions (bottom)")
+}
+
+/// Images `top` above images `bottom` (the same count, [n, C, H, W] in
+/// [0, 1], each row's first tile captioned), one column per image.
+fn two_rows(data: &Data, top: (&Tensor, &str), bottom: (&Tensor, &str), title: &str) -> std::io::Result<Png> {
+    let n = top.0.size()[0];
     let tile = |t: &Tensor, i: i64, cap: &str| Tile {
         pixels: to_u8(&t.get(i)),
         channels: data.channels,
-        height: h,
-        width: w,
+        height: data.height,
+        width: data.width,
         caption: (i == 0).then(|| cap.to_string()),
         alert: false,
     };
-    let mut tiles: Vec<Tile> = (0..n).map(|i| tile(&x, i, "original")).collect();
-    tiles.extend((0..n).map(|i| tile(&y, i, "reconstruction")));
-    figure::image_grid_png(Some("originals (top) and reconstructions (bottom)"), &tiles, n as usize, 3)
+    let mut tiles: Vec<Tile> = (0..n).map(|i| tile(top.0, i, top.1)).collect();
+    tiles.extend((0..n).map(|i| tile(bottom.0, i, bottom.1)));
+    figure::image_grid_png(Some(title), &tiles, n as usize, 3)
 }
 
 /// The first training images as the network sees them after `--augment`
@@ -93,20 +99,9 @@ pub fn augmentation_grid(data: &Data, augment: &Augment, noise: f64, seed: u64, 
     let x = data.train_x.narrow(0, 0, n);
     let mut rng = crate::rng::Rng::new(seed ^ 0xA06_3E17);
     let y = crate::augment::noisy(&augment.apply(&x, &mut rng), noise, &mut rng);
-    let (h, w) = (data.height, data.width);
-    let tile = |t: &Tensor, i: i64, cap: &str| Tile {
-        pixels: to_u8(&t.get(i)),
-        channels: data.channels,
-        height: h,
-        width: w,
-        caption: (i == 0).then(|| cap.to_string()),
-        alert: false,
-    };
-    let mut tiles: Vec<Tile> = (0..n).map(|i| tile(&x, i, "original")).collect();
-    tiles.extend((0..n).map(|i| tile(&y, i, "augmented")));
     let title = format!(
         "training images (top) as the network sees them (bottom): --augment {augment}{}",
         if noise > 0.0 { format!(" --noise {noise}") } else { String::new() }
     );
-    figure::image_grid_png(Some(&title), &tiles, n as usize, 3)
+    two_rows(data, (&x, "original"), (&y, "augmented"), &title)
 }

@@ -301,16 +301,16 @@ impl Shown {
             ),
             (false, None) => "; the measured rate is past the limit, so no validation set would show it".into(),
         };
+        let p = if self.p < 1e-3 { format!("{:.1e}", self.p) } else { format!("{:.3}", self.p) };
         format!(
-            "{} that {claim} (one-sided p = {:.3}, needs ≤ {ALPHA}){tail}",
-            if self.shown { "shown" } else { "not shown" },
-            self.p
+            "{} that {claim} (one-sided p = {p}, needs ≤ {ALPHA}){tail}",
+            if self.shown { "shown" } else { "not shown" }
         )
     }
 }
 
-/// The exact test of "int8 gets wrong more than [`MAX_REGRESSIONS`] of the
-/// images float gets right" from `regressions` such images among `n`: the
+/// The exact test of "int8 turns more than [`MAX_REGRESSIONS`] of the
+/// images from right to wrong" from `regressions` such images among `n`: the
 /// binomial probability of so few under that limit.
 pub fn regression_test(regressions: usize, n: usize) -> Shown {
     let p = |b: usize, n: usize| binomial_cdf(b, n, MAX_REGRESSIONS);
