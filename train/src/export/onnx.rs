@@ -55,7 +55,9 @@ impl Weights {
     pub fn from_tensors(named: &HashMap<String, Tensor>) -> Weights {
         let tensors = named
             .iter()
-            .filter(|(k, _)| !k.starts_with("optimizer."))
+            // The model's own tensors: not the optimizer's state, nor (with
+            // --ema) the training weights kept beside the average.
+            .filter(|(k, _)| !k.starts_with("optimizer.") && !k.starts_with(crate::ema::PREFIX))
             .map(|(k, t)| (k.clone(), (t.size(), crate::checkpoint::to_vec(t))))
             .collect();
         Weights { tensors }
