@@ -9,11 +9,12 @@ usage: python bench/augment_cost.py BIN_DIR DATA_DIR [--quick]
 """
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
+
+from machine import cpu
 
 BIN, DATA = sys.argv[1], sys.argv[2]
 QUICK = "--quick" in sys.argv
@@ -25,24 +26,9 @@ LABELS = os.path.join(DATA, "train-labels-idx1-ubyte")
 SPECS = ["none", "2", "rotate=15,shift=0.1,zoom=0.1"]
 
 
-def cpu():
-    """The CPU's model name and its SIMD flags, from /proc/cpuinfo."""
-    name, flags = platform.processor() or "unknown", []
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name") and name in ("", "unknown", platform.processor()):
-                name = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = [f for f in line.split(":", 1)[1].split() if f.startswith(("avx", "amx", "fma"))]
-                break
-    except OSError:
-        pass
-    return name, flags
-
-
 def main():
-    name, flags = cpu()
-    print(f"augment_cost: {name}, {os.cpu_count()} CPUs; flags: {' '.join(flags)}", file=sys.stderr)
+    name, flags, cores = cpu()
+    print(f"augment_cost: {name}, {cores} CPUs; flags: {' '.join(flags)}", file=sys.stderr)
     work = tempfile.mkdtemp()
     ae = os.path.join(work, "ae")
     common = ["--images", IMAGES, "--limit", str(LIMIT), "--threads", "2", "--quiet", "--force"]
@@ -59,7 +45,7 @@ def main():
             print(f"augment_cost: round {r + 1} {spec}: {samples[spec][-1]:.2f} s", file=sys.stderr)
     med = {s: statistics.median(v) for s, v in samples.items()}
     base = med["none"]
-    result = {"cpu": name, "flags": flags, "images": LIMIT, "rounds": ROUNDS, "seconds": med, "samples": samples,
+    result = {"cpu": name, "flags": flags, "cores": cores, "images": LIMIT, "rounds": ROUNDS, "seconds": med, "samples": samples,
               "overhead": {s: med[s] / base - 1 for s in SPECS}}
     json.dump(result, open(os.path.join(HERE, "augment.json"), "w"), indent=1)
     lines = [
@@ -69,11 +55,12 @@ def main():
         f"batch 64, 2 threads; median of {ROUNDS} interleaved rounds (`python bench/augment_cost.py BIN DATA`).",
         f"CPU: {name}; flags: {' '.join(flags)}.",
         "",
-        "| --augment | epoch seconds | vs none |",
-        "|---|---|---|",
+        "| --augment | epoch seconds (median) | rounds (min–max) | vs none |",
+        "|---|---|---|---|",
     ]
     for s in SPECS:
-        lines.append(f"| `{s}` | {med[s]:.2f} | {100 * (med[s] / base - 1):+.1f} % |")
+        lines.append(f"| `{s}` | {med[s]:.2f} | {min(samples[s]):.2f}–{max(samples[s]):.2f} | "
+                     f"{100 * (med[s] / base - 1):+.1f} % |")
     open(os.path.join(HERE, "augment.md"), "w").write("\n".join(lines) + "\n")
     print("\n".join(lines))
 

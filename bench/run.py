@@ -18,6 +18,8 @@ import sys
 import tempfile
 import time
 
+import machine
+
 BIN, DATA, MODELS = sys.argv[1], sys.argv[2], sys.argv[3]
 QUICK = "--quick" in sys.argv
 THREADS = 2
@@ -308,11 +310,8 @@ def versions():
     return torch_v, rustc
 
 
-cpuinfo = open("/proc/cpuinfo").read()
-cpu = next((l.split(":", 1)[1].strip() for l in cpuinfo.splitlines() if l.startswith("model name")), platform.processor())
-flags = set(next((l.split(":", 1)[1].split() for l in cpuinfo.splitlines() if l.startswith("flags")), []))
-relevant = [f for f in ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8")
-            if f in flags]
+cpu, relevant, _ = machine.cpu()
+flags = set(relevant)
 (tv, ov), rustc = versions()
 results["machine"] = {"cpu": cpu, "flags": relevant, "cores": os.cpu_count(), "threads": THREADS, "torch": tv,
                       "onnxruntime": ov, "rustc": rustc, "date": datetime.date.today().isoformat(),

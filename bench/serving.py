@@ -34,6 +34,8 @@ import time
 
 import numpy as np
 
+from machine import cpu
+
 ROUNDS = int(os.environ.get("SERVING_ROUNDS", "3"))
 SECONDS = int(os.environ.get("SERVING_SECONDS", "5"))
 SOAK_SECONDS = int(os.environ.get("SERVING_SOAK_SECONDS", "60"))
@@ -48,14 +50,6 @@ tmp = tempfile.mkdtemp()
 
 def log(msg):
     print(f"serving: {msg}", file=sys.stderr, flush=True)
-
-
-def cpu():
-    info = open("/proc/cpuinfo").read()
-    name = re.search(r"model name\s*:\s*(.*)", info).group(1).strip()
-    flags = set(re.search(r"flags\s*:\s*(.*)", info).group(1).split())
-    shown = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile") if f in flags]
-    return name, shown, os.cpu_count()
 
 
 def free_port():

@@ -53,7 +53,30 @@ pub struct Header {
     pub config_sha256: Option<String>,
 }
 
+impl Header {
+    /// Whether the file holds epoch `epoch` of `history`, saved from that
+    /// very history (a best epoch's weights, checked against the
+    /// checkpoint's history).
+    pub fn holds(&self, epoch: usize, history: &[EpochRecord]) -> bool {
+        self.epoch == epoch && history.get(..epoch) == Some(&self.history[..])
+    }
+
+    /// What the file holds, said against the wanted `epoch`: "epoch 4", or
+    /// "epoch 4 of another history" when it is that epoch of another run.
+    pub fn describe(&self, epoch: usize) -> String {
+        match self.epoch == epoch {
+            true => format!("epoch {} of another history", self.epoch),
+            false => format!("epoch {}", self.epoch),
+        }
+    }
+}
+
 impl Checkpoint {
+    /// The file's metadata part.
+    pub fn header(&self) -> Header {
+        Header { epoch: self.epoch, history: self.history.clone(), config_sha256: self.config_sha256.clone() }
+    }
+
     /// Saves the model's variables, the optimizer state, the history and
     /// the configuration's fingerprint to `p`, atomically.
     pub fn save(
@@ -83,7 +106,7 @@ impl Checkpoint {
 
     /// A weights file's epoch, history and configuration hash, from its
     /// metadata alone (no tensors are made).
-    pub fn header(path: &Path) -> Result<Header, TrainError> {
+    pub fn read_header(path: &Path) -> Result<Header, TrainError> {
         let bytes = std::fs::read(path).map_err(TrainError::io(path, "cannot read"))?;
         let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| TrainError::BadRun {
             path: path.to_path_buf(),
@@ -151,18 +174,14 @@ fn parse_header(path: &Path, meta: &HashMap<String, String>) -> Result<(Header, 
     if history.len() != epoch {
         return Err(bad(format!("its metadata has {} history rows for epoch {epoch}", history.len())));
     }
-    let state = match meta.get("batch_loss_window").map(|w| w.split_once(',')) {
-        None => TrainState::default(),
-        Some(Some((sum, steps))) => match (sum.parse(), steps.parse()) {
-            (Ok(batch_loss_sum), Ok(batch_loss_steps)) => TrainState { batch_loss_sum, batch_loss_steps },
-            _ => {
-                return Err(bad(format!(
-                    "unreadable batch_loss_window {:?} in its metadata",
-                    meta["batch_loss_window"]
-                )))
-            }
-        },
-        Some(None) => return Err(bad("unreadable batch_loss_window in its metadata".into())),
+    let state = match meta.get("batch_loss_window") {
+        None => TrainState::default(), // an older checkpoint
+        Some(w) => w
+            .split_once(',')
+            .and_then(|(sum, steps)| {
+                Some(TrainState { batch_loss_sum: sum.parse().ok()?, batch_loss_steps: steps.parse().ok()? })
+            })
+            .ok_or_else(|| bad(format!("unreadable batch_loss_window {w:?} in its metadata")))?,
     };
     Ok((Header { epoch, history, config_sha256: meta.get("config_sha256").cloned() }, state))
 }

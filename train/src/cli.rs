@@ -385,9 +385,7 @@ impl CommonArgs {
         set(&mut s.cosine, self.cosine);
         set(&mut s.warmup, self.warmup);
         set(&mut s.augment, self.augment);
-        if self.ema.is_some() {
-            s.ema = self.ema;
-        }
+        set(&mut s.ema, self.ema.map(Some));
         s.seed = self.seed;
         s.val_split = self.val_split;
         s.limit = self.limit;

@@ -209,6 +209,9 @@ impl ClassifierTraining {
         if !FC_UNITS.contains(&self.fc_units) {
             return Err(ConfigError::FcUnits(self.fc_units));
         }
+        if self.loss == Loss::Mse && self.settings.label_smoothing > 0.0 {
+            return Err(ConfigError::SmoothingNeedsCrossEntropy);
+        }
         self.settings.validate()
     }
 

@@ -76,13 +76,9 @@ impl EarlyStopping {
     /// Whether the stage of the last row of `history` stops after it:
     /// `patience` epochs have passed since its best monitored epoch.
     pub fn stops(&self, history: &[EpochRecord]) -> bool {
-        let stage = last_stage(history);
-        let (Some(first), Some(last)) = (stage.first(), stage.last()) else { return false };
-        if last.epoch - first.epoch < self.start_from_epoch {
-            return false;
-        }
-        let monitor = Monitor { min_delta: self.min_delta, start_from_epoch: self.start_from_epoch };
-        best_epoch(history, monitor).is_some_and(|best| last.epoch - best.epoch >= self.patience)
+        // While no epoch is monitored, the best is the last epoch: no stop.
+        let (Some(last), Some(best)) = (history.last(), best_epoch(history, Some(*self).into())) else { return false };
+        last.epoch - best.epoch >= self.patience
     }
 
     pub fn validate(&self) -> Result<(), crate::model::ConfigError> {

@@ -15,8 +15,11 @@ use tch::{nn::VarStore, Tensor};
 #[derive(Debug)]
 pub struct Ema {
     pub decay: f64,
-    /// (name, averaged tensor), in the store's name order.
-    shadow: Vec<(String, Tensor)>,
+    /// The model's variables (handles that share them, so an optimizer or
+    /// a checkpoint that replaces their data is seen), in name order…
+    model: Vec<(String, Tensor)>,
+    /// …and their averages, in the same order.
+    shadow: Vec<Tensor>,
 }
 
 /// The checkpoint's names for the training weights while the averaged ones
@@ -26,33 +29,35 @@ pub const PREFIX: &str = "train_weights.";
 impl Ema {
     /// Starts the average at the model's current weights.
     pub fn new(vs: &VarStore, decay: f64) -> Ema {
-        let shadow = sorted(vs).into_iter().map(|(k, t)| (k, t.detach().copy())).collect();
-        Ema { decay, shadow }
+        let mut model: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+        model.sort_by(|a, b| a.0.cmp(&b.0));
+        let shadow = model.iter().map(|(_, t)| t.detach().copy()).collect();
+        Ema { decay, model, shadow }
     }
 
-    /// The decay at optimizer step `step` (0-based, of the whole run).
+    /// The decay at optimizer step `step` (0-based, of the stage).
     pub fn decay_at(&self, step: i64) -> f64 {
         self.decay.min((1.0 + step as f64) / (10.0 + step as f64))
     }
 
     /// One step of the average after optimizer step `step`.
-    pub fn update(&mut self, vs: &VarStore, step: i64) {
+    pub fn update(&mut self, step: i64) {
         let weight = 1.0 - self.decay_at(step);
         tch::no_grad(|| {
-            for ((_, avg), (_, w)) in self.shadow.iter_mut().zip(sorted(vs)) {
-                let _ = avg.lerp_(&w, weight);
+            for (avg, (_, w)) in self.shadow.iter_mut().zip(&self.model) {
+                let _ = avg.lerp_(w, weight);
             }
         });
     }
 
     /// Exchanges the model's variables with the averages (no copy); calling
     /// it again swaps them back.
-    pub fn swap(&mut self, vs: &VarStore) {
+    pub fn swap(&mut self) {
         tch::no_grad(|| {
-            for ((_, avg), (_, mut w)) in self.shadow.iter_mut().zip(sorted(vs)) {
-                let model = w.detach().shallow_clone();
+            for (avg, (_, w)) in self.shadow.iter_mut().zip(self.model.iter_mut()) {
+                let current = w.detach().shallow_clone();
                 w.set_data(avg);
-                *avg = model;
+                *avg = current;
             }
         });
     }
@@ -60,12 +65,12 @@ impl Ema {
     /// The shadow tensors as a checkpoint holds them (while swapped in,
     /// these are the training weights), named `PREFIX<variable>`.
     pub fn state(&self) -> Vec<(String, Tensor)> {
-        self.shadow.iter().map(|(k, t)| (format!("{PREFIX}{k}"), t.shallow_clone())).collect()
+        self.model.iter().zip(&self.shadow).map(|((k, _), t)| (format!("{PREFIX}{k}"), t.shallow_clone())).collect()
     }
 
     /// Puts `PREFIX<variable>` tensors of a checkpoint in the shadow.
     pub fn load_state(&mut self, get: impl Fn(&str) -> Option<Tensor>) -> Result<(), String> {
-        for (k, t) in self.shadow.iter_mut() {
+        for ((k, _), t) in self.model.iter().zip(self.shadow.iter_mut()) {
             let src = get(&format!("{PREFIX}{k}")).ok_or_else(|| format!("checkpoint has no tensor {PREFIX}{k}"))?;
             if src.size() != t.size() {
                 return Err(format!("tensor {PREFIX}{k} has shape {:?}, expected {:?}", src.size(), t.size()));
@@ -77,17 +82,11 @@ impl Ema {
 
     /// Restarts the average at the model's current weights (a new stage
     /// starting from restored weights).
-    pub fn reset(&mut self, vs: &VarStore) {
+    pub fn reset(&mut self) {
         tch::no_grad(|| {
-            for ((_, avg), (_, w)) in self.shadow.iter_mut().zip(sorted(vs)) {
-                avg.copy_(&w);
+            for (avg, (_, w)) in self.shadow.iter_mut().zip(&self.model) {
+                avg.copy_(w);
             }
         });
     }
-}
-
-fn sorted(vs: &VarStore) -> Vec<(String, Tensor)> {
-    let mut v: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
 }

@@ -145,8 +145,8 @@ pub fn evaluate(model: &dyn ModuleT, objective: Objective, x: &Tensor, y: Option
     });
     let confusion = counts.map(|c| {
         // Inside `torch`, which turns a libtorch panic into an error.
-        let flat = Vec::<i64>::try_from(c.to_device(tch::Device::Cpu).to_kind(Kind::Int64))
-            .unwrap_or_else(|e| panic!("{:?}", tch::TchError::Torch(e.to_string())));
+        let flat =
+            Vec::<i64>::try_from(c.to_device(tch::Device::Cpu).to_kind(Kind::Int64)).expect("[K·K] int64 counts");
         flat.chunks(classes as usize).map(|row| row.iter().map(|&v| v as u64).collect()).collect::<Vec<Vec<u64>>>()
     });
     let accuracy = confusion.as_ref().map(|m| {
@@ -283,7 +283,7 @@ impl<'a> Trainer<'a> {
             // from its own weights.
             ema.load_state(|k| ckpt.tensors.get(k).map(|t| t.shallow_clone()))
                 .map_err(|msg| TrainError::BadRun { path: ckpt.path.clone(), msg })?;
-            ema.swap(&self.vs);
+            ema.swap();
         }
         self.history = ckpt.history.clone();
         let TrainState { batch_loss_sum, batch_loss_steps } = ckpt.state;
@@ -304,9 +304,10 @@ impl<'a> Trainer<'a> {
     fn check_best(&mut self, saved: usize) -> Result<(), TrainError> {
         let Some(best) = best_epoch(&self.history, self.monitor()) else { return Ok(()) };
         let path = self.run.file(BEST);
-        let held = Checkpoint::header(&path).ok().filter(|h| h.config_sha256.as_deref() == Some(&self.fingerprint));
+        let held =
+            Checkpoint::read_header(&path).ok().filter(|h| h.config_sha256.as_deref() == Some(&self.fingerprint));
         match held {
-            Some(h) if h.epoch == best.epoch && h.history[..] == self.history[..best.epoch] => Ok(()),
+            Some(h) if h.holds(best.epoch, &self.history) => Ok(()),
             _ if best.epoch == saved => {
                 // The checkpoint's model (the average, if any) is the best.
                 self.swap_ema();
@@ -319,8 +320,7 @@ impl<'a> Trainer<'a> {
                 msg: format!(
                     "holds {}, but epoch {} is the run's best so far: its weights are lost, so --resume cannot keep \
                      the best epoch (start again with --force)",
-                    held.map(|h| format!("epoch {} of another history", h.epoch))
-                        .unwrap_or_else(|| "no weights of this run".into()),
+                    held.map(|h| h.describe(best.epoch)).unwrap_or_else(|| "no weights of this run".into()),
                     best.epoch
                 ),
             }),
@@ -372,9 +372,8 @@ impl<'a> Trainer<'a> {
 
     /// Runs the stages one after the other, each starting right after the
     /// epoch the one before it ended at, skipping what the history shows
-    /// is done.
-    /// A stage after the first starts from the best weights of the stage
-    /// before it (two Keras `fit` calls with `restore_best_weights`).
+    /// is done. A stage after the first starts from the best weights of the
+    /// stage before it (two Keras `fit` calls with `restore_best_weights`).
     /// Stages are numbered by their place in `stages` (an empty one keeps
     /// its number).
     pub fn run(&mut self, stages: &[Stage], model: &dyn ModuleT) -> Result<(), TrainError> {
@@ -389,11 +388,8 @@ impl<'a> Trainer<'a> {
                 None => {
                     if self.done() + 1 == first && self.done() > 0 {
                         // Nothing of this stage is done: it starts from the
-                        // best weights of the stage before, and a new average.
+                        // best weights of the stage before (and a new average).
                         self.restore_best()?;
-                        if let Some(ema) = self.ema.as_mut() {
-                            ema.reset(&self.vs);
-                        }
                     }
                     self.run_stage(stage, number + 1, first, last, model)?;
                     self.done()
@@ -515,7 +511,7 @@ impl<'a> Trainer<'a> {
                     loss.f_backward()?;
                     opt.step(lr);
                     if let Some(ema) = self.ema.as_mut() {
-                        ema.update(&self.vs, step as i64);
+                        ema.update(step as i64);
                     }
                     tch::no_grad(|| -> Result<(), tch::TchError> {
                         let l = loss.detach().f_to_kind(Kind::Double)?;
@@ -683,25 +679,27 @@ impl<'a> Trainer<'a> {
         Ok(())
     }
 
-    /// Puts the best epoch of the last stage trained in the model when it
-    /// is not the last epoch (Keras's `restore_best_weights`): the next
-    /// stage starts from it, and the figures, the test report and the
-    /// export describe the same weights.
+    /// Puts the kept weights of the last stage trained in the model, as
+    /// validation saw them (Keras's `restore_best_weights`): the best
+    /// epoch's from `best.safetensors` when it is not the last epoch, else
+    /// the last epoch's average, if any. The next stage starts from them
+    /// (with the average restarted there), and the figures, the test report
+    /// and the export describe the same weights.
     pub fn restore_best(&mut self) -> Result<(), TrainError> {
         let Some(best) = best_epoch(&self.history, self.monitor()).cloned() else { return Ok(()) };
         if self.history.last().is_some_and(|l| l.epoch == best.epoch) {
-            // The last epoch's model: its average, if any, for good.
             if let Some(ema) = self.ema.as_mut() {
-                ema.swap(&self.vs);
-                ema.reset(&self.vs);
+                ema.swap();
+                ema.reset();
             }
             return Ok(());
         }
         let ckpt = self.run.weights(BEST, &self.fingerprint, self.vs.device())?;
-        if ckpt.epoch != best.epoch || ckpt.history[..] != self.history[..best.epoch] {
+        let held = ckpt.header();
+        if !held.holds(best.epoch, &self.history) {
             return Err(TrainError::BadRun {
                 path: ckpt.path.clone(),
-                msg: format!("holds epoch {} of another history, expected the best epoch {}", ckpt.epoch, best.epoch),
+                msg: format!("holds {}, expected the best epoch {}", held.describe(best.epoch), best.epoch),
             });
         }
         if !self.quiet {
@@ -710,14 +708,18 @@ impl<'a> Trainer<'a> {
                 best.epoch, best.stage, best.val_loss
             );
         }
-        ckpt.copy_into(&mut self.vs, "")
+        ckpt.copy_into(&mut self.vs, "")?;
+        if let Some(ema) = self.ema.as_mut() {
+            ema.reset();
+        }
+        Ok(())
     }
 
     /// Exchanges the model's weights with their average (`--ema`); a no-op
     /// without one.
     fn swap_ema(&mut self) {
         if let Some(ema) = self.ema.as_mut() {
-            ema.swap(&self.vs);
+            ema.swap();
         }
     }
 

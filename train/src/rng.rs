@@ -1,6 +1,7 @@
 //! The one random generator of training: the split, the shuffles, the
-//! augmentation, the denoising noise and `--limit`'s sample depend only on the seed, not on libtorch's
-//! generator state, which makes `--resume` reproduce an uninterrupted run.
+//! augmentation, the denoising noise and `--limit`'s sample depend only on
+//! the seed, not on libtorch's generator state, which makes `--resume`
+//! reproduce an uninterrupted run.
 
 /// A small deterministic generator (SplitMix64): the split and the shuffles
 /// depend only on the seed, not on libtorch's generator state, which makes

@@ -125,6 +125,13 @@ fn bad_geometry_and_hyperparameters_are_refused() {
     );
     // One layer pools once: an even size suffices.
     cfg(1, 3, 4, 30).validate().unwrap();
+    // Label smoothing has no target to smooth under the reference's MSE loss.
+    let mut clf = train::config::Preset::Quick.classifier().with_loss(Loss::Mse);
+    clf.settings.label_smoothing = 0.1;
+    assert_eq!(
+        clf.validate().unwrap_err().to_string(),
+        "--label-smoothing smooths the cross-entropy's targets; --loss mse has none"
+    );
 }
 
 const DIGITS: [&str; 10] = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"];
@@ -317,13 +324,13 @@ fn ema_follows_the_formula() {
     for step in 0..30i64 {
         let target = [step as f64, -(step as f64) * 0.5, 1.0];
         tch::no_grad(|| w.copy_(&Tensor::from_slice(&target.map(|v| v as f32))));
-        ema.update(&vs, step);
+        ema.update(step);
         let d = 0.9f64.min((1.0 + step as f64) / (10.0 + step as f64));
         for k in 0..3 {
             want[k] = d * want[k] + (1.0 - d) * target[k];
         }
     }
-    ema.swap(&vs);
+    ema.swap();
     let got = Vec::<f32>::try_from(&w).unwrap();
     for k in 0..3 {
         assert!((got[k] as f64 - want[k]).abs() < 1e-4, "{k}: {} vs {}", got[k], want[k]);
@@ -331,7 +338,7 @@ fn ema_follows_the_formula() {
     let state = ema.state();
     assert_eq!(state[0].0, "train_weights.w");
     assert_eq!(Vec::<f32>::try_from(&state[0].1).unwrap(), vec![29.0, -14.5, 1.0], "the training weights beside");
-    ema.swap(&vs);
+    ema.swap();
     assert_eq!(Vec::<f32>::try_from(&w).unwrap(), vec![29.0, -14.5, 1.0]);
 }
 
@@ -1791,7 +1798,7 @@ fn early_stopping_across_the_classifiers_two_stages() {
     let stages: Vec<(usize, usize, usize)> = h.iter().map(|r| (r.epoch, r.stage, r.best_epoch)).collect();
     assert_eq!(stages, [(1, 1, 1), (2, 1, 1), (3, 1, 1), (4, 2, 4), (5, 2, 4)], "epoch, stage, best epoch");
     assert!(out.contains("restoring the weights of epoch 1, the best of stage 1"), "{out}");
-    assert_eq!(Checkpoint::header(&full.join("best.safetensors")).unwrap().epoch, 4, "a fine-tuned epoch is kept");
+    assert_eq!(Checkpoint::read_header(&full.join("best.safetensors")).unwrap().epoch, 4, "a fine-tuned epoch is kept");
     // The same frozen epoch alone: fine-tuning started from its weights
     // (the head moved by at most 1e-12 a step since), not from epoch 3's.
     let one = dir.path().join("one");
@@ -1881,13 +1888,13 @@ fn early_stopping_across_the_classifiers_two_stages() {
 fn classifier_from(run: &Path, file: &str, prefix: &str) -> Classifier {
     let cfg = RunDir { path: run.into() }.read_config().unwrap();
     let train::run_dir::ModelConfig::Classifier { model, .. } = cfg.model else { panic!("a classifier run") };
-    let mut vs = VarStore::new(Device::Cpu);
+    // The module keeps its tensors alive after the store goes.
+    let vs = VarStore::new(Device::Cpu);
     let clf = model.init(&vs.root());
     let ckpt = Checkpoint::read(&run.join(file), Device::Cpu).unwrap();
     for (name, mut var) in vs.variables() {
         tch::no_grad(|| var.copy_(&ckpt.tensors[&format!("{prefix}{name}")]));
     }
-    let _ = &mut vs;
     clf
 }
 
@@ -2577,8 +2584,8 @@ fn resume_after_a_kill_keeps_the_best_epoch_bit_identical() {
         let cut = dir.path().join(&fault);
         let (code, _) = train_small(&images, &cut, &args, Some(&fault));
         assert_ne!(code, 0, "{fault}: the fault must kill the process");
-        let kept = Checkpoint::header(&cut.join("best.safetensors")).unwrap();
-        let saved = Checkpoint::header(&cut.join("weights.safetensors")).unwrap();
+        let kept = Checkpoint::read_header(&cut.join("best.safetensors")).unwrap();
+        let saved = Checkpoint::read_header(&cut.join("weights.safetensors")).unwrap();
         assert!(
             kept.epoch <= saved.epoch,
             "{fault}: best epoch {} ahead of the checkpoint's {}",

@@ -203,12 +203,12 @@ impl Source {
     /// refused rather than exported under the wrong epoch.
     fn chosen(run: &RunDir, cfg: &RunConfig, epoch: Epoch) -> Result<Source, TrainError> {
         // The checkpoint's history, not history.csv's (which may lag by one).
-        let trained = Checkpoint::header(&run.file(WEIGHTS))?;
+        let trained = Checkpoint::read_header(&run.file(WEIGHTS))?;
         let best = best_epoch(&trained.history, cfg.train.monitor()).map_or(trained.epoch, |r| r.epoch);
         match (epoch, run.file(BEST).is_file()) {
             (Epoch::Best, true) => {
-                let held = Checkpoint::header(&run.file(BEST))?;
-                if held.epoch == best && held.history[..] == trained.history[..best.min(trained.history.len())] {
+                let held = Checkpoint::read_header(&run.file(BEST))?;
+                if held.holds(best, &trained.history) {
                     Source::read(run, cfg, BEST, "best".into())
                 } else if best == trained.epoch {
                     Source::read(run, cfg, WEIGHTS, "best (the checkpoint's own epoch)".into())
@@ -216,10 +216,9 @@ impl Source {
                     Err(TrainError::BadRun {
                         path: run.file(BEST),
                         msg: format!(
-                            "holds epoch {}{}, but the run's checkpoint names epoch {best} as its best: continue \
-                             the run with --resume, or export its last epoch with --epoch last",
-                            held.epoch,
-                            if held.epoch == best { " of another history" } else { "" }
+                            "holds {}, but the run's checkpoint names epoch {best} as its best: continue the run \
+                             with --resume, or export its last epoch with --epoch last",
+                            held.describe(best)
                         ),
                     })
                 }

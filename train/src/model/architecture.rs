@@ -41,6 +41,8 @@ pub enum ConfigError {
     Ema(f64),
     #[error("--label-smoothing must be in [0, 1), got {0}")]
     LabelSmoothing(f64),
+    #[error("--label-smoothing smooths the cross-entropy's targets; --loss mse has none")]
+    SmoothingNeedsCrossEntropy,
     #[error("--noise must be a standard deviation ≥ 0, got {0}")]
     Noise(f64),
 }

@@ -23,6 +23,21 @@ pub fn frame(data: &[u8], out: &mut Vec<u8>) {
 /// TensorBoard's reader stops there too). The second value says whether
 /// everything was read.
 pub fn records(bytes: &[u8]) -> (Vec<&[u8]>, bool) {
+    let (spans, whole) = spans(bytes);
+    (spans.into_iter().map(|s| &bytes[s.data]).collect(), whole)
+}
+
+/// Where one record of a file lies.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Span {
+    /// Its data.
+    pub data: std::ops::Range<usize>,
+    /// The offset just past it (after its data's checksum).
+    pub end: usize,
+}
+
+/// [`records`], as where each lies in `bytes`.
+pub fn spans(bytes: &[u8]) -> (Vec<Span>, bool) {
     let mut out = Vec::new();
     let mut at = 0usize;
     while at < bytes.len() {
@@ -37,7 +52,7 @@ pub fn records(bytes: &[u8]) -> (Vec<&[u8]>, bool) {
         if masked_crc32c(data) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
             return (out, false);
         }
-        out.push(data);
+        out.push(Span { data: at + 12..end, end: end + 4 });
         at = end + 4;
     }
     (out, true)

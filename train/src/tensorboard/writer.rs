@@ -142,15 +142,14 @@ pub fn trim(dir: &Path, keep: impl Fn(&Event) -> bool) -> io::Result<Option<Path
             continue;
         }
         let bytes = std::fs::read(&f)?;
-        let (data, whole) = record::records(&bytes);
+        let (spans, whole) = record::spans(&bytes);
         let mut end = 0usize;
-        for d in data {
-            if !Event::decode(d).is_ok_and(|e| keep(&e)) {
+        for span in spans {
+            if !Event::decode(&bytes[span.data]).is_ok_and(|e| keep(&e)) {
                 cut = true;
                 break;
             }
-            // The record's end: its data's offset, length and checksum.
-            end = d.as_ptr() as usize - bytes.as_ptr() as usize + d.len() + 4;
+            end = span.end;
         }
         cut |= !whole;
         if end < bytes.len() {
