@@ -4,6 +4,7 @@ parameter count (checked equal to the Rust model's by run.py).
 
 """
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -111,6 +112,9 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--channels-last", action="store_true",
                    help="model and batches in torch.channels_last (PyTorch's advice for CPU and GPU convolutions)")
+    p.add_argument("--bf16", action="store_true",
+                   help="forward and loss under torch.autocast('cpu', dtype=torch.bfloat16), training and validation "
+                        "(PyTorch's mixed-precision recipe for CPUs; the optimizer and weights stay float32)")
     p.add_argument("--images", required=True)
     p.add_argument("--labels")
     a = p.parse_args()
@@ -134,6 +138,7 @@ def main():
     fmt = torch.channels_last if a.channels_last else torch.contiguous_format
     model = model.to(memory_format=fmt)
     n = len(train_x)
+    amp = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if a.bf16 else contextlib.nullcontext
     steps_per_epoch = -(-n // a.batch)
 
     def make_opt(stage_epochs):
@@ -170,8 +175,9 @@ def main():
             x = x.contiguous(memory_format=fmt)
             y = train_y[idx] if train_y is not None else None
             opt.zero_grad()
-            out = model(x)
-            loss = loss_fn(out, x, y)
+            with amp():
+                out = model(x)
+                loss = loss_fn(out, x, y)
             loss.backward()
             opt.step()
             sched.step()
@@ -185,13 +191,15 @@ def main():
             for i in range(0, len(val_x), 1000):
                 xb = val_x[i:i + 1000].contiguous(memory_format=fmt)
                 yb = val_y[i:i + 1000] if val_y is not None else None
-                out = model(xb)
-                val += loss_fn(out, xb, yb).item() * len(xb)
+                with amp():
+                    out = model(xb)
+                    val += loss_fn(out, xb, yb).item() * len(xb)
                 if yb is not None:
                     (out.argmax(1) == yb).sum().item()
+        last_val[0] = val / len(val_x)
         return time.perf_counter() - t0
 
-    seconds = []
+    seconds, last_val = [], [None]
     stages = [(a.frozen_epochs, True), (a.epochs - a.frozen_epochs, False)] if a.network == "classifier" else [(a.epochs, False)]
     for count, frozen in stages:
         if count <= 0:
@@ -202,7 +210,7 @@ def main():
         opt, sched = make_opt(count)
         for _ in range(count):
             seconds.append(epoch(opt, sched, frozen))
-    print(json.dumps({"epoch_seconds": seconds, "train_images": n, "val_images": len(val_x), "parameters": params,
+    print(json.dumps({"epoch_seconds": seconds, "val_loss": last_val[0], "train_images": n, "val_images": len(val_x), "parameters": params,
                       "torch": torch.__version__}))
 
 

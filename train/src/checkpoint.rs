@@ -17,6 +17,7 @@ use ae_core::atomic::AtomicFile;
 use crate::error::TrainError;
 use crate::fault;
 use crate::history::EpochRecord;
+use crate::loss_scale::LossScale;
 
 /// A decoded `weights.safetensors`.
 #[derive(Debug)]
@@ -43,6 +44,8 @@ pub struct TrainState {
     /// point, and how many steps they are.
     pub batch_loss_sum: f64,
     pub batch_loss_steps: usize,
+    /// `--precision 16-mixed`: the dynamic loss scale (`None`: no scaling).
+    pub loss_scale: Option<LossScale>,
 }
 
 /// A weights file's metadata, read without its tensors.
@@ -179,9 +182,22 @@ fn parse_header(path: &Path, meta: &HashMap<String, String>) -> Result<(Header, 
         Some(w) => w
             .split_once(',')
             .and_then(|(sum, steps)| {
-                Some(TrainState { batch_loss_sum: sum.parse().ok()?, batch_loss_steps: steps.parse().ok()? })
+                Some(TrainState {
+                    batch_loss_sum: sum.parse().ok()?,
+                    batch_loss_steps: steps.parse().ok()?,
+                    loss_scale: None,
+                })
             })
             .ok_or_else(|| bad(format!("unreadable batch_loss_window {w:?} in its metadata")))?,
+    };
+    let state = match meta.get("loss_scale") {
+        None => state,
+        Some(v) => TrainState {
+            loss_scale: Some(
+                LossScale::decode(v).ok_or_else(|| bad(format!("unreadable loss_scale {v:?} in its metadata")))?,
+            ),
+            ..state
+        },
     };
     Ok((Header { epoch, history, config_sha256: meta.get("config_sha256").cloned() }, state))
 }
@@ -199,7 +215,7 @@ fn encode(
     let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
     named.extend(optimizer.iter().map(|(k, t)| (k.clone(), t.shallow_clone())));
     named.sort_by(|a, b| a.0.cmp(&b.0));
-    let meta = HashMap::from([
+    let mut meta = HashMap::from([
         ("epoch".to_string(), epoch.to_string()),
         ("steps".to_string(), steps.to_string()),
         ("history".to_string(), serde_json::to_string(history).expect("history serialises")),
@@ -207,6 +223,9 @@ fn encode(
         // Rust prints the shortest text that reads back to the same f64.
         ("batch_loss_window".to_string(), format!("{},{}", state.batch_loss_sum, state.batch_loss_steps)),
     ]);
+    if let Some(scale) = state.loss_scale {
+        meta.insert("loss_scale".to_string(), scale.encode());
+    }
     // Reading the tensors waits for the device: where an asynchronous
     // (CUDA) error surfaces.
     crate::fallible::torch(|| encode_safetensors(&named, meta))?

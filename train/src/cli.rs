@@ -16,6 +16,7 @@ use train::explorer::{Base, Files, Param, Plan};
 use train::export::int8::{self, Int8Options};
 use train::export::{EncoderSource, Epoch, ExportJob, Layout, VERIFY_IMAGES};
 use train::optim::OptimizerKind;
+use train::precision::{self, CpuBf16, PrecisionChoice};
 use train::pipeline::{self, AutoencoderJob, ClassifierJob, Common};
 use train::run_dir::Reuse;
 use train::sweep::SweepPlan;
@@ -168,6 +169,14 @@ pub struct CommonArgs {
     pub threads: Option<usize>,
     #[arg(long, value_parser = names::<Device>(), default_value_t = Device::Auto)]
     pub device: Device,
+    /// Training precision (Lightning's names): `bf16-mixed` runs convolutions and matrix products
+    /// in bfloat16 under libtorch's autocast, keeping weights, optimizer state, BatchNorm statistics
+    /// and the loss in float32; the export stays float32.
+    #[arg(long, value_parser = choice::<PrecisionChoice>(), default_value_t = PrecisionChoice::Full)]
+    pub precision: PrecisionChoice,
+    /// Run --precision bf16-mixed on a CPU without native bfloat16 (slow reference kernels).
+    #[arg(long)]
+    pub force_precision: bool,
     /// Run directory (default: runs/<model>-<hyperparameters>).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -376,8 +385,9 @@ pub struct ExploreArgs {
 }
 
 impl CommonArgs {
-    /// Overwrites what the flags set.
-    fn apply(&self, s: &mut TrainSettings) {
+    /// Overwrites what the flags set; `--precision` is resolved for the
+    /// device and this CPU (refused where it would crawl).
+    fn apply(&self, s: &mut TrainSettings) -> Result<(), TrainError> {
         set(&mut s.epochs, self.epochs);
         set(&mut s.batch_size, self.batch_size);
         set(&mut s.optimizer, self.optimizer);
@@ -397,6 +407,9 @@ impl CommonArgs {
                 start_from_epoch: self.start_from_epoch.unwrap_or(0),
             });
         }
+        let device = device::resolve(self.device)?;
+        s.precision = precision::resolve(self.precision, device, &CpuBf16::detect(), self.force_precision)?;
+        Ok(())
     }
 
     fn tensorboard(&self) -> Option<TensorBoard> {
@@ -435,7 +448,7 @@ impl AutoencoderArgs {
         set(&mut a.layers, self.layers);
         set(&mut a.filter_size, self.filter_size);
         set(&mut a.filters, self.filters);
-        self.common.apply(&mut training.settings);
+        self.common.apply(&mut training.settings)?;
         set(&mut training.settings.noise, self.noise);
         training.validate()?;
         let common = self.common.common(&training.run_name(), table::AE_TABLE)?;
@@ -450,7 +463,7 @@ impl ClassifierArgs {
         let s = &mut training.settings;
         set(&mut s.frozen_epochs, self.frozen_epochs);
         set(&mut s.finetune_lr, self.finetune_lr.map(Some));
-        self.common.apply(s);
+        self.common.apply(s)?;
         set(&mut s.label_smoothing, self.label_smoothing);
         training.validate()?;
         // IDX images pair with a labels file; an image folder carries its own.
@@ -511,13 +524,13 @@ impl SweepBase {
                 set(&mut t.architecture.layers, self.base_layers);
                 set(&mut t.architecture.filter_size, self.base_filter_size);
                 set(&mut t.architecture.filters, self.base_filters);
-                c.apply(&mut t.settings);
+                c.apply(&mut t.settings)?;
                 Base::Autoencoder(t)
             }
             Network::Classifier => {
                 let mut t = c.preset.classifier();
                 set(&mut t.fc_units, self.base_fc_units);
-                c.apply(&mut t.settings);
+                c.apply(&mut t.settings)?;
                 Base::Classifier(t)
             }
         };

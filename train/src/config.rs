@@ -10,6 +10,7 @@ pub use crate::augment::Augment;
 pub use crate::early_stopping::{EarlyStopping, Monitor};
 pub use crate::model::{Architecture, ConfigError, FC_UNITS};
 use crate::optim::OptimizerKind;
+pub use crate::precision::Precision;
 
 fn is_zero(v: &f64) -> bool {
     *v == 0.0
@@ -116,6 +117,11 @@ pub struct TrainSettings {
     /// input, the clean image the target (a denoising autoencoder; 0: none).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub noise: f64,
+    /// `--precision`: `32`, or mixed precision under autocast
+    /// ([`crate::precision`]). Absent from older runs' config.json (float32),
+    /// so their fingerprints are unchanged.
+    #[serde(default, skip_serializing_if = "Precision::is_full")]
+    pub precision: Precision,
     /// Stop a stage once val_loss has not improved for `patience` epochs
     /// (`None`: every epoch runs). Absent from older runs' config.json, so
     /// their fingerprints are unchanged.
@@ -251,6 +257,7 @@ impl Preset {
             ema: None,
             label_smoothing: 0.0,
             noise: 0.0,
+            precision: Precision::Full,
         };
         match self {
             // One-cycle (warm-up to 5e-3, cosine down) over 4 epochs: val
@@ -304,6 +311,7 @@ impl Preset {
             ema: None,
             label_smoothing: 0.0,
             noise: 0.0,
+            precision: Precision::Full,
         };
         let settings = match self {
             Preset::Quick | Preset::Quality => quick,

@@ -14,6 +14,9 @@ pub enum TrainError {
     Idx(#[from] ae_core::idx::IdxError),
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// `--precision` this machine cannot run (well).
+    #[error(transparent)]
+    Precision(#[from] crate::precision::PrecisionError),
     /// A file operation on `path` that failed; `what` says which.
     #[error("{}: {what}", path.display())]
     Io {

@@ -23,7 +23,9 @@ use crate::error::TrainError;
 use crate::fallible::torch;
 use crate::figures;
 use crate::history::EpochRecord;
+use crate::loss_scale::LossScale;
 use crate::optim::Optimizer;
+use crate::precision::{autocast, Precision};
 use crate::run_dir::{RunConfig, RunDir, AUGMENTED, BEST, WEIGHTS};
 use crate::tensorboard::run_log::{Resumed, RunLog, TensorBoard};
 
@@ -49,7 +51,11 @@ impl Objective {
         }
     }
 
+    /// The loss in float32, whatever precision `out` was computed in
+    /// (autocast's bfloat16 or float16): the loss and its reduction never
+    /// run in reduced precision.
     pub fn loss(self, out: &Tensor, x: &Tensor, y: Option<&Tensor>) -> Tensor {
+        let out = &out.to_kind(Kind::Float);
         match self {
             Objective::Reconstruction => out.mse_loss(x, tch::Reduction::Mean),
             Objective::CrossEntropy { smoothing } => {
@@ -116,20 +122,27 @@ pub struct Evaluation {
     pub confusion: Option<Vec<Vec<u64>>>,
 }
 
-/// Evaluates the model over `x` (eval mode, no grad).
-pub fn evaluate(model: &dyn ModuleT, objective: Objective, x: &Tensor, y: Option<&Tensor>) -> Evaluation {
+/// Evaluates the model over `x` (eval mode, no grad), its forward pass in
+/// `precision` (as Lightning validates: under the training's autocast).
+pub fn evaluate(
+    model: &dyn ModuleT,
+    objective: Objective,
+    precision: Precision,
+    x: &Tensor,
+    y: Option<&Tensor>,
+) -> Result<Evaluation, tch::TchError> {
     let n = x.size()[0];
     let chunk = 1000;
     let mut loss = 0.0;
     let mut counts: Option<Tensor> = None; // [K·K], true class major
     let mut classes = 0;
-    tch::no_grad(|| {
+    tch::no_grad(|| -> Result<(), tch::TchError> {
         let mut start = 0;
         while start < n {
             let len = chunk.min(n - start);
             let xb = x.narrow(0, start, len);
             let yb = y.map(|y| y.narrow(0, start, len));
-            let out = model.forward_t(&xb, false);
+            let out = autocast(precision, x.device(), || model.forward_t(&xb, false))?;
             loss += objective.loss(&out, &xb, yb.as_ref()).double_value(&[]) * len as f64;
             if let (Some(yb), true) = (&yb, objective.classifies()) {
                 classes = out.size()[1];
@@ -142,7 +155,8 @@ pub fn evaluate(model: &dyn ModuleT, objective: Objective, x: &Tensor, y: Option
             }
             start += len;
         }
-    });
+        Ok(())
+    })?;
     let confusion = counts.map(|c| {
         // Inside `torch`, which turns a libtorch panic into an error.
         let flat =
@@ -153,7 +167,7 @@ pub fn evaluate(model: &dyn ModuleT, objective: Objective, x: &Tensor, y: Option
         let correct: u64 = (0..m.len()).map(|i| m[i][i]).sum();
         correct as f64 / n as f64
     });
-    Evaluation { loss: loss / n as f64, accuracy, confusion }
+    Ok(Evaluation { loss: loss / n as f64, accuracy, confusion })
 }
 
 /// Gives every 4-D variable (convolution weights) channels-last strides,
@@ -221,6 +235,8 @@ pub struct Trainer<'a> {
     window_steps: usize,
     /// `--ema`: the averaged weights, swapped in for validation and saving.
     ema: Option<Ema>,
+    /// `--precision 16-mixed`: the dynamic loss scale (checkpointed).
+    loss_scale: Option<LossScale>,
 }
 
 impl<'a> Trainer<'a> {
@@ -256,6 +272,7 @@ impl<'a> Trainer<'a> {
             window: Tensor::zeros([], (Kind::Double, vs_device)),
             window_steps: 0,
             ema,
+            loss_scale: settings.precision.scales_loss().then(LossScale::default),
         }
     }
 
@@ -286,7 +303,13 @@ impl<'a> Trainer<'a> {
             ema.swap();
         }
         self.history = ckpt.history.clone();
-        let TrainState { batch_loss_sum, batch_loss_steps } = ckpt.state;
+        let TrainState { batch_loss_sum, batch_loss_steps, loss_scale } = ckpt.state;
+        if self.loss_scale.is_some() {
+            self.loss_scale = Some(loss_scale.ok_or_else(|| TrainError::BadRun {
+                path: ckpt.path.clone(),
+                msg: "a 16-mixed checkpoint without its loss_scale".into(),
+            })?);
+        }
         self.window = Tensor::from(batch_loss_sum).to_kind(Kind::Double).to_device(self.vs.device());
         self.window_steps = batch_loss_steps;
         self.run.write_history(&self.history)?;
@@ -506,10 +529,21 @@ impl<'a> Trainer<'a> {
                     let input = crate::augment::noisy(&xb, s.noise, &mut rng);
                     let yb = self.data.train_y.as_ref().map(|y| y.f_index_select(0, idx)).transpose()?;
                     opt.zero_grad();
-                    let out = model.forward_t(&input, train_mode);
+                    // The forward pass under autocast; the loss (float32)
+                    // and backward outside it, as PyTorch's AMP recipe has it.
+                    let out = autocast(s.precision, device, || model.forward_t(&input, train_mode))?;
                     let loss = self.objective.loss(&out, &xb, yb.as_ref());
-                    loss.f_backward()?;
-                    opt.step(lr);
+                    match self.loss_scale.as_mut() {
+                        Some(scale) => {
+                            (&loss * scale.scale).f_backward()?;
+                            let finite = opt.step_scaled(lr, scale.scale)?;
+                            scale.update(finite);
+                        }
+                        None => {
+                            loss.f_backward()?;
+                            opt.step(lr);
+                        }
+                    }
                     if let Some(ema) = self.ema.as_mut() {
                         ema.update(step as i64);
                     }
@@ -565,8 +599,11 @@ impl<'a> Trainer<'a> {
             // Validation, the best epoch and the checkpoint's model see the
             // averaged weights, if any (an error ends the run: no swap back).
             self.swap_ema();
-            let eval = torch(|| evaluate(model, self.objective, &self.data.val_x, self.data.val_y.as_ref()))
-                .map_err(|e| self.failed(epoch, e))?;
+            let eval = torch(|| {
+                evaluate(model, self.objective, s.precision, &self.data.val_x, self.data.val_y.as_ref())
+            })
+            .and_then(|r| r.map_err(TrainError::from))
+            .map_err(|e| self.failed(epoch, e))?;
             if eval.loss.is_nan() {
                 return Err(TrainError::NanLoss { epoch });
             }
@@ -577,8 +614,11 @@ impl<'a> Trainer<'a> {
                 crate::fault::libtorch_sync_failure(epoch);
                 let loss = loss_sum.double_value(&[]) / seen as f64;
                 let accuracy = classifies.then(|| correct.int64_value(&[]) as f64 / seen as f64);
-                let state =
-                    TrainState { batch_loss_sum: self.window.double_value(&[]), batch_loss_steps: self.window_steps };
+                let state = TrainState {
+                    batch_loss_sum: self.window.double_value(&[]),
+                    batch_loss_steps: self.window_steps,
+                    loss_scale: self.loss_scale,
+                };
                 (loss, accuracy, state)
             })
             .map_err(|e| self.failed(epoch, e))?;
@@ -602,7 +642,7 @@ impl<'a> Trainer<'a> {
             };
             let improved = record.best_epoch == epoch;
             if !self.quiet {
-                println!("{}{}", summary_line(&record, self.total, n), if improved { " (best)" } else { "" });
+                println!("{}{}", summary_line(&record, self.total, n, self.settings.precision), if improved { " (best)" } else { "" });
             }
             // The log first, then the checkpoint (it carries the history),
             // then the best weights, then the CSV view. The best file is
@@ -752,11 +792,11 @@ impl<'a> Trainer<'a> {
 }
 
 /// `epoch 3/10 loss 0.0012 val_loss 0.0013 [acc …] 41.2s (1165 img/s)`
-pub fn summary_line(r: &EpochRecord, total: usize, images: usize) -> String {
+pub fn summary_line(r: &EpochRecord, total: usize, images: usize, precision: Precision) -> String {
     let mut s = format!("epoch {}/{} loss {:.5} val_loss {:.5}", r.epoch, total, r.loss, r.val_loss);
     if let (Some(a), Some(va)) = (r.accuracy, r.val_accuracy) {
         s += &format!(" acc {a:.4} val_acc {va:.4}");
     }
-    s += &format!(" {:.1}s ({:.0} img/s)", r.seconds, images as f64 / r.seconds.max(1e-9));
+    s += &format!(" {:.1}s ({:.0} img/s, precision {precision})", r.seconds, images as f64 / r.seconds.max(1e-9));
     s
 }

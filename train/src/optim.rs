@@ -131,10 +131,31 @@ impl Optimizer {
         if self.slots.is_empty() {
             return;
         }
+        let g = tch::no_grad(|| self.flat_grad());
+        self.update(lr, g);
+    }
+
+    /// One update from gradients of a loss multiplied by `scale`
+    /// (`--precision 16-mixed`): divided back first, and skipped (`false`)
+    /// when any is inf or NaN, as GradScaler does. Reads one flag from the
+    /// device per step.
+    pub fn step_scaled(&mut self, lr: f64, scale: f64) -> Result<bool, tch::TchError> {
+        if self.slots.is_empty() {
+            return Ok(true);
+        }
+        let g = tch::no_grad(|| self.flat_grad() * (1.0 / scale));
+        let finite = tch::no_grad(|| g.f_isfinite()?.f_all()?.f_int64_value(&[]))? == 1;
+        if finite {
+            self.update(lr, g);
+        }
+        Ok(finite)
+    }
+
+    /// Applies the rule to the flat gradient `g`.
+    fn update(&mut self, lr: f64, g: Tensor) {
         self.steps += 1;
         let t = self.steps as i32;
         tch::no_grad(|| {
-            let g = self.flat_grad();
             let mut p = self.flat.shallow_clone();
             match self.kind {
                 OptimizerKind::Rmsprop => {

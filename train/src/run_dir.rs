@@ -245,6 +245,18 @@ impl RunDir {
             Reuse::Resume if has_run => {
                 let old = run.read_config()?;
                 old.same_sources(cfg, &run.path)?;
+                // Weights and optimizer state are float32 either way, but
+                // a run continued in another precision is not the run its
+                // history and fingerprint describe.
+                if old.train.precision != cfg.train.precision {
+                    return Err(TrainError::Invalid(format!(
+                        "{}: --resume: the run was trained with --precision {}, not {} (continue it with --precision {})",
+                        run.path.display(),
+                        old.train.precision,
+                        cfg.train.precision,
+                        old.train.precision
+                    )));
+                }
                 if old.model != cfg.model || old.train != cfg.train {
                     return Err(TrainError::Invalid(format!(
                         "{}: --resume needs the same model and training options as the interrupted run",

@@ -270,6 +270,8 @@ fn metadata(cfg: &RunConfig, run: &RunDir, weights: &Source) -> BTreeMap<String,
     }
     m.insert("model_config".into(), model.to_string());
     m.insert("training".into(), serde_json::to_string(&cfg.train).expect("json"));
+    // The graph is float32 whatever the training ran in.
+    m.insert("training_precision".into(), cfg.train.precision.to_string());
     m.insert("dataset".into(), base_name(&cfg.dataset.images));
     m.insert("dataset_sha256".into(), cfg.dataset.images_sha256.clone());
     m.insert("dataset_images".into(), cfg.dataset.count.to_string());

@@ -46,6 +46,7 @@ pub fn train_autoencoder(job: &AutoencoderJob) -> Result<Outcome, TrainError> {
     let ae = model.init(&vs.root());
     if !job.common.quiet {
         println!("{}", ae.summary().render());
+        println!("{}", t.settings.precision.describe());
     }
     let mut trainer = Trainer::new(vs, &run, &cfg, &data, Objective::Reconstruction, job.common.quiet);
     if resuming {

@@ -149,6 +149,7 @@ pub fn train_classifier(job: &ClassifierJob) -> Result<Outcome, TrainError> {
 
     if !job.common.quiet {
         println!("{}", clf.summary(s.frozen_epochs > 0).render());
+        println!("{}", s.precision.describe());
     }
     let objective = Objective::classifier(t.loss, s.label_smoothing);
     let mut trainer = Trainer::new(vs, &run, &cfg, &data, objective, job.common.quiet);
