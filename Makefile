@@ -97,6 +97,7 @@ web: web-deps
 bench: setup data build
 	$(PYTHON) bench/run.py $(BIN_DIR) $(DATA) $(MODELS)
 	$(PYTHON) bench/augment_cost.py $(BIN_DIR) $(DATA)
+	$(PYTHON) bench/precision.py $(BIN_DIR) $(DATA)
 	$(PYTHON) bench/serving.py $(BIN_DIR) $(DATA) $(MODELS)
 
 # The Serving section alone (bench/serving.md): needs wrk (apt-get install wrk).

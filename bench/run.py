@@ -19,6 +19,7 @@ import tempfile
 import time
 
 import machine
+from models import CONFIGS, commands, epoch2
 
 BIN, DATA, MODELS = sys.argv[1], sys.argv[2], sys.argv[3]
 QUICK = "--quick" in sys.argv
@@ -129,41 +130,21 @@ results["dataset_load"] = {"images_per_second": med, "samples": samples, "folder
 import tempfile  # noqa: E402
 
 train_rows = []
-configs = [
-    # label, preset, filters, fc units, {network: (batch, optimizer, lr, cosine, warmup, augment)}, images used
-    ("quick (L4 FS3 FL16)", "quick", 16, 64,
-     {"autoencoder": (64, "adam", 5e-3, True, 0.3, 0), "classifier": (64, "adam", 1e-3, True, 0.0, 2)},
-     6000 if QUICK else 12000),
-    ("reference (L4 FS3 FL32)", "paper", 32, 32,
-     {"autoencoder": (40, "rmsprop", 1e-3, False, 0.0, 0), "classifier": (64, "rmsprop", 1e-3, False, 0.0, 0)},
-     3000 if QUICK else 5000),
-]
 work = tempfile.mkdtemp()
-for label, preset, filters, fc_units, nets, limit in configs:
+for config in CONFIGS:
+    label, preset, filters, fc_units, nets, limits = config
+    limit = limits[1] if QUICK else limits[0]
     ae_dir = os.path.join(work, f"ae{filters}")
     for network in ("autoencoder", "classifier"):
         batch, opt, lr, cosine, warmup, augment = nets[network]
         size = run_json(bench("flops", "--network", network, "--filters", str(filters), "--fc-units", str(fc_units)))
-        common = ["--images", TRAIN_IMAGES, "--limit", str(limit), "--threads", str(THREADS)]
-        if network == "autoencoder":
-            ours = [os.path.join(BIN, "train"), "autoencoder", "--preset", preset, "--epochs", "2",
-                    "--batch-size", str(batch), *common, "--quiet", "--force", "--out", ae_dir]
-        else:
-            ours = [os.path.join(BIN, "train"), "classifier", "--preset", preset, "--autoencoder", ae_dir,
-                    "--labels", TRAIN_LABELS, "--test-images", "none", "--frozen-epochs", "1", "--epochs", "1",
-                    "--batch-size", str(batch), *common, "--quiet", "--force", "--out", os.path.join(work, "clf")]
-        theirs = [PY, os.path.join(HERE, "torch_fit.py"), "--network", network, "--filters", str(filters),
-                  "--fc-units", str(fc_units), "--batch", str(batch), "--optimizer", opt, "--lr", str(lr),
-                  "--augment", str(augment), "--warmup", str(warmup), *common]
-        theirs += (["--cosine"] if cosine else []) + (
-            ["--labels", TRAIN_LABELS, "--frozen-epochs", "1", "--epochs", "2"] if network == "classifier" else ["--epochs", "2"])
+        ours, theirs, _ = commands(BIN, PY, TRAIN_IMAGES, TRAIN_LABELS, work, config, network, limit, THREADS)
         keep = {}
 
         def rust():
             subprocess.run(ours, check=True, stdout=subprocess.DEVNULL)
             out = ae_dir if network == "autoencoder" else os.path.join(work, "clf")
-            rows = open(os.path.join(out, "history.csv")).read().strip().splitlines()
-            secs = float(rows[2].split(",")[5])  # epoch 2
+            secs = epoch2(out)[0]
             cfg = json.load(open(os.path.join(out, "config.json")))
             keep["rust_train_images"] = cfg["dataset"]["count"] - round(cfg["dataset"]["count"] * cfg["train"]["val_split"])
             return keep["rust_train_images"] / secs
