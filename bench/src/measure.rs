@@ -75,7 +75,7 @@ pub fn model_size(ae: &AutoencoderConfig, classifier: Option<(usize, usize)>) ->
             autoencoder_flops(ae)
         }
         Some((fc_units, classes)) => {
-            let cfg = ClassifierConfig { encoder: *ae, fc_units, classes };
+            let cfg = ClassifierConfig { encoder: *ae, fc_units, classes, dropout: 0.0 };
             let _m = cfg.init(&vs.root());
             classifier_flops(&cfg)
         }

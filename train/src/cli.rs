@@ -172,7 +172,9 @@ pub struct CommonArgs {
     /// Training precision (Lightning's names): `bf16-mixed` runs convolutions and matrix products
     /// in bfloat16 under libtorch's autocast, keeping weights, optimizer state, BatchNorm statistics
     /// and the loss in float32; the export stays float32.
-    #[arg(long, value_parser = choice::<PrecisionChoice>(), default_value_t = PrecisionChoice::Full)]
+    /// The last one given wins (`make train` passes `--precision $(PRECISION)`).
+    #[arg(long, value_parser = choice::<PrecisionChoice>(), default_value_t = PrecisionChoice::Full,
+          overrides_with = "precision")]
     pub precision: PrecisionChoice,
     /// Run --precision bf16-mixed on a CPU without native bfloat16 (slow reference kernels).
     #[arg(long)]
@@ -258,6 +260,10 @@ pub struct ClassifierArgs {
     /// Units of the fully connected layer.
     #[arg(long)]
     pub fc_units: Option<usize>,
+    /// Dropout on the fully connected layer's output while fine-tuning (stage 2), e.g. 0.3
+    /// (default: the preset's; none at inference).
+    #[arg(long, value_name = "P")]
+    pub dropout: Option<f64>,
     /// Stage 1: epochs with the encoder frozen.
     #[arg(long)]
     pub frozen_epochs: Option<usize>,
@@ -460,6 +466,7 @@ impl ClassifierArgs {
     pub fn job(&self) -> Result<ClassifierJob, TrainError> {
         let mut training = self.common.preset.classifier().with_loss(self.loss);
         set(&mut training.fc_units, self.fc_units);
+        set(&mut training.dropout, self.dropout);
         let s = &mut training.settings;
         set(&mut s.frozen_epochs, self.frozen_epochs);
         set(&mut s.finetune_lr, self.finetune_lr.map(Some));

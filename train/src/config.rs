@@ -37,7 +37,7 @@ pub enum Preset {
     Paper,
     /// The reference's autoencoder val MSE (0.00044) on 2 CPU cores: L1 FS3 FL32, 15 one-cycle epochs; no early stopping (the schedule ends at epoch 15).
     Quality,
-    /// The published single-network recipes on the quick preset's networks: classifier 1 frozen + 14 one-cycle epochs of batch 128 with --augment rotate=12,shift=0.1,zoom=0.1, --ema 0.999, --label-smoothing 0.1.
+    /// The published single-network recipes on the quick preset's networks: classifier 1 frozen + 29 one-cycle epochs of batch 128 with --augment rotate=12,shift=0.1,zoom=0.1, --ema 0.999, --label-smoothing 0.1.
     Accurate,
 }
 
@@ -206,6 +206,8 @@ impl AutoencoderTraining {
 pub struct ClassifierTraining {
     /// Units of the fully connected layer.
     pub fc_units: usize,
+    /// Dropout after it while fine-tuning ([`crate::model::ClassifierConfig::dropout`]).
+    pub dropout: f64,
     pub loss: Loss,
     pub settings: TrainSettings,
 }
@@ -214,6 +216,9 @@ impl ClassifierTraining {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !FC_UNITS.contains(&self.fc_units) {
             return Err(ConfigError::FcUnits(self.fc_units));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(ConfigError::Dropout(self.dropout));
         }
         if self.loss == Loss::Mse && self.settings.label_smoothing > 0.0 {
             return Err(ConfigError::SmoothingNeedsCrossEntropy);
@@ -317,9 +322,10 @@ impl Preset {
             Preset::Quick | Preset::Quality => quick,
             // An et al. 2020 and Deotte's study: random rotation, shift and
             // zoom, a weight average, label smoothing; a one-cycle schedule
-            // over enough epochs for the augmented data.
+            // over enough epochs for the augmented data (seed 42, validation
+            // accuracy: 0.9955 after 1 + 14 epochs, 0.9962 after 1 + 29).
             Preset::Accurate => TrainSettings {
-                epochs: 14,
+                epochs: 29,
                 batch_size: 128,
                 lr: 2e-3,
                 finetune_lr: Some(2e-3),
@@ -343,6 +349,9 @@ impl Preset {
             Preset::Quick | Preset::Quality | Preset::Accurate => 64,
             Preset::Paper => 32,
         };
-        ClassifierTraining { fc_units, loss: Loss::CrossEntropy, settings }
+        // No preset drops units: on the accurate preset (seed 42, validation
+        // split) dropout 0.3 gave 0.9953 against 0.9955 without at 15
+        // epochs, 0.9960 against 0.9962 at 30.
+        ClassifierTraining { fc_units, dropout: 0.0, loss: Loss::CrossEntropy, settings }
     }
 }

@@ -438,7 +438,7 @@ fn classifier_beats_chance_and_reports_on_test_set() {
         labels: Some(mnist("train-labels-idx1-ubyte")),
         test: Some((ti.clone(), Some(tl.clone()))),
         class_names: Some(DIGITS.iter().map(|d| d.to_string()).collect()),
-        training: ClassifierTraining { fc_units: 16, loss: Loss::CrossEntropy, settings: s },
+        training: ClassifierTraining { fc_units: 16, dropout: 0.0, loss: Loss::CrossEntropy, settings: s },
         common: common(&out),
     };
     // A name count that does not match the labels is refused before training.
@@ -686,7 +686,7 @@ fn onnx_matches_tch_for_all_graphs_and_architectures() {
         let d = parity(&m, &|x| vec![ae.encode(x, false)], 28, 28);
         assert!(d <= 1e-4, "encoder L{layers} K{k}: {d}");
 
-        let ccfg = ClassifierConfig { encoder: cfg, fc_units: 9, classes: 10 };
+        let ccfg = ClassifierConfig { encoder: cfg, fc_units: 9, classes: 10, dropout: 0.0 };
         let cvs = VarStore::new(Device::Cpu);
         let clf = Classifier::new(&cvs.root(), &ccfg);
         randomise(&cvs);
@@ -718,7 +718,7 @@ fn exported_graph_summaries() {
     insta::assert_snapshot!("autoencoder_graph", ae_onnx::summary(&ae));
     let enc = export_onnx::autoencoder_model(&w, &cfg, Graph::Encoder, &meta).unwrap();
     insta::assert_snapshot!("encoder_graph", ae_onnx::summary(&enc));
-    let ccfg = ClassifierConfig { encoder: cfg, fc_units: 8, classes: 10 };
+    let ccfg = ClassifierConfig { encoder: cfg, fc_units: 8, classes: 10, dropout: 0.0 };
     let cvs = VarStore::new(Device::Cpu);
     let _clf = Classifier::new(&cvs.root(), &ccfg);
     let clf = export_onnx::classifier_model(&weights(&cvs), &ccfg, &meta).unwrap();
@@ -805,6 +805,11 @@ fn bad_inputs_fail_before_training_with_exit_2() {
             ],
         ),
         ("unknown_flag", vec!["autoencoder".into(), "--layerz".into(), "3".into()]),
+        (
+            "dropout_1",
+            vec!["classifier", "--autoencoder", "nope", "--dropout", "1", "--out", o].into_iter().map(String::from).collect(),
+        ),
+        ("precision_half_on_cpu", vec!["autoencoder", "--precision", "16-mixed", "--out", o].into_iter().map(String::from).collect()),
     ];
     let mut snapshot = String::new();
     for (name, args) in &cases {
@@ -2444,7 +2449,7 @@ fn summaries_of_the_quick_preset() {
     let ae_cfg = Preset::Quick.autoencoder().architecture.with_input(InputShape::gray(28, 28));
     let ae = ae_cfg.init(&(vs.root() / "ae")).summary();
     assert_eq!((ae.total(), ae.trainable(), ae.frozen()), (342_241, 342_241, 0));
-    let clf_cfg = ClassifierConfig { encoder: ae_cfg, fc_units: Preset::Quick.classifier().fc_units, classes: 10 };
+    let clf_cfg = ClassifierConfig { encoder: ae_cfg, fc_units: Preset::Quick.classifier().fc_units, classes: 10, dropout: 0.0 };
     let clf = clf_cfg.init(&(vs.root() / "clf"));
     let (stage1, stage2) = (clf.summary(true), clf.summary(false));
     assert_eq!((stage2.total(), stage2.frozen()), (499_514, 0));
@@ -2842,4 +2847,26 @@ fn a_scaled_step_unscales_and_skips_overflow() {
     let plain = step(&[0.5, -0.25, 0.125], None);
     assert_eq!(step(&[0.5, -0.25, 0.125], Some(1024.0)), plain);
     assert_eq!(step(&[0.5, f32::INFINITY, 0.125], Some(1024.0)), (vec![1.0, -2.0, 3.0], false, 0));
+}
+
+/// `--dropout`: the head drops units only while the whole network trains;
+/// evaluation (and so the export) sees the same network as without it.
+#[test]
+fn dropout_acts_only_in_training() {
+    let _g = lock();
+    let ae = AutoencoderConfig { layers: 2, filter_size: 3, filters: 4, input: InputShape::gray(28, 28) };
+    let x = Tensor::rand([8, 1, 28, 28], (Kind::Float, Device::Cpu));
+    let outputs = |dropout: f64| {
+        tch::manual_seed(3);
+        let vs = VarStore::new(Device::Cpu);
+        let c = ClassifierConfig { encoder: ae, fc_units: 32, classes: 10, dropout }.init(&vs.root());
+        tch::manual_seed(4);
+        (c.forward_t(&x, true), c.forward_t(&x, false), c.logits(&x))
+    };
+    let (train0, eval0, logits0) = outputs(0.0);
+    let (train5, eval5, logits5) = outputs(0.5);
+    assert!(eval0.equal(&eval5) && logits0.equal(&logits5) && eval5.equal(&logits5), "dropout at evaluation");
+    assert!((&train0 - &train5).abs().max().double_value(&[]) > 1e-3, "no dropout while training");
+    let bad = ClassifierConfig { encoder: ae, fc_units: 32, classes: 10, dropout: 1.0 }.validate();
+    assert_eq!(bad.unwrap_err().to_string(), "--dropout must be a probability in [0, 1), got 1");
 }

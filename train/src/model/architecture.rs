@@ -43,6 +43,8 @@ pub enum ConfigError {
     LabelSmoothing(f64),
     #[error("--label-smoothing smooths the cross-entropy's targets; --loss mse has none")]
     SmoothingNeedsCrossEntropy,
+    #[error("--dropout must be a probability in [0, 1), got {0}")]
+    Dropout(f64),
     #[error("--noise must be a standard deviation ≥ 0, got {0}")]
     Noise(f64),
 }

@@ -1,5 +1,6 @@
 //! The classifier: the autoencoder's trained encoder → flatten → a fully
-//! connected ReLU layer → one logit per class (softmax at inference).
+//! connected ReLU layer (dropout while fine-tuning, if asked) → one logit
+//! per class (softmax at inference).
 
 use serde::{Deserialize, Serialize};
 use tch::{nn, nn::ModuleT, Tensor};
@@ -14,6 +15,16 @@ pub struct ClassifierConfig {
     pub encoder: AutoencoderConfig,
     pub fc_units: usize,
     pub classes: usize,
+    /// Dropout on the fully connected layer's output while the whole
+    /// network trains (stage 2; stage 1 runs in eval mode, as the frozen
+    /// encoder's BatchNorm must); none at inference, so no graph node.
+    /// Absent from older runs' files (0), so their fingerprints hold.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dropout: f64,
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 impl ClassifierConfig {
@@ -24,6 +35,9 @@ impl ClassifierConfig {
         }
         if self.classes < 2 {
             return Err(ConfigError::Classes(self.classes));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(ConfigError::Dropout(self.dropout));
         }
         Ok(())
     }
@@ -58,12 +72,13 @@ impl Classifier {
     /// evaluation, export, and stage 1 (encoder frozen, its BatchNorm
     /// statistics kept).
     pub fn logits(&self, xs: &Tensor) -> Tensor {
-        self.head_logits(&self.encoder.forward_t(xs, false))
+        self.head_logits(&self.encoder.forward_t(xs, false), false)
     }
 
-    /// The embedding [B, C, h, w] → logits [B, classes].
-    fn head_logits(&self, zs: &Tensor) -> Tensor {
-        zs.flatten(1, -1).apply(&self.fc).relu().apply(&self.head) // [B, C·h·w] → [B, classes]
+    /// The embedding [B, C, h, w] → logits [B, classes]; `train`: dropout.
+    fn head_logits(&self, zs: &Tensor, train: bool) -> Tensor {
+        let hidden = zs.flatten(1, -1).apply(&self.fc).relu(); // [B, C·h·w] → [B, fc_units]
+        hidden.dropout(self.config.dropout, train).apply(&self.head) // [B, classes]
     }
 }
 
@@ -71,6 +86,6 @@ impl ModuleT for Classifier {
     /// [B, C_in, H, W] → logits [B, classes]; `train` reaches the encoder's
     /// BatchNorm (stage 2: everything fine-tuned).
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        self.head_logits(&self.encoder.forward_t(xs, train))
+        self.head_logits(&self.encoder.forward_t(xs, train), train)
     }
 }

@@ -99,7 +99,7 @@ pub fn train_classifier(job: &ClassifierJob) -> Result<Outcome, TrainError> {
         }
         None => None,
     };
-    let model = ClassifierConfig { encoder, fc_units: t.fc_units, classes };
+    let model = ClassifierConfig { encoder, fc_units: t.fc_units, classes, dropout: t.dropout };
     model.validate()?;
     let class_names: Vec<String> = match (&job.class_names, &set.classes) {
         (Some(_), Some(_)) => {
