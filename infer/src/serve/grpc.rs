@@ -152,7 +152,8 @@ impl GrpcInferenceService for GrpcService {
     async fn model_ready(&self, request: Request<ModelReadyRequest>) -> Result<Response<ModelReadyResponse>, Status> {
         self.authorize(&request)?;
         let r = request.get_ref();
-        let ready = self.models.get(&r.name, &r.version).is_ok() && !self.draining.load(Ordering::Relaxed);
+        let ready = self.models.get(&r.name, &r.version).is_ok_and(|m| m.queue.serving())
+            && !self.draining.load(Ordering::Relaxed);
         Ok(Response::new(ModelReadyResponse { ready }))
     }
 

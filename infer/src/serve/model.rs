@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::api_error::{ApiError, Kind};
 use super::model_config::Batching;
 use super::proto::ModelConfig;
-use super::queue::{OutputRows, Queue};
+use super::queue::{OutputRows, Queue, Refused};
 use crate::session::TensorSpec;
 
 /// One version of one model, loaded, warmed up and queued.
@@ -139,14 +139,18 @@ impl ServedModel {
 
     /// Runs `n` images through the queue.
     pub async fn infer(&self, images: Vec<f32>, n: usize) -> Result<Vec<OutputRows>, ApiError> {
-        let rx = self.queue.submit(images, n).map_err(|_| {
-            ApiError::new(
+        let rx = self.queue.submit(images, n).map_err(|refused| match refused {
+            Refused::Full => ApiError::new(
                 Kind::Unavailable,
                 format!(
                     "model {:?}: queue full ({} requests waiting); retry later",
                     self.name, self.batching.max_queue
                 ),
-            )
+            ),
+            Refused::Stopped => ApiError::new(
+                Kind::Unavailable,
+                format!("model {:?} is not serving: its session threads have stopped", self.name),
+            ),
         })?;
         match rx.await {
             Ok(Ok(rows)) => Ok(rows),

@@ -3,8 +3,13 @@
 //! the async runtime's.
 //!
 //! - A front end submits an [`Entry`] (its images and a oneshot sender) and
-//!   awaits the answer; a full queue refuses at once ([`Full`], 503), so
-//!   memory stays bounded.
+//!   awaits the answer; a full queue refuses at once ([`Refused::Full`],
+//!   503), so memory stays bounded; a queue whose session threads are gone
+//!   says so ([`Refused::Stopped`]) and the model is no longer ready.
+//! - A batch that fails — an error from ONNX Runtime, or a panic on the
+//!   session thread — answers every request it held with the failure (500);
+//!   the thread goes on with the next batch, so one failure never wedges
+//!   the model.
 //! - Each session thread takes the next entry, then everything else queued,
 //!   up to `max_batch` images: when a session is free whatever is waiting
 //!   runs at once, so a lone client waits for nobody. `max_queue_delay`
@@ -13,6 +18,8 @@
 //!   runs.
 //! - Rows go back to their own request, in order.
 
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -44,9 +51,15 @@ pub struct Entry {
     pub enqueued: Instant,
 }
 
-/// The queue was full; the request was not taken.
+/// Why a request was not taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Full;
+pub enum Refused {
+    /// `max_queue` requests are waiting.
+    Full,
+    /// No session thread takes requests any more (the queue was closed, or
+    /// its threads ended).
+    Stopped,
+}
 
 /// The sending side of one model's queue; cloned by every front end.
 #[derive(Debug)]
@@ -82,17 +95,23 @@ impl Queue {
     }
 
     /// Queues `n` images; the receiver gets their rows.
-    pub fn submit(&self, images: Vec<f32>, n: usize) -> Result<oneshot::Receiver<Reply>, Full> {
+    pub fn submit(&self, images: Vec<f32>, n: usize) -> Result<oneshot::Receiver<Reply>, Refused> {
         let (reply, rx) = oneshot::channel();
         let entry = Entry { images, n, reply, enqueued: Instant::now() };
-        let tx = self.tx.as_ref().ok_or(Full)?;
+        let tx = self.tx.as_ref().ok_or(Refused::Stopped)?;
         match tx.try_send(entry) {
             Ok(()) => {
                 self.metrics.queue_depth.set(tx.len() as i64);
                 Ok(rx)
             }
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => Err(Full),
+            Err(TrySendError::Full(_)) => Err(Refused::Full),
+            Err(TrySendError::Disconnected(_)) => Err(Refused::Stopped),
         }
+    }
+
+    /// Whether a session thread still takes requests: what readiness reports.
+    pub fn serving(&self) -> bool {
+        self.tx.is_some() && self.threads.iter().any(|t| !t.is_finished())
     }
 
     /// Stops taking requests, lets the sessions answer every queued one,
@@ -122,7 +141,6 @@ struct Worker {
 
 impl Worker {
     fn run(mut self) {
-        let per_image = self.session.channels * self.session.height * self.session.width;
         let mut images = Vec::new();
         while let Some(batch) = self.next_batch() {
             let n: usize = batch.iter().map(|e| e.n).sum();
@@ -132,42 +150,67 @@ impl Worker {
             for e in &batch {
                 self.metrics.queue_time.observe((now - e.enqueued).as_secs_f64());
             }
-            // One request: its own buffer; several: one [n, C, H, W] buffer.
-            let result = if batch.len() == 1 {
-                self.session.run(&batch[0].images, n)
-            } else {
-                images.clear();
-                images.reserve(n * per_image);
-                for e in &batch {
-                    images.extend_from_slice(&e.images);
-                }
-                self.session.run(&images, n)
-            };
-            match result {
-                Ok(outputs) => {
-                    let mut first = 0;
-                    for e in batch {
-                        let rows = outputs
-                            .iter()
-                            .map(|o| {
-                                let rows = o.rows();
-                                let data = rows.slice(ndarray::s![first..first + e.n, ..]).iter().copied().collect();
-                                let mut shape: Vec<i64> = o.values.shape().iter().map(|&d| d as i64).collect();
-                                shape[0] = e.n as i64;
-                                OutputRows { name: o.name.clone(), shape, data }
-                            })
-                            .collect();
-                        first += e.n;
+            // A panic here (ours or a library's) must not take the thread,
+            // and the requests it holds, with it.
+            let rows = std::panic::catch_unwind(AssertUnwindSafe(|| self.rows(&batch, n, &mut images)))
+                .unwrap_or_else(|panic| {
+                    let why = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "unknown".into());
+                    Err(format!("the session thread failed on this batch (panic: {why})"))
+                });
+            match rows {
+                Ok(rows) => {
+                    for (e, rows) in batch.into_iter().zip(rows) {
                         let _ = e.reply.send(Ok(rows));
                     }
                 }
                 Err(err) => {
                     for e in batch {
-                        let _ = e.reply.send(Err(err.to_string()));
+                        let _ = e.reply.send(Err(err.clone()));
                     }
                 }
             }
         }
+    }
+
+    /// Runs the batch (`n` images in all) and cuts every output into each
+    /// request's rows, in order.
+    fn rows(&mut self, batch: &[Entry], n: usize, images: &mut Vec<f32>) -> Result<Vec<Vec<OutputRows>>, String> {
+        fault_point();
+        let per_image = self.session.channels * self.session.height * self.session.width;
+        // One request: its own buffer; several: one [n, C, H, W] buffer.
+        let result = if batch.len() == 1 {
+            self.session.run(&batch[0].images, n)
+        } else {
+            images.clear();
+            images.reserve(n * per_image);
+            for e in batch {
+                images.extend_from_slice(&e.images);
+            }
+            self.session.run(images, n)
+        };
+        let outputs = result.map_err(|e| e.to_string())?;
+        let mut first = 0;
+        Ok(batch
+            .iter()
+            .map(|e| {
+                let rows = outputs
+                    .iter()
+                    .map(|o| {
+                        let rows = o.rows();
+                        let data = rows.slice(ndarray::s![first..first + e.n, ..]).iter().copied().collect();
+                        let mut shape: Vec<i64> = o.values.shape().iter().map(|&d| d as i64).collect();
+                        shape[0] = e.n as i64;
+                        OutputRows { name: o.name.clone(), shape, data }
+                    })
+                    .collect();
+                first += e.n;
+                rows
+            })
+            .collect())
     }
 
     /// The next batch: the first live entry, then whatever else is queued
@@ -215,5 +258,17 @@ impl Worker {
             self.metrics.dropped.inc();
         }
         live
+    }
+}
+
+/// `INFER_FAULT=session-panic@N`: the process's Nth batch (from 1) panics
+/// on its session thread, for the test that a panic answers 500 and the
+/// model keeps serving. Unset: nothing.
+fn fault_point() {
+    static BATCHES: AtomicUsize = AtomicUsize::new(0);
+    let Ok(spec) = std::env::var("INFER_FAULT") else { return };
+    let batch = BATCHES.fetch_add(1, Ordering::Relaxed) + 1;
+    if spec.strip_prefix("session-panic@").and_then(|n| n.parse().ok()) == Some(batch) {
+        panic!("INFER_FAULT session-panic@{batch}");
     }
 }

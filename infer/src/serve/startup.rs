@@ -62,6 +62,11 @@ pub enum ServeError {
         #[source]
         source: SessionError,
     },
+    #[error(
+        "model {name} version {version}: output {output:?} of a {batch}-image warm-up batch has shape {shape:?}; \
+         the server splits outputs by their first dimension, so it must be the batch"
+    )]
+    NotBatchFirst { name: String, version: u64, output: String, shape: Vec<usize>, batch: usize },
     #[error("model {name} version {version} failed its warm-up batch")]
     WarmUp {
         name: String,
@@ -117,11 +122,23 @@ fn load(opts: &ServeOptions, metrics: &metrics::Metrics) -> Result<Models, Serve
         for s in &mut sessions {
             let per_image = s.channels * s.height * s.width;
             let n = batching.max_batch;
-            s.run(&vec![0.0; n * per_image], n).map_err(|e| ServeError::WarmUp {
+            let outputs = s.run(&vec![0.0; n * per_image], n).map_err(|e| ServeError::WarmUp {
                 name: source.name.clone(),
                 version: source.version,
                 source: e,
             })?;
+            // A batch's rows are handed back to their requests by the first
+            // dimension; a model whose output is not batch-first would be
+            // split wrongly (or not at all) under load.
+            if let Some(o) = outputs.iter().find(|o| o.values.shape().first() != Some(&n)) {
+                return Err(ServeError::NotBatchFirst {
+                    name: source.name.clone(),
+                    version: source.version,
+                    output: o.name.clone(),
+                    shape: o.values.shape().to_vec(),
+                    batch: n,
+                });
+            }
         }
         let s = &sessions[0];
         let classes = s.output("probabilities").and_then(|o| o.sizes().last().copied()).filter(|&c| c > 0);

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use ae_core::idx::{self, Images};
 
-use super::{infer_cmd, read_npy, root, tmp};
+use super::{fixture_model, infer_cmd, node, read_npy, root, tmp};
 
 /// A running `infer serve`; killed when dropped.
 struct Server {
@@ -25,12 +25,18 @@ struct Server {
 
 impl Server {
     fn start(models: &Path, extra: &[&str]) -> Server {
+        Server::start_env(models, extra, &[])
+    }
+
+    /// With environment variables (`INFER_FAULT`).
+    fn start_env(models: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let dir = tmp();
         let stderr = dir.path().join("stderr.log");
         let mut child = Command::new(env!("CARGO_BIN_EXE_infer"))
             .args(["serve", "--models", &models.display().to_string(), "--http-port", "0", "--grpc-port", "0"])
             .args(["--threads", "1", "--io-threads", "2"])
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr).unwrap())
             .spawn()
@@ -792,4 +798,69 @@ fn requests_of_clients_that_hang_up_are_skipped() {
     // (A request whose connection closed before its body was read never
     // reaches the queue at all: neither ran nor skipped.)
     assert!(ran + dropped <= 60.0 + 20.0 && ran >= 60.0, "{m}");
+}
+
+/// A panic on a session thread answers the requests of its batch with 500
+/// and one line, and the thread goes on: the next request is answered and
+/// the model stays ready (before, the batch's clients waited for ever and
+/// every later request was told the queue was full).
+#[test]
+fn a_panicking_batch_answers_500_and_the_model_keeps_serving() {
+    let dir = tmp();
+    let (images, _) = mnist_images(dir.path(), 2);
+    let server = Server::start_env(&root().join("models"), &["--log", "warn"], &[("INFER_FAULT", "session-panic@1")]);
+    let body = json_infer(&images, 2, &[]);
+    let r = request(&server.http, "POST", "/v2/models/classifier/infer", &[], &body);
+    assert_eq!(r.status, 500, "{}", r.error());
+    assert!(r.error().contains("the session thread failed on this batch (panic: INFER_FAULT session-panic@1)"), "{}", r.error());
+    let r = request(&server.http, "POST", "/v2/models/classifier/infer", &[], &body);
+    assert_eq!(r.status, 200, "{}", r.error());
+    assert_eq!(get(&server.http, "/v2/models/classifier/ready").status, 200);
+}
+
+/// A model whose output does not have the batch first would have its
+/// rows split wrongly under load: refused at start-up, naming the output.
+#[test]
+fn a_model_whose_output_is_not_batch_first_is_refused_at_start() {
+    let dir = tmp();
+    let mut m = fixture_model("classifier", 8, 8);
+    let g = m.graph.as_mut().unwrap();
+    // probabilities [batch, 10] → [10, batch]
+    let softmax = g.node.last_mut().unwrap();
+    (softmax.output[0], softmax.name) = ("rows".into(), "rows".into());
+    g.node.push(node("Transpose", &["rows"], "probabilities", vec![ae_onnx::AttributeProto::ints("perm", &[1, 0])]));
+    g.output[0] = ae_onnx::ValueInfoProto::tensor_f32(
+        "probabilities",
+        &[ae_onnx::Dim::Fixed(10), ae_onnx::Dim::Symbolic("batch".into())],
+    );
+    std::fs::write(dir.path().join("sideways.onnx"), m.to_bytes()).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_infer"))
+        .args(["serve", "--models", dir.path().to_str().unwrap(), "--http-port", "0", "--grpc-port", "0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A server that starts anyway is stopped after 20 s (and fails below).
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if t0.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert_eq!(status.and_then(|s| s.code()), Some(2), "{err}");
+    assert!(
+        err.contains("model sideways version 1: output \"probabilities\" of a ")
+            && err.contains("has shape [10, ")
+            && err.contains("so it must be the batch"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
 }

@@ -59,6 +59,10 @@ fn ready_json(state: &AppState, model: &ServedModel) -> Response {
     if is_draining(state) {
         return ApiError::new(Kind::Unavailable, "the server is shutting down").into_response();
     }
+    if !model.queue.serving() {
+        let why = format!("model {:?} is not serving: its session threads have stopped", model.name);
+        return ApiError::new(Kind::Unavailable, why).into_response();
+    }
     Json(json!({ "name": model.name, "version": model.version.to_string(), "ready": true })).into_response()
 }
 
