@@ -19,21 +19,16 @@ import time
 
 from machine import cpu
 
-BIN, DATA = sys.argv[1], sys.argv[2]
-arg = lambda name, default: sys.argv[sys.argv.index(name) + 1] if name in sys.argv else default  # noqa: E731
-SEEDS = [int(s) for s in arg("--seeds", "1,2,3").split(",")]
-PRECISION = arg("--precision", "auto")
 HERE = os.path.dirname(os.path.abspath(__file__))
-F = {k: os.path.join(DATA, f) for k, f in [("images", "train-images-idx3-ubyte"), ("labels", "train-labels-idx1-ubyte"),
-                                             ("test_images", "t10k-images-idx3-ubyte"), ("test_labels", "t10k-labels-idx1-ubyte")]}
-TRAIN = os.path.join(BIN, "train")
+FILES = [("images", "train-images-idx3-ubyte"), ("labels", "train-labels-idx1-ubyte"),
+         ("test_images", "t10k-images-idx3-ubyte"), ("test_labels", "t10k-labels-idx1-ubyte")]
 
 
 def log(msg):
     print(f"accurate: {msg}", file=sys.stderr, flush=True)
 
 
-def ours(seed, work):
+def ours(TRAIN, F, PRECISION, seed, work):
     ae, clf = os.path.join(work, f"ae-{seed}"), os.path.join(work, f"clf-{seed}")
     flags = ["--preset", "accurate", "--seed", str(seed), "--precision", PRECISION, "--threads", "2", "--quiet",
              "--force", "--tensorboard", "false"]
@@ -51,7 +46,7 @@ def ours(seed, work):
             "test_accuracy": test["accuracy"], "test_epoch": test.get("epoch")}
 
 
-def theirs(seed, budget, bf16):
+def theirs(F, seed, budget, bf16):
     cmd = [sys.executable, os.path.join(HERE, "deotte.py"), "--images", F["images"], "--labels", F["labels"],
            "--test-images", F["test_images"], "--test-labels", F["test_labels"], "--seed", str(seed),
            "--budget", str(budget)] + (["--bf16"] if bf16 else [])
@@ -62,25 +57,14 @@ def stats(v):
     return statistics.mean(v), (statistics.stdev(v) if len(v) > 1 else float("nan"))
 
 
-def main():
-    name, flags, cores = cpu()
-    log(f"{name}, {cores} CPUs; flags: {' '.join(flags)}")
-    work = tempfile.mkdtemp()
-    rows = []
-    for seed in SEEDS:
-        o = ours(seed, work)
-        log(f"seed {seed} train: {o}")
-        t = theirs(seed, o["seconds"], o["precision"] == "bf16-mixed")
-        log(f"seed {seed} deotte.py: {t}")
-        rows.append({"seed": seed, "train": o, "deotte": t})
-    result = {"cpu": name, "flags": flags, "cores": cores, "precision": PRECISION, "seeds": rows}
-    json.dump(result, open(os.path.join(HERE, "accurate.json"), "w"), indent=1)
+def report(result):
+    """The markdown of a run's `accurate.json`: the command, the per-seed table, mean ± sd, the curves."""
+    rows, SEEDS, PRECISION = result["seeds"], [r["seed"] for r in result["seeds"]], result["precision"]
     ot, dt = stats([r["train"]["test_accuracy"] for r in rows]), stats([r["deotte"]["test_accuracy"] for r in rows])
     ov, dv = stats([r["train"]["val_accuracy"] for r in rows]), stats([r["deotte"]["val_accuracy"] for r in rows])
-    L = ["# `--preset accurate` over seeds, beside Deotte's recipe in PyTorch", "",
-         f"CPU: {name}; flags: {' '.join(flags)}; {cores} CPUs, 2 threads. One run of "
-         f"`python bench/accurate.py BIN DATA --seeds {','.join(map(str, SEEDS))} --precision {PRECISION}`; every figure "
-         "below is from that run. Per seed: `train autoencoder` and `train classifier --preset accurate` "
+    L = [f"CPU: {result['cpu']}; flags: {' '.join(result['flags'])}; {result['cores']} CPUs, 2 threads; {result.get('date', '')}. "
+         f"One run of `python bench/accurate.py BIN DATA --seeds {','.join(map(str, SEEDS))} --precision {PRECISION}`; "
+         "every figure below is from that run. Per seed: `train autoencoder` and `train classifier --preset accurate` "
          "(with its test report), timed together; then `bench/deotte.py` (Deotte's single CNN with BatchNorm and "
          "dropout, rotation ±15°, zoom ±0.15, shift ±0.1, Adam 1e-3·0.95^epoch, batch 64, trained from scratch on the "
          "same share of the training images) for whole epochs within the same seconds, in the same precision. "
@@ -99,6 +83,30 @@ def main():
     L += ["", "deotte.py's validation accuracy per epoch:", ""]
     for r in rows:
         L.append(f"- seed {r['seed']}: " + " ".join(f"{v:.4f}" for v in r["deotte"]["val_curve"]))
+    return L
+
+
+def main():
+    BIN, DATA = sys.argv[1], sys.argv[2]
+    arg = lambda name, default: sys.argv[sys.argv.index(name) + 1] if name in sys.argv else default  # noqa: E731
+    seeds = [int(s) for s in arg("--seeds", "1,2,3").split(",")]
+    precision = arg("--precision", "auto")
+    files = {k: os.path.join(DATA, f) for k, f in FILES}
+    train = os.path.join(BIN, "train")
+    name, flags, cores = cpu()
+    log(f"{name}, {cores} CPUs; flags: {' '.join(flags)}")
+    work = tempfile.mkdtemp()
+    rows = []
+    for seed in seeds:
+        o = ours(train, files, precision, seed, work)
+        log(f"seed {seed} train: {o}")
+        t = theirs(files, seed, o["seconds"], o["precision"] == "bf16-mixed")
+        log(f"seed {seed} deotte.py: {t}")
+        rows.append({"seed": seed, "train": o, "deotte": t})
+    result = {"cpu": name, "flags": flags, "cores": cores, "precision": precision, "seeds": rows,
+              "date": time.strftime("%Y-%m-%d")}
+    json.dump(result, open(os.path.join(HERE, "accurate.json"), "w"), indent=1)
+    L = ["# `--preset accurate` over seeds, beside Deotte's recipe in PyTorch", ""] + report(result)
     open(os.path.join(HERE, "accurate.md"), "w").write("\n".join(L) + "\n")
     print("\n".join(L))
 

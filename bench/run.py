@@ -402,6 +402,17 @@ for label, c in curves.items():
     T.append(f"| {label} | {c['epochs']} | {c['minutes']:.1f} | {c['val_loss']:.5f} | "
              + (f"epoch {cr['epoch']} ({cr['minutes']:.1f} min, {cr['val_loss']:.5f})" if cr else "not reached") + " |")
 T.append("")
+# The accurate preset's seeds take an hour: bench/accurate.py runs them on
+# its own; its last run's figures are shown here, named as such.
+T.append("### `--preset accurate` over 3 seeds, beside Deotte's recipe in PyTorch (not measured in this run)\n")
+acc_json = os.path.join(HERE, "accurate.json")
+if os.path.exists(acc_json):
+    import accurate  # noqa: E402
+    T.append("From `bench/accurate.json`, written by its own run:\n")
+    T.extend(accurate.report(json.load(open(acc_json))))
+    T.append("")
+else:
+    T.append("No `bench/accurate.json`: run `python bench/accurate.py BIN DATA`.\n")
 T.append("## 5. Data loading and memory\n")
 T.append(f"- Reading the {results['idx_load']['bytes'] / 1e6:.0f} MB MNIST training images (IDX) and normalising them to float32: "
          f"{1000 * results['idx_load']['seconds']:.0f} ms (median of 5 processes).")
@@ -418,6 +429,10 @@ T.append("## 6. Serving\n")
 T.append("`infer serve` under load (wrk on loopback, 1/8/64 clients, JSON and binary tensors) against `--max-batch 1` "
          "and FastAPI + uvicorn + onnxruntime: `bench/serving.md`, written by `bench/serving.py`, which `make bench` "
          "runs after this report (its own run, its own figures).\n")
+T.append("## 7. Mixed precision\n")
+T.append("`train --precision bf16-mixed` against PyTorch under `torch.autocast` on the four models' epochs, and over "
+         "seeds against float32: `bench/precision.md`, written by `bench/precision.py`, which `make bench` runs after "
+         "this report (its own run, its own figures; on a CPU without native bfloat16 it records the refusal).\n")
 T.append("## Targets\n")
 tr_ratios = ", ".join("%.2f" % r["ratio"] for r in train_rows)
 inf_ratios = ", ".join("%.2f" % r["ratio_python"] for r in infer_rows)

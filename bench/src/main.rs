@@ -48,6 +48,22 @@ enum Command {
         #[arg(long)]
         images: PathBuf,
     },
+    /// The augmentation alone: seconds to transform an epoch's batches as the training loop does
+    /// (gather, draw, one affine resample per batch), median of --reps epochs.
+    AugmentTime {
+        #[arg(long)]
+        images: PathBuf,
+        /// Training images of the epoch (the first N of the file).
+        #[arg(long, default_value_t = 9600)]
+        limit: usize,
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        /// An --augment SPEC.
+        #[arg(long)]
+        spec: train::config::Augment,
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
+    },
     /// Writes IDX images and labels as an image folder DIR/<class>/<index>.png
     /// (grayscale or RGB PNGs; class folders named by --class-names or the label numbers).
     /// Validation loss against cumulative training time, from history.csv files, as a PNG.
@@ -119,6 +135,9 @@ fn run(cli: Cli) -> Result<serde_json::Value, TrainError> {
         }
         Command::IdxLoad { images } => bench::idx_load(images)?,
         Command::DatasetLoad { images } => bench::dataset_load(images)?,
+        Command::AugmentTime { images, limit, batch, spec, reps } => {
+            bench::augment_time(images, *limit, *batch, spec, *reps)?
+        }
         Command::Curve { histories, target, out } => bench::val_loss_curves(histories, *target, out)?,
         Command::Matmul { n, reps } => {
             let torch = bench::matmul_ceiling(*n, *reps);

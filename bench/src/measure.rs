@@ -182,6 +182,38 @@ pub fn idx_load(images: &Path) -> Result<serde_json::Value, TrainError> {
     Ok(serde_json::json!({"seconds": secs, "images": imgs.count, "values": x.len(), "bytes": bytes}))
 }
 
+/// What the training loop spends on `--augment SPEC` in an epoch of
+/// `limit` images: the same batches (`data::epoch_batches`), gathers and
+/// per-batch generator as `fit.rs`, with the resample and nothing else;
+/// the median of `reps` epochs after one warm-up.
+pub fn augment_time(
+    images: &Path,
+    limit: usize,
+    batch: usize,
+    spec: &train::config::Augment,
+    reps: usize,
+) -> Result<serde_json::Value, TrainError> {
+    let imgs = ae_core::idx::read_images(images)?;
+    let x = data::images_tensor(&imgs, Device::Cpu);
+    let x = x.narrow(0, 0, (limit as i64).min(x.size()[0]));
+    let n = x.size()[0] as usize;
+    let epoch = |e: usize| {
+        let t0 = Instant::now();
+        for (b, idx) in data::epoch_batches(n, batch, 42, e, Device::Cpu).iter().enumerate() {
+            let xb = x.index_select(0, idx);
+            let mut rng = train::rng::Rng::new(42 ^ ((e as u64) << 32) ^ b as u64);
+            let out = spec.apply(&xb, &mut rng);
+            std::hint::black_box(out.size());
+        }
+        t0.elapsed().as_secs_f64()
+    };
+    epoch(0);
+    let mut secs: Vec<f64> = (1..=reps.max(1)).map(epoch).collect();
+    secs.sort_by(f64::total_cmp);
+    Ok(serde_json::json!({"seconds": secs[secs.len() / 2], "samples": secs, "images": n, "batch": batch,
+                          "spec": serde_json::to_value(spec).ok()}))
+}
+
 /// Loading a training set the way `train` does (`data::load`): an IDX file
 /// read and checked, or an image folder scanned (headers), hashed and
 /// decoded in parallel; then normalised to f32 as training does.
