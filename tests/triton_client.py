@@ -24,6 +24,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import urllib.request
 
 import numpy as np
 from google.protobuf import json_format, text_format
@@ -197,6 +198,14 @@ def run_checks(http_url, grpc_url, repo, models, x, expected):
             raise AssertionError("an unknown model was answered")
         except InferenceServerException as e:
             check("unknown model" in str(e), e)
+    # Every gRPC call is counted, not only ModelInfer: the refused
+    # ServerMetadata above, and the metadata, config and readiness calls.
+    req = urllib.request.Request(f"http://{http_url}/metrics", headers=key())
+    text = urllib.request.urlopen(req, timeout=10).read().decode()
+    grpc = {l.split("{")[1].split("}")[0]: float(l.rsplit(" ", 1)[1]) for l in text.splitlines()
+            if l.startswith("infer_requests_total{") and 'protocol="grpc"' in l}
+    check(grpc.get('model="",protocol="grpc",status="Unauthenticated"', 0) >= 1, f"refused gRPC call uncounted: {grpc}")
+    check(any('model="classifier"' in k and 'status="Ok"' in k for k in grpc), grpc)
     h.close()
     g.close()
     return checks

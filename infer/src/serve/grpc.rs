@@ -55,6 +55,14 @@ impl GrpcService {
         tracing::info!(target: "access", "gRPC {rpc} {model} {code:?} {:.3} ms", start.elapsed().as_secs_f64() * 1e3);
     }
 
+    /// Runs one of the synchronous calls, counted and logged as ModelInfer is.
+    fn counted<T>(&self, rpc: &str, model: &str, call: impl FnOnce() -> Result<T, Status>) -> Result<T, Status> {
+        let start = Instant::now();
+        let result = call();
+        self.record(rpc, model, start, &result);
+        result
+    }
+
     async fn infer(&self, request: Request<ModelInferRequest>) -> Result<Response<ModelInferResponse>, Status> {
         self.authorize(&request)?;
         let r = request.into_inner();
@@ -138,56 +146,64 @@ fn decode_inputs(
 #[tonic::async_trait]
 impl GrpcInferenceService for GrpcService {
     async fn server_live(&self, _: Request<ServerLiveRequest>) -> Result<Response<ServerLiveResponse>, Status> {
-        Ok(Response::new(ServerLiveResponse { live: true }))
+        self.counted("ServerLive", "", || Ok(Response::new(ServerLiveResponse { live: true })))
     }
 
     async fn server_ready(
         &self,
         request: Request<ServerReadyRequest>,
     ) -> Result<Response<ServerReadyResponse>, Status> {
-        self.authorize(&request)?;
-        Ok(Response::new(ServerReadyResponse { ready: !self.draining.load(Ordering::Relaxed) }))
+        self.counted("ServerReady", "", || {
+            self.authorize(&request)?;
+            Ok(Response::new(ServerReadyResponse { ready: !self.draining.load(Ordering::Relaxed) }))
+        })
     }
 
     async fn model_ready(&self, request: Request<ModelReadyRequest>) -> Result<Response<ModelReadyResponse>, Status> {
-        self.authorize(&request)?;
         let r = request.get_ref();
-        let ready = self.models.get(&r.name, &r.version).is_ok_and(|m| m.queue.serving())
-            && !self.draining.load(Ordering::Relaxed);
-        Ok(Response::new(ModelReadyResponse { ready }))
+        self.counted("ModelReady", &r.name, || {
+            self.authorize(&request)?;
+            let ready = self.models.get(&r.name, &r.version).is_ok_and(|m| m.queue.serving())
+                && !self.draining.load(Ordering::Relaxed);
+            Ok(Response::new(ModelReadyResponse { ready }))
+        })
     }
 
     async fn server_metadata(
         &self,
         request: Request<ServerMetadataRequest>,
     ) -> Result<Response<ServerMetadataResponse>, Status> {
-        self.authorize(&request)?;
-        Ok(Response::new(ServerMetadataResponse {
-            name: SERVER_NAME.into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            extensions: EXTENSIONS.iter().map(|e| e.to_string()).collect(),
-        }))
+        self.counted("ServerMetadata", "", || {
+            self.authorize(&request)?;
+            Ok(Response::new(ServerMetadataResponse {
+                name: SERVER_NAME.into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                extensions: EXTENSIONS.iter().map(|e| e.to_string()).collect(),
+            }))
+        })
     }
 
     async fn model_metadata(
         &self,
         request: Request<ModelMetadataRequest>,
     ) -> Result<Response<ModelMetadataResponse>, Status> {
-        self.authorize(&request)?;
         let r = request.get_ref();
-        let model = self.model(&r.name, &r.version)?;
-        let tensor = |t: &crate::session::TensorSpec| TensorMetadata {
-            name: t.name.clone(),
-            datatype: "FP32".into(),
-            shape: t.sizes(),
-        };
-        Ok(Response::new(ModelMetadataResponse {
-            name: model.name.clone(),
-            versions: self.models.versions(&model.name),
-            platform: PLATFORM.into(),
-            inputs: vec![tensor(&model.input)],
-            outputs: model.outputs.iter().map(tensor).collect(),
-        }))
+        self.counted("ModelMetadata", &r.name, || {
+            self.authorize(&request)?;
+            let model = self.model(&r.name, &r.version)?;
+            let tensor = |t: &crate::session::TensorSpec| TensorMetadata {
+                name: t.name.clone(),
+                datatype: "FP32".into(),
+                shape: t.sizes(),
+            };
+            Ok(Response::new(ModelMetadataResponse {
+                name: model.name.clone(),
+                versions: self.models.versions(&model.name),
+                platform: PLATFORM.into(),
+                inputs: vec![tensor(&model.input)],
+                outputs: model.outputs.iter().map(tensor).collect(),
+            }))
+        })
     }
 
     async fn model_infer(&self, request: Request<ModelInferRequest>) -> Result<Response<ModelInferResponse>, Status> {
@@ -202,9 +218,11 @@ impl GrpcInferenceService for GrpcService {
         &self,
         request: Request<ModelConfigRequest>,
     ) -> Result<Response<ModelConfigResponse>, Status> {
-        self.authorize(&request)?;
         let r = request.get_ref();
-        let model = self.model(&r.name, &r.version)?;
-        Ok(Response::new(ModelConfigResponse { config: Some(model.config.clone()) }))
+        self.counted("ModelConfig", &r.name, || {
+            self.authorize(&request)?;
+            let model = self.model(&r.name, &r.version)?;
+            Ok(Response::new(ModelConfigResponse { config: Some(model.config.clone()) }))
+        })
     }
 }

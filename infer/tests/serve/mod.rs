@@ -798,6 +798,9 @@ fn requests_of_clients_that_hang_up_are_skipped() {
     // (A request whose connection closed before its body was read never
     // reaches the queue at all: neither ran nor skipped.)
     assert!(ran + dropped <= 60.0 + 20.0 && ran >= 60.0, "{m}");
+    // Only the scrape itself is in flight: the abandoned requests left the
+    // gauge when hyper dropped them.
+    assert_eq!(metric(&m, "infer_requests_in_flight"), 1.0, "{m}");
 }
 
 /// A panic on a session thread answers the requests of its batch with 500

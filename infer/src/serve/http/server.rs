@@ -49,7 +49,9 @@ async fn guard(State(state): State<AppState>, request: Request, next: Next) -> R
     let start = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_string();
-    state.metrics.in_flight.inc();
+    // Decremented when dropped: also when the client leaves and hyper
+    // drops this future before it ends.
+    let in_flight = InFlight::enter(&state.metrics.in_flight);
     let response = match &state.key {
         Some(key)
             if path != "/v2/health/live"
@@ -60,13 +62,29 @@ async fn guard(State(state): State<AppState>, request: Request, next: Next) -> R
         }
         _ => next.run(request).await,
     };
-    state.metrics.in_flight.dec();
+    drop(in_flight);
     let status = response.status().as_u16();
     // Only served models label metrics: a client must not be able to mint series.
     let model = Some(model_of(&path)).filter(|m| state.models.by_name.contains_key(*m)).unwrap_or("");
     state.metrics.requests.with_label_values(&[model, "http", &status.to_string()]).inc();
     tracing::info!(target: "access", "{method} {path} {status} {:.3} ms", start.elapsed().as_secs_f64() * 1e3);
     response
+}
+
+/// One request in the in-flight gauge, for as long as it lives.
+struct InFlight(prometheus::IntGauge);
+
+impl InFlight {
+    fn enter(gauge: &prometheus::IntGauge) -> InFlight {
+        gauge.inc();
+        InFlight(gauge.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// The model a path names, for metric labels ("" for none).
