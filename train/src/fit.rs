@@ -599,11 +599,10 @@ impl<'a> Trainer<'a> {
             // Validation, the best epoch and the checkpoint's model see the
             // averaged weights, if any (an error ends the run: no swap back).
             self.swap_ema();
-            let eval = torch(|| {
-                evaluate(model, self.objective, s.precision, &self.data.val_x, self.data.val_y.as_ref())
-            })
-            .and_then(|r| r.map_err(TrainError::from))
-            .map_err(|e| self.failed(epoch, e))?;
+            let eval =
+                torch(|| evaluate(model, self.objective, s.precision, &self.data.val_x, self.data.val_y.as_ref()))
+                    .and_then(|r| r.map_err(TrainError::from))
+                    .map_err(|e| self.failed(epoch, e))?;
             if eval.loss.is_nan() {
                 return Err(TrainError::NanLoss { epoch });
             }
@@ -642,7 +641,11 @@ impl<'a> Trainer<'a> {
             };
             let improved = record.best_epoch == epoch;
             if !self.quiet {
-                println!("{}{}", summary_line(&record, self.total, n, self.settings.precision), if improved { " (best)" } else { "" });
+                println!(
+                    "{}{}",
+                    summary_line(&record, self.total, n, self.settings.precision),
+                    if improved { " (best)" } else { "" }
+                );
             }
             // The log first, then the checkpoint (it carries the history),
             // then the best weights, then the CSV view. The best file is

@@ -174,13 +174,22 @@ impl CpuBf16 {
             .into_iter()
             .filter_map(|(on, n)| on.then_some(n))
             .collect();
-        if f.is_empty() { "none".into() } else { f.join(" ") }
+        if f.is_empty() {
+            "none".into()
+        } else {
+            f.join(" ")
+        }
     }
 }
 
 /// The precision to train in on `device`: `auto` resolved, and a
 /// precision the hardware cannot run well refused (unless `force`).
-pub fn resolve(choice: PrecisionChoice, device: Device, cpu: &CpuBf16, force: bool) -> Result<Precision, PrecisionError> {
+pub fn resolve(
+    choice: PrecisionChoice,
+    device: Device,
+    cpu: &CpuBf16,
+    force: bool,
+) -> Result<Precision, PrecisionError> {
     let on_cpu = device == Device::Cpu;
     match choice {
         PrecisionChoice::Full => Ok(Precision::Full),
@@ -213,8 +222,13 @@ mod shim {
     }
 
     unsafe extern "C" {
-        fn ae_autocast_enter(device_type: c_int, dtype: c_int, prior: *mut Prior, err: *mut c_char, len: usize)
-            -> c_int;
+        fn ae_autocast_enter(
+            device_type: c_int,
+            dtype: c_int,
+            prior: *mut Prior,
+            err: *mut c_char,
+            len: usize,
+        ) -> c_int;
         fn ae_autocast_exit(device_type: c_int, prior: *const Prior, err: *mut c_char, len: usize) -> c_int;
         fn ae_autocast_enabled(device_type: c_int) -> c_int;
     }

@@ -807,9 +807,15 @@ fn bad_inputs_fail_before_training_with_exit_2() {
         ("unknown_flag", vec!["autoencoder".into(), "--layerz".into(), "3".into()]),
         (
             "dropout_1",
-            vec!["classifier", "--autoencoder", "nope", "--dropout", "1", "--out", o].into_iter().map(String::from).collect(),
+            vec!["classifier", "--autoencoder", "nope", "--dropout", "1", "--out", o]
+                .into_iter()
+                .map(String::from)
+                .collect(),
         ),
-        ("precision_half_on_cpu", vec!["autoencoder", "--precision", "16-mixed", "--out", o].into_iter().map(String::from).collect()),
+        (
+            "precision_half_on_cpu",
+            vec!["autoencoder", "--precision", "16-mixed", "--out", o].into_iter().map(String::from).collect(),
+        ),
     ];
     let mut snapshot = String::new();
     for (name, args) in &cases {
@@ -2449,7 +2455,8 @@ fn summaries_of_the_quick_preset() {
     let ae_cfg = Preset::Quick.autoencoder().architecture.with_input(InputShape::gray(28, 28));
     let ae = ae_cfg.init(&(vs.root() / "ae")).summary();
     assert_eq!((ae.total(), ae.trainable(), ae.frozen()), (342_241, 342_241, 0));
-    let clf_cfg = ClassifierConfig { encoder: ae_cfg, fc_units: Preset::Quick.classifier().fc_units, classes: 10, dropout: 0.0 };
+    let clf_cfg =
+        ClassifierConfig { encoder: ae_cfg, fc_units: Preset::Quick.classifier().fc_units, classes: 10, dropout: 0.0 };
     let clf = clf_cfg.init(&(vs.root() / "clf"));
     let (stage1, stage2) = (clf.summary(true), clf.summary(false));
     assert_eq!((stage2.total(), stage2.frozen()), (499_514, 0));
@@ -2706,7 +2713,10 @@ fn train_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
     let mut c = train_bin();
     c.args(args).envs(env.iter().copied());
     let o = c.stdout(Stdio::piped()).stderr(Stdio::piped()).output().unwrap();
-    (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr))
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr),
+    )
 }
 
 /// `--precision`: refused where the hardware cannot run it (the refusal
@@ -2786,7 +2796,11 @@ fn mixed_precision_is_checked_recorded_and_resumable() {
     let (f32_loss, f32_val) = quick("q32", "32");
     let (bf_loss, bf_val) = quick("qbf16", "bf16-mixed");
     let rel = |a: f64, b: f64| (a - b).abs() / b;
-    eprintln!("bf16-mixed against float32: loss {:.3e}, val_loss {:.3e} relative", rel(bf_loss, f32_loss), rel(bf_val, f32_val));
+    eprintln!(
+        "bf16-mixed against float32: loss {:.3e}, val_loss {:.3e} relative",
+        rel(bf_loss, f32_loss),
+        rel(bf_val, f32_val)
+    );
     assert!(
         rel(bf_loss, f32_loss) < 0.03 && rel(bf_val, f32_val) < 0.03,
         "bf16-mixed loss {bf_loss} val {bf_val} against float32 {f32_loss} val {f32_val}"
@@ -2818,7 +2832,8 @@ fn mixed_precision_is_checked_recorded_and_resumable() {
 
     // The export is float32 and passes the parity gate against tch.
     let models = dir.path().join("models");
-    let (code, err) = run_cmd(&["export", "--run", full_dir.to_str().unwrap(), "--out", models.to_str().unwrap(), "-q"]);
+    let (code, err) =
+        run_cmd(&["export", "--run", full_dir.to_str().unwrap(), "--out", models.to_str().unwrap(), "-q"]);
     assert_eq!(code, 0, "{err}");
     let s = ModelSession::open(models.join("autoencoder.onnx"), &SessionOptions::default()).unwrap();
     assert_eq!(s.metadata["training_precision"], "bf16-mixed");

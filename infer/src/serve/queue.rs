@@ -152,15 +152,16 @@ impl Worker {
             }
             // A panic here (ours or a library's) must not take the thread,
             // and the requests it holds, with it.
-            let rows = std::panic::catch_unwind(AssertUnwindSafe(|| self.rows(&batch, n, &mut images)))
-                .unwrap_or_else(|panic| {
+            let rows = std::panic::catch_unwind(AssertUnwindSafe(|| self.rows(&batch, n, &mut images))).unwrap_or_else(
+                |panic| {
                     let why = panic
                         .downcast_ref::<&str>()
                         .map(|s| s.to_string())
                         .or_else(|| panic.downcast_ref::<String>().cloned())
                         .unwrap_or_else(|| "unknown".into());
                     Err(format!("the session thread failed on this batch (panic: {why})"))
-                });
+                },
+            );
             match rows {
                 Ok(rows) => {
                     for (e, rows) in batch.into_iter().zip(rows) {

@@ -815,7 +815,11 @@ fn a_panicking_batch_answers_500_and_the_model_keeps_serving() {
     let body = json_infer(&images, 2, &[]);
     let r = request(&server.http, "POST", "/v2/models/classifier/infer", &[], &body);
     assert_eq!(r.status, 500, "{}", r.error());
-    assert!(r.error().contains("the session thread failed on this batch (panic: INFER_FAULT session-panic@1)"), "{}", r.error());
+    assert!(
+        r.error().contains("the session thread failed on this batch (panic: INFER_FAULT session-panic@1)"),
+        "{}",
+        r.error()
+    );
     let r = request(&server.http, "POST", "/v2/models/classifier/infer", &[], &body);
     assert_eq!(r.status, 200, "{}", r.error());
     assert_eq!(get(&server.http, "/v2/models/classifier/ready").status, 200);

@@ -107,10 +107,8 @@ impl Classifier {
         let mut layers = self.encoder.summary_layers(&cfg.encoder, encoder_frozen);
         let linear = |l: &tch::nn::Linear| numel(&l.ws) + l.bs.as_ref().map_or(0, numel);
         let dropout = format!("dropout {} (fine-tuning only)", cfg.dropout);
-        let mut head = vec![
-            ("flatten", "flatten", cfg.embedding_len(), 0),
-            ("fc", "dense, ReLU", cfg.fc_units, linear(&self.fc)),
-        ];
+        let mut head =
+            vec![("flatten", "flatten", cfg.embedding_len(), 0), ("fc", "dense, ReLU", cfg.fc_units, linear(&self.fc))];
         if cfg.dropout > 0.0 {
             head.push(("dropout", dropout.as_str(), cfg.fc_units, 0));
         }
