@@ -16,6 +16,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
+use crate::model::architecture::is_zero;
 use crate::rng::Rng;
 
 /// `--augment`: which transforms, and how strong.
@@ -98,10 +99,11 @@ pub fn resample(x: &Tensor, transforms: &[Transform], nearest: bool) -> Tensor {
     let (n, h, w) = (size[0], size[2] as f64, size[3] as f64);
     let theta: Vec<f32> = transforms.iter().flat_map(|t| t.theta(h, w)).collect();
     let theta = Tensor::from_slice(&theta).view([n, 6]).to_device(x.device()); // [B, 6]
-                                                                               // affine_grid's grid, computed elementwise: its own batched matrix
-                                                                               // product runs through BLAS, whose last bits can follow the buffers'
-                                                                               // alignment, and a run must repeat bit for bit. Pixel centres in [−1, 1]
-                                                                               // (align_corners = false): (2k + 1) / size − 1.
+
+    // affine_grid's grid, computed elementwise: its own batched matrix
+    // product runs through BLAS, whose last bits can follow the buffers'
+    // alignment, and a run must repeat bit for bit. Pixel centres in [−1, 1]
+    // (align_corners = false): (2k + 1) / size − 1.
     let opts = (tch::Kind::Float, x.device());
     let xs = (Tensor::arange(size[3], opts) * 2.0 + 1.0) / w - 1.0; // [W]
     let ys = (Tensor::arange(size[2], opts) * 2.0 + 1.0) / h - 1.0; // [H]
@@ -110,7 +112,8 @@ pub fn resample(x: &Tensor, transforms: &[Transform], nearest: bool) -> Tensor {
     let gx = col(0) * &xs + col(1) * &ys + col(2); // [B, H, W]
     let gy = col(3) * &xs + col(4) * &ys + col(5);
     let grid = Tensor::stack(&[gx, gy], 3); // [B, H, W, 2]
-                                            // Interpolation 0: bilinear, 1: nearest; padding 0: zeros.
+
+    // Interpolation 0: bilinear, 1: nearest; padding 0: zeros.
     x.grid_sampler(&grid, if nearest { 1 } else { 0 }, 0, false)
 }
 
@@ -238,10 +241,6 @@ enum Stored {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         flip: bool,
     },
-}
-
-fn is_zero(v: &f64) -> bool {
-    *v == 0.0
 }
 
 fn is_zero_usize(v: &usize) -> bool {

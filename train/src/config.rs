@@ -8,13 +8,10 @@ use strum::{Display, EnumMessage, EnumString, IntoStaticStr, VariantArray};
 
 pub use crate::augment::Augment;
 pub use crate::early_stopping::{EarlyStopping, Monitor};
+use crate::model::architecture::is_zero;
 pub use crate::model::{Architecture, ConfigError, FC_UNITS};
 use crate::optim::OptimizerKind;
 pub use crate::precision::Precision;
-
-fn is_zero(v: &f64) -> bool {
-    *v == 0.0
-}
 
 /// The two networks this crate trains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

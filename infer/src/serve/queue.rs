@@ -20,6 +20,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -265,11 +266,15 @@ impl Worker {
 /// `INFER_FAULT=session-panic@N`: the process's Nth batch (from 1) panics
 /// on its session thread, for the test that a panic answers 500 and the
 /// model keeps serving. Unset: nothing.
+/// The variable is read once per process, not on every batch.
 fn fault_point() {
+    static AT: OnceLock<Option<usize>> = OnceLock::new();
     static BATCHES: AtomicUsize = AtomicUsize::new(0);
-    let Ok(spec) = std::env::var("INFER_FAULT") else { return };
+    let at = AT
+        .get_or_init(|| std::env::var("INFER_FAULT").ok()?.strip_prefix("session-panic@").and_then(|n| n.parse().ok()));
+    let Some(at) = *at else { return };
     let batch = BATCHES.fetch_add(1, Ordering::Relaxed) + 1;
-    if spec.strip_prefix("session-panic@").and_then(|n| n.parse().ok()) == Some(batch) {
+    if batch == at {
         panic!("INFER_FAULT session-panic@{batch}");
     }
 }

@@ -4,6 +4,13 @@
 
 use serde::{Deserialize, Serialize};
 
+/// serde's `skip_serializing_if` for settings whose 0 means "off": a run
+/// that leaves them off keeps the config.json (and fingerprint) it had
+/// before they existed.
+pub(crate) fn is_zero(v: &f64) -> bool {
+    *v == 0.0
+}
+
 /// A configuration the networks cannot be built or trained with.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ConfigError {

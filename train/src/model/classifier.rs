@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use tch::{nn, nn::ModuleT, Tensor};
 
-use super::architecture::{ConfigError, FC_UNITS};
+use super::architecture::{is_zero, ConfigError, FC_UNITS};
 use super::encoder::Encoder;
 use super::spec::AutoencoderConfig;
 
@@ -21,10 +21,6 @@ pub struct ClassifierConfig {
     /// Absent from older runs' files (0), so their fingerprints hold.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub dropout: f64,
-}
-
-fn is_zero(v: &f64) -> bool {
-    *v == 0.0
 }
 
 impl ClassifierConfig {
