@@ -1770,10 +1770,10 @@ fn classifier_small(ae: &Path, out: &Path, extra: &[&str], fault: Option<&str>) 
     c.args(["classifier", "--autoencoder", ae.to_str().unwrap()])
         .args(["--images", mnist("train-images-idx3-ubyte").to_str().unwrap()])
         .args(["--labels", mnist("train-labels-idx1-ubyte").to_str().unwrap()])
-        .args(["--fc-units", "16", "--threads", "2"])
+        .args(["--fc-units", "16"])
         .args(["--tensorboard-every", "10", "--out", out.to_str().unwrap()])
         .args(extra);
-    for (flag, default) in [("--batch-size", "32"), ("--limit", "1500")] {
+    for (flag, default) in [("--batch-size", "32"), ("--limit", "1500"), ("--threads", "2")] {
         if !extra.contains(&flag) {
             c.args([flag, default]);
         }
@@ -1947,7 +1947,12 @@ fn augmentation_and_weight_averaging_in_a_run() {
     assert!((plain - augmented).abs() < 1e-7, "validation saw the augmentation: {plain} vs {augmented}");
 
     let args = ["--frozen-epochs", "1", "--epochs", "2", "--test-images", "none", "--ema", "0.99"];
-    let args = [&args[..], &["--augment", "rotate=15,shift=0.1,zoom=0.1", "--label-smoothing", "0.1"]].concat();
+    // One thread: on the AVX-512/AMX Xeon the recorded training loss of this
+    // configuration differed in its last bit between two identical 2-thread
+    // processes (weights and validation equal), 2 CI runs in 4.
+    let args =
+        [&args[..], &["--augment", "rotate=15,shift=0.1,zoom=0.1", "--label-smoothing", "0.1", "--threads", "1"]]
+            .concat();
     let full = dir.path().join("full");
     let (code, err) = classifier_small(&ae, &full, &args, None);
     assert_eq!(code, 0, "{err}");
@@ -1961,9 +1966,9 @@ fn augmentation_and_weight_averaging_in_a_run() {
     assert_ne!(code, 0);
     let (code, err) = classifier_small(&ae, &cut, &[&args[..], &["--resume"]].concat(), None);
     assert_eq!(code, 0, "{err}");
-    assert_eq!(history_losses(&cut), history_losses(&full));
     tensors_equal(&full.join("weights.safetensors"), &cut.join("weights.safetensors"), "ema resumed");
     tensors_equal(&full.join("best.safetensors"), &cut.join("best.safetensors"), "ema resumed best");
+    assert_eq!(history_losses(&cut), history_losses(&full));
     // The export is the average: ONNX Runtime computes what tch computes
     // with the averaged weights, not with the training weights.
     let models = dir.path().join("models");
