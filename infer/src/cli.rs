@@ -241,9 +241,12 @@ pub struct ServeArgs {
     /// Seconds to answer the requests already accepted after SIGTERM or Ctrl-C.
     #[arg(long, default_value_t = 30.0, value_parser = parse_seconds)]
     pub drain_timeout: f64,
-    /// Open HTTP connections, at most; one more gets 503 and is closed.
+    /// Open connections, HTTP and gRPC together, at most; one more gets 503 (gRPC: is closed).
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
+    /// gRPC calls at once on one connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_streams: u32,
     /// Require `Authorization: Bearer KEY` on every endpoint except liveness (401 without it).
     #[arg(long, conflicts_with = "api_key_file", env = "INFER_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
@@ -310,6 +313,7 @@ impl ServeArgs {
             read_timeout: Duration::from_secs_f64(self.read_timeout),
             drain_timeout: Duration::from_secs_f64(self.drain_timeout),
             max_connections: self.max_connections as usize,
+            max_streams: self.max_streams,
             api_key: match (&self.api_key, &self.api_key_file) {
                 (Some(k), _) => Some(infer::serve::KeySource::Inline(k.clone())),
                 (None, Some(f)) => Some(infer::serve::KeySource::File(f.clone())),

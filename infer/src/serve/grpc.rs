@@ -2,7 +2,9 @@
 //! GRPCInferenceService` on tonic, over the same models and queues as the
 //! REST face. Inputs come as `raw_input_contents` (little-endian FP32, what
 //! Triton's clients send) or typed `fp32_contents`; outputs go back as
-//! `raw_output_contents`, as Triton answers.
+//! `raw_output_contents`, as Triton answers. The API key, deadlines and
+//! connection limits are checked before a call gets here
+//! (`grpc_transport.rs`).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -10,8 +12,7 @@ use std::time::Instant;
 
 use tonic::{Request, Response, Status};
 
-use super::api_error::{ApiError, Kind};
-use super::auth::ApiKey;
+use super::api_error::ApiError;
 use super::identity::{EXTENSIONS, PLATFORM, SERVER_NAME};
 use super::metrics::Metrics;
 use super::model::{InputTensor, Models, ServedModel};
@@ -24,21 +25,10 @@ use super::proto::*;
 pub struct GrpcService {
     pub models: Arc<Models>,
     pub metrics: Metrics,
-    pub key: Option<ApiKey>,
     pub draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl GrpcService {
-    fn authorize<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        let Some(key) = &self.key else { return Ok(()) };
-        if key.accepts(request.metadata().get("authorization").and_then(|v| v.to_str().ok())) {
-            Ok(())
-        } else {
-            Err(ApiError::new(Kind::Unauthorized, "missing or wrong API key: send authorization: Bearer <key>")
-                .grpc_status())
-        }
-    }
-
     fn model(&self, name: &str, version: &str) -> Result<Arc<ServedModel>, Status> {
         self.models.get(name, version).cloned().map_err(|e| e.grpc_status())
     }
@@ -64,7 +54,6 @@ impl GrpcService {
     }
 
     async fn infer(&self, request: Request<ModelInferRequest>) -> Result<Response<ModelInferResponse>, Status> {
-        self.authorize(&request)?;
         let r = request.into_inner();
         let model = self.model(&r.model_name, &r.model_version)?;
         let start = Instant::now();
@@ -149,12 +138,8 @@ impl GrpcInferenceService for GrpcService {
         self.counted("ServerLive", "", || Ok(Response::new(ServerLiveResponse { live: true })))
     }
 
-    async fn server_ready(
-        &self,
-        request: Request<ServerReadyRequest>,
-    ) -> Result<Response<ServerReadyResponse>, Status> {
+    async fn server_ready(&self, _: Request<ServerReadyRequest>) -> Result<Response<ServerReadyResponse>, Status> {
         self.counted("ServerReady", "", || {
-            self.authorize(&request)?;
             Ok(Response::new(ServerReadyResponse { ready: !self.draining.load(Ordering::Relaxed) }))
         })
     }
@@ -162,7 +147,6 @@ impl GrpcInferenceService for GrpcService {
     async fn model_ready(&self, request: Request<ModelReadyRequest>) -> Result<Response<ModelReadyResponse>, Status> {
         let r = request.get_ref();
         self.counted("ModelReady", &r.name, || {
-            self.authorize(&request)?;
             let ready = self.models.get(&r.name, &r.version).is_ok_and(|m| m.queue.serving())
                 && !self.draining.load(Ordering::Relaxed);
             Ok(Response::new(ModelReadyResponse { ready }))
@@ -171,10 +155,9 @@ impl GrpcInferenceService for GrpcService {
 
     async fn server_metadata(
         &self,
-        request: Request<ServerMetadataRequest>,
+        _: Request<ServerMetadataRequest>,
     ) -> Result<Response<ServerMetadataResponse>, Status> {
         self.counted("ServerMetadata", "", || {
-            self.authorize(&request)?;
             Ok(Response::new(ServerMetadataResponse {
                 name: SERVER_NAME.into(),
                 version: env!("CARGO_PKG_VERSION").into(),
@@ -189,7 +172,6 @@ impl GrpcInferenceService for GrpcService {
     ) -> Result<Response<ModelMetadataResponse>, Status> {
         let r = request.get_ref();
         self.counted("ModelMetadata", &r.name, || {
-            self.authorize(&request)?;
             let model = self.model(&r.name, &r.version)?;
             let tensor = |t: &crate::session::TensorSpec| TensorMetadata {
                 name: t.name.clone(),
@@ -220,7 +202,6 @@ impl GrpcInferenceService for GrpcService {
     ) -> Result<Response<ModelConfigResponse>, Status> {
         let r = request.get_ref();
         self.counted("ModelConfig", &r.name, || {
-            self.authorize(&request)?;
             let model = self.model(&r.name, &r.version)?;
             Ok(Response::new(ModelConfigResponse { config: Some(model.config.clone()) }))
         })

@@ -58,7 +58,8 @@ impl Metrics {
             &["model"],
         )
         .expect("metric");
-        let in_flight = IntGauge::new("infer_requests_in_flight", "Requests being answered").expect("metric");
+        let in_flight =
+            IntGauge::new("infer_requests_in_flight", "Requests and gRPC calls being answered").expect("metric");
         let queue_depth =
             IntGaugeVec::new(Opts::new("infer_queue_depth", "Requests waiting in a model's queue"), &["model"])
                 .expect("metric");
@@ -97,5 +98,23 @@ impl Metrics {
         let mut out = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding");
         String::from_utf8(out).expect("utf-8")
+    }
+}
+
+/// One request in the in-flight gauge, for as long as it lives: also when
+/// its client leaves and the server drops the request's future.
+#[derive(Debug)]
+pub struct InFlight(IntGauge);
+
+impl InFlight {
+    pub fn enter(gauge: &IntGauge) -> InFlight {
+        gauge.inc();
+        InFlight(gauge.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }

@@ -5,13 +5,15 @@
 //! Start-up (`startup.rs`, [`serve`]): read the repository (`repository.rs`,
 //! `model_config.rs`), open every model's sessions and run one warm-up
 //! batch, start each model's queue (`queue.rs`, sessions on threads of
-//! their own), bind both ports and print them, serve (`http/`, `grpc.rs`,
+//! their own), bind both ports and print them, serve (`http/`, `grpc.rs`
+//! behind `grpc_transport.rs`,
 //! over the same [`model::Models`]), and on SIGTERM or Ctrl-C drain
 //! (`shutdown.rs`).
 
 pub mod api_error;
 pub mod auth;
 pub mod grpc;
+pub mod grpc_transport;
 pub mod http;
 pub mod identity;
 pub mod metrics;

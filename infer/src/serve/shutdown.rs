@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio::sync::{watch, Semaphore};
 
+use super::auth::ApiKey;
 use super::grpc::GrpcService;
+use super::grpc_transport::{self, GrpcLimits};
 use super::http;
-use super::proto::grpc_inference_service_server::GrpcInferenceServiceServer;
 
 /// Both front ends, bound and ready to serve.
 pub struct Faces {
@@ -20,6 +20,8 @@ pub struct Faces {
     pub http_listener: TcpListener,
     pub grpc: GrpcService,
     pub grpc_listener: TcpListener,
+    pub grpc_limits: GrpcLimits,
+    pub key: Option<ApiKey>,
     /// Set here on the first signal; both faces read it.
     pub draining: Arc<AtomicBool>,
 }
@@ -37,28 +39,21 @@ async fn signal() {
 
 /// Serves until a signal, then drains. Returns whether the drain finished
 /// within `drain_timeout`.
-pub async fn run(faces: Faces, drain_timeout: Duration, read_timeout: Duration, max_body: usize) -> bool {
-    let Faces { http: state, http_listener, grpc: service, grpc_listener, draining } = faces;
+pub async fn run(faces: Faces, drain_timeout: Duration) -> bool {
+    let Faces { http: state, http_listener, grpc: service, grpc_listener, grpc_limits, key, draining } = faces;
     let (stop_tx, stop_rx) = watch::channel(false);
     let limits = state.limits;
-    let http = tokio::spawn(http::serve(http_listener, http::router(state), limits, stop_rx.clone(), drain_timeout));
-
-    let grpc_server = GrpcInferenceServiceServer::new(service)
-        .max_decoding_message_size(max_body)
-        .max_encoding_message_size(max_body);
-    let mut grpc_stop = stop_rx.clone();
-    let incoming = TcpListenerStream::new(grpc_listener);
-    let grpc = tokio::spawn(
-        tonic::transport::Server::builder()
-            // A call's whole time, reading included: a slow client cannot hold it.
-            .timeout(read_timeout.max(Duration::from_secs(1)) * 6)
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .concurrency_limit_per_connection(256)
-            .add_service(grpc_server)
-            .serve_with_incoming_shutdown(incoming, async move {
-                http::stopped(&mut grpc_stop).await;
-            }),
-    );
+    // One count of open connections for both faces.
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let http = tokio::spawn(http::serve(
+        http_listener,
+        http::router(state),
+        limits,
+        connections.clone(),
+        stop_rx.clone(),
+        drain_timeout,
+    ));
+    let grpc = tokio::spawn(grpc_transport::serve(grpc_listener, service, grpc_limits, connections, key, stop_rx));
 
     signal().await;
     draining.store(true, Ordering::Relaxed);
@@ -66,7 +61,7 @@ pub async fn run(faces: Faces, drain_timeout: Duration, read_timeout: Duration, 
     // Both faces drain at once, within one deadline.
     let both = async { tokio::join!(http, grpc) };
     match tokio::time::timeout(drain_timeout, both).await {
-        Ok((http, grpc)) => matches!(http, Ok(true)) && matches!(grpc, Ok(Ok(()))),
+        Ok((http, grpc)) => matches!(http, Ok(true)) && grpc.is_ok(),
         Err(_) => false,
     }
 }

@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use super::model::{Models, ServedModel};
 use super::model_config::{self, Batching, ConfigError};
 use super::repository::{self, RepositoryError};
-use super::{auth, grpc, http, metrics, proto, queue, shutdown};
+use super::{auth, grpc, grpc_transport, http, metrics, proto, queue, shutdown};
 use crate::session::{ModelSession, SessionError, SessionOptions};
 
 /// Where the API key comes from.
@@ -41,7 +41,10 @@ pub struct ServeOptions {
     pub max_body: usize,
     pub read_timeout: Duration,
     pub drain_timeout: Duration,
+    /// Open connections, HTTP and gRPC together.
     pub max_connections: usize,
+    /// gRPC calls at once on one connection.
+    pub max_streams: u32,
     pub api_key: Option<KeySource>,
     /// Tokio worker threads for both front ends.
     pub io_threads: usize,
@@ -238,10 +241,14 @@ pub fn serve(opts: &ServeOptions, out: &mut dyn Write) -> Result<(), ServeError>
             },
             draining: draining.clone(),
         };
-        let grpc =
-            grpc::GrpcService { models: models.clone(), metrics: metrics.clone(), key, draining: draining.clone() };
-        let faces = shutdown::Faces { http: state, http_listener, grpc, grpc_listener, draining };
-        Ok::<_, ServeError>(shutdown::run(faces, opts.drain_timeout, opts.read_timeout, opts.max_body).await)
+        let grpc = grpc::GrpcService { models: models.clone(), metrics: metrics.clone(), draining: draining.clone() };
+        let grpc_limits = grpc_transport::GrpcLimits {
+            max_message: opts.max_body,
+            read_timeout: opts.read_timeout,
+            max_streams: opts.max_streams,
+        };
+        let faces = shutdown::Faces { http: state, http_listener, grpc, grpc_listener, grpc_limits, key, draining };
+        Ok::<_, ServeError>(shutdown::run(faces, opts.drain_timeout).await)
     })?;
     // Every front end is down: the queues close and their sessions finish
     // what is left.

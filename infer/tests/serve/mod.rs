@@ -17,7 +17,7 @@ use super::{fixture_model, infer_cmd, node, read_npy, root, tmp};
 struct Server {
     child: Child,
     http: String,
-    #[allow(dead_code)] // the gRPC face is exercised by tests/triton_client.py (Triton's own client)
+    /// Also exercised by tests/triton_client.py (Triton's own client).
     grpc: String,
     stderr: PathBuf,
     _dir: tempfile::TempDir,
@@ -739,6 +739,117 @@ fn a_request_whose_client_left_is_dropped_before_it_runs() {
     assert_eq!(metric(&text, "infer_requests_dropped_total{model=\"autoencoder\"}"), 1.0, "{text}");
     // The abandoned request's 64 images never ran: 64 + 1 images in all.
     assert_eq!(metric(&text, "infer_batch_size_sum{model=\"autoencoder\"}"), 65.0, "{text}");
+}
+
+/// What HTTP/2 begins with, and an empty SETTINGS frame.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+
+/// gRPC connections that never finish the HTTP/2 handshake, or finish it
+/// and then answer nothing (not even GOAWAY), do not hold SIGTERM: with
+/// nothing in flight the server exits 0 at once. One such socket used to
+/// keep it draining for the whole --drain-timeout, then exit 1.
+#[test]
+fn idle_grpc_connections_do_not_hold_the_drain() {
+    let mut server = Server::start(&root().join("models"), &["--drain-timeout", "20", "--log", "warn"]);
+    let silent = TcpStream::connect(&server.grpc).unwrap();
+    let mut half = TcpStream::connect(&server.grpc).unwrap();
+    half.write_all(&H2_PREFACE[..10]).unwrap();
+    let mut mute = TcpStream::connect(&server.grpc).unwrap();
+    mute.write_all(H2_PREFACE).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = Instant::now();
+    let code = server.terminate(Duration::from_secs(15));
+    let took = t0.elapsed();
+    assert_eq!(code, 0, "{}", server.log());
+    assert!(took < Duration::from_secs(3), "the drain took {took:?} with nothing in flight");
+    drop((silent, half, mute));
+}
+
+/// The gRPC face's limits on one HTTP/2 connection, with Triton's own
+/// framing: the key is checked on a call's headers, before its message is
+/// read (a call that declares 60 MB and sends none of it is refused at
+/// once); --max-streams is what the server announces; a stream that never
+/// sends its message is cut at the call deadline.
+#[test]
+fn grpc_limits_hold_before_a_message_is_read() {
+    let server =
+        Server::start(&root().join("models"), &["--api-key", "sesame", "--max-streams", "3", "--read-timeout", "1"]);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(&server.grpc).await.unwrap();
+        let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+        // The server's SETTINGS arrive with the first exchange.
+        let mut client = client.ready().await.unwrap();
+        let call = |key: Option<&str>| {
+            let mut r = axum::http::Request::post("/inference.GRPCInferenceService/ModelInfer")
+                .header("content-type", "application/grpc")
+                .header("te", "trailers");
+            if let Some(k) = key {
+                r = r.header("authorization", format!("Bearer {k}"));
+            }
+            r.body(()).unwrap()
+        };
+        tokio::spawn(connection);
+        // A gRPC frame header: uncompressed, 60 MB to follow (never sent).
+        let mut header = vec![0u8];
+        header.extend_from_slice(&(60u32 << 20).to_be_bytes());
+        for (key, expected, within) in [(None, "16", 2.0), (Some("wrong"), "16", 2.0), (Some("sesame"), "4", 8.0)] {
+            let (response, mut body) = client.send_request(call(key), false).unwrap();
+            body.send_data(bytes::Bytes::from(header.clone()), false).unwrap();
+            let t0 = Instant::now();
+            let response = tokio::time::timeout(Duration::from_secs_f64(within), response)
+                .await
+                .unwrap_or_else(|_| panic!("key {key:?}: no answer within {within} s"))
+                .unwrap();
+            // Trailers-only (refused before the body) or trailers after it.
+            let status = match response.headers().get("grpc-status") {
+                Some(s) => s.to_str().unwrap().to_string(),
+                None => {
+                    let mut body = response.into_body();
+                    while body.data().await.is_some() {}
+                    body.trailers().await.unwrap().unwrap()["grpc-status"].to_str().unwrap().to_string()
+                }
+            };
+            assert_eq!(status, expected, "key {key:?}: grpc-status after {:?}", t0.elapsed());
+            if key != Some("sesame") {
+                assert!(t0.elapsed() < Duration::from_millis(500), "refused after {:?}", t0.elapsed());
+            }
+        }
+        assert_eq!(client.current_max_send_streams(), 3, "SETTINGS_MAX_CONCURRENT_STREAMS");
+    });
+    let metrics = request(&server.http, "GET", "/metrics", &[("authorization", "Bearer sesame".to_string())], b"");
+    let text = String::from_utf8_lossy(&metrics.body).into_owned();
+    assert_eq!(
+        metric(&text, r#"infer_requests_total{model="",protocol="grpc",status="Unauthenticated"}"#),
+        2.0,
+        "{text}"
+    );
+    assert_eq!(metric(&text, "infer_requests_in_flight"), 1.0, "the scrape alone: {text}");
+}
+
+/// --max-connections counts both faces: with two gRPC connections open and
+/// a limit of 2, one more gRPC connection is closed and an HTTP request
+/// gets 503; closing one frees a slot for either.
+#[test]
+fn grpc_connections_count_against_the_connection_limit() {
+    let server = Server::start(&root().join("models"), &["--max-connections", "2", "--log", "warn"]);
+    let held: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut s = TcpStream::connect(&server.grpc).unwrap();
+            s.write_all(H2_PREFACE).unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut extra = TcpStream::connect(&server.grpc).unwrap();
+    extra.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = extra.write_all(H2_PREFACE);
+    let mut buf = [0u8; 64];
+    assert!(matches!(extra.read(&mut buf), Ok(0) | Err(_)), "a third gRPC connection was served");
+    assert_eq!(get(&server.http, "/v2/health/live").status, 503);
+    drop(held);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(get(&server.http, "/v2/health/live").status, 200);
 }
 
 /// Over --max-connections, a new connection gets 503 and is closed; a

@@ -20,6 +20,7 @@ use tokio::sync::{watch, Semaphore};
 use super::state::{AppState, Limits};
 use super::{handlers, picture};
 use crate::serve::api_error::{ApiError, Kind};
+use crate::serve::metrics::InFlight;
 
 pub fn router(state: AppState) -> Router {
     let v = "/v2/models/{model}/versions/{version}";
@@ -71,22 +72,6 @@ async fn guard(State(state): State<AppState>, request: Request, next: Next) -> R
     response
 }
 
-/// One request in the in-flight gauge, for as long as it lives.
-struct InFlight(prometheus::IntGauge);
-
-impl InFlight {
-    fn enter(gauge: &prometheus::IntGauge) -> InFlight {
-        gauge.inc();
-        InFlight(gauge.clone())
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
-}
-
 /// The model a path names, for metric labels ("" for none).
 fn model_of(path: &str) -> &str {
     let mut parts = path.trim_start_matches('/').split('/');
@@ -99,15 +84,17 @@ fn model_of(path: &str) -> &str {
 /// Serves HTTP on `listener` until `stop` turns true, then stops
 /// accepting and lets every open connection finish its request, for at
 /// most `drain`. Returns whether every connection finished in time.
+/// A connection holds one of `permits` (`--max-connections`, shared with
+/// gRPC) while it is open.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: Limits,
+    permits: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
     drain: Duration,
 ) -> bool {
     let graceful = GracefulShutdown::new();
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
     loop {
         let (stream, _peer) = tokio::select! {
             _ = stopped(&mut stop) => break,

@@ -1,0 +1,264 @@
+//! The gRPC face's connections, driven here rather than by tonic's
+//! `Server`, so that its limits hold before a request costs anything:
+//!
+//! - the connection counts against `--max-connections` (shared with REST);
+//!   one more is closed at once;
+//! - the HTTP/2 preface must arrive within `--read-timeout`, and a
+//!   connection that has not sent it is dropped the moment the drain starts
+//!   (an idle socket used to hold SIGTERM for the whole `--drain-timeout`);
+//! - at most `--max-streams` calls at once per connection (HTTP/2's
+//!   SETTINGS_MAX_CONCURRENT_STREAMS), keep-alive pings drop dead peers;
+//! - the API key is checked on the call's headers, before its message is
+//!   read or decoded (tonic reserves the declared length as frames arrive);
+//! - a call has `6 × --read-timeout` to finish, reading included.
+//!
+//! The drain sends GOAWAY to every connection and ends when they have
+//! closed, or as soon as no call has been in flight for a moment: idle
+//! clients that do not answer GOAWAY are then cut, having nothing to lose.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::http;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tonic::body::Body;
+
+use super::api_error::{ApiError, Kind};
+use super::auth::ApiKey;
+use super::grpc::GrpcService;
+use super::http::stopped;
+use super::metrics::{InFlight, Metrics};
+use super::proto::grpc_inference_service_server::GrpcInferenceServiceServer;
+
+/// What HTTP/2 begins with (RFC 9113, section 3.4).
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// How long the drain waits with no call in flight before it closes the
+/// connections that have not answered GOAWAY.
+const IDLE_GRACE: Duration = Duration::from_millis(200);
+
+/// The limits of the gRPC face.
+#[derive(Debug, Clone, Copy)]
+pub struct GrpcLimits {
+    pub max_message: usize,
+    /// For the preface; a call gets six times this.
+    pub read_timeout: Duration,
+    pub max_streams: u32,
+}
+
+/// Everything a call passes through before tonic decodes it.
+#[derive(Debug)]
+struct Gate {
+    key: Option<ApiKey>,
+    metrics: Metrics,
+    call_timeout: Duration,
+    /// Calls not yet answered in full, for the drain.
+    calls: AtomicUsize,
+}
+
+/// Serves gRPC on `listener` until `stop` turns true, then drains (see the
+/// module's comment). Returns when the drain has finished; the caller
+/// bounds it with `--drain-timeout`.
+pub async fn serve(
+    listener: TcpListener,
+    service: GrpcService,
+    limits: GrpcLimits,
+    connections: Arc<Semaphore>,
+    key: Option<ApiKey>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let metrics = service.metrics.clone();
+    let inner = GrpcInferenceServiceServer::new(service)
+        .max_decoding_message_size(limits.max_message)
+        .max_encoding_message_size(limits.max_message);
+    let gate = Arc::new(Gate {
+        key,
+        metrics,
+        call_timeout: limits.read_timeout.max(Duration::from_secs(1)) * 6,
+        calls: AtomicUsize::new(0),
+    });
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_streams)
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .max_header_list_size(64 * 1024);
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, _peer) = tokio::select! {
+            _ = stopped(&mut stop) => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!("gRPC accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            tracing::warn!("gRPC connection refused: over --max-connections");
+            continue; // dropped: closed
+        };
+        let (builder, graceful_watcher, gate, inner) =
+            (builder.clone(), graceful.watcher(), gate.clone(), inner.clone());
+        let (mut stop, read_timeout) = (stop.clone(), limits.read_timeout);
+        tokio::spawn(async move {
+            let _permit = permit;
+            // Not a byte of HTTP/2 is parsed, nor a connection watched for
+            // the drain, before the preface is in.
+            tokio::select! {
+                _ = stopped(&mut stop) => return,
+                arrived = preface(&stream, read_timeout) => if !arrived { return },
+            }
+            let service = TowerToHyperService::new(Gated { inner, gate });
+            let _ = graceful_watcher.watch(builder.serve_connection(TokioIo::new(stream), service)).await;
+        });
+    }
+    drop(listener);
+    let idle = async {
+        let mut quiet_since: Option<Instant> = None;
+        loop {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if gate.calls.load(Ordering::Acquire) > 0 {
+                quiet_since = None;
+            } else if quiet_since.get_or_insert_with(Instant::now).elapsed() >= IDLE_GRACE {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = idle => {}
+    }
+}
+
+/// Whether the HTTP/2 preface arrives within `timeout` (looked at, not
+/// consumed: hyper reads it again).
+async fn preface(stream: &TcpStream, timeout: Duration) -> bool {
+    let wait = async {
+        let mut buf = [0u8; PREFACE.len()];
+        loop {
+            match stream.peek(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) if buf[..n] != PREFACE[..n] => return false,
+                Ok(n) if n == PREFACE.len() => return true,
+                // Part of it: wait for more to come.
+                Ok(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
+    };
+    tokio::time::timeout(timeout, wait).await.unwrap_or(false)
+}
+
+/// tonic's service behind the gate: the key, the call's deadline, the
+/// in-flight gauge and the drain's count.
+#[derive(Clone)]
+struct Gated {
+    inner: GrpcInferenceServiceServer<GrpcService>,
+    gate: Arc<Gate>,
+}
+
+impl tower::Service<http::Request<Incoming>> for Gated {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // tonic's generated server is always ready.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Incoming>) -> Self::Future {
+        let (mut inner, gate) = (self.inner.clone(), self.gate.clone());
+        Box::pin(async move {
+            let start = Instant::now();
+            // `/inference.GRPCInferenceService/ModelInfer` → `ModelInfer`.
+            let rpc = request.uri().path().rsplit('/').next().unwrap_or("").to_string();
+            if let Some(key) = &gate.key {
+                let header = request.headers().get("authorization").and_then(|v| v.to_str().ok());
+                if rpc != "ServerLive" && !key.accepts(header) {
+                    // The body is never read: dropping it resets the stream.
+                    let status =
+                        ApiError::new(Kind::Unauthorized, "missing or wrong API key: send authorization: Bearer <key>")
+                            .grpc_status();
+                    gate.metrics.requests.with_label_values(&["", "grpc", &format!("{:?}", status.code())]).inc();
+                    tracing::info!(target: "access", "gRPC {rpc} - {:?} {:.3} ms", status.code(),
+                        start.elapsed().as_secs_f64() * 1e3);
+                    return Ok(status.into_http());
+                }
+            }
+            let call = Call::enter(&gate);
+            match tokio::time::timeout(gate.call_timeout, tower::Service::call(&mut inner, request)).await {
+                // Counted until its body has been sent.
+                Ok(Ok(response)) => Ok(response.map(|body| Body::new(Held { body, _call: call }))),
+                Ok(Err(never)) => match never {},
+                Err(_) => {
+                    let status = tonic::Status::deadline_exceeded(format!(
+                        "the call did not finish within {} s (6 × --read-timeout)",
+                        gate.call_timeout.as_secs_f64()
+                    ));
+                    gate.metrics.requests.with_label_values(&["", "grpc", &format!("{:?}", status.code())]).inc();
+                    Ok(status.into_http())
+                }
+            }
+        })
+    }
+}
+
+/// One call in flight: in the gauge and in the drain's count.
+struct Call {
+    gate: Arc<Gate>,
+    _gauge: InFlight,
+}
+
+impl Call {
+    fn enter(gate: &Arc<Gate>) -> Call {
+        gate.calls.fetch_add(1, Ordering::AcqRel);
+        Call { gate: gate.clone(), _gauge: InFlight::enter(&gate.metrics.in_flight) }
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        self.gate.calls.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body that keeps its call counted until it is sent or dropped.
+struct Held {
+    body: Body,
+    _call: Call,
+}
+
+impl http_body::Body for Held {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
