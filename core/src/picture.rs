@@ -36,13 +36,20 @@ pub const MAX_PICTURE_PIXELS: u64 = 64 << 20;
 
 /// Decodes PNG/JPEG bytes to the model's planar `[C, H, W]` pixels through
 /// `pre` (`path` names it in messages).
-pub fn decode_picture(
+pub fn decode_picture(path: &Path, bytes: &[u8], shape: [usize; 3], pre: &Preprocess) -> Result<Vec<u8>, PictureError> {
+    decode_picture_within(path, bytes, shape, pre, MAX_PICTURE_PIXELS)
+}
+
+/// [`decode_picture`] refusing pictures over `max_pixels` (at most
+/// [`MAX_PICTURE_PIXELS`]) before decoding them: a server's cap.
+pub fn decode_picture_within(
     path: &Path,
     bytes: &[u8],
     [c, h, w]: [usize; 3],
     pre: &Preprocess,
+    max_pixels: u64,
 ) -> Result<Vec<u8>, PictureError> {
-    let img = decode_image(path, bytes)?;
+    let img = decode_image_within(path, bytes, max_pixels.min(MAX_PICTURE_PIXELS))?;
     fit_image(img, [c, h, w], pre).map_err(|msg| PictureError { path: path.to_path_buf(), msg })
 }
 
@@ -56,6 +63,10 @@ pub fn fit_image(img: image::DynamicImage, [c, h, w]: [usize; 3], pre: &Preproce
 
 /// Decodes PNG/JPEG bytes, refusing other formats and oversized headers.
 pub fn decode_image(path: &Path, bytes: &[u8]) -> Result<image::DynamicImage, PictureError> {
+    decode_image_within(path, bytes, MAX_PICTURE_PIXELS)
+}
+
+fn decode_image_within(path: &Path, bytes: &[u8], max_pixels: u64) -> Result<image::DynamicImage, PictureError> {
     let input = |msg: String| PictureError { path: path.to_path_buf(), msg };
     let reader = image::io::Reader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
@@ -65,13 +76,18 @@ pub fn decode_image(path: &Path, bytes: &[u8]) -> Result<image::DynamicImage, Pi
         _ => return Err(input("not a PNG or JPEG image: its bytes match neither format".into())),
     }
     let (iw, ih) = reader.into_dimensions().map_err(|e| input(format!("not a readable PNG/JPEG image: {e}")))?;
-    if iw as u64 * ih as u64 > MAX_PICTURE_PIXELS {
-        return Err(input(format!("image claims {iw}×{ih} pixels, more than this tool accepts")));
+    if iw as u64 * ih as u64 > max_pixels {
+        let limit = if max_pixels == MAX_PICTURE_PIXELS {
+            "more than this tool accepts".to_string()
+        } else {
+            format!("more than the {max_pixels} this model accepts")
+        };
+        return Err(input(format!("image claims {iw}×{ih} pixels, {limit}")));
     }
     let mut reader =
         image::io::Reader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|e| input(e.to_string()))?;
     let mut limits = image::io::Limits::default();
-    limits.max_alloc = Some(MAX_PICTURE_PIXELS * 8);
+    limits.max_alloc = Some(max_pixels * 8);
     reader.limits(limits);
     reader.decode().map_err(|e| input(format!("not a readable PNG/JPEG image: {e}")))
 }

@@ -229,6 +229,10 @@ pub struct ServeArgs {
     /// Threads answering HTTP and gRPC (default: half the physical cores, at least 1).
     #[arg(long)]
     pub io_threads: Option<usize>,
+    /// Pictures decoded at once for /classify, off the threads answering requests
+    /// (default: half the physical cores, at least 1).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub decode_threads: Option<u32>,
     /// auto: CUDA when available, else CPU; cuda: fail without CUDA.
     #[arg(long, value_parser = choice::<Device>(), default_value_t = Device::Auto)]
     pub device: Device,
@@ -261,7 +265,8 @@ pub struct ServeArgs {
 const SERVE_HELP: &str = "\
 Endpoints (REST, Open Inference Protocol v2): GET /v2/health/live, /v2/health/ready, /v2,
 /v2/models/{m}[/versions/{v}], …/ready, …/config; POST …/infer (JSON or binary tensors).
-Pictures: POST /classify/{m}?preprocess=exact|resize|mnist with a PNG/JPEG body or multipart form.
+Pictures: POST /classify/{m}?preprocess=exact|resize|mnist with a PNG/JPEG body or multipart form,
+at most 16384 × the model's input pixels (12.25 Mi for 28×28), decoded off the I/O threads.
 GET /metrics (Prometheus). gRPC: inference.GRPCInferenceService.
 SIGTERM or Ctrl-C: stop accepting, answer what was accepted (--drain-timeout), exit 0.
 
@@ -320,6 +325,7 @@ impl ServeArgs {
                 (None, None) => None,
             },
             io_threads: self.io_threads.unwrap_or((cores / 2).max(1)),
+            decode_threads: self.decode_threads.map_or((cores / 2).max(1), |n| n as usize),
             log: self.log.parse().expect("clap checked the level"),
         }
     }

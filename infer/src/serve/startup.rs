@@ -48,6 +48,8 @@ pub struct ServeOptions {
     pub api_key: Option<KeySource>,
     /// Tokio worker threads for both front ends.
     pub io_threads: usize,
+    /// Pictures decoded at once (blocking threads, not the I/O threads).
+    pub decode_threads: usize,
     /// Log level on stderr; `info` adds one access-log line per request.
     pub log: tracing::Level,
 }
@@ -240,6 +242,7 @@ pub fn serve(opts: &ServeOptions, out: &mut dyn Write) -> Result<(), ServeError>
                 max_connections: opts.max_connections,
             },
             draining: draining.clone(),
+            decoders: Arc::new(tokio::sync::Semaphore::new(opts.decode_threads.max(1))),
         };
         let grpc = grpc::GrpcService { models: models.clone(), metrics: metrics.clone(), draining: draining.clone() };
         let grpc_limits = grpc_transport::GrpcLimits {

@@ -852,6 +852,74 @@ fn grpc_connections_count_against_the_connection_limit() {
     assert_eq!(get(&server.http, "/v2/health/live").status, 200);
 }
 
+/// A PNG of `side`×`side` pixels: a dark disc on white.
+fn big_png(w: u32, h: u32) -> Vec<u8> {
+    let (cx, cy, r) = (w as f32 / 2.0, h as f32 / 2.0, w.min(h) as f32 / 3.0);
+    let img = image::GrayImage::from_fn(w, h, |x, y| {
+        let d = ((x as f32 - cx).powi(2) + (y as f32 - cy).powi(2)).sqrt();
+        image::Luma([if (d - r).abs() < r / 5.0 { 0 } else { 255 }])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+/// Pictures decode on blocking threads, one at a time here: while eight at
+/// the model's pixel cap (3584×3584 for 28×28 inputs) are decoded, liveness
+/// answers in under a third of one picture's time (on the I/O threads it
+/// waited for a decode to end), and all eight are answered; one pixel row more is
+/// refused before decoding, naming the cap.
+#[test]
+fn big_pictures_decode_off_the_io_threads() {
+    let server = Server::start(&root().join("models"), &["--decode-threads", "1", "--log", "warn"]);
+    let a = server.http.clone();
+    let path = "/classify/classifier?preprocess=mnist";
+    let png = |w, h| (vec![("content-type", "image/png".to_string())], big_png(w, h));
+    let (headers, over) = png(3584, 3585);
+    let t0 = Instant::now();
+    let r = request(&a, "POST", path, &headers, &over);
+    assert_eq!(r.status, 400);
+    assert!(r.error().contains("3584×3585 pixels, more than the 12845056 this model accepts"), "{}", r.error());
+    assert!(t0.elapsed() < Duration::from_millis(500), "refused after {:?}", t0.elapsed());
+    let (headers, body) = png(3584, 3584);
+    // One alone: how long a decode holds whatever thread runs it.
+    let t0 = Instant::now();
+    assert_eq!(request(&a, "POST", path, &headers, &body).status, 200);
+    let one = t0.elapsed();
+    let body = Arc::new(body);
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let senders: Vec<_> = (0..8)
+        .map(|_| {
+            let (a, headers, body, done) = (a.clone(), headers.clone(), body.clone(), done.clone());
+            std::thread::spawn(move || {
+                let r = request(&a, "POST", path, &headers, &body);
+                done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                r
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let mut slowest = Duration::ZERO;
+    let mut probes = 0;
+    while done.load(std::sync::atomic::Ordering::SeqCst) < 8 {
+        let t = Instant::now();
+        assert_eq!(get(&a, "/v2/health/live").status, 200);
+        slowest = slowest.max(t.elapsed());
+        probes += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for s in senders {
+        let r = s.join().unwrap();
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.json()["class"], 0, "a ring is a zero");
+    }
+    assert!(
+        slowest < (one / 3).min(Duration::from_millis(300)),
+        "liveness took {slowest:?} while pictures decoded (one picture: {one:?})"
+    );
+    assert!(probes >= 5, "the pictures decoded too fast to probe liveness ({probes} probes)");
+}
+
 /// Over --max-connections, a new connection gets 503 and is closed; a
 /// freed slot serves again.
 #[test]

@@ -3,6 +3,12 @@
 //! through the same decoding and preprocessing as `infer classify`, so a
 //! file gives exactly the numbers `infer classify` prints for it. Outside
 //! the protocol's paths: it is for applications, not for protocol clients.
+//!
+//! Decoding runs on blocking threads, `--decode-threads` at once, so that
+//! liveness and the other models stay answered while big pictures decode
+//! (eight 8192×8192 PNGs on the I/O thread held liveness 4.9 s); a
+//! request waits for a decoder at most `--read-timeout`, then gets 503.
+//! A picture may have at most [`pixel_cap`] pixels for its model.
 
 use std::collections::BTreeMap;
 use std::path::Path as FsPath;
@@ -17,8 +23,8 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::state::{read_body, AppState};
-use crate::serve::api_error::ApiError;
-use ae_core::picture::decode_picture;
+use crate::serve::api_error::{ApiError, Kind};
+use ae_core::picture::{decode_picture_within, MAX_PICTURE_PIXELS};
 use ae_core::preprocess::{Fit, Invert, Preprocess};
 
 pub async fn classify(
@@ -39,9 +45,7 @@ pub async fn classify(
     let start = Instant::now();
     let picture =
         if content_type.starts_with("multipart/form-data") { first_file(&content_type, bytes).await? } else { bytes };
-    let [c, h, w] = model.image;
-    let pixels = decode_picture(FsPath::new("the request body"), &picture, [c, h, w], &pre)
-        .map_err(|e| ApiError::bad(e.to_string()))?;
+    let pixels = decode(&state, model.image, picture, pre).await?;
     let mut images = Vec::new();
     ae_core::idx::normalize_into(&pixels, &mut images); // [1, C, H, W] in [0, 1]
     let rows = model.infer(images, 1).await?;
@@ -60,6 +64,43 @@ pub async fn classify(
         "confidence": confidence,
         "probabilities": p,
     })))
+}
+
+/// The most pixels a picture for a model of `[C, H, W]` inputs may have:
+/// 16 384 times its input (12.25 Mi for 28×28, so a 12-megapixel photo
+/// of a digit still goes), at least 1 Mi, at most the tool's
+/// [`MAX_PICTURE_PIXELS`]. Decoding allocates width × height × 4 bytes.
+pub fn pixel_cap([_, h, w]: [usize; 3]) -> u64 {
+    ((h * w) as u64 * 16_384).clamp(1 << 20, MAX_PICTURE_PIXELS)
+}
+
+/// The picture as the model's `[C, H, W]` pixels, decoded on a blocking
+/// thread once a decoder is free.
+async fn decode(
+    state: &AppState,
+    shape: [usize; 3],
+    picture: bytes::Bytes,
+    pre: Preprocess,
+) -> Result<Vec<u8>, ApiError> {
+    let wait = state.limits.read_timeout;
+    let permit = tokio::time::timeout(wait, state.decoders.clone().acquire_owned())
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                Kind::Unavailable,
+                format!("every picture decoder stayed busy for --read-timeout ({} s); retry later", wait.as_secs_f64()),
+            )
+        })?
+        .map_err(|_| ApiError::new(Kind::Unavailable, "the server is stopping"))?;
+    let cap = pixel_cap(shape);
+    // Runs to its end even if the client leaves, holding its decoder.
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        decode_picture_within(FsPath::new("the request body"), &picture, shape, &pre, cap)
+    })
+    .await
+    .map_err(|e| ApiError::new(Kind::Internal, format!("picture decoding failed: {e}")))?
+    .map_err(|e| ApiError::bad(e.to_string()))
 }
 
 fn preprocess(query: &BTreeMap<String, String>) -> Result<Preprocess, ApiError> {

@@ -23,6 +23,8 @@ pub struct AppState {
     pub limits: Limits,
     /// Set when draining: readiness answers 503, new infers too.
     pub draining: Arc<AtomicBool>,
+    /// Pictures being decoded (`--decode-threads`).
+    pub decoders: Arc<tokio::sync::Semaphore>,
 }
 
 /// Limits on what a client may send, and how slowly.
