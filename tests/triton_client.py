@@ -155,6 +155,39 @@ def run_checks(http_url, grpc_url, repo, models, x, expected):
             check(np.array_equal(got.view(np.uint32), want.view(np.uint32)),
                   f"{m} {name}: not bit for bit infer classify's (max diff {np.abs(got - want).max()})")
 
+    # The classification extension (class_count=): the top 3 of each row as
+    # "value:index:label", highest first, on both faces.
+    check("classification" in meta["extensions"], meta)
+    for m, want in expected.items():
+        top = np.argsort(-want, axis=1, kind="stable")[:, :3]
+        i = httpclient.InferInput("image", list(x.shape), "FP32")
+        i.set_data_from_numpy(x, binary_data=True)
+        gi = grpcclient.InferInput("image", list(x.shape), "FP32")
+        gi.set_data_from_numpy(x)
+        answers = [
+            (f"HTTP binary={b}", h.infer(m, [i], outputs=[httpclient.InferRequestedOutput(
+                "probabilities", binary_data=b, class_count=3)], headers=key())) for b in (False, True)
+        ] + [("gRPC", g.infer(m, [gi], outputs=[grpcclient.InferRequestedOutput(
+            "probabilities", class_count=3)], headers=key()))]
+        for name, r in answers:
+            got = r.as_numpy("probabilities")
+            check(got.shape == (len(x), 3), f"{m} {name} classification shape {got.shape}")
+            parts = [[e.decode() if isinstance(e, bytes) else str(e) for e in row] for row in got]
+            idx = np.array([[int(e.split(":")[1]) for e in row] for row in parts])
+            val = np.array([[float(e.split(":")[0]) for e in row] for row in parts])
+            check(np.array_equal(idx[:, 0], top[:, 0]), f"{m} {name}: top class differs from argmax")
+            check(np.allclose(val, np.take_along_axis(want, idx, 1), atol=1e-6), f"{m} {name}: values")
+            check(all(len(e.split(":")) == 3 and e.split(":")[2] for row in parts for e in row),
+                  f"{m} {name}: no class label: {parts[0]}")
+    # A parameter the server does not read is refused by name, never ignored.
+    for call in (lambda: h.infer("classifier", [i], parameters={"fancy": 1}, headers=key()),
+                 lambda: g.infer("classifier", [gi], parameters={"fancy": 1}, headers=key())):
+        try:
+            call()
+            raise AssertionError("an unknown parameter was ignored")
+        except InferenceServerException as e:
+            check('"fancy"' in str(e) and "not supported" in str(e), e)
+
     # Async: each request gets its own rows.
     want = expected["classifier"]
     pending = []

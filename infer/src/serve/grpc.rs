@@ -13,6 +13,7 @@ use std::time::Instant;
 use tonic::{Request, Response, Status};
 
 use super::api_error::ApiError;
+use super::classification;
 use super::identity::{EXTENSIONS, PLATFORM, SERVER_NAME};
 use super::metrics::Metrics;
 use super::model::{InputTensor, Models, ServedModel};
@@ -20,6 +21,7 @@ use super::proto::grpc_inference_service_server::GrpcInferenceService;
 use super::proto::model_infer_response::InferOutputTensor;
 use super::proto::model_metadata_response::TensorMetadata;
 use super::proto::*;
+use super::queue::OutputRows;
 
 #[derive(Debug, Clone)]
 pub struct GrpcService {
@@ -57,35 +59,95 @@ impl GrpcService {
         let r = request.into_inner();
         let model = self.model(&r.model_name, &r.model_version)?;
         let start = Instant::now();
+        known(&r.parameters, &[], "the request").map_err(|e| e.grpc_status())?;
         let inputs = decode_inputs(&model, r.inputs, r.raw_input_contents).map_err(|e| e.grpc_status())?;
-        let requested: Vec<String> = r.outputs.into_iter().map(|o| o.name).collect();
-        model.check_outputs(requested.iter().map(String::as_str)).map_err(|e| e.grpc_status())?;
+        let requested = requested_outputs(r.outputs).map_err(|e| e.grpc_status())?;
+        model.check_outputs(requested.iter().map(|(name, _)| name.as_str())).map_err(|e| e.grpc_status())?;
         let (images, n) = model.validate(inputs).map_err(|e| e.grpc_status())?;
         let rows = model.infer(images, n).await.map_err(|e| e.grpc_status())?;
-        let chosen: Vec<_> = if requested.is_empty() {
-            rows.iter().collect()
+        let chosen: Vec<(&OutputRows, Option<usize>)> = if requested.is_empty() {
+            rows.iter().map(|r| (r, None)).collect()
         } else {
-            requested.iter().filter_map(|name| rows.iter().find(|r| &r.name == name)).collect()
+            requested
+                .iter()
+                .filter_map(|(name, classes)| rows.iter().find(|r| &r.name == name).map(|r| (r, *classes)))
+                .collect()
         };
+        let (outputs, raw_output_contents) = chosen
+            .into_iter()
+            .map(|(o, classes)| match classes {
+                None => (
+                    InferOutputTensor {
+                        name: o.name.clone(),
+                        datatype: "FP32".into(),
+                        shape: o.shape.clone(),
+                        ..Default::default()
+                    },
+                    o.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                ),
+                Some(n) => {
+                    let c = classification::top(o, n, &model.class_names);
+                    let tensor = InferOutputTensor {
+                        name: o.name.clone(),
+                        datatype: "BYTES".into(),
+                        shape: c.shape,
+                        ..Default::default()
+                    };
+                    (tensor, classification::serialize(&c.strings))
+                }
+            })
+            .unzip();
         let response = ModelInferResponse {
             model_name: model.name.clone(),
             model_version: model.version.to_string(),
             id: r.id,
-            outputs: chosen
-                .iter()
-                .map(|o| InferOutputTensor {
-                    name: o.name.clone(),
-                    datatype: "FP32".into(),
-                    shape: o.shape.clone(),
-                    ..Default::default()
-                })
-                .collect(),
-            raw_output_contents: chosen.iter().map(|o| o.data.iter().flat_map(|v| v.to_le_bytes()).collect()).collect(),
+            outputs,
+            raw_output_contents,
             ..Default::default()
         };
         self.metrics.latency.with_label_values(&[model.name.as_str()]).observe(start.elapsed().as_secs_f64());
         Ok(Response::new(response))
     }
+}
+
+/// Refuses a parameter the server does not read, by name: none on the
+/// request or its inputs, `classification` on an output.
+fn known(
+    parameters: &std::collections::HashMap<String, InferParameter>,
+    known: &[&str],
+    place: &str,
+) -> Result<(), ApiError> {
+    match parameters.keys().find(|k| !known.contains(&k.as_str())) {
+        None => Ok(()),
+        Some(k) => {
+            let supported = if known.is_empty() { "none is".to_string() } else { known.join(", ") + " is" };
+            Err(ApiError::bad(format!("parameter {k:?} of {place} is not supported ({supported} supported there)")))
+        }
+    }
+}
+
+/// The outputs a request names, each with its `classification` N if any.
+fn requested_outputs(
+    outputs: Vec<model_infer_request::InferRequestedOutputTensor>,
+) -> Result<Vec<(String, Option<usize>)>, ApiError> {
+    outputs
+        .into_iter()
+        .map(|o| {
+            known(&o.parameters, &[classification::PARAMETER], &format!("output {:?}", o.name))?;
+            let classes = match o.parameters.get(classification::PARAMETER) {
+                None => None,
+                Some(p) => {
+                    let value = match p.parameter_choice {
+                        Some(infer_parameter::ParameterChoice::Int64Param(n)) => Some(n),
+                        Some(infer_parameter::ParameterChoice::Uint64Param(n)) => i64::try_from(n).ok(),
+                        _ => None,
+                    };
+                    Some(classification::count(&o.name, value)?)
+                }
+            };
+            Ok((o.name, classes))
+        })
+        .collect()
 }
 
 /// The inputs of a gRPC request: raw bytes when `raw_input_contents` is
@@ -105,6 +167,7 @@ fn decode_inputs(
     let mut raw = raw.into_iter();
     let mut decoded = Vec::with_capacity(inputs.len());
     for input in inputs {
+        known(&input.parameters, &[], &format!("input {:?}", input.name))?;
         let count = model.check_declared(&input.name, &input.datatype, &input.shape)?;
         let data = match raw.next() {
             Some(bytes) => {

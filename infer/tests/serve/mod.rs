@@ -243,7 +243,7 @@ fn serve_answers_every_endpoint_as_infer_classify_does() {
     assert_eq!(get(a, "/v2/health/live").json()["live"], true);
     assert_eq!(get(a, "/v2/health/ready").json()["ready"], true);
     let meta = get(a, "/v2").json();
-    assert_eq!(meta["extensions"], serde_json::json!(["binary_tensor_data", "model_configuration"]));
+    assert_eq!(meta["extensions"], serde_json::json!(["binary_tensor_data", "classification", "model_configuration"]));
     let m = get(a, "/v2/models/classifier").json();
     assert_eq!(m["inputs"][0], serde_json::json!({"name": "image", "datatype": "FP32", "shape": [-1, 1, 28, 28]}));
     assert_eq!(m["outputs"][0]["shape"], serde_json::json!([-1, 10]));
@@ -576,6 +576,29 @@ fn hostile_requests_get_one_line_errors() {
         post(infer_path, &[], &input("image", "FP32", serde_json::json!([65, 1, 28, 28]), serde_json::json!([]))),
         400,
     );
+    let with = |extra: serde_json::Value| {
+        let mut v: serde_json::Value = serde_json::from_slice(&json_infer(&x, 1, &["probabilities"])).unwrap();
+        for (k, e) in extra.as_object().unwrap() {
+            let (place, key) = k.split_once('.').unwrap();
+            let target = match place {
+                "request" => &mut v,
+                "input" => &mut v["inputs"][0],
+                _ => &mut v["outputs"][0],
+            };
+            target["parameters"][key] = e.clone();
+        }
+        serde_json::to_vec(&v).unwrap()
+    };
+    check("unknown request parameter", post(infer_path, &[], &with(serde_json::json!({"request.priority": 1}))), 400);
+    check("unknown input parameter", post(infer_path, &[], &with(serde_json::json!({"input.shm_region": "a"}))), 400);
+    check("unknown output parameter", post(infer_path, &[], &with(serde_json::json!({"output.top_k": 3}))), 400);
+    check("classification 0", post(infer_path, &[], &with(serde_json::json!({"output.classification": 0}))), 400);
+    let top = post(infer_path, &[], &with(serde_json::json!({"output.classification": 2})));
+    assert_eq!(top.status, 200, "{}", String::from_utf8_lossy(&top.body));
+    let out = &top.json()["outputs"][0];
+    assert_eq!((out["datatype"].as_str(), out["shape"].clone()), (Some("BYTES"), serde_json::json!([1, 2])), "{out}");
+    assert_eq!(out["data"].as_array().unwrap().len(), 2, "{out}");
+    assert!(out["data"][0].as_str().unwrap().split(':').count() == 3, "value:index:label: {out}");
     h[0].1 = "x".into();
     check("bad header length", post(infer_path, &h, &body), 400);
     check("body over the limit", post(infer_path, &[], &vec![b' '; 300 * 1024]), 413);

@@ -8,6 +8,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::serve::api_error::ApiError;
+use crate::serve::classification::{self, Classes};
 use crate::serve::model::{shape_string, InputTensor, ServedModel};
 use crate::serve::queue::OutputRows;
 
@@ -51,9 +52,34 @@ struct OutputJson {
 pub struct InferRequest {
     pub id: Option<Value>,
     pub inputs: Vec<InputTensor>,
-    /// (name, binary); empty: every output, binary as `binary_default`.
-    pub outputs: Vec<(String, bool)>,
+    /// Empty: every output, binary as `binary_default`.
+    pub outputs: Vec<RequestedOutput>,
     pub binary_default: bool,
+}
+
+/// An output a request names, and how it wants it.
+#[derive(Debug)]
+pub struct RequestedOutput {
+    pub name: String,
+    pub binary: bool,
+    /// `classification: N`: its top N classes instead of its values.
+    pub classes: Option<usize>,
+}
+
+/// The parameters the server reads, by where they may appear; any other is
+/// refused by name rather than ignored.
+const REQUEST_PARAMETERS: &[&str] = &["binary_data_output"];
+const INPUT_PARAMETERS: &[&str] = &["binary_data_size"];
+const OUTPUT_PARAMETERS: &[&str] = &["binary_data", classification::PARAMETER];
+
+fn known(parameters: &Map<String, Value>, known: &[&str], place: &str) -> Result<(), ApiError> {
+    match parameters.keys().find(|k| !known.contains(&k.as_str())) {
+        None => Ok(()),
+        Some(k) => Err(ApiError::bad(format!(
+            "parameter {k:?} of {place} is not supported (supported there: {})",
+            known.join(", ")
+        ))),
+    }
 }
 
 fn binary_size(parameters: &Map<String, Value>) -> Result<Option<usize>, String> {
@@ -104,8 +130,10 @@ pub fn parse_request(body: &[u8], header_length: Option<usize>, model: &ServedMo
     };
     let request: RequestJson<'_> =
         serde_json::from_slice(json).map_err(|e| ApiError::bad(format!("invalid JSON in the request: {e}")))?;
+    known(&request.parameters, REQUEST_PARAMETERS, "the request")?;
     let mut inputs = Vec::with_capacity(request.inputs.len());
     for input in request.inputs {
+        known(&input.parameters, INPUT_PARAMETERS, &format!("input {:?}", input.name))?;
         let count = model.check_declared(&input.name, &input.datatype, &input.shape)?;
         let size = binary_size(&input.parameters).map_err(|e| ApiError::bad(format!("input {:?}: {e}", input.name)))?;
         let data = match (size, input.data) {
@@ -154,10 +182,15 @@ pub fn parse_request(body: &[u8], header_length: Option<usize>, model: &ServedMo
     let binary_default = flag(&request.parameters, "binary_data_output")?.unwrap_or(false);
     let mut outputs = Vec::new();
     for o in request.outputs.unwrap_or_default() {
+        known(&o.parameters, OUTPUT_PARAMETERS, &format!("output {:?}", o.name))?;
         let binary = flag(&o.parameters, "binary_data")?.unwrap_or(binary_default);
-        outputs.push((o.name, binary));
+        let classes = match o.parameters.get(classification::PARAMETER) {
+            None => None,
+            Some(v) => Some(classification::count(&o.name, v.as_i64())?),
+        };
+        outputs.push(RequestedOutput { name: o.name, binary, classes });
     }
-    model.check_outputs(outputs.iter().map(|(n, _)| n.as_str()))?;
+    model.check_outputs(outputs.iter().map(|o| o.name.as_str()))?;
     Ok(InferRequest { id: request.id, inputs, outputs, binary_default })
 }
 
@@ -207,7 +240,36 @@ struct OutputJsonOut<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     parameters: Option<BinarySize>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<&'a [f32]>,
+    data: Option<Data<'a>>,
+}
+
+/// An output's values: FP32, or BYTES for the classification extension.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Data<'a> {
+    Floats(&'a [f32]),
+    Strings(&'a [String]),
+}
+
+/// One output as answered: its values, or its top classes.
+enum Answer<'a> {
+    Values(&'a OutputRows),
+    Classes(&'a str, Classes),
+}
+
+impl Answer<'_> {
+    fn name(&self) -> &str {
+        match self {
+            Answer::Values(r) => &r.name,
+            Answer::Classes(name, _) => name,
+        }
+    }
+    fn binary_len(&self) -> usize {
+        match self {
+            Answer::Values(r) => r.data.len() * 4,
+            Answer::Classes(_, c) => c.strings.iter().map(|s| s.len() + 4).sum(),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -218,23 +280,36 @@ struct BinarySize {
 /// An infer response body, and the JSON header's length when binary
 /// tensors follow it.
 pub fn response_body(model: &ServedModel, request: &InferRequest, rows: &[OutputRows]) -> (Vec<u8>, Option<usize>) {
-    let chosen: Vec<(&OutputRows, bool)> = if request.outputs.is_empty() {
-        rows.iter().map(|r| (r, request.binary_default)).collect()
+    let chosen: Vec<(Answer<'_>, bool)> = if request.outputs.is_empty() {
+        rows.iter().map(|r| (Answer::Values(r), request.binary_default)).collect()
     } else {
         request
             .outputs
             .iter()
-            .filter_map(|(name, binary)| rows.iter().find(|r| &r.name == name).map(|r| (r, *binary)))
+            .filter_map(|o| {
+                let r = rows.iter().find(|r| r.name == o.name)?;
+                let answer = match o.classes {
+                    None => Answer::Values(r),
+                    Some(n) => Answer::Classes(&r.name, classification::top(r, n, &model.class_names)),
+                };
+                Some((answer, o.binary))
+            })
             .collect()
     };
     let outputs = chosen
         .iter()
-        .map(|(r, binary)| OutputJsonOut {
-            name: &r.name,
-            datatype: "FP32",
-            shape: &r.shape,
-            parameters: binary.then(|| BinarySize { binary_data_size: r.data.len() * 4 }),
-            data: (!binary).then_some(r.data.as_slice()),
+        .map(|(answer, binary)| {
+            let (datatype, shape, data) = match answer {
+                Answer::Values(r) => ("FP32", r.shape.as_slice(), Data::Floats(&r.data)),
+                Answer::Classes(_, c) => ("BYTES", c.shape.as_slice(), Data::Strings(&c.strings)),
+            };
+            OutputJsonOut {
+                name: answer.name(),
+                datatype,
+                shape,
+                parameters: binary.then(|| BinarySize { binary_data_size: answer.binary_len() }),
+                data: (!binary).then_some(data),
+            }
         })
         .collect();
     let doc = ResponseJson {
@@ -248,11 +323,17 @@ pub fn response_body(model: &ServedModel, request: &InferRequest, rows: &[Output
         return (body, None);
     }
     let header = body.len();
-    for (r, binary) in &chosen {
-        if *binary {
-            for v in &r.data {
-                body.extend_from_slice(&v.to_le_bytes());
+    for (answer, binary) in &chosen {
+        if !*binary {
+            continue;
+        }
+        match answer {
+            Answer::Values(r) => {
+                for v in &r.data {
+                    body.extend_from_slice(&v.to_le_bytes());
+                }
             }
+            Answer::Classes(_, c) => body.extend_from_slice(&classification::serialize(&c.strings)),
         }
     }
     (body, Some(header))
