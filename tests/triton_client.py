@@ -179,6 +179,15 @@ def run_checks(http_url, grpc_url, repo, models, x, expected):
             check(np.allclose(val, np.take_along_axis(want, idx, 1), atol=1e-6), f"{m} {name}: values")
             check(all(len(e.split(":")) == 3 and e.split(":")[2] for row in parts for e in row),
                   f"{m} {name}: no class label: {parts[0]}")
+    # Compressed requests, as tritonclient sends them: the same bits.
+    want = expected["classifier"]
+    for algorithm in ("gzip", "deflate"):
+        r = h.infer("classifier", [i], headers=key(), request_compression_algorithm=algorithm)
+        check(np.array_equal(r.as_numpy("probabilities").view(np.uint32), want.view(np.uint32)),
+              f"HTTP {algorithm} request")
+        r = g.infer("classifier", [gi], headers=key(), compression_algorithm=algorithm)
+        check(np.array_equal(r.as_numpy("probabilities").view(np.uint32), want.view(np.uint32)),
+              f"gRPC {algorithm} request")
     # A parameter the server does not read is refused by name, never ignored.
     for call in (lambda: h.infer("classifier", [i], parameters={"fancy": 1}, headers=key()),
                  lambda: g.infer("classifier", [gi], parameters={"fancy": 1}, headers=key())):

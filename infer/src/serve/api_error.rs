@@ -13,6 +13,8 @@ pub enum Kind {
     Timeout,
     /// 413 / RESOURCE_EXHAUSTED
     TooLarge,
+    /// 415 / UNIMPLEMENTED: a content encoding the server does not read.
+    UnsupportedEncoding,
     /// 503 / UNAVAILABLE: draining, or the queue is full.
     Unavailable,
     /// 500 / INTERNAL: the runtime failed.
@@ -44,6 +46,7 @@ impl ApiError {
             Kind::NotFound => 404,
             Kind::Timeout => 408,
             Kind::TooLarge => 413,
+            Kind::UnsupportedEncoding => 415,
             Kind::Unavailable => 503,
             Kind::Internal => 500,
         }
@@ -56,6 +59,7 @@ impl ApiError {
             Kind::NotFound => tonic::Code::NotFound,
             Kind::Timeout => tonic::Code::DeadlineExceeded,
             Kind::TooLarge => tonic::Code::ResourceExhausted,
+            Kind::UnsupportedEncoding => tonic::Code::Unimplemented,
             Kind::Unavailable => tonic::Code::Unavailable,
             Kind::Internal => tonic::Code::Internal,
         };

@@ -32,6 +32,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tonic::body::Body;
+use tonic::codec::CompressionEncoding;
 
 use super::api_error::{ApiError, Kind};
 use super::auth::ApiKey;
@@ -78,7 +79,11 @@ pub async fn serve(
     mut stop: watch::Receiver<bool>,
 ) {
     let metrics = service.metrics.clone();
+    // Compressed messages (tritonclient's compression_algorithm) are
+    // inflated within the same message size.
     let inner = GrpcInferenceServiceServer::new(service)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Deflate)
         .max_decoding_message_size(limits.max_message)
         .max_encoding_message_size(limits.max_message);
     let gate = Arc::new(Gate {

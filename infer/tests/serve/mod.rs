@@ -599,6 +599,26 @@ fn hostile_requests_get_one_line_errors() {
     assert_eq!((out["datatype"].as_str(), out["shape"].clone()), (Some("BYTES"), serde_json::json!([1, 2])), "{out}");
     assert_eq!(out["data"].as_array().unwrap().len(), 2, "{out}");
     assert!(out["data"][0].as_str().unwrap().split(':').count() == 3, "value:index:label: {out}");
+    // Compressed bodies (tritonclient's request_compression_algorithm):
+    // the same rows as plain JSON; inflated within --max-body.
+    let plain = json_infer(&x, 1, &[]);
+    let want = json_rows(&post(infer_path, &[], &plain), "probabilities");
+    let gzip = |data: &[u8]| {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    };
+    let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    zlib.write_all(&plain).unwrap();
+    let encoded = |e: &str| vec![("content-encoding", e.to_string())];
+    for (encoding, body) in [("gzip", gzip(&plain)), ("deflate", zlib.finish().unwrap())] {
+        let r = post(infer_path, &encoded(encoding), &body);
+        assert_eq!(r.status, 200, "{encoding}: {}", String::from_utf8_lossy(&r.body));
+        assert_eq!(bits(&json_rows(&r, "probabilities")), bits(&want), "{encoding}");
+    }
+    check("unknown content encoding", post(infer_path, &encoded("br"), &plain), 415);
+    check("corrupt gzip", post(infer_path, &encoded("gzip"), &gzip(&plain)[..40]), 400);
+    check("gzip bomb over the limit", post(infer_path, &encoded("gzip"), &gzip(&vec![b' '; 300 * 1024])), 413);
     h[0].1 = "x".into();
     check("bad header length", post(infer_path, &h, &body), 400);
     check("body over the limit", post(infer_path, &[], &vec![b' '; 300 * 1024]), 413);

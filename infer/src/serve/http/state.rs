@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use crate::serve::api_error::{ApiError, Kind};
@@ -48,8 +48,66 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Reads a request body within `--max-body` and `--read-timeout`.
-pub async fn read_body(limits: &Limits, body: Body) -> Result<bytes::Bytes, ApiError> {
+/// Reads a request body within `--max-body` and `--read-timeout`, and
+/// inflates it if its `Content-Encoding` is gzip or deflate (zlib), as
+/// tritonclient's `request_compression_algorithm` sends it: on a blocking
+/// thread, and within `--max-body` again once inflated.
+pub async fn read_body(limits: &Limits, headers: &HeaderMap, body: Body) -> Result<bytes::Bytes, ApiError> {
+    let encoding = match headers.get(header::CONTENT_ENCODING).map(|v| v.to_str().map(str::trim)) {
+        None | Some(Ok("" | "identity")) => None,
+        Some(Ok(e)) if e.eq_ignore_ascii_case("gzip") || e.eq_ignore_ascii_case("x-gzip") => Some(Encoding::Gzip),
+        Some(Ok(e)) if e.eq_ignore_ascii_case("deflate") => Some(Encoding::Deflate),
+        Some(v) => {
+            let shown = v.map_or_else(|_| "(not text)".to_string(), |v| format!("{v:?}"));
+            return Err(ApiError::new(
+                Kind::UnsupportedEncoding,
+                format!("Content-Encoding {shown} is not supported: send gzip, deflate or identity"),
+            ));
+        }
+    };
+    let raw = read_raw(limits, body).await?;
+    let Some(encoding) = encoding else { return Ok(raw) };
+    let max = limits.max_body;
+    tokio::task::spawn_blocking(move || inflate(&raw, encoding, max))
+        .await
+        .map_err(|e| ApiError::new(Kind::Internal, format!("inflating the body failed: {e}")))?
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Encoding {
+    Gzip,
+    Deflate,
+}
+
+impl Encoding {
+    fn name(self) -> &'static str {
+        match self {
+            Encoding::Gzip => "gzip",
+            Encoding::Deflate => "deflate",
+        }
+    }
+}
+
+/// The inflated body, at most `max` bytes.
+fn inflate(raw: &[u8], encoding: Encoding, max: usize) -> Result<bytes::Bytes, ApiError> {
+    use std::io::Read;
+    let reader: Box<dyn Read> = match encoding {
+        Encoding::Gzip => Box::new(flate2::read::MultiGzDecoder::new(raw)),
+        Encoding::Deflate => Box::new(flate2::read::ZlibDecoder::new(raw)),
+    };
+    let mut out = Vec::new();
+    reader
+        .take(max as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| ApiError::bad(format!("the {} body does not inflate: {e}", encoding.name())))?;
+    if out.len() > max {
+        return Err(ApiError::new(Kind::TooLarge, format!("request body over --max-body ({max} bytes) once inflated")));
+    }
+    Ok(out.into())
+}
+
+/// Reads a request body as sent, within `--max-body` and `--read-timeout`.
+async fn read_raw(limits: &Limits, body: Body) -> Result<bytes::Bytes, ApiError> {
     use http_body_util::{BodyExt, LengthLimitError, Limited};
     let too_large =
         || ApiError::new(Kind::TooLarge, format!("request body over --max-body ({} bytes)", limits.max_body));
