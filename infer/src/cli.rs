@@ -242,6 +242,10 @@ pub struct ServeArgs {
     /// Seconds a client has to send a request's headers, and again its body (else 408 or closed).
     #[arg(long, default_value_t = 10.0, value_parser = parse_seconds)]
     pub read_timeout: f64,
+    /// Seconds a response may wait for its client to read it; then the connection is closed (a client
+    /// that sends requests and never reads the answers holds no connection for longer).
+    #[arg(long, default_value_t = 30.0, value_parser = parse_seconds)]
+    pub idle_timeout: f64,
     /// Seconds to answer the requests already accepted after SIGTERM or Ctrl-C.
     #[arg(long, default_value_t = 30.0, value_parser = parse_seconds)]
     pub drain_timeout: f64,
@@ -317,6 +321,7 @@ impl ServeArgs {
             max_body: self.max_body,
             read_timeout: Duration::from_secs_f64(self.read_timeout),
             drain_timeout: Duration::from_secs_f64(self.drain_timeout),
+            idle_timeout: Duration::from_secs_f64(self.idle_timeout),
             max_connections: self.max_connections as usize,
             max_streams: self.max_streams,
             api_key: match (&self.api_key, &self.api_key_file) {

@@ -41,6 +41,8 @@ pub struct ServeOptions {
     pub max_body: usize,
     pub read_timeout: Duration,
     pub drain_timeout: Duration,
+    /// A response the client does not read for this long closes its connection.
+    pub idle_timeout: Duration,
     /// Open connections, HTTP and gRPC together.
     pub max_connections: usize,
     /// gRPC calls at once on one connection.
@@ -239,6 +241,7 @@ pub fn serve(opts: &ServeOptions, out: &mut dyn Write) -> Result<(), ServeError>
             limits: http::Limits {
                 max_body: opts.max_body,
                 read_timeout: opts.read_timeout,
+                idle_timeout: opts.idle_timeout,
                 max_connections: opts.max_connections,
             },
             draining: draining.clone(),

@@ -525,6 +525,13 @@ fn hostile_requests_get_one_line_errors() {
         ),
         400,
     );
+    let mut more = x.clone();
+    more.push(0.5);
+    check(
+        "more values than the shape",
+        post(infer_path, &[], &input("image", "FP32", serde_json::json!([1, 1, 28, 28]), serde_json::json!(more))),
+        400,
+    );
     check(
         "shape and count disagree",
         post(infer_path, &[], &input("image", "FP32", serde_json::json!([2, 1, 28, 28]), serde_json::json!(x))),
@@ -961,6 +968,47 @@ fn big_pictures_decode_off_the_io_threads() {
         "liveness took {slowest:?} while pictures decoded (one picture: {one:?})"
     );
     assert!(probes >= 5, "the pictures decoded too fast to probe liveness ({probes} probes)");
+}
+
+/// A client that pipelines requests and never reads the answers loses its
+/// connection --idle-timeout after the server's writes stop moving, so
+/// its slot under --max-connections serves others again (it used to hold
+/// it for ever: only reading had a timer).
+#[test]
+fn a_client_that_never_reads_frees_its_connection() {
+    let dir = tmp();
+    let (images, _) = mnist_images(dir.path(), 64);
+    let server = Server::start(
+        &root().join("models"),
+        &["--max-connections", "1", "--idle-timeout", "1", "--max-batch", "64", "--log", "warn"],
+    );
+    let a = server.http.clone();
+    let body = json_infer(&images, 64, &[]);
+    let mut hog = connect(&a);
+    let mut writer = hog.try_clone().unwrap();
+    // Answers of about 600 KB each, never read: the socket buffers fill.
+    let sender = std::thread::spawn(move || {
+        for _ in 0..80 {
+            if send(&mut writer, "POST", "/v2/models/autoencoder/infer", &[], &body).is_err() {
+                break;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(get(&a, "/v2/health/live").status, 503, "the hog holds the only slot");
+    let t0 = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(250));
+        if get(&a, "/v2/health/live").status == 200 {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "the slot was never freed");
+    }
+    sender.join().unwrap();
+    // The hog's connection was closed by the server.
+    hog.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut sink = Vec::new();
+    let _ = hog.read_to_end(&mut sink);
 }
 
 /// Over --max-connections, a new connection gets 503 and is closed; a

@@ -33,6 +33,8 @@ pub struct Limits {
     pub max_body: usize,
     /// For a request's headers, and again for its body.
     pub read_timeout: Duration,
+    /// How long a response may wait for the client to read it.
+    pub idle_timeout: Duration,
     pub max_connections: usize,
 }
 

@@ -101,16 +101,20 @@ fn flag(parameters: &Map<String, Value>, key: &str) -> Result<Option<bool>, ApiE
 
 #[cfg(test)]
 mod tests {
-    use crate::serve::http::types::numbers;
+    use crate::serve::http::types::{numbers, Numbers};
 
     #[test]
     fn json_numbers_parse_to_the_nearest_f32() {
         let mut out = Vec::new();
-        numbers("[[0.26274511218070984, 1, -2.5e-3], [ 0 ,\n1e39 ]]", &mut out).unwrap();
+        numbers("[[0.26274511218070984, 1, -2.5e-3], [ 0 ,\n1e39 ]]", &mut out, 5).unwrap();
         assert_eq!(out, [0.2627451f32, 1.0, -0.0025, 0.0, f32::INFINITY]);
         for bad in ["[1, \"a\"]", "[{}]", "[true]", "[null]"] {
-            assert!(numbers(bad, &mut Vec::new()).is_err(), "{bad}");
+            assert!(matches!(numbers(bad, &mut Vec::new(), 9), Err(Numbers::Bad(_))), "{bad}");
         }
+        // One past the declared count stops the parse, whatever follows.
+        let mut out = Vec::new();
+        assert!(matches!(numbers("[1, 2, 3, \"x\"", &mut out, 2), Err(Numbers::TooMany)));
+        assert_eq!(out, [1.0, 2.0]);
     }
 }
 
@@ -162,8 +166,15 @@ pub fn parse_request(body: &[u8], header_length: Option<usize>, model: &ServedMo
             }
             (None, Some(raw)) => {
                 let mut data = Vec::with_capacity(count);
-                numbers(raw.get(), &mut data).map_err(|e| {
-                    ApiError::bad(format!("input {:?}: data is not an array of numbers ({e})", input.name))
+                numbers(raw.get(), &mut data, count).map_err(|e| match e {
+                    Numbers::TooMany => ApiError::bad(format!(
+                        "input {:?}: data holds more than the {count} values shape {} declares",
+                        input.name,
+                        shape_string(&input.shape)
+                    )),
+                    Numbers::Bad(e) => {
+                        ApiError::bad(format!("input {:?}: data is not an array of numbers ({e})", input.name))
+                    }
                 })?;
                 data
             }
@@ -199,8 +210,10 @@ pub fn parse_request(body: &[u8], header_length: Option<usize>, model: &ServedMo
 /// reads back bit for bit) without a JSON tree. `raw` is valid JSON
 /// (serde_json checked it as a `RawValue`), so anything that is not a
 /// bracket, comma, blank or number is a string, object, bool or null:
-/// refused by name.
-fn numbers(raw: &str, out: &mut Vec<f32>) -> Result<(), String> {
+/// refused by name. Parsing stops at the first number past `limit` (the
+/// count the shape declares): a body cannot make the server parse, or
+/// hold, more than its shape says.
+fn numbers(raw: &str, out: &mut Vec<f32>, limit: usize) -> Result<(), Numbers> {
     let bytes = raw.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
@@ -211,16 +224,29 @@ fn numbers(raw: &str, out: &mut Vec<f32>) -> Result<(), String> {
                     .iter()
                     .position(|b| matches!(b, b',' | b']' | b' ' | b'\t' | b'\n' | b'\r'))
                     .map_or(bytes.len(), |n| i + n);
+                if out.len() == limit {
+                    return Err(Numbers::TooMany);
+                }
                 let token = &raw[i..end];
-                out.push(fast_float2::parse::<f32, _>(token).map_err(|_| format!("{token:?} is not a number"))?);
+                out.push(
+                    fast_float2::parse::<f32, _>(token)
+                        .map_err(|_| Numbers::Bad(format!("{token:?} is not a number")))?,
+                );
                 i = end;
             }
-            b'"' => return Err("it holds a string".into()),
-            b'{' => return Err("it holds an object".into()),
-            _ => return Err("it holds true, false or null".into()),
+            b'"' => return Err(Numbers::Bad("it holds a string".into())),
+            b'{' => return Err(Numbers::Bad("it holds an object".into())),
+            _ => return Err(Numbers::Bad("it holds true, false or null".into())),
         }
     }
     Ok(())
+}
+
+/// Why a JSON `data` array was refused.
+#[derive(Debug)]
+enum Numbers {
+    TooMany,
+    Bad(String),
 }
 
 #[derive(Serialize)]
