@@ -639,6 +639,7 @@ fn hostile_requests_get_one_line_errors() {
         401,
     );
     check("no such endpoint", request(a, "GET", "/v3", std::slice::from_ref(&key), b""), 404);
+    check("path not UTF-8", request(a, "GET", "/v2/models/%FF%FE", std::slice::from_ref(&key), b""), 400);
 
     // A body cut short: the client stops sending and closes its side.
     let mut s = connect(a);

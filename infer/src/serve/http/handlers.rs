@@ -3,13 +3,13 @@
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::state::{is_draining, read_body, AppState};
+use super::state::{is_draining, read_body, AppState, Path};
 use super::types::{self, HEADER_LENGTH};
 use crate::serve::api_error::{ApiError, Kind};
 use crate::serve::identity::{server_metadata_json, PLATFORM};

@@ -17,12 +17,12 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap};
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::state::{read_body, AppState};
+use super::state::{read_body, AppState, Path};
 use crate::serve::api_error::{ApiError, Kind};
 use ae_core::picture::{decode_picture_within, MAX_PICTURE_PIXELS};
 use ae_core::preprocess::{Fit, Invert, Preprocess};

@@ -128,3 +128,20 @@ async fn read_raw(limits: &Limits, body: Body) -> Result<bytes::Bytes, ApiError>
 pub fn is_draining(state: &AppState) -> bool {
     state.draining.load(Ordering::Relaxed)
 }
+
+/// axum's `Path`, refusing a path that does not decode (bad percent
+/// escapes, not UTF-8) with `{"error": …}` like every other refusal,
+/// rather than axum's plain-text rejection.
+#[derive(Debug)]
+pub struct Path<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> axum::extract::FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(t)) => Ok(Path(t)),
+            Err(e) => Err(ApiError::bad(format!("the path {} does not decode: {}", parts.uri.path(), e.body_text()))),
+        }
+    }
+}
