@@ -239,6 +239,10 @@ pub struct ServeArgs {
     /// Largest request body (bytes; K, M and G suffixes are 1024-based); larger ones get 413.
     #[arg(long, default_value = "64M", value_parser = parse_size)]
     pub max_body: usize,
+    /// Request bytes held at once, HTTP and gRPC together (K, M, G suffixes; at least --max-body);
+    /// a request beyond it gets 503 / UNAVAILABLE at once.
+    #[arg(long, default_value = "256M", value_parser = parse_size)]
+    pub max_inflight_bytes: usize,
     /// Seconds a client has to send a request's headers, and again its body (else 408 or closed).
     #[arg(long, default_value_t = 10.0, value_parser = parse_seconds)]
     pub read_timeout: f64,
@@ -322,6 +326,7 @@ impl ServeArgs {
             read_timeout: Duration::from_secs_f64(self.read_timeout),
             drain_timeout: Duration::from_secs_f64(self.drain_timeout),
             idle_timeout: Duration::from_secs_f64(self.idle_timeout),
+            max_inflight_bytes: self.max_inflight_bytes,
             max_connections: self.max_connections as usize,
             max_streams: self.max_streams,
             api_key: match (&self.api_key, &self.api_key_file) {

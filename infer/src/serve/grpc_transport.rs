@@ -10,7 +10,9 @@
 //!   SETTINGS_MAX_CONCURRENT_STREAMS), keep-alive pings drop dead peers;
 //! - the API key is checked on the call's headers, before its message is
 //!   read or decoded (tonic reserves the declared length as frames arrive);
-//! - a call has `6 × --read-timeout` to finish, reading included.
+//! - a call has `6 × --read-timeout` to finish, reading included;
+//! - its message's bytes are reserved in the server's budget as they
+//!   arrive (`budget.rs`), UNAVAILABLE when it is spent.
 //!
 //! The drain sends GOAWAY to every connection and ends when they have
 //! closed, or as soon as no call has been in flight for a moment: idle
@@ -20,7 +22,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -36,6 +38,7 @@ use tonic::codec::CompressionEncoding;
 
 use super::api_error::{ApiError, Kind};
 use super::auth::ApiKey;
+use super::budget::{Budget, Reserved};
 use super::grpc::GrpcService;
 use super::http::stopped;
 use super::metrics::{InFlight, Metrics};
@@ -65,6 +68,7 @@ struct Gate {
     call_timeout: Duration,
     /// Calls not yet answered in full, for the drain.
     calls: AtomicUsize,
+    budget: Budget,
 }
 
 /// Serves gRPC on `listener` until `stop` turns true, then drains (see the
@@ -76,6 +80,7 @@ pub async fn serve(
     limits: GrpcLimits,
     connections: Arc<Semaphore>,
     key: Option<ApiKey>,
+    budget: Budget,
     mut stop: watch::Receiver<bool>,
 ) {
     let metrics = service.metrics.clone();
@@ -91,6 +96,7 @@ pub async fn serve(
         metrics,
         call_timeout: limits.read_timeout.max(Duration::from_secs(1)) * 6,
         calls: AtomicUsize::new(0),
+        budget,
     });
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     builder
@@ -206,6 +212,9 @@ impl tower::Service<http::Request<Incoming>> for Gated {
                 }
             }
             let call = Call::enter(&gate);
+            let budget = gate.budget.clone();
+            let held = call.reserved.clone();
+            let request = request.map(|body| Budgeted { body, budget, held });
             match tokio::time::timeout(gate.call_timeout, tower::Service::call(&mut inner, request)).await {
                 // Counted until its body has been sent.
                 Ok(Ok(response)) => Ok(response.map(|body| Body::new(Held { body, _call: call }))),
@@ -223,16 +232,63 @@ impl tower::Service<http::Request<Incoming>> for Gated {
     }
 }
 
-/// One call in flight: in the gauge and in the drain's count.
+/// One call in flight: in the gauge and in the drain's count, holding the
+/// bytes its message reserved.
 struct Call {
     gate: Arc<Gate>,
     _gauge: InFlight,
+    reserved: Arc<Mutex<Reserved>>,
 }
 
 impl Call {
     fn enter(gate: &Arc<Gate>) -> Call {
         gate.calls.fetch_add(1, Ordering::AcqRel);
-        Call { gate: gate.clone(), _gauge: InFlight::enter(&gate.metrics.in_flight) }
+        Call {
+            gate: gate.clone(),
+            _gauge: InFlight::enter(&gate.metrics.in_flight),
+            reserved: Arc::new(Mutex::new(Reserved::default())),
+        }
+    }
+}
+
+/// A call's request body, reserving each data frame's bytes in the budget
+/// before tonic sees them.
+struct Budgeted {
+    body: Incoming,
+    budget: Budget,
+    held: Arc<Mutex<Reserved>>,
+}
+
+impl http_body::Body for Budgeted {
+    type Data = bytes::Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let frame = match Pin::new(&mut self.body).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => frame,
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(Box::new(e)))),
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => return Poll::Pending,
+        };
+        if let Some(data) = frame.data_ref() {
+            match self.budget.reserve(data.len()) {
+                Ok(r) => self.held.lock().unwrap_or_else(|e| e.into_inner()).add(r),
+                // tonic answers a body's Status as it is.
+                Err(e) => return Poll::Ready(Some(Err(Box::new(e.grpc_status())))),
+            }
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 

@@ -12,6 +12,7 @@
 
 pub mod api_error;
 pub mod auth;
+pub mod budget;
 pub mod classification;
 pub mod grpc;
 pub mod grpc_transport;

@@ -42,7 +42,7 @@ async fn signal() {
 pub async fn run(faces: Faces, drain_timeout: Duration) -> bool {
     let Faces { http: state, http_listener, grpc: service, grpc_listener, grpc_limits, key, draining } = faces;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let limits = state.limits;
+    let (limits, budget) = (state.limits, state.budget.clone());
     // One count of open connections for both faces.
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let http = tokio::spawn(http::serve(
@@ -53,7 +53,8 @@ pub async fn run(faces: Faces, drain_timeout: Duration) -> bool {
         stop_rx.clone(),
         drain_timeout,
     ));
-    let grpc = tokio::spawn(grpc_transport::serve(grpc_listener, service, grpc_limits, connections, key, stop_rx));
+    let grpc =
+        tokio::spawn(grpc_transport::serve(grpc_listener, service, grpc_limits, connections, key, budget, stop_rx));
 
     signal().await;
     draining.store(true, Ordering::Relaxed);

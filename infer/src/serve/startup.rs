@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use super::model::{Models, ServedModel};
 use super::model_config::{self, Batching, ConfigError};
 use super::repository::{self, RepositoryError};
-use super::{auth, grpc, grpc_transport, http, metrics, proto, queue, shutdown};
+use super::{auth, budget, grpc, grpc_transport, http, metrics, proto, queue, shutdown};
 use crate::session::{ModelSession, SessionError, SessionOptions};
 
 /// Where the API key comes from.
@@ -41,6 +41,8 @@ pub struct ServeOptions {
     pub max_body: usize,
     pub read_timeout: Duration,
     pub drain_timeout: Duration,
+    /// Request bytes held at once, both faces together.
+    pub max_inflight_bytes: usize,
     /// A response the client does not read for this long closes its connection.
     pub idle_timeout: Duration,
     /// Open connections, HTTP and gRPC together.
@@ -234,6 +236,8 @@ pub fn serve(opts: &ServeOptions, out: &mut dyn Write) -> Result<(), ServeError>
         let _ = out.flush();
         tracing::warn!("ready: http://{http_local} grpc://{grpc_local}");
         let draining = Arc::new(AtomicBool::new(false));
+        // At least one request of --max-body must fit.
+        let budget = budget::Budget::new(opts.max_inflight_bytes.max(opts.max_body));
         let state = http::AppState {
             models: models.clone(),
             metrics: metrics.clone(),
@@ -246,6 +250,7 @@ pub fn serve(opts: &ServeOptions, out: &mut dyn Write) -> Result<(), ServeError>
             },
             draining: draining.clone(),
             decoders: Arc::new(tokio::sync::Semaphore::new(opts.decode_threads.max(1))),
+            budget: budget.clone(),
         };
         let grpc = grpc::GrpcService { models: models.clone(), metrics: metrics.clone(), draining: draining.clone() };
         let grpc_limits = grpc_transport::GrpcLimits {

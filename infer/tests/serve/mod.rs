@@ -1012,6 +1012,66 @@ fn a_client_that_never_reads_frees_its_connection() {
     let _ = hog.read_to_end(&mut sink);
 }
 
+/// --max-inflight-bytes holds across clients and both faces: while one
+/// client holds a 200 KB upload open, another 200 KB request gets 503 at
+/// once, and a gRPC call whose message would pass the budget gets
+/// UNAVAILABLE as its bytes arrive; once the upload is given up, the same
+/// request is answered.
+#[test]
+fn the_byte_budget_holds_across_clients_and_faces() {
+    let dir = tmp();
+    let (images, _) = mnist_images(dir.path(), 1);
+    let server =
+        Server::start(&root().join("models"), &["--max-body", "256K", "--max-inflight-bytes", "300K", "--log", "warn"]);
+    let a = server.http.clone();
+    let mut body = json_infer(&images, 1, &[]);
+    body.resize(200_000, b' ');
+    let path = "/v2/models/classifier/infer";
+    let mut holder = connect(&a);
+    let head = format!("POST {path} HTTP/1.1\r\nhost: t\r\ncontent-length: {}\r\n\r\n", body.len());
+    holder.write_all(head.as_bytes()).unwrap();
+    holder.write_all(&body[..1000]).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let t0 = Instant::now();
+    let r = request(&a, "POST", path, &[], &body);
+    assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+    assert!(r.error().contains("--max-inflight-bytes (307200 bytes)"), "{}", r.error());
+    assert!(t0.elapsed() < Duration::from_millis(500), "refused after {:?}", t0.elapsed());
+
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(&server.grpc).await.unwrap();
+        let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+        tokio::spawn(connection);
+        let mut client = client.ready().await.unwrap();
+        let call = axum::http::Request::post("/inference.GRPCInferenceService/ModelInfer")
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .unwrap();
+        let (response, mut stream) = client.send_request(call, false).unwrap();
+        let mut message = vec![0u8];
+        message.extend_from_slice(&200_000u32.to_be_bytes());
+        message.resize(5 + 150_000, 0);
+        stream.reserve_capacity(message.len());
+        stream.send_data(bytes::Bytes::from(message), false).unwrap();
+        let response = tokio::time::timeout(Duration::from_secs(5), response).await.expect("no answer").unwrap();
+        let status = match response.headers().get("grpc-status") {
+            Some(s) => s.to_str().unwrap().to_string(),
+            None => {
+                let mut body = response.into_body();
+                while body.data().await.is_some() {}
+                body.trailers().await.unwrap().unwrap()["grpc-status"].to_str().unwrap().to_string()
+            }
+        };
+        assert_eq!(status, "14", "UNAVAILABLE");
+    });
+    drop(holder);
+    std::thread::sleep(Duration::from_millis(300));
+    let r = request(&a, "POST", path, &[], &body);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+}
+
 /// Over --max-connections, a new connection gets 503 and is closed; a
 /// freed slot serves again.
 #[test]

@@ -124,7 +124,7 @@ async fn run_infer(
                 .ok_or_else(|| ApiError::bad(format!("Inference-Header-Content-Length is {v:?}, not a byte count")))?,
         ),
     };
-    let bytes = read_body(&state.limits, &headers, body).await?;
+    let (bytes, _reserved) = read_body(&state, &headers, body).await?;
     let start = Instant::now();
     let mut request = types::parse_request(&bytes, header_length, &model)?;
     drop(bytes);

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::serve::api_error::{ApiError, Kind};
 use crate::serve::auth::ApiKey;
+use crate::serve::budget::{Budget, Reserved};
 use crate::serve::metrics::Metrics;
 use crate::serve::model::Models;
 
@@ -25,6 +26,8 @@ pub struct AppState {
     pub draining: Arc<AtomicBool>,
     /// Pictures being decoded (`--decode-threads`).
     pub decoders: Arc<tokio::sync::Semaphore>,
+    /// Request bytes in flight, shared with gRPC (`--max-inflight-bytes`).
+    pub budget: Budget,
 }
 
 /// Limits on what a client may send, and how slowly.
@@ -54,7 +57,15 @@ impl IntoResponse for ApiError {
 /// inflates it if its `Content-Encoding` is gzip or deflate (zlib), as
 /// tritonclient's `request_compression_algorithm` sends it: on a blocking
 /// thread, and within `--max-body` again once inflated.
-pub async fn read_body(limits: &Limits, headers: &HeaderMap, body: Body) -> Result<bytes::Bytes, ApiError> {
+///
+/// Its bytes are reserved in the server's budget (`budget.rs`) before they
+/// are read, and stay reserved while the returned [`Reserved`] lives.
+pub async fn read_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(bytes::Bytes, Reserved), ApiError> {
+    let limits = &state.limits;
     let encoding = match headers.get(header::CONTENT_ENCODING).map(|v| v.to_str().map(str::trim)) {
         None | Some(Ok("" | "identity")) => None,
         Some(Ok(e)) if e.eq_ignore_ascii_case("gzip") || e.eq_ignore_ascii_case("x-gzip") => Some(Encoding::Gzip),
@@ -67,12 +78,23 @@ pub async fn read_body(limits: &Limits, headers: &HeaderMap, body: Body) -> Resu
             ));
         }
     };
+    // Without a length (chunked), the most it may be.
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.trim().parse::<usize>().ok())
+        .unwrap_or(limits.max_body);
+    if declared > limits.max_body {
+        return Err(ApiError::new(Kind::TooLarge, format!("request body over --max-body ({} bytes)", limits.max_body)));
+    }
+    let mut reserved = state.budget.reserve(declared)?;
     let raw = read_raw(limits, body).await?;
-    let Some(encoding) = encoding else { return Ok(raw) };
+    let Some(encoding) = encoding else { return Ok((raw, reserved)) };
     let max = limits.max_body;
-    tokio::task::spawn_blocking(move || inflate(&raw, encoding, max))
+    let inflated = tokio::task::spawn_blocking(move || inflate(&raw, encoding, max))
         .await
-        .map_err(|e| ApiError::new(Kind::Internal, format!("inflating the body failed: {e}")))?
+        .map_err(|e| ApiError::new(Kind::Internal, format!("inflating the body failed: {e}")))??;
+    reserved.add(state.budget.reserve(inflated.len())?);
+    Ok((inflated, reserved))
 }
 
 #[derive(Debug, Clone, Copy)]
