@@ -56,7 +56,8 @@ impl Budget {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::serve::api_error::Kind;
+    use crate::serve::budget::Budget;
 
     #[test]
     fn reservations_are_refused_when_spent_and_given_back_when_dropped() {

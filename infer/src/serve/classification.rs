@@ -61,7 +61,8 @@ pub fn serialize(strings: &[String]) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::serve::classification::{count, serialize, top};
+    use crate::serve::queue::OutputRows;
 
     #[test]
     fn top_classes_per_row_with_and_without_labels() {
