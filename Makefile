@@ -103,6 +103,7 @@ bench: setup data build
 	$(PYTHON) bench/augment_cost.py $(BIN_DIR) $(DATA)
 	$(PYTHON) bench/precision.py $(BIN_DIR) $(DATA)
 	$(PYTHON) bench/serving.py $(BIN_DIR) $(DATA) $(MODELS)
+	$(PYTHON) bench/serve_limits.py $(BIN_DIR) $(MODELS)
 
 # The Serving section alone (bench/serving.md): needs wrk (apt-get install wrk).
 bench-serving: setup data build
