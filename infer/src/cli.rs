@@ -239,7 +239,7 @@ pub struct ServeArgs {
     /// Largest request body (bytes; K, M and G suffixes are 1024-based); larger ones get 413.
     #[arg(long, default_value = "64M", value_parser = parse_size)]
     pub max_body: usize,
-    /// Request bytes held at once, HTTP and gRPC together (K, M, G suffixes; at least --max-body);
+    /// Request bytes held at once, HTTP and gRPC together (K, M, G suffixes; at least twice --max-body);
     /// a request beyond it gets 503 / UNAVAILABLE at once.
     #[arg(long, default_value = "256M", value_parser = parse_size)]
     pub max_inflight_bytes: usize,

@@ -236,8 +236,9 @@ pub fn serve(opts: &ServeOptions, out: &mut dyn Write) -> Result<(), ServeError>
         let _ = out.flush();
         tracing::warn!("ready: http://{http_local} grpc://{grpc_local}");
         let draining = Arc::new(AtomicBool::new(false));
-        // At least one request of --max-body must fit.
-        let budget = budget::Budget::new(opts.max_inflight_bytes.max(opts.max_body));
+        // At least one request of --max-body must fit, compressed and
+        // inflated at once.
+        let budget = budget::Budget::new(opts.max_inflight_bytes.max(opts.max_body.saturating_mul(2)));
         let state = http::AppState {
             models: models.clone(),
             metrics: metrics.clone(),

@@ -1012,8 +1012,8 @@ fn a_client_that_never_reads_frees_its_connection() {
     let _ = hog.read_to_end(&mut sink);
 }
 
-/// --max-inflight-bytes holds across clients and both faces: while one
-/// client holds a 200 KB upload open, another 200 KB request gets 503 at
+/// --max-inflight-bytes holds across clients and both faces: while two
+/// clients hold 120 KB uploads open, a third 120 KB request gets 503 at
 /// once, and a gRPC call whose message would pass the budget gets
 /// UNAVAILABLE as its bytes arrive; once the upload is given up, the same
 /// request is answered.
@@ -1022,20 +1022,25 @@ fn the_byte_budget_holds_across_clients_and_faces() {
     let dir = tmp();
     let (images, _) = mnist_images(dir.path(), 1);
     let server =
-        Server::start(&root().join("models"), &["--max-body", "256K", "--max-inflight-bytes", "300K", "--log", "warn"]);
+        Server::start(&root().join("models"), &["--max-body", "128K", "--max-inflight-bytes", "256K", "--log", "warn"]);
     let a = server.http.clone();
     let mut body = json_infer(&images, 1, &[]);
-    body.resize(200_000, b' ');
+    body.resize(120_000, b' ');
     let path = "/v2/models/classifier/infer";
-    let mut holder = connect(&a);
     let head = format!("POST {path} HTTP/1.1\r\nhost: t\r\ncontent-length: {}\r\n\r\n", body.len());
-    holder.write_all(head.as_bytes()).unwrap();
-    holder.write_all(&body[..1000]).unwrap();
+    let holders: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut holder = connect(&a);
+            holder.write_all(head.as_bytes()).unwrap();
+            holder.write_all(&body[..1000]).unwrap();
+            holder
+        })
+        .collect();
     std::thread::sleep(Duration::from_millis(200));
     let t0 = Instant::now();
     let r = request(&a, "POST", path, &[], &body);
     assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
-    assert!(r.error().contains("--max-inflight-bytes (307200 bytes)"), "{}", r.error());
+    assert!(r.error().contains("--max-inflight-bytes (262144 bytes)"), "{}", r.error());
     assert!(t0.elapsed() < Duration::from_millis(500), "refused after {:?}", t0.elapsed());
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -1051,8 +1056,8 @@ fn the_byte_budget_holds_across_clients_and_faces() {
             .unwrap();
         let (response, mut stream) = client.send_request(call, false).unwrap();
         let mut message = vec![0u8];
-        message.extend_from_slice(&200_000u32.to_be_bytes());
-        message.resize(5 + 150_000, 0);
+        message.extend_from_slice(&100_000u32.to_be_bytes());
+        message.resize(5 + 60_000, 0);
         stream.reserve_capacity(message.len());
         stream.send_data(bytes::Bytes::from(message), false).unwrap();
         let response = tokio::time::timeout(Duration::from_secs(5), response).await.expect("no answer").unwrap();
@@ -1066,7 +1071,7 @@ fn the_byte_budget_holds_across_clients_and_faces() {
         };
         assert_eq!(status, "14", "UNAVAILABLE");
     });
-    drop(holder);
+    drop(holders);
     std::thread::sleep(Duration::from_millis(300));
     let r = request(&a, "POST", path, &[], &body);
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
