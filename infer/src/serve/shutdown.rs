@@ -42,7 +42,7 @@ async fn signal() {
 pub async fn run(faces: Faces, drain_timeout: Duration) -> bool {
     let Faces { http: state, http_listener, grpc: service, grpc_listener, grpc_limits, key, draining } = faces;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (limits, budget) = (state.limits, state.budget.clone());
+    let (limits, budget, in_flight) = (state.limits, state.budget.clone(), state.metrics.in_flight.clone());
     // One count of open connections for both faces.
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let http = tokio::spawn(http::serve(
@@ -50,6 +50,7 @@ pub async fn run(faces: Faces, drain_timeout: Duration) -> bool {
         http::router(state),
         limits,
         connections.clone(),
+        in_flight,
         stop_rx.clone(),
         drain_timeout,
     ));

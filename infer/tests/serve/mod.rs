@@ -795,25 +795,32 @@ fn a_request_whose_client_left_is_dropped_before_it_runs() {
 /// What HTTP/2 begins with, and an empty SETTINGS frame.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
 
-/// gRPC connections that never finish the HTTP/2 handshake, or finish it
-/// and then answer nothing (not even GOAWAY), do not hold SIGTERM: with
-/// nothing in flight the server exits 0 at once. One such socket used to
-/// keep it draining for the whole --drain-timeout, then exit 1.
+/// Idle connections do not hold SIGTERM: with nothing in flight the server
+/// exits 0 at once. gRPC ones that never finish the HTTP/2 handshake, or
+/// finish it and then answer nothing (not even GOAWAY), used to keep it
+/// draining for the whole --drain-timeout, then exit 1; REST ones that
+/// sent nothing or half a request line held it for --read-timeout.
 #[test]
-fn idle_grpc_connections_do_not_hold_the_drain() {
+fn idle_connections_do_not_hold_the_drain() {
     let mut server = Server::start(&root().join("models"), &["--drain-timeout", "20", "--log", "warn"]);
     let silent = TcpStream::connect(&server.grpc).unwrap();
     let mut half = TcpStream::connect(&server.grpc).unwrap();
     half.write_all(&H2_PREFACE[..10]).unwrap();
     let mut mute = TcpStream::connect(&server.grpc).unwrap();
     mute.write_all(H2_PREFACE).unwrap();
+    let quiet = connect(&server.http);
+    let mut kept_alive = connect(&server.http);
+    send(&mut kept_alive, "GET", "/v2/health/live", &[], b"").unwrap();
+    assert_eq!(read_reply(&mut kept_alive).unwrap().status, 200);
+    let mut partial = connect(&server.http);
+    partial.write_all(b"GET /v2/health/li").unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let t0 = Instant::now();
     let code = server.terminate(Duration::from_secs(15));
     let took = t0.elapsed();
     assert_eq!(code, 0, "{}", server.log());
     assert!(took < Duration::from_secs(3), "the drain took {took:?} with nothing in flight");
-    drop((silent, half, mute));
+    drop((silent, half, mute, quiet, kept_alive, partial));
 }
 
 /// The gRPC face's limits on one HTTP/2 connection, with Triton's own

@@ -64,13 +64,40 @@ async fn guard(State(state): State<AppState>, request: Request, next: Next) -> R
         }
         _ => next.run(request).await,
     };
-    drop(in_flight);
     let status = response.status().as_u16();
     // Only served models label metrics: a client must not be able to mint series.
     let model = Some(model_of(&path)).filter(|m| state.models.by_name.contains_key(*m)).unwrap_or("");
     state.metrics.requests.with_label_values(&[model, "http", &status.to_string()]).inc();
     tracing::info!(target: "access", "{method} {path} {status} {:.3} ms", start.elapsed().as_secs_f64() * 1e3);
-    response
+    // In flight until its body has been sent: the drain waits for it.
+    response.map(|body| axum::body::Body::new(Held { body, _in_flight: in_flight }))
+}
+
+/// A response body that keeps its request in the in-flight gauge until it
+/// is sent (or its client leaves).
+struct Held {
+    body: axum::body::Body,
+    _in_flight: InFlight,
+}
+
+impl http_body::Body for Held {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// The model a path names, for metric labels ("" for none).
@@ -85,6 +112,10 @@ fn model_of(path: &str) -> &str {
 /// Serves HTTP on `listener` until `stop` turns true, then stops
 /// accepting and lets every open connection finish its request, for at
 /// most `drain`. Returns whether every connection finished in time.
+/// Connections with no request in flight (`in_flight`, the gauge every
+/// request is in until its answer is sent) are cut as soon as none has
+/// been for a moment: one that never sent a request, or half of its
+/// headers, would otherwise hold the drain for --read-timeout.
 /// A connection holds one of `permits` (`--max-connections`, shared with
 /// gRPC) while it is open.
 pub async fn serve(
@@ -92,6 +123,7 @@ pub async fn serve(
     router: Router,
     limits: Limits,
     permits: Arc<Semaphore>,
+    in_flight: prometheus::IntGauge,
     mut stop: watch::Receiver<bool>,
     drain: Duration,
 ) -> bool {
@@ -129,7 +161,24 @@ pub async fn serve(
         });
     }
     drop(listener);
-    tokio::time::timeout(drain, graceful.shutdown()).await.is_ok()
+    let idle = async {
+        let mut quiet_since: Option<Instant> = None;
+        loop {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if in_flight.get() > 0 {
+                quiet_since = None;
+            } else if quiet_since.get_or_insert_with(Instant::now).elapsed() >= Duration::from_millis(200) {
+                return;
+            }
+        }
+    };
+    let finished = async {
+        tokio::select! {
+            _ = graceful.shutdown() => {}
+            _ = idle => {}
+        }
+    };
+    tokio::time::timeout(drain, finished).await.is_ok()
 }
 
 /// Resolves once `stop` turns true (or its sender is gone).
