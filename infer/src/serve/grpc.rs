@@ -16,7 +16,7 @@ use super::api_error::ApiError;
 use super::classification;
 use super::identity::{EXTENSIONS, PLATFORM, SERVER_NAME};
 use super::metrics::Metrics;
-use super::model::{InputTensor, Models, ServedModel};
+use super::model::{check_parameters, InputTensor, Models, ServedModel};
 use super::proto::grpc_inference_service_server::GrpcInferenceService;
 use super::proto::model_infer_response::InferOutputTensor;
 use super::proto::model_metadata_response::TensorMetadata;
@@ -59,7 +59,8 @@ impl GrpcService {
         let r = request.into_inner();
         let model = self.model(&r.model_name, &r.model_version)?;
         let start = Instant::now();
-        known(&r.parameters, &[], "the request").map_err(|e| e.grpc_status())?;
+        // None is read on the request or its inputs; `classification` on an output.
+        check_parameters(r.parameters.keys(), &[], || "the request".into()).map_err(|e| e.grpc_status())?;
         let inputs = decode_inputs(&model, r.inputs, r.raw_input_contents).map_err(|e| e.grpc_status())?;
         let requested = requested_outputs(r.outputs).map_err(|e| e.grpc_status())?;
         model.check_outputs(requested.iter().map(|(name, _)| name.as_str())).map_err(|e| e.grpc_status())?;
@@ -110,22 +111,6 @@ impl GrpcService {
     }
 }
 
-/// Refuses a parameter the server does not read, by name: none on the
-/// request or its inputs, `classification` on an output.
-fn known(
-    parameters: &std::collections::HashMap<String, InferParameter>,
-    known: &[&str],
-    place: &str,
-) -> Result<(), ApiError> {
-    match parameters.keys().find(|k| !known.contains(&k.as_str())) {
-        None => Ok(()),
-        Some(k) => {
-            let supported = if known.is_empty() { "none is".to_string() } else { known.join(", ") + " is" };
-            Err(ApiError::bad(format!("parameter {k:?} of {place} is not supported ({supported} supported there)")))
-        }
-    }
-}
-
 /// The outputs a request names, each with its `classification` N if any.
 fn requested_outputs(
     outputs: Vec<model_infer_request::InferRequestedOutputTensor>,
@@ -133,7 +118,7 @@ fn requested_outputs(
     outputs
         .into_iter()
         .map(|o| {
-            known(&o.parameters, &[classification::PARAMETER], &format!("output {:?}", o.name))?;
+            check_parameters(o.parameters.keys(), &[classification::PARAMETER], || format!("output {:?}", o.name))?;
             let classes = match o.parameters.get(classification::PARAMETER) {
                 None => None,
                 Some(p) => {
@@ -167,7 +152,7 @@ fn decode_inputs(
     let mut raw = raw.into_iter();
     let mut decoded = Vec::with_capacity(inputs.len());
     for input in inputs {
-        known(&input.parameters, &[], &format!("input {:?}", input.name))?;
+        check_parameters(input.parameters.keys(), &[], || format!("input {:?}", input.name))?;
         let count = model.check_declared(&input.name, &input.datatype, &input.shape)?;
         let data = match raw.next() {
             Some(bytes) => {

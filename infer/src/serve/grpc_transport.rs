@@ -21,7 +21,6 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -39,17 +38,13 @@ use tonic::codec::CompressionEncoding;
 use super::api_error::{ApiError, Kind};
 use super::auth::ApiKey;
 use super::budget::{Budget, Reserved};
+use super::connections::{accept, quiet, stopped, Holding};
 use super::grpc::GrpcService;
-use super::http::stopped;
 use super::metrics::{InFlight, Metrics};
 use super::proto::grpc_inference_service_server::GrpcInferenceServiceServer;
 
 /// What HTTP/2 begins with (RFC 9113, section 3.4).
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// How long the drain waits with no call in flight before it closes the
-/// connections that have not answered GOAWAY.
-const IDLE_GRACE: Duration = Duration::from_millis(200);
 
 /// The limits of the gRPC face.
 #[derive(Debug, Clone, Copy)]
@@ -66,8 +61,6 @@ struct Gate {
     key: Option<ApiKey>,
     metrics: Metrics,
     call_timeout: Duration,
-    /// Calls not yet answered in full, for the drain.
-    calls: AtomicUsize,
     budget: Budget,
 }
 
@@ -91,13 +84,8 @@ pub async fn serve(
         .accept_compressed(CompressionEncoding::Deflate)
         .max_decoding_message_size(limits.max_message)
         .max_encoding_message_size(limits.max_message);
-    let gate = Arc::new(Gate {
-        key,
-        metrics,
-        call_timeout: limits.read_timeout.max(Duration::from_secs(1)) * 6,
-        calls: AtomicUsize::new(0),
-        budget,
-    });
+    let gate =
+        Arc::new(Gate { key, metrics, call_timeout: limits.read_timeout.max(Duration::from_secs(1)) * 6, budget });
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     builder
         .timer(TokioTimer::new())
@@ -106,19 +94,7 @@ pub async fn serve(
         .keep_alive_timeout(Duration::from_secs(20))
         .max_header_list_size(64 * 1024);
     let graceful = GracefulShutdown::new();
-    loop {
-        let (stream, _peer) = tokio::select! {
-            _ = stopped(&mut stop) => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!("gRPC accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
+    while let Some(stream) = accept(&listener, &mut stop, "gRPC").await {
         let Ok(permit) = connections.clone().try_acquire_owned() else {
             tracing::warn!("gRPC connection refused: over --max-connections");
             continue; // dropped: closed
@@ -139,20 +115,9 @@ pub async fn serve(
         });
     }
     drop(listener);
-    let idle = async {
-        let mut quiet_since: Option<Instant> = None;
-        loop {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            if gate.calls.load(Ordering::Acquire) > 0 {
-                quiet_since = None;
-            } else if quiet_since.get_or_insert_with(Instant::now).elapsed() >= IDLE_GRACE {
-                return;
-            }
-        }
-    };
     tokio::select! {
         _ = graceful.shutdown() => {}
-        _ = idle => {}
+        _ = quiet(&gate.metrics.in_flight) => {}
     }
 }
 
@@ -217,7 +182,7 @@ impl tower::Service<http::Request<Incoming>> for Gated {
             let request = request.map(|body| Budgeted { body, budget, held });
             match tokio::time::timeout(gate.call_timeout, tower::Service::call(&mut inner, request)).await {
                 // Counted until its body has been sent.
-                Ok(Ok(response)) => Ok(response.map(|body| Body::new(Held { body, _call: call }))),
+                Ok(Ok(response)) => Ok(response.map(|body| Body::new(Holding::new(body, call)))),
                 Ok(Err(never)) => match never {},
                 Err(_) => {
                     let status = tonic::Status::deadline_exceeded(format!(
@@ -232,22 +197,16 @@ impl tower::Service<http::Request<Incoming>> for Gated {
     }
 }
 
-/// One call in flight: in the gauge and in the drain's count, holding the
-/// bytes its message reserved.
+/// One call in flight: in the gauge (which the drain watches) until its
+/// answer is sent, holding the bytes its message reserved.
 struct Call {
-    gate: Arc<Gate>,
-    _gauge: InFlight,
+    _in_flight: InFlight,
     reserved: Arc<Mutex<Reserved>>,
 }
 
 impl Call {
-    fn enter(gate: &Arc<Gate>) -> Call {
-        gate.calls.fetch_add(1, Ordering::AcqRel);
-        Call {
-            gate: gate.clone(),
-            _gauge: InFlight::enter(&gate.metrics.in_flight),
-            reserved: Arc::new(Mutex::new(Reserved::default())),
-        }
+    fn enter(gate: &Gate) -> Call {
+        Call { _in_flight: InFlight::enter(&gate.metrics.in_flight), reserved: Arc::default() }
     }
 }
 
@@ -281,38 +240,6 @@ impl http_body::Body for Budgeted {
             }
         }
         Poll::Ready(Some(Ok(frame)))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
-    }
-}
-
-impl Drop for Call {
-    fn drop(&mut self) {
-        self.gate.calls.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// A response body that keeps its call counted until it is sent or dropped.
-struct Held {
-    body: Body,
-    _call: Call,
-}
-
-impl http_body::Body for Held {
-    type Data = bytes::Bytes;
-    type Error = tonic::Status;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {

@@ -14,6 +14,7 @@ pub mod api_error;
 pub mod auth;
 pub mod budget;
 pub mod classification;
+mod connections;
 pub mod grpc;
 pub mod grpc_transport;
 pub mod http;

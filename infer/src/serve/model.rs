@@ -42,6 +42,27 @@ pub struct InputTensor {
 /// allocated for them.
 const MAX_ELEMENTS: u64 = 1 << 31;
 
+/// Refuses a request parameter the server does not read, by name (a
+/// parameter ignored in silence answers something else than was asked):
+/// `keys` are those given at `place` (named only when refusing), `known`
+/// those the server reads there.
+pub fn check_parameters<'a>(
+    keys: impl IntoIterator<Item = &'a String>,
+    known: &[&str],
+    place: impl FnOnce() -> String,
+) -> Result<(), ApiError> {
+    match keys.into_iter().find(|k| !known.contains(&k.as_str())) {
+        None => Ok(()),
+        Some(k) => {
+            let supported = if known.is_empty() { "none".to_string() } else { known.join(", ") };
+            Err(ApiError::bad(format!(
+                "parameter {k:?} of {} is not supported (supported there: {supported})",
+                place()
+            )))
+        }
+    }
+}
+
 /// The protocol's name for a shape: `[a, b]`.
 pub fn shape_string(shape: &[i64]) -> String {
     format!("[{}]", shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(","))

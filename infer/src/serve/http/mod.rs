@@ -10,5 +10,5 @@ mod stall;
 mod state;
 pub mod types;
 
-pub use server::{router, serve, stopped};
+pub use server::{router, serve};
 pub use state::{AppState, Limits};

@@ -21,6 +21,7 @@ use super::stall::StallLimited;
 use super::state::{AppState, Limits};
 use super::{handlers, picture};
 use crate::serve::api_error::{ApiError, Kind};
+use crate::serve::connections::{accept, quiet, Holding};
 use crate::serve::metrics::InFlight;
 
 pub fn router(state: AppState) -> Router {
@@ -70,34 +71,7 @@ async fn guard(State(state): State<AppState>, request: Request, next: Next) -> R
     state.metrics.requests.with_label_values(&[model, "http", &status.to_string()]).inc();
     tracing::info!(target: "access", "{method} {path} {status} {:.3} ms", start.elapsed().as_secs_f64() * 1e3);
     // In flight until its body has been sent: the drain waits for it.
-    response.map(|body| axum::body::Body::new(Held { body, _in_flight: in_flight }))
-}
-
-/// A response body that keeps its request in the in-flight gauge until it
-/// is sent (or its client leaves).
-struct Held {
-    body: axum::body::Body,
-    _in_flight: InFlight,
-}
-
-impl http_body::Body for Held {
-    type Data = bytes::Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        std::pin::Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
-    }
+    response.map(|body| axum::body::Body::new(Holding::new(body, in_flight)))
 }
 
 /// The model a path names, for metric labels ("" for none).
@@ -128,20 +102,7 @@ pub async fn serve(
     drain: Duration,
 ) -> bool {
     let graceful = GracefulShutdown::new();
-    loop {
-        let (stream, _peer) = tokio::select! {
-            _ = stopped(&mut stop) => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                // Out of file descriptors and the like: wait, then go on.
-                Err(e) => {
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
+    while let Some(stream) = accept(&listener, &mut stop, "HTTP").await {
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             // Over the connection limit: a plain 503, then close.
             tokio::spawn(refuse(stream, limits.max_connections));
@@ -161,33 +122,13 @@ pub async fn serve(
         });
     }
     drop(listener);
-    let idle = async {
-        let mut quiet_since: Option<Instant> = None;
-        loop {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            if in_flight.get() > 0 {
-                quiet_since = None;
-            } else if quiet_since.get_or_insert_with(Instant::now).elapsed() >= Duration::from_millis(200) {
-                return;
-            }
-        }
-    };
     let finished = async {
         tokio::select! {
             _ = graceful.shutdown() => {}
-            _ = idle => {}
+            _ = quiet(&in_flight) => {}
         }
     };
     tokio::time::timeout(drain, finished).await.is_ok()
-}
-
-/// Resolves once `stop` turns true (or its sender is gone).
-pub async fn stopped(stop: &mut watch::Receiver<bool>) {
-    while !*stop.borrow_and_update() {
-        if stop.changed().await.is_err() {
-            return;
-        }
-    }
 }
 
 async fn refuse(mut stream: tokio::net::TcpStream, limit: usize) {

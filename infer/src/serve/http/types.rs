@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 use crate::serve::api_error::ApiError;
 use crate::serve::classification::{self, Classes};
-use crate::serve::model::{shape_string, InputTensor, ServedModel};
+use crate::serve::model::{check_parameters, shape_string, InputTensor, ServedModel};
 use crate::serve::queue::OutputRows;
 
 /// The header that splits a binary request or response: the JSON part's
@@ -72,16 +72,6 @@ const REQUEST_PARAMETERS: &[&str] = &["binary_data_output"];
 const INPUT_PARAMETERS: &[&str] = &["binary_data_size"];
 const OUTPUT_PARAMETERS: &[&str] = &["binary_data", classification::PARAMETER];
 
-fn known(parameters: &Map<String, Value>, known: &[&str], place: &str) -> Result<(), ApiError> {
-    match parameters.keys().find(|k| !known.contains(&k.as_str())) {
-        None => Ok(()),
-        Some(k) => Err(ApiError::bad(format!(
-            "parameter {k:?} of {place} is not supported (supported there: {})",
-            known.join(", ")
-        ))),
-    }
-}
-
 fn binary_size(parameters: &Map<String, Value>) -> Result<Option<usize>, String> {
     match parameters.get("binary_data_size") {
         None => Ok(None),
@@ -134,10 +124,10 @@ pub fn parse_request(body: &[u8], header_length: Option<usize>, model: &ServedMo
     };
     let request: RequestJson<'_> =
         serde_json::from_slice(json).map_err(|e| ApiError::bad(format!("invalid JSON in the request: {e}")))?;
-    known(&request.parameters, REQUEST_PARAMETERS, "the request")?;
+    check_parameters(request.parameters.keys(), REQUEST_PARAMETERS, || "the request".into())?;
     let mut inputs = Vec::with_capacity(request.inputs.len());
     for input in request.inputs {
-        known(&input.parameters, INPUT_PARAMETERS, &format!("input {:?}", input.name))?;
+        check_parameters(input.parameters.keys(), INPUT_PARAMETERS, || format!("input {:?}", input.name))?;
         let count = model.check_declared(&input.name, &input.datatype, &input.shape)?;
         let size = binary_size(&input.parameters).map_err(|e| ApiError::bad(format!("input {:?}: {e}", input.name)))?;
         let data = match (size, input.data) {
@@ -193,7 +183,7 @@ pub fn parse_request(body: &[u8], header_length: Option<usize>, model: &ServedMo
     let binary_default = flag(&request.parameters, "binary_data_output")?.unwrap_or(false);
     let mut outputs = Vec::new();
     for o in request.outputs.unwrap_or_default() {
-        known(&o.parameters, OUTPUT_PARAMETERS, &format!("output {:?}", o.name))?;
+        check_parameters(o.parameters.keys(), OUTPUT_PARAMETERS, || format!("output {:?}", o.name))?;
         let binary = flag(&o.parameters, "binary_data")?.unwrap_or(binary_default);
         let classes = match o.parameters.get(classification::PARAMETER) {
             None => None,
