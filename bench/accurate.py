@@ -28,14 +28,14 @@ def log(msg):
     print(f"accurate: {msg}", file=sys.stderr, flush=True)
 
 
-def ours(TRAIN, F, PRECISION, seed, work):
+def ours(train, files, precision, seed, work):
     ae, clf = os.path.join(work, f"ae-{seed}"), os.path.join(work, f"clf-{seed}")
-    flags = ["--preset", "accurate", "--seed", str(seed), "--precision", PRECISION, "--threads", "2", "--quiet",
+    flags = ["--preset", "accurate", "--seed", str(seed), "--precision", precision, "--threads", "2", "--quiet",
              "--force", "--tensorboard", "false"]
     t0 = time.perf_counter()
-    subprocess.run([TRAIN, "autoencoder", "--images", F["images"], *flags, "--out", ae], check=True)
-    subprocess.run([TRAIN, "classifier", "--autoencoder", ae, "--images", F["images"], "--labels", F["labels"],
-                    "--test-images", F["test_images"], "--test-labels", F["test_labels"], *flags, "--out", clf],
+    subprocess.run([train, "autoencoder", "--images", files["images"], *flags, "--out", ae], check=True)
+    subprocess.run([train, "classifier", "--autoencoder", ae, "--images", files["images"], "--labels", files["labels"],
+                    "--test-images", files["test_images"], "--test-labels", files["test_labels"], *flags, "--out", clf],
                    check=True)
     seconds = time.perf_counter() - t0
     rows = list(csv.DictReader(open(os.path.join(clf, "history.csv"))))
@@ -46,9 +46,9 @@ def ours(TRAIN, F, PRECISION, seed, work):
             "test_accuracy": test["accuracy"], "test_epoch": test.get("epoch")}
 
 
-def theirs(F, seed, budget, bf16):
-    cmd = [sys.executable, os.path.join(HERE, "deotte.py"), "--images", F["images"], "--labels", F["labels"],
-           "--test-images", F["test_images"], "--test-labels", F["test_labels"], "--seed", str(seed),
+def theirs(files, seed, budget, bf16):
+    cmd = [sys.executable, os.path.join(HERE, "deotte.py"), "--images", files["images"], "--labels", files["labels"],
+           "--test-images", files["test_images"], "--test-labels", files["test_labels"], "--seed", str(seed),
            "--budget", str(budget)] + (["--bf16"] if bf16 else [])
     return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
 
@@ -59,11 +59,11 @@ def stats(v):
 
 def report(result):
     """The markdown of a run's `accurate.json`: the command, the per-seed table, mean ± sd, the curves."""
-    rows, SEEDS, PRECISION = result["seeds"], [r["seed"] for r in result["seeds"]], result["precision"]
+    rows, seeds, precision = result["seeds"], [r["seed"] for r in result["seeds"]], result["precision"]
     ot, dt = stats([r["train"]["test_accuracy"] for r in rows]), stats([r["deotte"]["test_accuracy"] for r in rows])
     ov, dv = stats([r["train"]["val_accuracy"] for r in rows]), stats([r["deotte"]["val_accuracy"] for r in rows])
     L = [f"CPU: {result['cpu']}; flags: {' '.join(result['flags'])}; {result['cores']} CPUs, 2 threads; {result.get('date', '')}. "
-         f"One run of `python bench/accurate.py BIN DATA --seeds {','.join(map(str, SEEDS))} --precision {PRECISION}`; "
+         f"One run of `python bench/accurate.py BIN DATA --seeds {','.join(map(str, seeds))} --precision {precision}`; "
          "every figure below is from that run. Per seed: `train autoencoder` and `train classifier --preset accurate` "
          "(with its test report), timed together; then `bench/deotte.py` (Deotte's single CNN with BatchNorm and "
          "dropout, rotation ±15°, zoom ±0.15, shift ±0.1, Adam 1e-3·0.95^epoch, batch 64, trained from scratch on the "

@@ -428,7 +428,9 @@ T.append(f"- One autoencoder training epoch on the 48 000 training images (`trai
 T.append("## 6. Serving\n")
 T.append("`infer serve` under load (wrk on loopback, 1/8/64 clients, JSON and binary tensors) against `--max-batch 1` "
          "and FastAPI + uvicorn + onnxruntime: `bench/serving.md`, written by `bench/serving.py`, which `make bench` "
-         "runs after this report (its own run, its own figures).\n")
+         "runs after this report (its own run, its own figures). What hostile clients cost it (unauthenticated 60 MB "
+         "gRPC calls, big pictures, an idle socket at SIGTERM): `bench/serve_limits.md`, written by "
+         "`bench/serve_limits.py`, also run by `make bench` (its own run).\n")
 T.append("## 7. Mixed precision\n")
 T.append("`train --precision bf16-mixed` against PyTorch under `torch.autocast` on the four models' epochs, and over "
          "seeds against float32: `bench/precision.md`, written by `bench/precision.py`, which `make bench` runs after "
