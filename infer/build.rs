@@ -14,6 +14,9 @@ use std::path::{Path, PathBuf};
 fn main() {
     println!("cargo:rerun-if-env-changed=ORT_LIB_PATH");
     println!("cargo:rerun-if-env-changed=INFER_RPATH");
+    // Named, since the lines above turn off cargo's rerun on any change.
+    println!("cargo:rerun-if-changed=proto");
+    println!("cargo:rerun-if-changed=build.rs");
     if let Ok(rpath) = std::env::var("INFER_RPATH") {
         println!("cargo:rustc-link-arg=-Wl,-rpath,{rpath}");
     } else if let Ok(dir) = std::env::var("ORT_LIB_PATH") {

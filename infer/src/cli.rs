@@ -10,6 +10,7 @@ use ae_core::cli_values::choice;
 use ae_core::preprocess::{Fit, Invert, Preprocess};
 use infer::commands::{self, ClassifyOptions, Format, ReconstructOptions, RunOptions};
 use infer::input::FolderLabels;
+use infer::serve::control::ControlMode;
 use infer::session::{Device, SessionOptions};
 
 #[derive(Debug, Parser)]
@@ -259,6 +260,16 @@ pub struct ServeArgs {
     /// gRPC calls at once on one connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_streams: u32,
+    /// Which models are served, and whether they change while the server runs (Triton's modes).
+    #[arg(long, value_parser = choice::<ControlMode>(), default_value_t = ControlMode::None)]
+    pub model_control_mode: ControlMode,
+    /// With --model-control-mode explicit: a model to load at start (repeatable; `*` for all).
+    #[arg(long = "load-model", value_name = "NAME")]
+    pub load_model: Vec<String>,
+    /// With --model-control-mode poll: seconds between looks at the folder; a changed model is
+    /// reloaded once two looks in a row see the same files.
+    #[arg(long, default_value_t = 15.0, value_parser = parse_seconds)]
+    pub repository_poll_secs: f64,
     /// Require `Authorization: Bearer KEY` on every endpoint except liveness (401 without it).
     #[arg(long, conflicts_with = "api_key_file", env = "INFER_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
@@ -276,6 +287,9 @@ Endpoints (REST, Open Inference Protocol v2): GET /v2/health/live, /v2/health/re
 Pictures: POST /classify/{m}?preprocess=exact|resize|mnist with a PNG/JPEG body or multipart form,
 at most 16384 × the model's input pixels (12.25 Mi for 28×28), decoded off the I/O threads.
 GET /metrics (Prometheus). gRPC: inference.GRPCInferenceService.
+Model repository: POST /v2/repository/index, /v2/repository/models/{m}/load and …/unload (and
+their gRPC calls) with --model-control-mode explicit; a reload serves on until the new version
+has warmed up, and a failed load leaves the old one serving.
 SIGTERM or Ctrl-C: stop accepting, answer what was accepted (--drain-timeout), exit 0.
 
 Exit codes: 0 drained; 1 the drain timed out or the server failed while running;
@@ -322,6 +336,11 @@ impl ServeArgs {
                 instances: self.instances as usize,
             },
             session: SessionOptions { device: self.device, threads: Some(self.threads.max(1)) },
+            control: infer::serve::control::ControlOptions {
+                mode: self.model_control_mode,
+                load: self.load_model.clone(),
+                poll_every: Duration::from_secs_f64(self.repository_poll_secs),
+            },
             max_body: self.max_body,
             read_timeout: Duration::from_secs_f64(self.read_timeout),
             drain_timeout: Duration::from_secs_f64(self.drain_timeout),

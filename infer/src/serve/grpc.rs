@@ -14,9 +14,10 @@ use tonic::{Request, Response, Status};
 
 use super::api_error::ApiError;
 use super::classification;
+use super::control::Registry;
 use super::identity::{EXTENSIONS, PLATFORM, SERVER_NAME};
 use super::metrics::Metrics;
-use super::model::{check_parameters, InputTensor, Models, ServedModel};
+use super::model::{check_parameters, InputTensor, ServedModel};
 use super::proto::grpc_inference_service_server::GrpcInferenceService;
 use super::proto::model_infer_response::InferOutputTensor;
 use super::proto::model_metadata_response::TensorMetadata;
@@ -25,14 +26,14 @@ use super::queue::OutputRows;
 
 #[derive(Debug, Clone)]
 pub struct GrpcService {
-    pub models: Arc<Models>,
+    pub models: Arc<Registry>,
     pub metrics: Metrics,
     pub draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl GrpcService {
     fn model(&self, name: &str, version: &str) -> Result<Arc<ServedModel>, Status> {
-        self.models.get(name, version).cloned().map_err(|e| e.grpc_status())
+        self.models.get(name, version).map_err(|e| e.grpc_status())
     }
 
     /// Counts and logs one answered call.
@@ -42,7 +43,7 @@ impl GrpcService {
             Err(s) => s.code(),
         };
         // Only served models label metrics: a client must not be able to mint series.
-        let label = if self.models.by_name.contains_key(model) { model } else { "" };
+        let label = if self.models.contains(model) { model } else { "" };
         self.metrics.requests.with_label_values(&[label, "grpc", &format!("{code:?}")]).inc();
         tracing::info!(target: "access", "gRPC {rpc} {model} {code:?} {:.3} ms", start.elapsed().as_secs_f64() * 1e3);
     }
@@ -106,7 +107,7 @@ impl GrpcService {
             raw_output_contents,
             ..Default::default()
         };
-        self.metrics.latency.with_label_values(&[model.name.as_str()]).observe(start.elapsed().as_secs_f64());
+        model.latency.observe(start.elapsed().as_secs_f64());
         Ok(Response::new(response))
     }
 }
@@ -241,6 +242,69 @@ impl GrpcInferenceService for GrpcService {
         let model = request.get_ref().model_name.clone();
         let result = self.infer(request).await;
         self.record("ModelInfer", &model, start, &result);
+        result
+    }
+
+    async fn repository_index(
+        &self,
+        request: Request<RepositoryIndexRequest>,
+    ) -> Result<Response<RepositoryIndexResponse>, Status> {
+        let r = request.get_ref();
+        self.counted("RepositoryIndex", "", || {
+            Registry::check_repository(&r.repository_name).map_err(|e| e.grpc_status())?;
+            let models = self.models.index(r.ready).map_err(|e| e.grpc_status())?;
+            let models = models
+                .into_iter()
+                .map(|e| repository_index_response::ModelIndex {
+                    name: e.name,
+                    version: e.version,
+                    state: e.state,
+                    reason: e.reason,
+                })
+                .collect();
+            Ok(Response::new(RepositoryIndexResponse { models }))
+        })
+    }
+
+    async fn repository_model_load(
+        &self,
+        request: Request<RepositoryModelLoadRequest>,
+    ) -> Result<Response<RepositoryModelLoadResponse>, Status> {
+        let start = Instant::now();
+        let r = request.into_inner();
+        let result = async {
+            Registry::check_repository(&r.repository_name)?;
+            check_parameters(r.parameters.keys(), &["config"], || "the load request".into())?;
+            let config = match r.parameters.get("config").and_then(|p| p.parameter_choice.as_ref()) {
+                None => None,
+                Some(model_repository_parameter::ParameterChoice::StringParam(c)) => Some(c.as_str()),
+                Some(_) => return Err(ApiError::bad("parameter \"config\" of the load request is not a string")),
+            };
+            self.models.load(&r.model_name, config).await
+        }
+        .await
+        .map(|()| Response::new(RepositoryModelLoadResponse {}))
+        .map_err(|e| e.grpc_status());
+        self.record("RepositoryModelLoad", &r.model_name, start, &result);
+        result
+    }
+
+    async fn repository_model_unload(
+        &self,
+        request: Request<RepositoryModelUnloadRequest>,
+    ) -> Result<Response<RepositoryModelUnloadResponse>, Status> {
+        let start = Instant::now();
+        let r = request.into_inner();
+        let result = async {
+            Registry::check_repository(&r.repository_name)?;
+            // No model depends on another here, so unload_dependents has nothing more to unload.
+            check_parameters(r.parameters.keys(), &["unload_dependents"], || "the unload request".into())?;
+            self.models.unload(&r.model_name).await
+        }
+        .await
+        .map(|()| Response::new(RepositoryModelUnloadResponse {}))
+        .map_err(|e| e.grpc_status());
+        self.record("RepositoryModelUnload", &r.model_name, start, &result);
         result
     }
 

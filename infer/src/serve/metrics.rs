@@ -1,8 +1,9 @@
 //! What `/metrics` shows, in Prometheus text format: requests by model,
 //! protocol and status; histograms of request latency, queue time and
-//! batch size; requests in flight; queue depth; requests dropped because
-//! their client left. Each figure is recorded where its event happens (the
-//! front ends, the queue's sessions).
+//! batch size, by model and version; requests in flight; queue depth;
+//! requests dropped because their client left; model loads and whether
+//! they failed. Each figure is recorded where its event happens (the front
+//! ends, the queue's sessions, model control).
 
 use prometheus::{
     exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -28,6 +29,7 @@ pub struct Metrics {
     pub in_flight: IntGauge,
     pub queue_depth: IntGaugeVec,
     pub dropped: IntCounterVec,
+    pub loads: IntCounterVec,
 }
 
 impl Metrics {
@@ -43,29 +45,36 @@ impl Metrics {
         let latency = HistogramVec::new(
             HistogramOpts::new("infer_request_duration_seconds", "Time from a request's body read to its answer")
                 .buckets(seconds.clone()),
-            &["model"],
+            &["model", "version"],
         )
         .expect("metric");
         let queue_time = HistogramVec::new(
             HistogramOpts::new("infer_queue_duration_seconds", "Time a request waited in its model's queue")
                 .buckets(seconds),
-            &["model"],
+            &["model", "version"],
         )
         .expect("metric");
         let sizes = (0..).map(|p| (1u64 << p) as f64).take_while(|&s| s <= (max_batch.max(1) * 2) as f64).collect();
         let batch_size = HistogramVec::new(
             HistogramOpts::new("infer_batch_size", "Images in each ONNX Runtime run").buckets(sizes),
-            &["model"],
+            &["model", "version"],
         )
         .expect("metric");
         let in_flight =
             IntGauge::new("infer_requests_in_flight", "Requests and gRPC calls being answered").expect("metric");
-        let queue_depth =
-            IntGaugeVec::new(Opts::new("infer_queue_depth", "Requests waiting in a model's queue"), &["model"])
-                .expect("metric");
+        let queue_depth = IntGaugeVec::new(
+            Opts::new("infer_queue_depth", "Requests waiting in a model's queue"),
+            &["model", "version"],
+        )
+        .expect("metric");
         let dropped = IntCounterVec::new(
             Opts::new("infer_requests_dropped_total", "Queued requests skipped because their client left"),
-            &["model"],
+            &["model", "version"],
+        )
+        .expect("metric");
+        let loads = IntCounterVec::new(
+            Opts::new("infer_model_loads_total", "Model loads and reloads, by model and result (ok, failed)"),
+            &["model", "result"],
         )
         .expect("metric");
         for m in [
@@ -76,21 +85,29 @@ impl Metrics {
             Box::new(in_flight.clone()),
             Box::new(queue_depth.clone()),
             Box::new(dropped.clone()),
+            Box::new(loads.clone()),
         ] {
             registry.register(m).expect("metric names are unique");
         }
-        Metrics { registry, requests, latency, queue_time, batch_size, in_flight, queue_depth, dropped }
+        Metrics { registry, requests, latency, queue_time, batch_size, in_flight, queue_depth, dropped, loads }
     }
 
-    /// One model's series of the queue's metrics, looked up once rather
-    /// than on every batch.
-    pub fn queue(&self, model: &str) -> QueueMetrics {
+    /// One model version's series of the queue's metrics, looked up once
+    /// rather than on every batch.
+    pub fn queue(&self, model: &str, version: &str) -> QueueMetrics {
+        let labels = [model, version];
         QueueMetrics {
-            batch_size: self.batch_size.with_label_values(&[model]),
-            queue_time: self.queue_time.with_label_values(&[model]),
-            queue_depth: self.queue_depth.with_label_values(&[model]),
-            dropped: self.dropped.with_label_values(&[model]),
+            batch_size: self.batch_size.with_label_values(&labels),
+            queue_time: self.queue_time.with_label_values(&labels),
+            queue_depth: self.queue_depth.with_label_values(&labels),
+            dropped: self.dropped.with_label_values(&labels),
         }
+    }
+
+    /// An unloaded version's queue depth leaves `/metrics` (its counters
+    /// and histograms stay: they are totals).
+    pub fn retire(&self, model: &str, version: &str) {
+        let _ = self.queue_depth.remove_label_values(&[model, version]);
     }
 
     /// Everything, in Prometheus' text exposition format.

@@ -27,6 +27,8 @@ pub struct ServedModel {
     /// the indices), as `infer classify` names them; empty without one.
     pub class_names: Vec<String>,
     pub queue: Queue,
+    /// This version's series of request latency.
+    pub latency: prometheus::Histogram,
 }
 
 /// An input tensor as a front end decoded it: FP32 values, row-major.
@@ -183,18 +185,25 @@ impl ServedModel {
     }
 }
 
-/// Every served model, by name then version.
-#[derive(Debug, Default)]
+/// The models being served at one moment, by name then version: what a
+/// request resolves its model in. Model control (`control.rs`) swaps in a
+/// new one whole; a request keeps the version it resolved until answered.
+#[derive(Debug, Default, Clone)]
 pub struct Models {
     pub by_name: BTreeMap<String, BTreeMap<u64, Arc<ServedModel>>>,
+    /// Models known but not served, and why (unloaded, or a load failed).
+    pub unavailable: BTreeMap<String, String>,
 }
 
 impl Models {
     /// `version` empty: the highest served version.
     pub fn get(&self, name: &str, version: &str) -> Result<&Arc<ServedModel>, ApiError> {
-        let versions = self.by_name.get(name).ok_or_else(|| {
-            let names = self.by_name.keys().cloned().collect::<Vec<_>>().join(", ");
-            ApiError::not_found(format!("unknown model {name:?}; this server has {names}"))
+        let versions = self.by_name.get(name).ok_or_else(|| match self.unavailable.get(name) {
+            Some(why) => ApiError::not_found(format!("model {name:?} is not loaded: {why}")),
+            None => {
+                let names = self.by_name.keys().cloned().collect::<Vec<_>>().join(", ");
+                ApiError::not_found(format!("unknown model {name:?}; this server has {names}"))
+            }
         })?;
         if version.is_empty() {
             return Ok(versions.values().next_back().expect("a model has a version"));

@@ -67,6 +67,17 @@ pub fn parse(path: &Path, text: &str) -> Result<ModelConfig, ConfigError> {
     message.transcode_to::<ModelConfig>().map_err(|e| parse_err(e.to_string()))
 }
 
+/// Parses a configuration in JSON, as Triton's HTTP API shows it and as a
+/// repository load request's `config` parameter carries it (`origin`
+/// names it in messages).
+pub fn from_json(origin: &Path, text: &str) -> Result<ModelConfig, ConfigError> {
+    let parse_err = |msg: String| ConfigError::Parse { path: origin.into(), msg };
+    let mut de = serde_json::Deserializer::from_str(text);
+    let message = DynamicMessage::deserialize(descriptor(), &mut de).map_err(|e| parse_err(e.to_string()))?;
+    de.end().map_err(|e| parse_err(e.to_string()))?;
+    message.transcode_to::<ModelConfig>().map_err(|e| parse_err(e.to_string()))
+}
+
 /// Protobuf's text format lets a list of messages follow its field name
 /// without a colon (`input [ { … } ]`), and Triton's configs are written
 /// that way; prost-reflect's parser wants the colon (`input: [ … ]`). Adds

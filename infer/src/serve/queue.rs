@@ -27,7 +27,7 @@ use std::time::Instant;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use tokio::sync::oneshot;
 
-use super::metrics::{Metrics, QueueMetrics};
+use super::metrics::QueueMetrics;
 use super::model_config::Batching;
 use crate::session::ModelSession;
 
@@ -73,7 +73,7 @@ pub struct Queue {
 impl Queue {
     /// Starts one thread per session; each runs batches until the queue is
     /// closed and drained.
-    pub fn start(model: &str, sessions: Vec<ModelSession>, batching: &Batching, metrics: &Metrics) -> Queue {
+    pub fn start(model: &str, sessions: Vec<ModelSession>, batching: &Batching, metrics: &QueueMetrics) -> Queue {
         let (tx, rx) = bounded::<Entry>(batching.max_queue.max(1));
         let threads = sessions
             .into_iter()
@@ -83,7 +83,7 @@ impl Queue {
                     session,
                     rx: rx.clone(),
                     batching: batching.clone(),
-                    metrics: metrics.queue(model),
+                    metrics: metrics.clone(),
                     carried: None,
                 };
                 std::thread::Builder::new()
@@ -92,7 +92,7 @@ impl Queue {
                     .expect("spawn a session thread")
             })
             .collect();
-        Queue { tx: Some(tx), threads, metrics: metrics.queue(model) }
+        Queue { tx: Some(tx), threads, metrics: metrics.clone() }
     }
 
     /// Queues `n` images; the receiver gets their rows.

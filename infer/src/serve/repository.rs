@@ -25,6 +25,8 @@ pub enum RepositoryError {
     MissingVersion { path: PathBuf, version: u64 },
     #[error("{}: the config names model {named:?}; Triton requires the folder's name", path.display())]
     Name { path: PathBuf, named: String },
+    #[error("{}: holds no model {name:?}", path.display())]
+    NoModel { path: PathBuf, name: String },
     #[error(transparent)]
     Config(#[from] ConfigError),
 }
@@ -41,8 +43,18 @@ pub struct ModelSource {
     pub config_path: Option<PathBuf>,
 }
 
-/// Every model version `dir` holds, sorted by name then version.
-pub fn scan(dir: &Path) -> Result<Vec<ModelSource>, RepositoryError> {
+/// How a repository lays out its models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// `*.onnx` files, one model each.
+    Flat,
+    /// `<name>/config.pbtxt` folders.
+    Triton,
+}
+
+/// The folder's entries, sorted, and its layout: Triton's when any folder
+/// in it holds a config.pbtxt.
+fn entries(dir: &Path) -> Result<(Vec<PathBuf>, Layout), RepositoryError> {
     let read_err = |source| RepositoryError::Read { path: dir.into(), source };
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(read_err)?
@@ -50,36 +62,109 @@ pub fn scan(dir: &Path) -> Result<Vec<ModelSource>, RepositoryError> {
         .collect::<Result<_, _>>()
         .map_err(read_err)?;
     entries.sort();
-    let triton: Vec<&PathBuf> = entries.iter().filter(|p| p.join("config.pbtxt").is_file()).collect();
-    let models = if triton.is_empty() {
-        entries
+    let layout = if entries.iter().any(|p| p.join("config.pbtxt").is_file()) { Layout::Triton } else { Layout::Flat };
+    Ok((entries, layout))
+}
+
+fn file_name(p: &Path, stem: bool) -> String {
+    let name = if stem { p.file_stem() } else { p.file_name() };
+    name.unwrap_or_default().to_string_lossy().into_owned()
+}
+
+/// The names of the models `dir` holds, sorted (none is not an error
+/// here: a server in explicit control mode may start with none loaded).
+pub fn names(dir: &Path) -> Result<Vec<String>, RepositoryError> {
+    let (entries, layout) = entries(dir)?;
+    Ok(match layout {
+        Layout::Flat => entries
             .iter()
             .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "onnx"))
-            .map(|p| ModelSource {
-                name: p.file_stem().unwrap_or_default().to_string_lossy().into_owned(),
-                version: 1,
-                path: p.clone(),
-                config: None,
-                config_path: None,
-            })
-            .collect()
-    } else {
-        let mut models = Vec::new();
-        for model_dir in triton {
-            models.extend(triton_model(model_dir)?);
+            .map(|p| file_name(p, true))
+            .collect(),
+        Layout::Triton => {
+            entries.iter().filter(|p| p.join("config.pbtxt").is_file()).map(|p| file_name(p, false)).collect()
         }
-        models
-    };
+    })
+}
+
+/// The versions of model `name` that `dir` holds, to serve. `config`, when
+/// given (a load request's), replaces the model's config.pbtxt; `origin`
+/// names it in messages.
+pub fn sources(
+    dir: &Path,
+    name: &str,
+    config: Option<(ModelConfig, PathBuf)>,
+) -> Result<Vec<ModelSource>, RepositoryError> {
+    let (_, layout) = entries(dir)?;
+    // A name is one path component, never a way out of the folder.
+    let plain = !name.is_empty() && !name.starts_with('.') && !name.contains(['/', '\\']);
+    match layout {
+        Layout::Flat => {
+            let path = dir.join(format!("{name}.onnx"));
+            if !plain || !path.is_file() {
+                return Err(RepositoryError::NoModel { path: dir.into(), name: name.into() });
+            }
+            let (config, config_path) = config.map_or((None, None), |(c, p)| (Some(c), Some(p)));
+            Ok(vec![ModelSource { name: name.into(), version: 1, path, config, config_path }])
+        }
+        Layout::Triton => {
+            let model_dir = dir.join(name);
+            let config_path = model_dir.join("config.pbtxt");
+            if !plain || !config_path.is_file() {
+                return Err(RepositoryError::NoModel { path: dir.into(), name: name.into() });
+            }
+            let config = match config {
+                Some(given) => given,
+                None => (model_config::read(&config_path)?, config_path),
+            };
+            triton_model(&model_dir, config)
+        }
+    }
+}
+
+/// Every model version `dir` holds, sorted by name then version.
+pub fn scan(dir: &Path) -> Result<Vec<ModelSource>, RepositoryError> {
+    let mut models = Vec::new();
+    for name in names(dir)? {
+        models.extend(sources(dir, &name, None)?);
+    }
     if models.is_empty() {
         return Err(RepositoryError::Empty { path: dir.into() });
     }
     Ok(models)
 }
 
-fn triton_model(dir: &Path) -> Result<Vec<ModelSource>, RepositoryError> {
-    let config_path = dir.join("config.pbtxt");
-    let config = model_config::read(&config_path)?;
-    let name = dir.file_name().unwrap_or_default().to_string_lossy().into_owned();
+/// What model `name`'s files look like now: each file's path, length and
+/// modification time. Poll mode reloads a model whose files changed, once
+/// two looks in a row agree. `None`: the repository no longer holds it.
+pub fn files(dir: &Path, name: &str) -> Option<Vec<(PathBuf, u64, std::time::SystemTime)>> {
+    let (_, layout) = entries(dir).ok()?;
+    let root = match layout {
+        Layout::Flat => dir.join(format!("{name}.onnx")),
+        Layout::Triton => dir.join(name),
+    };
+    if !root.exists() {
+        return None;
+    }
+    let mut files: Vec<_> = walkdir::WalkDir::new(&root)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file())
+        .filter_map(|e| {
+            let meta = e.metadata().ok()?;
+            Some((e.into_path(), meta.len(), meta.modified().ok()?))
+        })
+        .collect();
+    files.sort();
+    Some(files)
+}
+
+fn triton_model(
+    dir: &Path,
+    (config, config_path): (ModelConfig, PathBuf),
+) -> Result<Vec<ModelSource>, RepositoryError> {
+    let name = file_name(dir, false);
     if !config.name.is_empty() && config.name != name {
         return Err(RepositoryError::Name { path: config_path, named: config.name.clone() });
     }

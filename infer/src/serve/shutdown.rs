@@ -54,6 +54,8 @@ pub async fn run(faces: Faces, drain_timeout: Duration) -> bool {
         stop_rx.clone(),
         drain_timeout,
     ));
+    // Poll mode's look at the folder (returns at once in the other modes).
+    tokio::spawn(service.models.clone().poll(stop_rx.clone()));
     let grpc =
         tokio::spawn(grpc_transport::serve(grpc_listener, service, grpc_limits, connections, key, budget, stop_rx));
 

@@ -2,7 +2,6 @@
 //! queue, bind both ports and name them on stdout, then serve until a
 //! signal (`shutdown.rs`).
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -12,11 +11,11 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use super::model::{Models, ServedModel};
-use super::model_config::{self, Batching, ConfigError};
-use super::repository::{self, RepositoryError};
-use super::{auth, budget, grpc, grpc_transport, http, metrics, proto, queue, shutdown};
-use crate::session::{ModelSession, SessionError, SessionOptions};
+use super::control::{ControlOptions, Registry, StartError};
+use super::load::LoadSettings;
+use super::model_config::Batching;
+use super::{auth, budget, grpc, grpc_transport, http, metrics, shutdown};
+use crate::session::SessionOptions;
 
 /// Where the API key comes from.
 #[derive(Debug, Clone)]
@@ -38,6 +37,8 @@ pub struct ServeOptions {
     /// the defaults a config leaves open.
     pub batching: Batching,
     pub session: SessionOptions,
+    /// Which models are loaded, and whether they may change while serving.
+    pub control: ControlOptions,
     pub max_body: usize,
     pub read_timeout: Duration,
     pub drain_timeout: Duration,
@@ -61,28 +62,7 @@ pub struct ServeOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error(transparent)]
-    Repository(#[from] RepositoryError),
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error("model {name} version {version} failed to load")]
-    Load {
-        name: String,
-        version: u64,
-        #[source]
-        source: SessionError,
-    },
-    #[error(
-        "model {name} version {version}: output {output:?} of a {batch}-image warm-up batch has shape {shape:?}; \
-         the server splits outputs by their first dimension, so it must be the batch"
-    )]
-    NotBatchFirst { name: String, version: u64, output: String, shape: Vec<usize>, batch: usize },
-    #[error("model {name} version {version} failed its warm-up batch")]
-    WarmUp {
-        name: String,
-        version: u64,
-        #[source]
-        source: SessionError,
-    },
+    Start(#[from] StartError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("the API key is empty")]
@@ -108,90 +88,6 @@ impl ServeError {
     }
 }
 
-/// Opens every model (its instances' sessions), runs one warm-up batch
-/// of `max_batch` images on each session, and starts its queue.
-fn load(opts: &ServeOptions, metrics: &metrics::Metrics) -> Result<Models, ServeError> {
-    let sources = repository::scan(&opts.models)?;
-    let mut models = Models::default();
-    for source in sources {
-        let load_err = |e| ServeError::Load { name: source.name.clone(), version: source.version, source: e };
-        let first = ModelSession::open(&source.path, &opts.session).map_err(load_err)?;
-        let (config, batching) = match (&source.config, &source.config_path) {
-            (Some(config), Some(path)) => {
-                model_config::check(path, config, &first)?;
-                let batching = model_config::batching(path, config, &opts.batching)?;
-                (complete(config.clone(), &source.name, &first, &batching), batching)
-            }
-            _ => (model_config::for_model(&source.name, &first, &opts.batching), opts.batching.clone()),
-        };
-        let mut sessions = vec![first];
-        for _ in 1..batching.instances {
-            sessions.push(ModelSession::open(&source.path, &opts.session).map_err(load_err)?);
-        }
-        for s in &mut sessions {
-            let per_image = s.channels * s.height * s.width;
-            let n = batching.max_batch;
-            let outputs = s.run(&vec![0.0; n * per_image], n).map_err(|e| ServeError::WarmUp {
-                name: source.name.clone(),
-                version: source.version,
-                source: e,
-            })?;
-            // A batch's rows are handed back to their requests by the first
-            // dimension; a model whose output is not batch-first would be
-            // split wrongly (or not at all) under load.
-            if let Some(o) = outputs.iter().find(|o| o.values.shape().first() != Some(&n)) {
-                return Err(ServeError::NotBatchFirst {
-                    name: source.name.clone(),
-                    version: source.version,
-                    output: o.name.clone(),
-                    shape: o.values.shape().to_vec(),
-                    batch: n,
-                });
-            }
-        }
-        let s = &sessions[0];
-        let classes = s.output("probabilities").and_then(|o| o.sizes().last().copied()).filter(|&c| c > 0);
-        let class_names = classes.map_or_else(Vec::new, |c| s.class_names(c as usize));
-        let served = ServedModel {
-            name: source.name.clone(),
-            version: source.version,
-            config,
-            input: s.input.clone(),
-            outputs: s.outputs.clone(),
-            image: [s.channels, s.height, s.width],
-            class_names,
-            queue: queue::Queue::start(&source.name, sessions, &batching, metrics),
-            batching,
-        };
-        models.by_name.entry(source.name).or_insert_with(BTreeMap::new).insert(source.version, Arc::new(served));
-    }
-    Ok(models)
-}
-
-/// A repository's config with what Triton would fill in itself: the name,
-/// the backend, and inputs and outputs it leaves out.
-fn complete(
-    mut config: proto::ModelConfig,
-    name: &str,
-    session: &ModelSession,
-    batching: &Batching,
-) -> proto::ModelConfig {
-    let full = model_config::for_model(name, session, batching);
-    if config.name.is_empty() {
-        config.name = name.to_string();
-    }
-    if config.backend.is_empty() && config.platform.is_empty() {
-        config.backend = full.backend;
-    }
-    if config.input.is_empty() {
-        config.input = full.input;
-    }
-    if config.output.is_empty() {
-        config.output = full.output;
-    }
-    config
-}
-
 /// Runs the server until SIGTERM or Ctrl-C, then drains. `out` gets the
 /// first line: both bound addresses.
 pub fn serve(opts: &ServeOptions, out: &mut dyn Write) -> Result<(), ServeError> {
@@ -213,7 +109,8 @@ pub fn serve(opts: &ServeOptions, out: &mut dyn Write) -> Result<(), ServeError>
         }
     };
     let metrics = metrics::Metrics::new(opts.batching.max_batch);
-    let models = Arc::new(load(opts, &metrics)?);
+    let settings = LoadSettings { session: opts.session.clone(), batching: opts.batching.clone() };
+    let models = Arc::new(Registry::start(&opts.models, opts.control.clone(), settings, &metrics, opts.drain_timeout)?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(opts.io_threads.max(1))
         .thread_name("serve-io")
@@ -229,8 +126,10 @@ pub fn serve(opts: &ServeOptions, out: &mut dyn Write) -> Result<(), ServeError>
         let grpc_listener = bind(grpc_addr).await?;
         let local = |l: &TcpListener, addr| l.local_addr().map_err(|source| ServeError::Bind { addr, source });
         let (http_local, grpc_local) = (local(&http_listener, http_addr)?, local(&grpc_listener, grpc_addr)?);
-        let count: usize = models.by_name.values().map(|v| v.len()).sum();
-        let names = models.by_name.keys().cloned().collect::<Vec<_>>().join(", ");
+        let served = models.snapshot();
+        let count: usize = served.by_name.values().map(|v| v.len()).sum();
+        let names = served.by_name.keys().cloned().collect::<Vec<_>>().join(", ");
+        drop(served);
         // The first line: what a script reads to find the server.
         let _ = writeln!(out, "serving http://{http_local} grpc://{grpc_local} ({count} models: {names})");
         let _ = out.flush();

@@ -243,7 +243,16 @@ fn serve_answers_every_endpoint_as_infer_classify_does() {
     assert_eq!(get(a, "/v2/health/live").json()["live"], true);
     assert_eq!(get(a, "/v2/health/ready").json()["ready"], true);
     let meta = get(a, "/v2").json();
-    assert_eq!(meta["extensions"], serde_json::json!(["binary_tensor_data", "classification", "model_configuration"]));
+    assert_eq!(
+        meta["extensions"],
+        serde_json::json!([
+            "binary_tensor_data",
+            "classification",
+            "model_configuration",
+            "model_repository",
+            "model_repository(unload_dependents)"
+        ])
+    );
     let m = get(a, "/v2/models/classifier").json();
     assert_eq!(m["inputs"][0], serde_json::json!({"name": "image", "datatype": "FP32", "shape": [-1, 1, 28, 28]}));
     assert_eq!(m["outputs"][0]["shape"], serde_json::json!([-1, 10]));
@@ -337,7 +346,10 @@ fn serve_answers_every_endpoint_as_infer_classify_does() {
         assert!(m.contains(name), "{name} missing: {m}");
     }
     assert!(m.contains("infer_requests_in_flight") && m.contains("infer_queue_depth"), "{m}");
-    assert_eq!(metric(&m, "infer_batch_size_sum{model=\"classifier\"}"), 24.0 * 2.0 + 3.0 + 1.0 + 1.0 + 1.0);
+    assert_eq!(
+        metric(&m, "infer_batch_size_sum{model=\"classifier\",version=\"1\"}"),
+        24.0 * 2.0 + 3.0 + 1.0 + 1.0 + 1.0
+    );
     assert!(server.log().contains("POST /v2/models/classifier/infer 200"), "{}", server.log());
 }
 
@@ -394,8 +406,8 @@ fn concurrent_clients_each_get_their_own_rows() {
     }
     let m = String::from_utf8(get(&a, "/metrics").body).unwrap();
     let (sum, count) = (
-        metric(&m, "infer_batch_size_sum{model=\"classifier\"}"),
-        metric(&m, "infer_batch_size_count{model=\"classifier\"}"),
+        metric(&m, "infer_batch_size_sum{model=\"classifier\",version=\"1\"}"),
+        metric(&m, "infer_batch_size_count{model=\"classifier\",version=\"1\"}"),
     );
     // Requests were merged: fewer runs than requests.
     assert!(count < 64.0 + 400.0, "no batching across requests: {count} runs for 464 requests");
@@ -773,7 +785,7 @@ fn a_request_whose_client_left_is_dropped_before_it_runs() {
     let batching =
         Batching { max_batch: 64, across_requests: true, max_queue_delay: Duration::ZERO, max_queue: 8, instances: 1 };
     let metrics = Metrics::new(64);
-    let queue = Queue::start("autoencoder", vec![session], &batching, &metrics);
+    let queue = Queue::start("autoencoder", vec![session], &batching, &metrics.queue("autoencoder", "1"));
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         // The first keeps the session busy (64 images) while the second is
@@ -787,9 +799,9 @@ fn a_request_whose_client_left_is_dropped_before_it_runs() {
         assert_eq!(kept.await.unwrap().unwrap()[0].shape, vec![1, 1, 28, 28]);
     });
     let text = metrics.render();
-    assert_eq!(metric(&text, "infer_requests_dropped_total{model=\"autoencoder\"}"), 1.0, "{text}");
+    assert_eq!(metric(&text, "infer_requests_dropped_total{model=\"autoencoder\",version=\"1\"}"), 1.0, "{text}");
     // The abandoned request's 64 images never ran: 64 + 1 images in all.
-    assert_eq!(metric(&text, "infer_batch_size_sum{model=\"autoencoder\"}"), 65.0, "{text}");
+    assert_eq!(metric(&text, "infer_batch_size_sum{model=\"autoencoder\",version=\"1\"}"), 65.0, "{text}");
 }
 
 /// An HTTP/2 client connection to `addr`, driven on the current runtime,
@@ -1133,8 +1145,8 @@ fn requests_of_clients_that_hang_up_are_skipped() {
     }
     std::thread::sleep(Duration::from_millis(300));
     let m = String::from_utf8(get(&server.http, "/metrics").body).unwrap();
-    let dropped = metric(&m, "infer_requests_dropped_total{model=\"autoencoder\"}");
-    let ran = metric(&m, "infer_batch_size_count{model=\"autoencoder\"}");
+    let dropped = metric(&m, "infer_requests_dropped_total{model=\"autoencoder\",version=\"1\"}");
+    let ran = metric(&m, "infer_batch_size_count{model=\"autoencoder\",version=\"1\"}");
     assert!(dropped >= 1.0, "no abandoned request was skipped: {m}");
     // (A request whose connection closed before its body was read never
     // reaches the queue at all: neither ran nor skipped.)
@@ -1211,4 +1223,306 @@ fn a_model_whose_output_is_not_batch_first_is_refused_at_start() {
         "{err}"
     );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+/// A POST with a JSON body (or none) on a fresh connection.
+fn post_json(addr: &str, path: &str, body: &serde_json::Value) -> Reply {
+    let bytes = if body.is_null() { Vec::new() } else { serde_json::to_vec(body).unwrap() };
+    request(addr, "POST", path, &[], &bytes)
+}
+
+/// The repository index as `(name, version, state, reason)` rows.
+fn index(addr: &str, ready: bool) -> Vec<(String, String, String, String)> {
+    let r = post_json(addr, "/v2/repository/index", &serde_json::json!({ "ready": ready }));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
+    r.json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (s(&e["name"]), s(&e["version"]), s(&e["state"]), s(&e["reason"])))
+        .collect()
+}
+
+/// Triton's model repository extension in explicit mode: what is loaded at
+/// start, index, load, unload, a new version, a load that fails (the old
+/// version serves on, the index says why), a load with its own config, and
+/// the refusals (none mode, unknown parameters and models).
+#[test]
+fn the_model_repository_loads_unloads_and_indexes() {
+    let dir = tmp();
+    let repo = dir.path().join("repo");
+    let classifier = std::fs::read(root().join("models/classifier.onnx")).unwrap();
+    let autoencoder = std::fs::read(root().join("models/autoencoder.onnx")).unwrap();
+    let config = |name: &str| format!("name: \"{name}\"\nbackend: \"onnxruntime\"\nmax_batch_size: 8\n");
+    for (name, bytes) in [("digits", &classifier), ("pixels", &autoencoder)] {
+        std::fs::create_dir_all(repo.join(name).join("1")).unwrap();
+        std::fs::write(repo.join(name).join("1/model.onnx"), bytes).unwrap();
+        std::fs::write(repo.join(name).join("config.pbtxt"), config(name)).unwrap();
+    }
+    let (images, _) = mnist_images(dir.path(), 9);
+    let one = json_infer(&images[..784], 1, &[]);
+    let server = Server::start(&repo, &["--model-control-mode", "explicit", "--load-model", "digits", "--log", "warn"]);
+    let a = server.http.as_str();
+    let row = |name: &str, version: &str, state: &str, reason: &str| {
+        (name.to_string(), version.to_string(), state.to_string(), reason.to_string())
+    };
+    assert_eq!(index(a, false), [row("digits", "1", "READY", ""), row("pixels", "", "UNAVAILABLE", "unloaded")]);
+    assert_eq!(index(a, true), [row("digits", "1", "READY", "")]);
+    let r = request(a, "POST", "/v2/models/pixels/infer", &[], &one);
+    assert_eq!((r.status, r.error()), (404, "model \"pixels\" is not loaded: unloaded".to_string()));
+
+    // Load, serve, unload.
+    let r = post_json(a, "/v2/repository/models/pixels/load", &serde_json::Value::Null);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(request(a, "POST", "/v2/models/pixels/infer", &[], &one).status, 200);
+    let r = post_json(
+        a,
+        "/v2/repository/models/digits/unload",
+        &serde_json::json!({"parameters": {"unload_dependents": false}}),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(request(a, "POST", "/v2/models/digits/infer", &[], &one).status, 404);
+    assert_eq!(get(a, "/v2/models/digits/ready").status, 404);
+    assert_eq!(index(a, false)[0], row("digits", "", "UNAVAILABLE", "unloaded"));
+
+    // A new version: loaded, warmed up, then swapped in; the metrics carry it.
+    std::fs::create_dir_all(repo.join("digits/2")).unwrap();
+    std::fs::write(repo.join("digits/2/model.onnx"), &classifier).unwrap();
+    assert_eq!(post_json(a, "/v2/repository/models/digits/load", &serde_json::Value::Null).status, 200);
+    let r = request(a, "POST", "/v2/models/digits/infer", &[], &one);
+    assert_eq!(r.json()["model_version"], "2");
+    assert_eq!(index(a, true), [row("digits", "2", "READY", ""), row("pixels", "1", "READY", "")]);
+    let m = String::from_utf8(get(a, "/metrics").body).unwrap();
+    assert_eq!(metric(&m, "infer_batch_size_count{model=\"digits\",version=\"2\"}"), 1.0, "{m}");
+    assert_eq!(metric(&m, "infer_model_loads_total{model=\"digits\",result=\"ok\"}"), 2.0, "{m}");
+
+    // A load that fails leaves version 2 serving, and the index says why.
+    std::fs::create_dir_all(repo.join("digits/3")).unwrap();
+    std::fs::write(repo.join("digits/3/model.onnx"), b"not onnx").unwrap();
+    let r = post_json(a, "/v2/repository/models/digits/load", &serde_json::Value::Null);
+    let failed = r.error().replace(&repo.display().to_string(), "REPO");
+    assert_eq!(r.status, 400, "{failed}");
+    assert!(
+        failed.contains("model digits version 3 failed to load") && failed.contains("REPO/digits/3/model.onnx"),
+        "{failed}"
+    );
+    assert_eq!(request(a, "POST", "/v2/models/digits/infer", &[], &one).json()["model_version"], "2");
+    let (_, version, state, reason) = index(a, false).remove(0);
+    assert_eq!((version.as_str(), state.as_str()), ("2", "READY"));
+    assert!(
+        reason.starts_with("the last load failed, the versions loaded before serve on: model digits version 3"),
+        "{reason}"
+    );
+    let m = String::from_utf8(get(a, "/metrics").body).unwrap();
+    assert_eq!(metric(&m, "infer_model_loads_total{model=\"digits\",result=\"failed\"}"), 1.0, "{m}");
+    std::fs::remove_dir_all(repo.join("digits/3")).unwrap();
+
+    // A load with its own config (JSON, in place of config.pbtxt).
+    let own =
+        serde_json::json!({"name": "digits", "max_batch_size": 4, "version_policy": {"specific": {"versions": [1]}}});
+    let r = post_json(
+        a,
+        "/v2/repository/models/digits/load",
+        &serde_json::json!({"parameters": {"config": own.to_string()}}),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(index(a, true)[0], row("digits", "1", "READY", ""));
+    let r = request(a, "POST", "/v2/models/digits/infer", &[], &json_infer(&images[..5 * 784], 5, &[]));
+    assert!(r.error().contains("1 to 4"), "{}", r.error());
+
+    // Refusals, one line each.
+    let refusals = [
+        post_json(
+            a,
+            "/v2/repository/models/digits/load",
+            &serde_json::json!({"parameters": {"file:1/model.onnx": "AAAA"}}),
+        ),
+        post_json(
+            a,
+            "/v2/repository/models/digits/load",
+            &serde_json::json!({"parameters": {"config": "{\"max_batch\": 4}"}}),
+        ),
+        post_json(a, "/v2/repository/models/resnet/load", &serde_json::Value::Null),
+        post_json(a, "/v2/repository/models/..%2Fetc/load", &serde_json::Value::Null),
+        post_json(a, "/v2/repository/index", &serde_json::json!({"repository_name": "other"})),
+        post_json(a, "/v2/repository/index", &serde_json::json!([1])),
+    ];
+    let shown: Vec<String> = refusals
+        .iter()
+        .map(|r| format!("{} {}", r.status, r.error().replace(&repo.display().to_string(), "REPO")))
+        .collect();
+    assert!(refusals.iter().all(|r| r.status == 400), "{shown:#?}");
+    drop(server);
+
+    // Without explicit mode, the models are the folder's and stay.
+    let server = Server::start(&repo, &["--log", "warn"]);
+    let r = post_json(server.http.as_str(), "/v2/repository/models/digits/unload", &serde_json::Value::Null);
+    let mut shown = shown;
+    shown.push(format!("{} {}", r.status, r.error()));
+    drop(server);
+    let (code, _, err) = infer_cmd(&["serve", "--models", &repo.display().to_string(), "--load-model", "digits"]);
+    assert_eq!(code, 2, "{err}");
+    shown.push(err.trim().to_string());
+    let (code, _, err) = infer_cmd(&[
+        "serve",
+        "--models",
+        &repo.display().to_string(),
+        "--model-control-mode",
+        "explicit",
+        "--load-model",
+        "resnet",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    shown.push(err.trim().replace(&repo.display().to_string(), "REPO"));
+    insta::assert_snapshot!("repository_refusals", shown.join("\n"));
+}
+
+/// The logits a server answers for one image, on connection `s`.
+fn logits_on(s: &mut TcpStream, images: &[f32], i: usize) -> std::io::Result<Reply> {
+    send(s, "POST", "/v2/models/digits/infer", &[], &json_infer(&images[i * 784..(i + 1) * 784], 1, &["logits"]))?;
+    read_reply(s)
+}
+
+/// Replaces `path`'s bytes as a copy does: truncated, then written in
+/// pieces `pause` apart (`pieces` 1: at once, by a rename).
+fn copy_in(path: &Path, bytes: &[u8], pieces: usize, pause: Duration) {
+    if pieces == 1 {
+        let partial = path.with_extension("partial");
+        std::fs::write(&partial, bytes).unwrap();
+        std::fs::rename(&partial, path).unwrap();
+        return;
+    }
+    let mut f = std::fs::File::create(path).unwrap();
+    for chunk in bytes.chunks(bytes.len().div_ceil(pieces)) {
+        f.write_all(chunk).unwrap();
+        f.flush().unwrap();
+        std::thread::sleep(pause);
+    }
+}
+
+/// 16 clients for 20 s while the model's file is replaced by another
+/// model (the int8 export: another set of weights) and back, and reloaded
+/// (`explicit`: by the load call; `poll`: by the server, the file copied in
+/// slowly, in pieces). No request fails, and every answer is one of the two
+/// models' for that image.
+fn reload_under_load(mode: &str) {
+    let dir = tmp();
+    let (images, _) = mnist_images(dir.path(), 16);
+    let a = std::fs::read(root().join("models/classifier.onnx")).unwrap();
+    let b = std::fs::read(root().join("models/classifier.int8.onnx")).unwrap();
+    // Each model's logits per image, from a server of its own.
+    let reference = |bytes: &[u8]| {
+        let folder = dir.path().join(format!("ref{}", bytes.len()));
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::write(folder.join("digits.onnx"), bytes).unwrap();
+        let server = Server::start(&folder, &["--log", "warn"]);
+        let mut s = connect(&server.http);
+        (0..16).map(|i| json_rows(&logits_on(&mut s, &images, i).unwrap(), "logits")).collect::<Vec<_>>()
+    };
+    let (ref_a, ref_b) = (reference(&a), reference(&b));
+    let far = |x: &[f32], y: &[f32]| x.iter().zip(y).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
+    const TOL: f32 = 1e-4;
+    let apart = (0..16).map(|i| far(&ref_a[i], &ref_b[i])).fold(f32::MAX, f32::min);
+    assert!(apart > 100.0 * TOL, "the two models must answer apart: {apart}");
+
+    let repo = dir.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    let file = repo.join("digits.onnx");
+    std::fs::write(&file, &a).unwrap();
+    let mut args = vec!["--model-control-mode", mode, "--repository-poll-secs", "1", "--log", "warn"];
+    if mode == "explicit" {
+        args.extend(["--load-model", "digits"]);
+    }
+    let server = Server::start(&repo, &args);
+    let addr = server.http.clone();
+    let start = Instant::now();
+    let run_for = Duration::from_secs(20);
+    // Per client: answers matching A, matching B, matching neither, failed.
+    let tallies = Arc::new(Mutex::new(Vec::new()));
+    let clients: Vec<_> = (0..16)
+        .map(|c| {
+            let (addr, images, ref_a, ref_b, tallies) =
+                (addr.clone(), images.clone(), ref_a.clone(), ref_b.clone(), tallies.clone());
+            std::thread::spawn(move || {
+                let mut t = [0usize; 4];
+                let mut failures = Vec::new();
+                let mut s = connect(&addr);
+                let mut k = c;
+                while start.elapsed() < run_for {
+                    let i = k % 16;
+                    k += 7;
+                    match logits_on(&mut s, &images, i) {
+                        Ok(r) if r.status == 200 => {
+                            let got = json_rows(&r, "logits");
+                            let which = if far(&got, &ref_a[i]) <= TOL {
+                                0
+                            } else if far(&got, &ref_b[i]) <= TOL {
+                                1
+                            } else {
+                                2
+                            };
+                            t[which] += 1;
+                        }
+                        Ok(r) => {
+                            t[3] += 1;
+                            failures.push(format!("{} {}", r.status, String::from_utf8_lossy(&r.body)));
+                        }
+                        Err(e) => {
+                            t[3] += 1;
+                            failures.push(e.to_string());
+                            s = connect(&addr);
+                        }
+                    }
+                }
+                tallies.lock().unwrap().push((t, failures));
+            })
+        })
+        .collect();
+    let loads = |outcome: &str| {
+        let m = String::from_utf8(get(&addr, "/metrics").body).unwrap();
+        metric(&m, &format!("infer_model_loads_total{{model=\"digits\",result=\"{outcome}\"}}"))
+    };
+    // B at 4 s, A at 10 s, B at 16 s.
+    for (at, bytes) in [(4, &b), (10, &a), (16, &b)] {
+        std::thread::sleep(Duration::from_secs(at).saturating_sub(start.elapsed()));
+        let before = loads("ok");
+        if mode == "explicit" {
+            copy_in(&file, bytes, 1, Duration::ZERO);
+            let r = post_json(&addr, "/v2/repository/models/digits/load", &serde_json::Value::Null);
+            assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        } else {
+            // Slower than a look: the server must wait until the pieces stop.
+            copy_in(&file, bytes, 20, Duration::from_millis(100));
+            let t0 = Instant::now();
+            while loads("ok") == before {
+                assert!(t0.elapsed() < Duration::from_secs(5), "poll mode did not reload within 5 s");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        assert_eq!(loads("ok"), before + 1.0);
+    }
+    for c in clients {
+        c.join().unwrap();
+    }
+    let tallies = tallies.lock().unwrap();
+    let sum = |k: usize| tallies.iter().map(|(t, _)| t[k]).sum::<usize>();
+    let failures: Vec<&String> = tallies.iter().flat_map(|(_, f)| f).take(5).collect();
+    let shown = format!("{mode}: A {} B {} neither {} failed {} {failures:?}", sum(0), sum(1), sum(2), sum(3));
+    eprintln!("{shown}");
+    assert_eq!((sum(2), sum(3)), (0, 0), "{shown}");
+    assert!(sum(0) > 100 && sum(1) > 100, "{shown}");
+    // Never a half-copied model: no load failed.
+    assert_eq!(loads("failed"), 0.0, "{shown}\n{}", server.log());
+    assert_eq!(loads("ok"), 4.0, "{shown}");
+}
+
+#[test]
+fn a_reload_under_load_fails_no_request_explicit() {
+    reload_under_load("explicit");
+}
+
+#[test]
+fn a_reload_under_load_fails_no_request_poll() {
+    reload_under_load("poll");
 }

@@ -12,8 +12,9 @@ use serde_json::{json, Value};
 use super::state::{is_draining, read_body, AppState, Path};
 use super::types::{self, HEADER_LENGTH};
 use crate::serve::api_error::{ApiError, Kind};
+use crate::serve::control::Registry;
 use crate::serve::identity::{server_metadata_json, PLATFORM};
-use crate::serve::model::ServedModel;
+use crate::serve::model::{check_parameters, ServedModel};
 use crate::serve::model_config;
 
 pub async fn live() -> Json<Value> {
@@ -44,7 +45,7 @@ fn metadata(state: &AppState, model: &ServedModel) -> Value {
 
 pub async fn model_metadata(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
     let model = state.models.get(&name, "")?;
-    Ok(Json(metadata(&state, model)))
+    Ok(Json(metadata(&state, &model)))
 }
 
 pub async fn model_metadata_version(
@@ -52,7 +53,7 @@ pub async fn model_metadata_version(
     Path((name, version)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let model = state.models.get(&name, &version)?;
-    Ok(Json(metadata(&state, model)))
+    Ok(Json(metadata(&state, &model)))
 }
 
 fn ready_json(state: &AppState, model: &ServedModel) -> Response {
@@ -67,14 +68,16 @@ fn ready_json(state: &AppState, model: &ServedModel) -> Response {
 }
 
 pub async fn model_ready(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
-    Ok(ready_json(&state, state.models.get(&name, "")?))
+    let model = state.models.get(&name, "")?;
+    Ok(ready_json(&state, &model))
 }
 
 pub async fn model_ready_version(
     State(state): State<AppState>,
     Path((name, version)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    Ok(ready_json(&state, state.models.get(&name, &version)?))
+    let model = state.models.get(&name, &version)?;
+    Ok(ready_json(&state, &model))
 }
 
 pub async fn model_config(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
@@ -114,7 +117,7 @@ async fn run_infer(
     body: Body,
 ) -> Result<Response, ApiError> {
     // Draining answers what reaches here: the connection was accepted.
-    let model = state.models.get(name, version)?.clone();
+    let model = state.models.get(name, version)?;
     let header_length = match headers.get(HEADER_LENGTH) {
         None => None,
         Some(v) => Some(
@@ -131,7 +134,7 @@ async fn run_infer(
     let (images, n) = model.validate(std::mem::take(&mut request.inputs))?;
     let rows = model.infer(images, n).await?;
     let (body, json_length) = types::response_body(&model, &request, &rows);
-    state.metrics.latency.with_label_values(&[model.name.as_str()]).observe(start.elapsed().as_secs_f64());
+    model.latency.observe(start.elapsed().as_secs_f64());
     let mut response = Response::new(Body::from(body));
     let h = response.headers_mut();
     match json_length {
@@ -144,6 +147,88 @@ async fn run_infer(
         }
     }
     Ok(response)
+}
+
+/// A repository call's body: JSON, or nothing (every field is optional).
+async fn repository_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Value, ApiError> {
+    let (bytes, _reserved) = read_body(state, headers, body).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(json!({}));
+    }
+    let v: Value =
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::bad(format!("invalid JSON in the request: {e}")))?;
+    if !v.is_object() {
+        return Err(ApiError::bad(format!("the request body is {v}, not a JSON object")));
+    }
+    Ok(v)
+}
+
+/// A repository call's `parameters`, each checked against `known`.
+fn repository_parameters<'a>(
+    v: &'a Value,
+    known: &[&str],
+    place: &str,
+) -> Result<Option<&'a serde_json::Map<String, Value>>, ApiError> {
+    match v.get("parameters") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(p)) => {
+            check_parameters(p.keys(), known, || place.to_string())?;
+            Ok(Some(p))
+        }
+        Some(p) => Err(ApiError::bad(format!("parameters is {p}, not a JSON object"))),
+    }
+}
+
+/// `POST /v2/repository/index`: every model of the repository, its
+/// versions and their state (`{"ready": true}`: the ready ones).
+pub async fn repository_index(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let v = repository_body(&state, &headers, body).await?;
+    Registry::check_repository(v.get("repository_name").and_then(Value::as_str).unwrap_or(""))?;
+    let ready = match v.get("ready") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(r) => return Err(ApiError::bad(format!("ready is {r}, not true or false"))),
+    };
+    Ok(Json(json!(state.models.index(ready)?)))
+}
+
+/// `POST /v2/repository/models/{m}/load`: loads or reloads the model
+/// (`parameters.config`: a JSON configuration in place of its
+/// config.pbtxt); answers once it serves.
+pub async fn repository_load(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    let v = repository_body(&state, &headers, body).await?;
+    let config = match repository_parameters(&v, &["config"], "the load request")?.and_then(|p| p.get("config")) {
+        None => None,
+        Some(Value::String(c)) => Some(c.clone()),
+        Some(c) => Some(serde_json::to_string(c).expect("a JSON value serializes")),
+    };
+    state.models.load(&name, config.as_deref()).await?;
+    // Triton answers both with 200 and no body.
+    Ok(StatusCode::OK)
+}
+
+/// `POST /v2/repository/models/{m}/unload`: stops serving the model once
+/// its queued requests are answered.
+pub async fn repository_unload(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    let v = repository_body(&state, &headers, body).await?;
+    // No model depends on another here, so unload_dependents has nothing more to unload.
+    repository_parameters(&v, &["unload_dependents"], "the unload request")?;
+    state.models.unload(&name).await?;
+    Ok(StatusCode::OK)
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Response {

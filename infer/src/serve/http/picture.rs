@@ -34,7 +34,7 @@ pub async fn classify(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let model = state.models.get(&name, "")?.clone();
+    let model = state.models.get(&name, "")?;
     let Query(query) = query.map_err(|e| ApiError::bad(format!("bad query string: {e}")))?;
     let pre = preprocess(&query)?;
     let Some(probabilities) = model.outputs.iter().position(|o| o.name == "probabilities") else {
@@ -53,7 +53,7 @@ pub async fn classify(
     // The class and its name exactly as infer classify picks them.
     let (class, confidence) = crate::report::argmax(p);
     let class_name = model.class_names.get(class).cloned().unwrap_or_else(|| class.to_string());
-    state.metrics.latency.with_label_values(&[model.name.as_str()]).observe(start.elapsed().as_secs_f64());
+    model.latency.observe(start.elapsed().as_secs_f64());
     Ok(Json(json!({
         "model_name": model.name,
         "model_version": model.version.to_string(),

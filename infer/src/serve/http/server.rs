@@ -38,6 +38,9 @@ pub fn router(state: AppState) -> Router {
         .route(&format!("{v}/config"), get(handlers::model_config_version))
         .route("/v2/models/{model}/infer", post(handlers::infer))
         .route(&format!("{v}/infer"), post(handlers::infer_version))
+        .route("/v2/repository/index", post(handlers::repository_index))
+        .route("/v2/repository/models/{model}/load", post(handlers::repository_load))
+        .route("/v2/repository/models/{model}/unload", post(handlers::repository_unload))
         .route("/classify/{model}", post(picture::classify))
         .route("/metrics", get(handlers::metrics))
         .fallback(handlers::no_route)
@@ -67,7 +70,7 @@ async fn guard(State(state): State<AppState>, request: Request, next: Next) -> R
     };
     let status = response.status().as_u16();
     // Only served models label metrics: a client must not be able to mint series.
-    let model = Some(model_of(&path)).filter(|m| state.models.by_name.contains_key(*m)).unwrap_or("");
+    let model = Some(model_of(&path)).filter(|m| state.models.contains(m)).unwrap_or("");
     state.metrics.requests.with_label_values(&[model, "http", &status.to_string()]).inc();
     tracing::info!(target: "access", "{method} {path} {status} {:.3} ms", start.elapsed().as_secs_f64() * 1e3);
     // In flight until its body has been sent: the drain waits for it.

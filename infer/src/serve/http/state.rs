@@ -12,13 +12,13 @@ use axum::response::{IntoResponse, Response};
 use crate::serve::api_error::{ApiError, Kind};
 use crate::serve::auth::ApiKey;
 use crate::serve::budget::{Budget, Reserved};
+use crate::serve::control::Registry;
 use crate::serve::metrics::Metrics;
-use crate::serve::model::Models;
 
 /// What every HTTP handler shares.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    pub models: Arc<Models>,
+    pub models: Arc<Registry>,
     pub metrics: Metrics,
     pub key: Option<ApiKey>,
     pub limits: Limits,
