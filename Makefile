@@ -109,14 +109,15 @@ bench: setup data build
 bench-serving: setup data build
 	$(PYTHON) bench/serving.py $(BIN_DIR) $(DATA) $(MODELS)
 
-# Coverage-guided fuzzing of the IDX reader and the picture loader with
+# Coverage-guided fuzzing of the IDX reader, the picture loader and the
+# serve REST request parser (JSON, binary header + body) with
 # cargo-fuzz (libFuzzer), FUZZ_SECONDS each. The stable toolchain is told
 # to accept cargo-fuzz's flags with RUSTC_BOOTSTRAP.
 FUZZ_SECONDS ?= 600
 fuzz: setup
 	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 	$(PYTHON) fuzz/seeds.py fuzz/corpus
-	cd fuzz && for t in idx picture; do \
+	cd fuzz && for t in idx picture request; do \
 	  RUSTC_BOOTSTRAP=1 cargo fuzz run --sanitizer none $$t corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -timeout=5 || exit 1; \
 	done
 

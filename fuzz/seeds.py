@@ -1,6 +1,9 @@
 """Writes a small seed corpus for `make fuzz`: valid IDX files of every type
-(plain and gzip), a PNG and a JPEG-like header. usage: python fuzz/seeds.py DIR"""
+(plain and gzip), a PNG and a JPEG-like header, and infer requests (JSON,
+and JSON header + binary tensors; the first two bytes are the header
+length, FFFF for none). usage: python fuzz/seeds.py DIR"""
 import gzip
+import json
 import os
 import struct
 import sys
@@ -9,6 +12,7 @@ import zlib
 out = sys.argv[1]
 os.makedirs(os.path.join(out, "idx"), exist_ok=True)
 os.makedirs(os.path.join(out, "picture"), exist_ok=True)
+os.makedirs(os.path.join(out, "request"), exist_ok=True)
 
 
 def idx(code, dims, payload):
@@ -39,3 +43,20 @@ def png(w, h, pixels):
 
 open(os.path.join(out, "picture", "gray8x8.png"), "wb").write(png(8, 8, bytes(range(64))))
 open(os.path.join(out, "picture", "gray28.png"), "wb").write(png(28, 28, bytes((i * 7) % 256 for i in range(784))))
+
+
+def request(name, doc, binary=None):
+    head = json.dumps(doc).encode()
+    length = b"\xff\xff" if binary is None else struct.pack("<H", len(head))
+    open(os.path.join(out, "request", name), "wb").write(length + head + (binary or b""))
+
+
+image = {"name": "image", "shape": [1, 1, 28, 28], "datatype": "FP32"}
+request("json", {"id": "a", "inputs": [dict(image, data=[0.5] * 784)], "outputs": [{"name": "logits"}]})
+request("nested", {"inputs": [dict(image, data=[[[[0.0] * 28] * 28]])],
+                   "parameters": {"binary_data_output": True}})
+request("classes", {"inputs": [dict(image, data=[1] * 784)],
+                    "outputs": [{"name": "probabilities", "parameters": {"classification": 3}}]})
+request("binary", {"inputs": [dict(image, parameters={"binary_data_size": 3136})],
+                   "outputs": [{"name": "probabilities", "parameters": {"binary_data": True}}]},
+        struct.pack("<784f", *([0.25] * 784)))

@@ -18,6 +18,7 @@ usage: triton_client.py INFER_BIN REPOSITORY DATA_DIR
 """
 
 import asyncio
+import json
 import os
 import queue
 import signal
@@ -77,7 +78,7 @@ def main():
     open(key_file, "w").write(KEY + "\n")
     server = subprocess.Popen(
         [infer_bin, "serve", "--models", repo, "--http-port", "0", "--grpc-port", "0", "--api-key-file", key_file,
-         "--log", "warn", "--threads", "1"],
+         "--log", "warn", "--threads", "1", "--model-control-mode", "explicit", "--load-model", "*"],
         stdout=subprocess.PIPE, text=True)
     try:
         first = server.stdout.readline().split()
@@ -248,6 +249,43 @@ def run_checks(http_url, grpc_url, repo, models, x, expected):
             if l.startswith("infer_requests_total{") and 'protocol="grpc"' in l}
     check(grpc.get('model="",protocol="grpc",status="Unauthenticated"', 0) >= 1, f"refused gRPC call uncounted: {grpc}")
     check(any('model="classifier"' in k and 'status="Ok"' in k for k in grpc), grpc)
+
+    # The model repository extension, through tritonclient's own calls.
+    def states(index):
+        return {(m["name"], m.get("version", ""), m["state"]) for m in index}
+    every = {(m, "1", "READY") for m in models}
+    check(states(h.get_model_repository_index(headers=key())) == every, "HTTP index")
+    gindex = g.get_model_repository_index(headers=key(), as_json=True)["models"]
+    check(states(gindex) == every, f"gRPC index {gindex}")
+    h.unload_model("classifier.int8", headers=key())
+    check(not h.is_model_ready("classifier.int8", headers=key()), "unloaded over HTTP")
+    after = {(m["name"], m["state"], m.get("reason", "")) for m in h.get_model_repository_index(headers=key())}
+    check(("classifier.int8", "UNAVAILABLE", "unloaded") in after, after)
+    try:
+        h.infer("classifier.int8", [httpclient.InferInput("image", [1, 1, 28, 28], "FP32")], headers=key())
+        raise AssertionError("an unloaded model was answered")
+    except InferenceServerException as e:
+        check("not loaded" in str(e), e)
+    g.load_model("classifier.int8", headers=key())
+    check(g.is_model_ready("classifier.int8", headers=key()), "loaded over gRPC")
+    g.unload_model("classifier.int8", headers=key())
+    check(not g.is_model_ready("classifier.int8", headers=key()), "unloaded over gRPC")
+    # A load with its own configuration: a smaller max_batch_size.
+    config = json.dumps({"name": "classifier.int8", "max_batch_size": 4})
+    h.load_model("classifier.int8", headers=key(), config=config)
+    check(h.get_model_config("classifier.int8", headers=key())["max_batch_size"] == 4, "config given on load")
+    g.load_model("classifier.int8", headers=key(), config=json.dumps({"name": "classifier.int8", "max_batch_size": 8}))
+    check(g.get_model_config("classifier.int8", headers=key()).config.max_batch_size == 8, "config given on gRPC load")
+    for call in (lambda: h.load_model("resnet", headers=key()), lambda: g.load_model("resnet", headers=key())):
+        try:
+            call()
+            raise AssertionError("a model the repository lacks was loaded")
+        except InferenceServerException as e:
+            check("holds no model" in str(e), e)
+    i = grpcclient.InferInput("image", list(x[:3].shape), "FP32")
+    i.set_data_from_numpy(x[:3])
+    got = g.infer("classifier.int8", [i], headers=key()).as_numpy("probabilities")
+    check(np.array_equal(got, expected["classifier.int8"][:3]), "the reloaded model answers as before")
     h.close()
     g.close()
     return checks

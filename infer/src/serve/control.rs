@@ -263,11 +263,17 @@ impl Registry {
                 .collect()
         })
         .await
-        .map_err(|e| format!("loading model {name:?} failed: {e}"))
-        .and_then(|r| r.map_err(|e| chain(&e)));
+        .map_err(|e| (false, format!("loading model {name:?} failed: {e}")))
+        .and_then(|r| {
+            // A name the folder lacks leaves no trace: clients must not grow the index.
+            r.map_err(|e| (matches!(e, LoadError::Repository(RepositoryError::NoModel { .. })), chain(&e)))
+        });
         let versions = match loaded {
             Ok(versions) => versions,
-            Err(why) => {
+            Err((true, why)) if !self.live.load().by_name.contains_key(name) => {
+                return Err(format!("failed to load model {name:?}: {why}"));
+            }
+            Err((_, why)) => {
                 self.metrics.loads.with_label_values(&[name, "failed"]).inc();
                 let serving = self.live.load().by_name.contains_key(name);
                 let reason = if serving {
