@@ -1526,3 +1526,31 @@ fn a_reload_under_load_fails_no_request_explicit() {
 fn a_reload_under_load_fails_no_request_poll() {
     reload_under_load("poll");
 }
+
+/// An infer body longer than the model's largest batch can need is
+/// refused from its declared length, before any of it is read; pictures
+/// keep --max-body.
+#[test]
+fn the_body_limit_follows_the_model() {
+    let server = Server::start(&root().join("models"), &["--log", "warn", "--max-batch", "8"]);
+    let declare = |path: &str, len: usize| {
+        let mut s = connect(&server.http);
+        s.write_all(format!("POST {path} HTTP/1.1\r\nhost: t\r\ncontent-length: {len}\r\n\r\n").as_bytes()).unwrap();
+        let r = read_reply(&mut s).unwrap();
+        (r.status, if r.status == 413 { r.error() } else { String::new() })
+    };
+    // 8 images of 784 values at 64 bytes each, and 64 KiB: 466,944 bytes.
+    let (status, error) = declare("/v2/models/classifier/infer", 466_945);
+    assert_eq!(status, 413);
+    insta::assert_snapshot!("model_body_limit", error);
+    // At the limit, the server waits for the body (then times out on it): not refused up front.
+    let mut s = connect(&server.http);
+    s.write_all(b"POST /v2/models/classifier/infer HTTP/1.1\r\nhost: t\r\ncontent-length: 466944\r\n\r\n{").unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    assert!(read_reply(&mut s).is_err(), "a body within the limit is read");
+    // A picture is not an infer request: --max-body (64 MiB) still holds there.
+    let mut s = connect(&server.http);
+    s.write_all(b"POST /classify/classifier HTTP/1.1\r\nhost: t\r\ncontent-length: 466945\r\n\r\n").unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    assert!(read_reply(&mut s).is_err(), "a picture within --max-body is read");
+}

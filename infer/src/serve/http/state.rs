@@ -53,10 +53,29 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Reads a request body within `--max-body` and `--read-timeout`, and
+/// The most a request body may hold, and how a refusal names it.
+#[derive(Debug, Clone)]
+pub struct BodyLimit {
+    pub bytes: usize,
+    /// `--max-body (N bytes)`, or what a model's limit is made of.
+    pub named: String,
+}
+
+impl BodyLimit {
+    /// `--max-body`.
+    pub fn flag(limits: &Limits) -> BodyLimit {
+        BodyLimit { bytes: limits.max_body, named: format!("--max-body ({} bytes)", limits.max_body) }
+    }
+
+    fn too_large(&self, suffix: &str) -> ApiError {
+        ApiError::new(Kind::TooLarge, format!("request body over {}{suffix}", self.named))
+    }
+}
+
+/// Reads a request body within `limit` and `--read-timeout`, and
 /// inflates it if its `Content-Encoding` is gzip or deflate (zlib), as
 /// tritonclient's `request_compression_algorithm` sends it: on a blocking
-/// thread, and within `--max-body` again once inflated.
+/// thread, and within `limit` again once inflated.
 ///
 /// Its bytes are reserved in the server's budget (`budget.rs`) before they
 /// are read, and stay reserved while the returned [`Reserved`] lives.
@@ -64,6 +83,7 @@ pub async fn read_body(
     state: &AppState,
     headers: &HeaderMap,
     body: Body,
+    limit: &BodyLimit,
 ) -> Result<(bytes::Bytes, Reserved), ApiError> {
     let limits = &state.limits;
     let encoding = match headers.get(header::CONTENT_ENCODING).map(|v| v.to_str().map(str::trim)) {
@@ -82,15 +102,15 @@ pub async fn read_body(
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.trim().parse::<usize>().ok())
-        .unwrap_or(limits.max_body);
-    if declared > limits.max_body {
-        return Err(ApiError::new(Kind::TooLarge, format!("request body over --max-body ({} bytes)", limits.max_body)));
+        .unwrap_or(limit.bytes);
+    if declared > limit.bytes {
+        return Err(limit.too_large(""));
     }
     let mut reserved = state.budget.reserve(declared)?;
-    let raw = read_raw(limits, body).await?;
+    let raw = read_raw(limits, body, limit).await?;
     let Some(encoding) = encoding else { return Ok((raw, reserved)) };
-    let max = limits.max_body;
-    let inflated = tokio::task::spawn_blocking(move || inflate(&raw, encoding, max))
+    let owned = limit.clone();
+    let inflated = tokio::task::spawn_blocking(move || inflate(&raw, encoding, &owned))
         .await
         .map_err(|e| ApiError::new(Kind::Internal, format!("inflating the body failed: {e}")))??;
     reserved.add(state.budget.reserve(inflated.len())?);
@@ -112,8 +132,9 @@ impl Encoding {
     }
 }
 
-/// The inflated body, at most `max` bytes.
-fn inflate(raw: &[u8], encoding: Encoding, max: usize) -> Result<bytes::Bytes, ApiError> {
+/// The inflated body, at most `limit` bytes.
+fn inflate(raw: &[u8], encoding: Encoding, limit: &BodyLimit) -> Result<bytes::Bytes, ApiError> {
+    let max = limit.bytes;
     use std::io::Read;
     let reader: Box<dyn Read> = match encoding {
         Encoding::Gzip => Box::new(flate2::read::MultiGzDecoder::new(raw)),
@@ -125,17 +146,16 @@ fn inflate(raw: &[u8], encoding: Encoding, max: usize) -> Result<bytes::Bytes, A
         .read_to_end(&mut out)
         .map_err(|e| ApiError::bad(format!("the {} body does not inflate: {e}", encoding.name())))?;
     if out.len() > max {
-        return Err(ApiError::new(Kind::TooLarge, format!("request body over --max-body ({max} bytes) once inflated")));
+        return Err(limit.too_large(" once inflated"));
     }
     Ok(out.into())
 }
 
-/// Reads a request body as sent, within `--max-body` and `--read-timeout`.
-async fn read_raw(limits: &Limits, body: Body) -> Result<bytes::Bytes, ApiError> {
+/// Reads a request body as sent, within `limit` and `--read-timeout`.
+async fn read_raw(limits: &Limits, body: Body, limit: &BodyLimit) -> Result<bytes::Bytes, ApiError> {
     use http_body_util::{BodyExt, LengthLimitError, Limited};
-    let too_large =
-        || ApiError::new(Kind::TooLarge, format!("request body over --max-body ({} bytes)", limits.max_body));
-    let collected = tokio::time::timeout(limits.read_timeout, Limited::new(body, limits.max_body).collect()).await;
+    let too_large = || limit.too_large("");
+    let collected = tokio::time::timeout(limits.read_timeout, Limited::new(body, limit.bytes).collect()).await;
     match collected {
         Err(_) => Err(ApiError::new(
             Kind::Timeout,

@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 
 use crate::serve::api_error::ApiError;
 use crate::serve::classification::{self, Classes};
+use crate::serve::http::state::{BodyLimit, Limits};
 use crate::serve::model::{check_parameters, shape_string, InputTensor, ServedModel};
 use crate::serve::queue::OutputRows;
 
@@ -105,6 +106,31 @@ mod tests {
         let mut out = Vec::new();
         assert!(matches!(numbers("[1, 2, 3, \"x\"", &mut out, 2), Err(Numbers::TooMany)));
         assert_eq!(out, [1.0, 2.0]);
+    }
+}
+
+/// Bytes one value may take in a JSON body: a float written out in full
+/// (`-1.2345678901234567e-38`), its comma, and pretty-printing's line and
+/// indentation, with room to spare.
+const JSON_BYTES_PER_VALUE: usize = 64;
+
+/// The most an infer request for `model` can need: its largest batch
+/// (`max_batch_size`) as JSON numbers, plus 64 KiB for the rest of the
+/// JSON; never over `--max-body`. A longer body cannot be a valid request,
+/// so no more of it is read or inflated.
+pub fn body_limit(model: &ServedModel, limits: &Limits) -> BodyLimit {
+    let [c, h, w] = model.image;
+    let derived = (model.batching.max_batch * c * h * w).saturating_mul(JSON_BYTES_PER_VALUE).saturating_add(64 << 10);
+    if derived >= limits.max_body {
+        return BodyLimit::flag(limits);
+    }
+    BodyLimit {
+        bytes: derived,
+        named: format!(
+            "{derived} bytes, the most model {:?} needs ({} images of {c}×{h}×{w}, at most {JSON_BYTES_PER_VALUE} bytes a value, \
+             and 64 KiB)",
+            model.name, model.batching.max_batch
+        ),
     }
 }
 
