@@ -234,6 +234,15 @@ impl Registry {
     pub async fn unload(&self, name: &str) -> Result<(), ApiError> {
         self.check_explicit("unload")?;
         let _one = self.changes.lock().await;
+        // Unloading what is not loaded is no error, but a name that is
+        // neither served nor in the folder is: clients must not grow the index.
+        let known = self.live.load().by_name.contains_key(name)
+            || repository::names(&self.root).is_ok_and(|names| names.iter().any(|n| n == name));
+        if !known {
+            return Err(ApiError::not_found(format!(
+                "cannot unload model {name:?}: it is neither served nor in the repository"
+            )));
+        }
         self.take_out(name, "unloaded").await;
         Ok(())
     }

@@ -1357,6 +1357,7 @@ fn the_model_repository_loads_unloads_and_indexes() {
             &serde_json::json!({"parameters": {"config": "{\"max_batch\": 4}"}}),
         ),
         post_json(a, "/v2/repository/models/resnet/load", &serde_json::Value::Null),
+        post_json(a, "/v2/repository/models/resnet/unload", &serde_json::Value::Null),
         post_json(a, "/v2/repository/models/..%2Fetc/load", &serde_json::Value::Null),
         post_json(a, "/v2/repository/index", &serde_json::json!({"repository_name": "other"})),
         post_json(a, "/v2/repository/index", &serde_json::json!([1])),
@@ -1365,7 +1366,9 @@ fn the_model_repository_loads_unloads_and_indexes() {
         .iter()
         .map(|r| format!("{} {}", r.status, r.error().replace(&repo.display().to_string(), "REPO")))
         .collect();
-    assert!(refusals.iter().all(|r| r.status == 400), "{shown:#?}");
+    let statuses: Vec<u16> = refusals.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [400, 400, 400, 404, 400, 400, 400], "{shown:#?}");
+    assert_eq!(index(a, false).len(), 2, "refused names leave no trace in the index");
     drop(server);
 
     // Without explicit mode, the models are the folder's and stay.
