@@ -66,3 +66,10 @@ impl ApiError {
         tonic::Status::new(code, self.message.clone())
     }
 }
+
+/// `?` on an [`ApiError`] in a gRPC call.
+impl From<ApiError> for tonic::Status {
+    fn from(e: ApiError) -> tonic::Status {
+        e.grpc_status()
+    }
+}

@@ -20,13 +20,18 @@ pub struct Budget {
     bytes: usize,
 }
 
-/// Bytes reserved, given back when dropped.
+/// Bytes reserved, given back when dropped: one permit, however many
+/// reservations (a gRPC message's frames) it was made of.
 #[derive(Debug, Default)]
-pub struct Reserved(Vec<OwnedSemaphorePermit>);
+pub struct Reserved(Option<OwnedSemaphorePermit>);
 
 impl Reserved {
     pub fn add(&mut self, more: Reserved) {
-        self.0.extend(more.0);
+        match (&mut self.0, more.0) {
+            (Some(held), Some(more)) => held.merge(more),
+            (held @ None, more) => *held = more,
+            (Some(_), None) => {}
+        }
     }
 }
 
@@ -42,7 +47,7 @@ impl Budget {
             return Ok(Reserved::default());
         }
         match self.permits.clone().try_acquire_many_owned(units) {
-            Ok(p) => Ok(Reserved(vec![p])),
+            Ok(p) => Ok(Reserved(Some(p))),
             Err(_) => Err(ApiError::new(
                 Kind::Unavailable,
                 format!(

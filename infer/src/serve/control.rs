@@ -27,7 +27,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::{watch, Mutex};
 
 use super::api_error::ApiError;
-use super::load::{chain, load_version, LoadError, LoadSettings};
+use super::load::{chain, load_model, LoadError, LoadSettings};
 use super::metrics::Metrics;
 use super::model::{Models, ServedModel};
 use super::model_config;
@@ -129,12 +129,9 @@ impl Registry {
         for name in chosen {
             // Listed before loading: a change while it loads is seen later.
             seen.insert(name.clone(), repository::files(root, &name));
-            let versions = repository::sources(root, &name, None)?
-                .iter()
-                .map(|s| load_version(s, &settings, metrics).map(Arc::new))
-                .collect::<Result<Vec<_>, _>>()?;
+            let versions = load_model(root, &name, None, &settings, metrics)?;
             metrics.loads.with_label_values(&[name.as_str(), "ok"]).inc();
-            models.by_name.insert(name, versions.into_iter().map(|m| (m.version, m)).collect());
+            models.by_name.insert(name, versions);
         }
         Ok(Registry {
             live: ArcSwap::from_pointee(models),
@@ -265,18 +262,13 @@ impl Registry {
     async fn reload(&self, name: &str, config: Option<(super::proto::ModelConfig, PathBuf)>) -> Result<(), String> {
         let (root, settings, metrics) = (self.root.clone(), self.settings.clone(), self.metrics.clone());
         let owned = name.to_string();
-        let loaded = tokio::task::spawn_blocking(move || -> Result<Vec<Arc<ServedModel>>, LoadError> {
-            repository::sources(&root, &owned, config)?
-                .iter()
-                .map(|s| load_version(s, &settings, &metrics).map(Arc::new))
-                .collect()
-        })
-        .await
-        .map_err(|e| (false, format!("loading model {name:?} failed: {e}")))
-        .and_then(|r| {
-            // A name the folder lacks leaves no trace: clients must not grow the index.
-            r.map_err(|e| (matches!(e, LoadError::Repository(RepositoryError::NoModel { .. })), chain(&e)))
-        });
+        let loaded = tokio::task::spawn_blocking(move || load_model(&root, &owned, config, &settings, &metrics))
+            .await
+            .map_err(|e| (false, format!("loading model {name:?} failed: {e}")))
+            .and_then(|r| {
+                // A name the folder lacks leaves no trace: clients must not grow the index.
+                r.map_err(|e| (matches!(e, LoadError::Repository(RepositoryError::NoModel { .. })), chain(&e)))
+            });
         let versions = match loaded {
             Ok(versions) => versions,
             Err((true, why)) if !self.live.load().by_name.contains_key(name) => {
@@ -300,9 +292,8 @@ impl Registry {
         self.metrics.loads.with_label_values(&[name, "ok"]).inc();
         let mut next = Models::clone(&self.live.load());
         next.unavailable.remove(name);
-        let new: BTreeMap<u64, Arc<ServedModel>> = versions.into_iter().map(|m| (m.version, m)).collect();
-        let shown = new.keys().map(|v| v.to_string()).collect::<Vec<_>>().join(", ");
-        let old = next.by_name.insert(name.to_string(), new).unwrap_or_default();
+        let shown = versions.keys().map(|v| v.to_string()).collect::<Vec<_>>().join(", ");
+        let old = next.by_name.insert(name.to_string(), versions).unwrap_or_default();
         self.live.store(Arc::new(next));
         tracing::warn!("model {name}: version {shown} loaded and serving");
         // In the background: a reload answers as soon as the new versions serve.

@@ -48,10 +48,23 @@ impl GrpcService {
         tracing::info!(target: "access", "gRPC {rpc} {model} {code:?} {:.3} ms", start.elapsed().as_secs_f64() * 1e3);
     }
 
-    /// Runs one of the synchronous calls, counted and logged as ModelInfer is.
+    /// Runs one of the synchronous calls, counted and logged.
     fn counted<T>(&self, rpc: &str, model: &str, call: impl FnOnce() -> Result<T, Status>) -> Result<T, Status> {
         let start = Instant::now();
         let result = call();
+        self.record(rpc, model, start, &result);
+        result
+    }
+
+    /// Runs one of the asynchronous calls, counted and logged.
+    async fn counted_async<T>(
+        &self,
+        rpc: &str,
+        model: &str,
+        call: impl std::future::Future<Output = Result<T, Status>>,
+    ) -> Result<T, Status> {
+        let start = Instant::now();
+        let result = call.await;
         self.record(rpc, model, start, &result);
         result
     }
@@ -238,11 +251,8 @@ impl GrpcInferenceService for GrpcService {
     }
 
     async fn model_infer(&self, request: Request<ModelInferRequest>) -> Result<Response<ModelInferResponse>, Status> {
-        let start = Instant::now();
         let model = request.get_ref().model_name.clone();
-        let result = self.infer(request).await;
-        self.record("ModelInfer", &model, start, &result);
-        result
+        self.counted_async("ModelInfer", &model, self.infer(request)).await
     }
 
     async fn repository_index(
@@ -270,42 +280,34 @@ impl GrpcInferenceService for GrpcService {
         &self,
         request: Request<RepositoryModelLoadRequest>,
     ) -> Result<Response<RepositoryModelLoadResponse>, Status> {
-        let start = Instant::now();
         let r = request.into_inner();
-        let result = async {
+        self.counted_async("RepositoryModelLoad", &r.model_name, async {
             Registry::check_repository(&r.repository_name)?;
             check_parameters(r.parameters.keys(), &["config"], || "the load request".into())?;
             let config = match r.parameters.get("config").and_then(|p| p.parameter_choice.as_ref()) {
                 None => None,
                 Some(model_repository_parameter::ParameterChoice::StringParam(c)) => Some(c.as_str()),
-                Some(_) => return Err(ApiError::bad("parameter \"config\" of the load request is not a string")),
+                Some(_) => return Err(ApiError::bad("parameter \"config\" of the load request is not a string").into()),
             };
-            self.models.load(&r.model_name, config).await
-        }
+            self.models.load(&r.model_name, config).await?;
+            Ok(Response::new(RepositoryModelLoadResponse {}))
+        })
         .await
-        .map(|()| Response::new(RepositoryModelLoadResponse {}))
-        .map_err(|e| e.grpc_status());
-        self.record("RepositoryModelLoad", &r.model_name, start, &result);
-        result
     }
 
     async fn repository_model_unload(
         &self,
         request: Request<RepositoryModelUnloadRequest>,
     ) -> Result<Response<RepositoryModelUnloadResponse>, Status> {
-        let start = Instant::now();
         let r = request.into_inner();
-        let result = async {
+        self.counted_async("RepositoryModelUnload", &r.model_name, async {
             Registry::check_repository(&r.repository_name)?;
             // No model depends on another here, so unload_dependents has nothing more to unload.
             check_parameters(r.parameters.keys(), &["unload_dependents"], || "the unload request".into())?;
-            self.models.unload(&r.model_name).await
-        }
+            self.models.unload(&r.model_name).await?;
+            Ok(Response::new(RepositoryModelUnloadResponse {}))
+        })
         .await
-        .map(|()| Response::new(RepositoryModelUnloadResponse {}))
-        .map_err(|e| e.grpc_status());
-        self.record("RepositoryModelUnload", &r.model_name, start, &result);
-        result
     }
 
     async fn model_config(

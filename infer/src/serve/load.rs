@@ -3,12 +3,16 @@
 //! and start its queue. At start-up and on every load or reload
 //! (`control.rs`), so a version is served only once it has answered.
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
 use super::metrics::Metrics;
 use super::model::ServedModel;
 use super::model_config::{self, Batching, ConfigError};
 use super::proto::ModelConfig;
 use super::queue;
-use super::repository::{ModelSource, RepositoryError};
+use super::repository::{self, ModelSource, RepositoryError};
 use crate::session::{ModelSession, SessionError, SessionOptions};
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +49,21 @@ pub struct LoadSettings {
     /// For models without a config.pbtxt (a flat folder), and the defaults
     /// a config leaves open.
     pub batching: Batching,
+}
+
+/// Every version of model `name` that `root` serves (`config`, when
+/// given, in place of its config.pbtxt), loaded, by version number.
+pub fn load_model(
+    root: &Path,
+    name: &str,
+    config: Option<(ModelConfig, PathBuf)>,
+    settings: &LoadSettings,
+    metrics: &Metrics,
+) -> Result<BTreeMap<u64, Arc<ServedModel>>, LoadError> {
+    repository::sources(root, name, config)?
+        .iter()
+        .map(|s| load_version(s, settings, metrics).map(|m| (m.version, Arc::new(m))))
+        .collect()
 }
 
 /// Opens `source`'s sessions (one per instance), warms each up and starts

@@ -122,18 +122,6 @@ pub fn sources(
     }
 }
 
-/// Every model version `dir` holds, sorted by name then version.
-pub fn scan(dir: &Path) -> Result<Vec<ModelSource>, RepositoryError> {
-    let mut models = Vec::new();
-    for name in names(dir)? {
-        models.extend(sources(dir, &name, None)?);
-    }
-    if models.is_empty() {
-        return Err(RepositoryError::Empty { path: dir.into() });
-    }
-    Ok(models)
-}
-
 /// What model `name`'s files look like now: each file's path, length and
 /// modification time. Poll mode reloads a model whose files changed, once
 /// two looks in a row agree. `None`: the repository no longer holds it.

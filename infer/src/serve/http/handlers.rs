@@ -127,7 +127,7 @@ async fn run_infer(
                 .ok_or_else(|| ApiError::bad(format!("Inference-Header-Content-Length is {v:?}, not a byte count")))?,
         ),
     };
-    let (bytes, _reserved) = read_body(&state, &headers, body, &types::body_limit(&model, &state.limits)).await?;
+    let (bytes, _reserved) = read_body(&state, &headers, body, types::body_limit(&model, &state.limits)).await?;
     let start = Instant::now();
     let mut request = types::parse_request(&bytes, header_length, &model)?;
     drop(bytes);
@@ -151,7 +151,7 @@ async fn run_infer(
 
 /// A repository call's body: JSON, or nothing (every field is optional).
 async fn repository_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Value, ApiError> {
-    let (bytes, _reserved) = read_body(state, headers, body, &BodyLimit::flag(&state.limits)).await?;
+    let (bytes, _reserved) = read_body(state, headers, body, BodyLimit::flag(&state.limits)).await?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(json!({}));
     }

@@ -41,7 +41,7 @@ pub async fn classify(
         return Err(ApiError::bad(format!("model {name:?} is not a classifier (it has no output \"probabilities\")")));
     };
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-    let (bytes, _reserved) = read_body(&state, &headers, body, &BodyLimit::flag(&state.limits)).await?;
+    let (bytes, _reserved) = read_body(&state, &headers, body, BodyLimit::flag(&state.limits)).await?;
     let start = Instant::now();
     let picture =
         if content_type.starts_with("multipart/form-data") { first_file(&content_type, bytes).await? } else { bytes };

@@ -14,6 +14,7 @@ use crate::serve::auth::ApiKey;
 use crate::serve::budget::{Budget, Reserved};
 use crate::serve::control::Registry;
 use crate::serve::metrics::Metrics;
+use crate::serve::model::ServedModel;
 
 /// What every HTTP handler shares.
 #[derive(Debug, Clone)]
@@ -53,22 +54,34 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The most a request body may hold, and how a refusal names it.
-#[derive(Debug, Clone)]
-pub struct BodyLimit {
+/// The most a request body may hold: `--max-body`, or less for an infer
+/// request (what its model's largest batch can need, `types::body_limit`).
+/// Named in words only when a body is refused, not on every request.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit<'a> {
     pub bytes: usize,
-    /// `--max-body (N bytes)`, or what a model's limit is made of.
-    pub named: String,
+    /// The model whose largest batch sets the limit; `None`: `--max-body`.
+    pub model: Option<&'a ServedModel>,
 }
 
-impl BodyLimit {
+impl BodyLimit<'_> {
     /// `--max-body`.
-    pub fn flag(limits: &Limits) -> BodyLimit {
-        BodyLimit { bytes: limits.max_body, named: format!("--max-body ({} bytes)", limits.max_body) }
+    pub fn flag(limits: &Limits) -> BodyLimit<'static> {
+        BodyLimit { bytes: limits.max_body, model: None }
     }
 
     fn too_large(&self, suffix: &str) -> ApiError {
-        ApiError::new(Kind::TooLarge, format!("request body over {}{suffix}", self.named))
+        let named = match self.model {
+            None => format!("--max-body ({} bytes)", self.bytes),
+            Some(m) => {
+                let [c, h, w] = m.image;
+                format!(
+                    "{} bytes, the most model {:?} needs ({} images of {c}×{h}×{w} as JSON numbers, and 64 KiB)",
+                    self.bytes, m.name, m.batching.max_batch
+                )
+            }
+        };
+        ApiError::new(Kind::TooLarge, format!("request body over {named}{suffix}"))
     }
 }
 
@@ -83,7 +96,7 @@ pub async fn read_body(
     state: &AppState,
     headers: &HeaderMap,
     body: Body,
-    limit: &BodyLimit,
+    limit: BodyLimit<'_>,
 ) -> Result<(bytes::Bytes, Reserved), ApiError> {
     let limits = &state.limits;
     let encoding = match headers.get(header::CONTENT_ENCODING).map(|v| v.to_str().map(str::trim)) {
@@ -109,10 +122,13 @@ pub async fn read_body(
     let mut reserved = state.budget.reserve(declared)?;
     let raw = read_raw(limits, body, limit).await?;
     let Some(encoding) = encoding else { return Ok((raw, reserved)) };
-    let owned = limit.clone();
-    let inflated = tokio::task::spawn_blocking(move || inflate(&raw, encoding, &owned))
+    let max = limit.bytes;
+    let inflated = tokio::task::spawn_blocking(move || inflate(&raw, encoding, max))
         .await
         .map_err(|e| ApiError::new(Kind::Internal, format!("inflating the body failed: {e}")))??;
+    if inflated.len() > max {
+        return Err(limit.too_large(" once inflated"));
+    }
     reserved.add(state.budget.reserve(inflated.len())?);
     Ok((inflated, reserved))
 }
@@ -132,9 +148,8 @@ impl Encoding {
     }
 }
 
-/// The inflated body, at most `limit` bytes.
-fn inflate(raw: &[u8], encoding: Encoding, limit: &BodyLimit) -> Result<bytes::Bytes, ApiError> {
-    let max = limit.bytes;
+/// The inflated body, inflated no further than one byte past `max`.
+fn inflate(raw: &[u8], encoding: Encoding, max: usize) -> Result<bytes::Bytes, ApiError> {
     use std::io::Read;
     let reader: Box<dyn Read> = match encoding {
         Encoding::Gzip => Box::new(flate2::read::MultiGzDecoder::new(raw)),
@@ -145,14 +160,11 @@ fn inflate(raw: &[u8], encoding: Encoding, limit: &BodyLimit) -> Result<bytes::B
         .take(max as u64 + 1)
         .read_to_end(&mut out)
         .map_err(|e| ApiError::bad(format!("the {} body does not inflate: {e}", encoding.name())))?;
-    if out.len() > max {
-        return Err(limit.too_large(" once inflated"));
-    }
     Ok(out.into())
 }
 
 /// Reads a request body as sent, within `limit` and `--read-timeout`.
-async fn read_raw(limits: &Limits, body: Body, limit: &BodyLimit) -> Result<bytes::Bytes, ApiError> {
+async fn read_raw(limits: &Limits, body: Body, limit: BodyLimit<'_>) -> Result<bytes::Bytes, ApiError> {
     use http_body_util::{BodyExt, LengthLimitError, Limited};
     let too_large = || limit.too_large("");
     let collected = tokio::time::timeout(limits.read_timeout, Limited::new(body, limit.bytes).collect()).await;

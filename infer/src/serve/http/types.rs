@@ -118,20 +118,13 @@ const JSON_BYTES_PER_VALUE: usize = 64;
 /// (`max_batch_size`) as JSON numbers, plus 64 KiB for the rest of the
 /// JSON; never over `--max-body`. A longer body cannot be a valid request,
 /// so no more of it is read or inflated.
-pub fn body_limit(model: &ServedModel, limits: &Limits) -> BodyLimit {
+pub fn body_limit<'a>(model: &'a ServedModel, limits: &Limits) -> BodyLimit<'a> {
     let [c, h, w] = model.image;
     let derived = (model.batching.max_batch * c * h * w).saturating_mul(JSON_BYTES_PER_VALUE).saturating_add(64 << 10);
     if derived >= limits.max_body {
         return BodyLimit::flag(limits);
     }
-    BodyLimit {
-        bytes: derived,
-        named: format!(
-            "{derived} bytes, the most model {:?} needs ({} images of {c}×{h}×{w}, at most {JSON_BYTES_PER_VALUE} bytes a value, \
-             and 64 KiB)",
-            model.name, model.batching.max_batch
-        ),
-    }
+    BodyLimit { bytes: derived, model: Some(model) }
 }
 
 /// Parses a request body: `header_length` (the
