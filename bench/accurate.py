@@ -40,16 +40,17 @@ def ours(train, files, precision, seed, work):
     seconds = time.perf_counter() - t0
     rows = list(csv.DictReader(open(os.path.join(clf, "history.csv"))))
     test = json.load(open(os.path.join(clf, "test_metrics.json")))
-    precision = json.load(open(os.path.join(clf, "config.json")))["train"].get("precision", "32")
-    return {"seed": seed, "seconds": seconds, "precision": precision, "epochs": len(rows),
+    settings = json.load(open(os.path.join(clf, "config.json")))["train"]
+    return {"seed": seed, "seconds": seconds, "precision": settings.get("precision", "32"),
+            "val_split": settings["val_split"], "epochs": len(rows),
             "val_accuracy": float(rows[-1]["val_accuracy"]), "val_curve": [float(r["val_accuracy"]) for r in rows],
             "test_accuracy": test["accuracy"], "test_epoch": test.get("epoch")}
 
 
-def theirs(files, seed, budget, bf16):
+def theirs(files, seed, budget, val_split, bf16):
     cmd = [sys.executable, os.path.join(HERE, "deotte.py"), "--images", files["images"], "--labels", files["labels"],
            "--test-images", files["test_images"], "--test-labels", files["test_labels"], "--seed", str(seed),
-           "--budget", str(budget)] + (["--bf16"] if bf16 else [])
+           "--budget", str(budget), "--val-split", str(val_split)] + (["--bf16"] if bf16 else [])
     return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
 
 
@@ -60,6 +61,7 @@ def stats(v):
 def report(result):
     """The markdown of a run's `accurate.json`: the command, the per-seed table, mean ± sd, the curves."""
     rows, seeds, precision = result["seeds"], [r["seed"] for r in result["seeds"]], result["precision"]
+    held_out = f"{rows[0]['train'].get('val_split', 0.2):.0%}"
     ot, dt = stats([r["train"]["test_accuracy"] for r in rows]), stats([r["deotte"]["test_accuracy"] for r in rows])
     ov, dv = stats([r["train"]["val_accuracy"] for r in rows]), stats([r["deotte"]["val_accuracy"] for r in rows])
     L = [f"CPU: {result['cpu']}; flags: {' '.join(result['flags'])}; {result['cores']} CPUs, 2 threads; {result.get('date', '')}. "
@@ -68,7 +70,8 @@ def report(result):
          "(with its test report), timed together; then `bench/deotte.py` (Deotte's single CNN with BatchNorm and "
          "dropout, rotation ±15°, zoom ±0.15, shift ±0.1, Adam 1e-3·0.95^epoch, batch 64, trained from scratch on the "
          "same share of the training images) for whole epochs within the same seconds, in the same precision. "
-         "Validation accuracy is the last epoch's on the held-out 20 %; the test set is read once per run.", "",
+         f"Validation accuracy is the last epoch's on the held-out {held_out} of the training images; "
+         "the test set is read once per run.", "",
          "| seed | train: seconds | epochs | val accuracy | **test accuracy** | deotte.py: epochs | val accuracy | **test accuracy** |",
          "|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -100,7 +103,7 @@ def main():
     for seed in seeds:
         o = ours(train, files, precision, seed, work)
         log(f"seed {seed} train: {o}")
-        t = theirs(files, seed, o["seconds"], o["precision"] == "bf16-mixed")
+        t = theirs(files, seed, o["seconds"], o["val_split"], o["precision"] == "bf16-mixed")
         log(f"seed {seed} deotte.py: {t}")
         rows.append({"seed": seed, "train": o, "deotte": t})
     result = {"cpu": name, "flags": flags, "cores": cores, "precision": precision, "seeds": rows,

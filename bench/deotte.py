@@ -5,12 +5,13 @@ rotation ±15°, zoom ±0.15 and shift ±0.1 per image, Adam at 1e-3 · 0.95^epo
 batch 64 — trained for a wall-clock budget (the epochs that fit), the
 contender bench/accurate.py sets beside `train --preset accurate`.
 
-Trains on a seeded 80 % of the training images (as `train` does), reports
+Trains on a seeded share of the training images, the rest held out
+(`--val-split`, 0.2 unless told: bench/accurate.py passes the preset's), reports
 the final epoch's validation accuracy and then reads the test set once.
 Prints one JSON line.
 
 usage: python bench/deotte.py --images I --labels L --test-images TI --test-labels TL
-                              --seed S --budget SECONDS [--bf16] [--threads 2]
+                              --seed S --budget SECONDS [--val-split 0.2] [--bf16] [--threads 2]
 """
 import argparse
 import contextlib
@@ -61,6 +62,7 @@ def main():
     p.add_argument("--budget", type=float, required=True, help="seconds of training (whole epochs that fit)")
     p.add_argument("--bf16", action="store_true", help="forward and loss under torch.autocast('cpu', bfloat16)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--val-split", type=float, default=0.2, help="share of the training images held out")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -69,7 +71,7 @@ def main():
                          torch.from_numpy(read_idx(l).astype(np.int64)))
     x, y = load(a.images, a.labels)
     perm = torch.randperm(len(x), generator=gen)
-    n_val = round(len(x) * 0.2)
+    n_val = round(len(x) * a.val_split)
     vx, vy, tx, ty = x[perm[:n_val]], y[perm[:n_val]], x[perm[n_val:]], y[perm[n_val:]]
     model = deotte().to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)

@@ -126,9 +126,9 @@ pub struct CommonArgs {
     pub warmup: Option<f64>,
     #[arg(long, default_value_t = Preset::Quick.autoencoder().settings.seed)]
     pub seed: u64,
-    /// Fraction of the images held out for validation.
-    #[arg(long, default_value_t = Preset::Quick.autoencoder().settings.val_split)]
-    pub val_split: f64,
+    /// Fraction of the images held out for validation (default: the preset's, 0.2; accurate: 0.05).
+    #[arg(long)]
+    pub val_split: Option<f64>,
     /// Train on N images: a sample drawn with --seed, stratified by class
     /// where classes are known (image-folder classes, IDX labels): each class
     /// keeps its share, at least one image, so no class is ever dropped.
@@ -142,7 +142,8 @@ pub struct CommonArgs {
     #[arg(long, value_name = "SPEC")]
     pub augment: Option<Augment>,
     /// Keep an exponential moving average of the weights with this decay (e.g. 0.999):
-    /// validation, the best epoch, the test report and the export use the averaged weights.
+    /// validation, the best epoch, the test report and the export use the averaged weights
+    /// (0: none; default: the preset's).
     #[arg(long, value_name = "DECAY")]
     pub ema: Option<f64>,
     /// Early stopping: end a stage once val_loss has not improved for PATIENCE epochs
@@ -401,9 +402,9 @@ impl CommonArgs {
         set(&mut s.cosine, self.cosine);
         set(&mut s.warmup, self.warmup);
         set(&mut s.augment, self.augment);
-        set(&mut s.ema, self.ema.map(Some));
+        set(&mut s.ema, self.ema.map(|decay| (decay != 0.0).then_some(decay)));
         s.seed = self.seed;
-        s.val_split = self.val_split;
+        set(&mut s.val_split, self.val_split);
         s.limit = self.limit;
         s.threads = self.threads;
         if let Some(patience) = self.early_stopping {

@@ -1060,8 +1060,10 @@ fn lr_means_the_same_in_classifier_and_sweep() {
     let (code, _, err) = run(&args, None);
     assert_eq!(code, 0, "{err}");
     let settings = |run: &Path| RunDir { path: run.into() }.read_config().unwrap().train;
-    let (a, b) = (settings(&clf), settings(&sweep.join("classifier-L2_FC8_E1_B64")));
-    assert_eq!((a.lr, a.finetune_lr), (0.005, Some(1e-3)), "--lr sets stage 1; stage 2 keeps the preset's");
+    let preset = train::config::Preset::Quick.classifier().settings;
+    let (a, b) = (settings(&clf), settings(&sweep.join(format!("classifier-L2_FC8_E1_B{}", preset.batch_size))));
+    assert_eq!((a.lr, a.finetune_lr), (0.005, preset.finetune_lr), "--lr sets stage 1; stage 2 keeps the preset's");
+    assert_ne!(preset.finetune_lr, Some(0.005), "the test needs a flag that differs from the preset");
     assert_eq!((b.lr, b.finetune_lr), (a.lr, a.finetune_lr));
 }
 
@@ -1808,12 +1810,17 @@ fn early_stopping_across_the_classifiers_two_stages() {
     assert_eq!(train_small(&images, &ae, &["--epochs", "1"], None).0, 0);
     // Stage 1: epochs 1-3 (best: 1); stage 2: epochs 4-5 (best: 4), at a
     // rate too small to move the weights, so what it starts from shows.
-    let two = ["--frozen-epochs", "3", "--epochs", "2", "--cosine", "false", "--finetune-lr", "1e-12"];
+    // Without a weight average (the checkpoints below are the trained
+    // weights) or a warm-up (whose length follows the stage's).
+    let plain = ["--cosine", "false", "--warmup", "0", "--ema", "0"];
+    let two = [&["--frozen-epochs", "3", "--epochs", "2", "--finetune-lr", "1e-12"][..], &plain].concat();
     let es = ["--early-stopping", "5", "--min-delta", "10"];
     let full = dir.path().join("full");
     let (code, out) = classifier_small(&ae, &full, &[&two[..], &es].concat(), None);
     assert_eq!(code, 0, "{out}");
     let h = history_of(&full);
+    let settings = RunDir { path: full.clone() }.read_config().unwrap().train;
+    assert_eq!((settings.ema, settings.warmup), (None, 0.0), "--ema 0 is none");
     let stages: Vec<(usize, usize, usize)> = h.iter().map(|r| (r.epoch, r.stage, r.best_epoch)).collect();
     assert_eq!(stages, [(1, 1, 1), (2, 1, 1), (3, 1, 1), (4, 2, 4), (5, 2, 4)], "epoch, stage, best epoch");
     assert!(out.contains("restoring the weights of epoch 1, the best of stage 1"), "{out}");
@@ -1822,7 +1829,7 @@ fn early_stopping_across_the_classifiers_two_stages() {
     // (the head moved by at most 1e-12 a step since), not from epoch 3's.
     let one = dir.path().join("one");
     let (code, out) =
-        classifier_small(&ae, &one, &["--frozen-epochs", "1", "--epochs", "0", "--cosine", "false"], None);
+        classifier_small(&ae, &one, &[&["--frozen-epochs", "1", "--epochs", "0"][..], &plain].concat(), None);
     assert_eq!(code, 0, "{out}");
     let (kept, first, last) = (
         Checkpoint::read(&full.join("best.safetensors"), Device::Cpu).unwrap(),
@@ -2007,7 +2014,10 @@ fn ema_is_the_average_of_the_checkpoints() {
     let images = mnist("train-images-idx3-ubyte");
     let ae = dir.path().join("ae");
     assert_eq!(train_small(&images, &ae, &["--epochs", "1"], None).0, 0);
-    let base = ["--batch-size", "1200", "--cosine", "false", "--epochs", "0", "--test-images", "none", "--ema", "0.99"];
+    // A constant learning rate (no warm-up), so the shorter runs are the
+    // longer one's first steps.
+    let base = ["--batch-size", "1200", "--cosine", "false", "--warmup", "0", "--epochs", "0", "--test-images", "none"];
+    let base = [&base[..], &["--ema", "0.99"]].concat();
     let head = |run: &Path, prefix: &str| -> Vec<Tensor> {
         let c = Checkpoint::read(&run.join("weights.safetensors"), Device::Cpu).unwrap();
         ["fc.weight", "fc.bias", "head.weight", "head.bias"]
