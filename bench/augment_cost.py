@@ -42,6 +42,7 @@ def main():
             out = os.path.join(work, "clf")
             subprocess.run([os.path.join(BIN, "train"), "classifier", "--autoencoder", ae, "--labels", LABELS,
                             "--test-images", "none", "--frozen-epochs", "1", "--epochs", "1", "--augment", spec,
+                            "--val-split", "0.2", "--batch-size", "64",
                             "--tensorboard", "false", *common, "--out", out], check=True, stdout=subprocess.DEVNULL)
             rows = open(os.path.join(out, "history.csv")).read().strip().splitlines()
             samples[spec].append(float(rows[2].split(",")[5]))  # epoch 2: fine-tuning

@@ -24,15 +24,22 @@ def commands(bin_dir, py, images, labels, work, config, network, limit, threads)
     batch, opt, lr, cosine, warmup, augment = nets[network]
     ae_dir = os.path.join(work, f"ae{filters}")
     common = ["--images", images, "--limit", str(limit), "--threads", str(threads)]
+    # Every setting torch_fit.py is given, spelt out: the presets' own
+    # (e.g. quick's 5 % validation share, its weight average and label
+    # smoothing) would make the two sides' work differ.
+    same = ["--optimizer", opt, "--lr", str(lr), "--cosine", str(cosine).lower(), "--warmup", str(warmup),
+            "--val-split", "0.2"]
+    if network == "classifier":
+        same += ["--finetune-lr", str(lr), "--augment", str(augment), "--ema", "0", "--label-smoothing", "0"]
     if network == "autoencoder":
         out = ae_dir
         ours = [os.path.join(bin_dir, "train"), "autoencoder", "--preset", preset, "--epochs", "2",
-                "--batch-size", str(batch), *common, "--quiet", "--force", "--out", out]
+                "--batch-size", str(batch), *same, *common, "--quiet", "--force", "--out", out]
     else:
         out = os.path.join(work, "clf")
         ours = [os.path.join(bin_dir, "train"), "classifier", "--preset", preset, "--autoencoder", ae_dir,
                 "--labels", labels, "--test-images", "none", "--frozen-epochs", "1", "--epochs", "1",
-                "--batch-size", str(batch), *common, "--quiet", "--force", "--out", out]
+                "--batch-size", str(batch), *same, *common, "--quiet", "--force", "--out", out]
     theirs = [py, os.path.join(HERE, "torch_fit.py"), "--network", network, "--filters", str(filters),
               "--fc-units", str(fc_units), "--batch", str(batch), "--optimizer", opt, "--lr", str(lr),
               "--augment", str(augment), "--warmup", str(warmup), *common]
