@@ -1592,6 +1592,8 @@ fn image_folders_train_export_and_classify_in_colour() {
         "1",
         "--epochs",
         "4",
+        "--val-split",
+        "0.2",
         "--out",
         &clf[..],
     ];
@@ -2015,8 +2017,9 @@ fn ema_is_the_average_of_the_checkpoints() {
     let ae = dir.path().join("ae");
     assert_eq!(train_small(&images, &ae, &["--epochs", "1"], None).0, 0);
     // A constant learning rate (no warm-up), so the shorter runs are the
-    // longer one's first steps.
-    let base = ["--batch-size", "1200", "--cosine", "false", "--warmup", "0", "--epochs", "0", "--test-images", "none"];
+    // longer one's first steps; 1 200 training images of 1 500, one batch.
+    let base = ["--batch-size", "1200", "--val-split", "0.2", "--cosine", "false", "--warmup", "0", "--epochs", "0"];
+    let base = [&base[..], &["--test-images", "none"]].concat();
     let base = [&base[..], &["--ema", "0.99"]].concat();
     let head = |run: &Path, prefix: &str| -> Vec<Tensor> {
         let c = Checkpoint::read(&run.join("weights.safetensors"), Device::Cpu).unwrap();
