@@ -126,7 +126,7 @@ pub struct CommonArgs {
     pub warmup: Option<f64>,
     #[arg(long, default_value_t = Preset::Quick.autoencoder().settings.seed)]
     pub seed: u64,
-    /// Fraction of the images held out for validation (default: the preset's: 0.2; 0.05 for the quick, quality and accurate classifiers and the accurate autoencoder).
+    /// Fraction of the images held out for validation (default: the preset's, 0.2; accurate: 0.05).
     #[arg(long)]
     pub val_split: Option<f64>,
     /// Train on N images: a sample drawn with --seed, stratified by class
