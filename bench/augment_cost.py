@@ -1,11 +1,13 @@
 """What augmentation costs a training epoch: the real `train classifier`
-(quick preset, fine-tuning epoch 2, timed by its own history.csv) with
+as `make train` runs it (quick preset, its batch and split, `--precision
+auto`; fine-tuning epoch 2, timed by its own history.csv) with
 `--augment none`, `2` (whole-pixel shifts) and
 `rotate=15,shift=0.1,zoom=0.1` (one affine resample per batch), interleaved
 round by round in one run; and, because two such epochs differ by more
 than the augmentation costs, the augmentation alone (`bench augment-time`:
 the loop's own gathers, draws and resample over an epoch's batches, with
-no training), as a share of the plain epoch. Writes bench/augment.md and
+no training; the runs' batch and training images), as a share of the plain
+epoch. Writes bench/augment.md and
 bench/augment.json; `make bench` runs it, and it runs alone too.
 
 usage: python bench/augment_cost.py BIN_DIR DATA_DIR [--quick]
@@ -42,8 +44,12 @@ def main():
             out = os.path.join(work, "clf")
             subprocess.run([os.path.join(BIN, "train"), "classifier", "--autoencoder", ae, "--labels", LABELS,
                             "--test-images", "none", "--frozen-epochs", "1", "--epochs", "1", "--augment", spec,
-                            "--val-split", "0.2", "--batch-size", "64",
-                            "--tensorboard", "false", *common, "--out", out], check=True, stdout=subprocess.DEVNULL)
+                            "--precision", "auto", "--tensorboard", "false", *common, "--out", out],
+                           check=True, stdout=subprocess.DEVNULL)
+            cfg = json.load(open(os.path.join(out, "config.json")))
+            count, t = cfg["dataset"]["count"], cfg["train"]
+            run = {"train_images": count - round(count * t["val_split"]), "batch": t["batch_size"],
+                   "precision": t.get("precision", "32")}
             rows = open(os.path.join(out, "history.csv")).read().strip().splitlines()
             samples[spec].append(float(rows[2].split(",")[5]))  # epoch 2: fine-tuning
             print(f"augment_cost: round {r + 1} {spec}: {samples[spec][-1]:.2f} s", file=sys.stderr)
@@ -52,19 +58,22 @@ def main():
     alone = {}
     for spec in SPECS:
         out = subprocess.run([os.path.join(BIN, "bench"), "--threads", "2", "augment-time", "--images", IMAGES,
-                              "--limit", str(LIMIT - LIMIT // 5), "--batch", "64", "--spec", spec, "--reps", "7"],
+                              "--limit", str(run["train_images"]), "--batch", str(run["batch"]), "--spec", spec,
+                              "--reps", "7"],
                              check=True, capture_output=True, text=True).stdout
         alone[spec] = json.loads(out.strip().splitlines()[-1])
         print(f"augment_cost: {spec} alone: {alone[spec]['seconds']:.3f} s per epoch", file=sys.stderr)
-    result = {"cpu": name, "flags": flags, "cores": cores, "images": LIMIT, "rounds": ROUNDS, "seconds": med, "samples": samples,
+    result = {"cpu": name, "flags": flags, "cores": cores, "images": LIMIT, **run, "rounds": ROUNDS, "seconds": med,
+              "samples": samples,
               "overhead": {s: med[s] / base - 1 for s in SPECS}, "alone": alone,
               "alone_share": {s: (alone[s]["seconds"] - alone["none"]["seconds"]) / base for s in SPECS}}
     json.dump(result, open(os.path.join(HERE, "augment.json"), "w"), indent=1)
     lines = [
         "# What augmentation costs a training epoch",
         "",
-        f"`train classifier`, quick preset, fine-tuning epoch on {LIMIT - LIMIT // 5} MNIST training images, "
-        f"batch 64, 2 threads; median of {ROUNDS} interleaved rounds (`python bench/augment_cost.py BIN DATA`).",
+        f"`train classifier` as `make train` runs it (quick preset, `--precision auto`: {run['precision']}), "
+        f"fine-tuning epoch on {run['train_images']} MNIST training images, batch {run['batch']}, 2 threads; "
+        f"median of {ROUNDS} interleaved rounds (`python bench/augment_cost.py BIN DATA`).",
         f"CPU: {name}; flags: {' '.join(flags)}.",
         "",
         "| --augment | epoch seconds (median) | rounds (min–max) | vs none | gathers + augmentation alone, s per epoch (median of 7) | augmentation ÷ the plain epoch |",

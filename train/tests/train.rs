@@ -770,6 +770,7 @@ fn bad_inputs_fail_before_training_with_exit_2() {
         ),
         ("batch_size_0", vec!["autoencoder", "--batch-size", "0", "--out", o].into_iter().map(String::from).collect()),
         ("val_split_1", vec!["autoencoder", "--val-split", "1", "--out", o].into_iter().map(String::from).collect()),
+        ("ema_negative", vec!["autoencoder", "--ema=-0.5", "--out", o].into_iter().map(String::from).collect()),
         (
             "odd_size",
             vec!["autoencoder".into(), "--images".into(), odd.display().to_string(), "--out".into(), o.into()],
@@ -2019,8 +2020,7 @@ fn ema_is_the_average_of_the_checkpoints() {
     // A constant learning rate (no warm-up), so the shorter runs are the
     // longer one's first steps; 1 200 training images of 1 500, one batch.
     let base = ["--batch-size", "1200", "--val-split", "0.2", "--cosine", "false", "--warmup", "0", "--epochs", "0"];
-    let base = [&base[..], &["--test-images", "none"]].concat();
-    let base = [&base[..], &["--ema", "0.99"]].concat();
+    let base = [&base[..], &["--test-images", "none", "--ema", "0.99"]].concat();
     let head = |run: &Path, prefix: &str| -> Vec<Tensor> {
         let c = Checkpoint::read(&run.join("weights.safetensors"), Device::Cpu).unwrap();
         ["fc.weight", "fc.bias", "head.weight", "head.bias"]

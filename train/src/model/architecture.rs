@@ -44,7 +44,7 @@ pub enum ConfigError {
     MinDelta(f64),
     #[error("{0}")]
     Augment(String),
-    #[error("--ema must be a decay in (0, 1), got {0}")]
+    #[error("--ema must be a decay in (0, 1), or 0 for none, got {0}")]
     Ema(f64),
     #[error("--label-smoothing must be in [0, 1), got {0}")]
     LabelSmoothing(f64),
