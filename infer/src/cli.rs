@@ -11,6 +11,7 @@ use ae_core::preprocess::{Fit, Invert, Preprocess};
 use infer::commands::{self, ClassifyOptions, Format, ReconstructOptions, RunOptions};
 use infer::input::FolderLabels;
 use infer::serve::control::ControlMode;
+use infer::serve::model_config::{MAX_BATCH, MAX_INSTANCES, MAX_QUEUE};
 use infer::session::{Device, SessionOptions};
 
 #[derive(Debug, Parser)]
@@ -211,17 +212,17 @@ pub struct ServeArgs {
     pub grpc_port: u16,
     /// Images in one ONNX Runtime run, at most; requests queued for a model are merged up to this
     /// (1: batching off). A Triton repository's config.pbtxt sets its own (max_batch_size).
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=MAX_BATCH as i64))]
     pub max_batch: u32,
     /// Microseconds the first queued request may wait for others (0: whatever is queued when a
     /// session is free runs at once, so a lone client never waits).
     #[arg(long, default_value_t = 0)]
     pub max_queue_delay: u64,
     /// Requests waiting per model, at most; beyond it the server answers 503 at once.
-    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=MAX_QUEUE as i64))]
     pub max_queue: u32,
     /// Sessions per model, each on a thread of its own.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=MAX_INSTANCES as i64))]
     pub instances: u32,
     /// Intra-op threads per session: the server's parallelism comes from batches and instances, and
     /// one thread per session measured fastest on 2 cores (bench/serving.md).
@@ -240,15 +241,18 @@ pub struct ServeArgs {
     /// Largest request body (bytes; K, M and G suffixes are 1024-based); larger ones get 413.
     #[arg(long, default_value = "64M", value_parser = parse_size)]
     pub max_body: usize,
-    /// Request bytes held at once, HTTP and gRPC together (K, M, G suffixes; at least twice --max-body);
-    /// a request beyond it gets 503 / UNAVAILABLE at once.
-    #[arg(long, default_value = "256M", value_parser = parse_size)]
+    /// Request bytes held at once, HTTP and gRPC together, as they arrive and as they inflate (K, M, G
+    /// suffixes; at least twice --max-body); a request beyond it gets 503 / UNAVAILABLE at once. The
+    /// default keeps the server within 256 MiB of idle under any one client's requests.
+    #[arg(long, default_value = "192M", value_parser = parse_size)]
     pub max_inflight_bytes: usize,
-    /// Seconds a client has to send a request's headers, and again its body (else 408 or closed).
+    /// Seconds a client has to send a request's headers, and again its body (else 408 or closed); with
+    /// --api-key, also how long a connection may stay without sending the key (liveness calls alone).
     #[arg(long, default_value_t = 10.0, value_parser = parse_seconds)]
     pub read_timeout: f64,
-    /// Seconds a response may wait for its client to read it; then the connection is closed (a client
-    /// that sends requests and never reads the answers holds no connection for longer).
+    /// Seconds a response may wait for its client to take any of it (a socket never read, an HTTP/2
+    /// window of 0); then the connection is closed. Also how long a connection with no request open
+    /// stays (then HTTP/2 GOAWAY, or a close between HTTP/1.1 requests).
     #[arg(long, default_value_t = 30.0, value_parser = parse_seconds)]
     pub idle_timeout: f64,
     /// Seconds to answer the requests already accepted after SIGTERM or Ctrl-C.

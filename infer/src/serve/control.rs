@@ -163,6 +163,17 @@ impl Registry {
         self.live.load().by_name.contains_key(name)
     }
 
+    /// The metric labels of a request for `name` at `version` (empty: the
+    /// highest served): the model and the version it is served at, or two
+    /// empty labels for anything not served (a client must not be able to
+    /// mint series).
+    pub fn labels(&self, name: &str, version: &str) -> [String; 2] {
+        match self.live.load().get(name, version) {
+            Ok(m) => [m.name.clone(), m.version.to_string()],
+            Err(_) => [String::new(), String::new()],
+        }
+    }
+
     pub fn versions(&self, name: &str) -> Vec<String> {
         self.live.load().versions(name)
     }
@@ -282,7 +293,7 @@ impl Registry {
                 } else {
                     format!("load failed: {why}")
                 };
-                tracing::warn!("model {name}: {reason}");
+                tracing::warn!("model {}: {reason}", name.escape_debug());
                 let mut next = Models::clone(&self.live.load());
                 next.unavailable.insert(name.to_string(), reason);
                 self.live.store(Arc::new(next));
@@ -295,7 +306,7 @@ impl Registry {
         let shown = versions.keys().map(|v| v.to_string()).collect::<Vec<_>>().join(", ");
         let old = next.by_name.insert(name.to_string(), versions).unwrap_or_default();
         self.live.store(Arc::new(next));
-        tracing::warn!("model {name}: version {shown} loaded and serving");
+        tracing::warn!("model {}: version {shown} loaded and serving", name.escape_debug());
         // In the background: a reload answers as soon as the new versions serve.
         let (metrics, drain) = (self.metrics.clone(), self.drain);
         let kept: Vec<u64> =
@@ -312,7 +323,7 @@ impl Registry {
         next.unavailable.insert(name.to_string(), why.to_string());
         self.live.store(Arc::new(next));
         if !old.is_empty() {
-            tracing::warn!("model {name}: {why}; answering its queued requests");
+            tracing::warn!("model {}: {why}; answering its queued requests", name.escape_debug());
         }
         retire(old.into_values().collect(), Vec::new(), self.metrics.clone(), self.drain).await;
     }

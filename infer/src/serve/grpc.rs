@@ -17,7 +17,7 @@ use super::classification;
 use super::control::Registry;
 use super::identity::{EXTENSIONS, PLATFORM, SERVER_NAME};
 use super::metrics::Metrics;
-use super::model::{check_parameters, InputTensor, ServedModel};
+use super::model::{check_parameters, scheduling_value, InputTensor, ServedModel, SCHEDULING_PARAMETERS};
 use super::proto::grpc_inference_service_server::GrpcInferenceService;
 use super::proto::model_infer_response::InferOutputTensor;
 use super::proto::model_metadata_response::TensorMetadata;
@@ -36,20 +36,26 @@ impl GrpcService {
         self.models.get(name, version).map_err(|e| e.grpc_status())
     }
 
-    /// Counts and logs one answered call.
-    fn record<T>(&self, rpc: &str, model: &str, start: Instant, result: &Result<T, Status>) {
+    /// Counts and logs one answered call (the client's strings escaped:
+    /// a name cannot forge a log line).
+    fn record<T>(&self, rpc: &str, (model, version): (&str, &str), start: Instant, result: &Result<T, Status>) {
         let code = match result {
             Ok(_) => tonic::Code::Ok,
             Err(s) => s.code(),
         };
-        // Only served models label metrics: a client must not be able to mint series.
-        let label = if self.models.contains(model) { model } else { "" };
-        self.metrics.requests.with_label_values(&[label, "grpc", &format!("{code:?}")]).inc();
-        tracing::info!(target: "access", "gRPC {rpc} {model} {code:?} {:.3} ms", start.elapsed().as_secs_f64() * 1e3);
+        let [label, served] = self.models.labels(model, version);
+        self.metrics.requests.with_label_values(&[&label, &served, "grpc", &format!("{code:?}")]).inc();
+        tracing::info!(target: "access", "gRPC {rpc} {} {code:?} {:.3} ms", model.escape_debug(),
+            start.elapsed().as_secs_f64() * 1e3);
     }
 
     /// Runs one of the synchronous calls, counted and logged.
-    fn counted<T>(&self, rpc: &str, model: &str, call: impl FnOnce() -> Result<T, Status>) -> Result<T, Status> {
+    fn counted<T>(
+        &self,
+        rpc: &str,
+        model: (&str, &str),
+        call: impl FnOnce() -> Result<T, Status>,
+    ) -> Result<T, Status> {
         let start = Instant::now();
         let result = call();
         self.record(rpc, model, start, &result);
@@ -60,7 +66,7 @@ impl GrpcService {
     async fn counted_async<T>(
         &self,
         rpc: &str,
-        model: &str,
+        model: (&str, &str),
         call: impl std::future::Future<Output = Result<T, Status>>,
     ) -> Result<T, Status> {
         let start = Instant::now();
@@ -73,13 +79,24 @@ impl GrpcService {
         let r = request.into_inner();
         let model = self.model(&r.model_name, &r.model_version)?;
         let start = Instant::now();
-        // None is read on the request or its inputs; `classification` on an output.
-        check_parameters(r.parameters.keys(), &[], || "the request".into()).map_err(|e| e.grpc_status())?;
+        // Triton's scheduling ones on the request, `binary_data_size` on an
+        // input with raw contents, `classification` on an output.
+        check_parameters(r.parameters.keys(), SCHEDULING_PARAMETERS, || "the request".into())
+            .map_err(|e| e.grpc_status())?;
+        let mut timeout = None;
+        for name in SCHEDULING_PARAMETERS {
+            if let Some(p) = r.parameters.get(*name) {
+                let value = scheduling_value(name, unsigned(p), format!("{:?}", p.parameter_choice))?;
+                if *name == "timeout" && value > 0 {
+                    timeout = Some(std::time::Duration::from_micros(value));
+                }
+            }
+        }
         let inputs = decode_inputs(&model, r.inputs, r.raw_input_contents).map_err(|e| e.grpc_status())?;
         let requested = requested_outputs(r.outputs).map_err(|e| e.grpc_status())?;
         model.check_outputs(requested.iter().map(|(name, _)| name.as_str())).map_err(|e| e.grpc_status())?;
         let (images, n) = model.validate(inputs).map_err(|e| e.grpc_status())?;
-        let rows = model.infer(images, n).await.map_err(|e| e.grpc_status())?;
+        let rows = model.infer(images, n, timeout).await.map_err(|e| e.grpc_status())?;
         let chosen: Vec<(&OutputRows, Option<usize>)> = if requested.is_empty() {
             rows.iter().map(|r| (r, None)).collect()
         } else {
@@ -125,6 +142,15 @@ impl GrpcService {
     }
 }
 
+/// An integer parameter's value, if it is a whole number ≥ 0.
+fn unsigned(p: &InferParameter) -> Option<u64> {
+    match p.parameter_choice {
+        Some(infer_parameter::ParameterChoice::Int64Param(n)) => u64::try_from(n).ok(),
+        Some(infer_parameter::ParameterChoice::Uint64Param(n)) => Some(n),
+        _ => None,
+    }
+}
+
 /// The outputs a request names, each with its `classification` N if any.
 fn requested_outputs(
     outputs: Vec<model_infer_request::InferRequestedOutputTensor>,
@@ -166,10 +192,23 @@ fn decode_inputs(
     let mut raw = raw.into_iter();
     let mut decoded = Vec::with_capacity(inputs.len());
     for input in inputs {
-        check_parameters(input.parameters.keys(), &[], || format!("input {:?}", input.name))?;
+        check_parameters(input.parameters.keys(), &["binary_data_size"], || format!("input {:?}", input.name))?;
         let count = model.check_declared(&input.name, &input.datatype, &input.shape)?;
+        // KServe's SDK names the raw length, as the REST extension does.
+        let size = input.parameters.get("binary_data_size").map(|p| {
+            unsigned(p)
+                .ok_or_else(|| ApiError::bad(format!("input {:?}: binary_data_size is not a byte count", input.name)))
+        });
+        let size = size.transpose()?;
         let data = match raw.next() {
             Some(bytes) => {
+                if let Some(size) = size.filter(|&s| s != bytes.len() as u64) {
+                    return Err(ApiError::bad(format!(
+                        "input {:?}: binary_data_size is {size} bytes but its raw_input_contents holds {}",
+                        input.name,
+                        bytes.len()
+                    )));
+                }
                 if input.contents.as_ref().is_some_and(|c| !c.fp32_contents.is_empty()) {
                     return Err(ApiError::bad(format!(
                         "input {:?} has both contents and raw_input_contents",
@@ -187,6 +226,12 @@ fn decode_inputs(
                 }
                 bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
             }
+            None if size.is_some() => {
+                return Err(ApiError::bad(format!(
+                    "input {:?} has binary_data_size but the request has no raw_input_contents",
+                    input.name
+                )))
+            }
             None => input.contents.map(|c| c.fp32_contents).unwrap_or_default(),
         };
         decoded.push(InputTensor { name: input.name, datatype: input.datatype, shape: input.shape, data });
@@ -197,18 +242,18 @@ fn decode_inputs(
 #[tonic::async_trait]
 impl GrpcInferenceService for GrpcService {
     async fn server_live(&self, _: Request<ServerLiveRequest>) -> Result<Response<ServerLiveResponse>, Status> {
-        self.counted("ServerLive", "", || Ok(Response::new(ServerLiveResponse { live: true })))
+        self.counted("ServerLive", ("", ""), || Ok(Response::new(ServerLiveResponse { live: true })))
     }
 
     async fn server_ready(&self, _: Request<ServerReadyRequest>) -> Result<Response<ServerReadyResponse>, Status> {
-        self.counted("ServerReady", "", || {
+        self.counted("ServerReady", ("", ""), || {
             Ok(Response::new(ServerReadyResponse { ready: !self.draining.load(Ordering::Relaxed) }))
         })
     }
 
     async fn model_ready(&self, request: Request<ModelReadyRequest>) -> Result<Response<ModelReadyResponse>, Status> {
         let r = request.get_ref();
-        self.counted("ModelReady", &r.name, || {
+        self.counted("ModelReady", (&r.name, &r.version), || {
             let ready = self.models.get(&r.name, &r.version).is_ok_and(|m| m.queue.serving())
                 && !self.draining.load(Ordering::Relaxed);
             Ok(Response::new(ModelReadyResponse { ready }))
@@ -219,7 +264,7 @@ impl GrpcInferenceService for GrpcService {
         &self,
         _: Request<ServerMetadataRequest>,
     ) -> Result<Response<ServerMetadataResponse>, Status> {
-        self.counted("ServerMetadata", "", || {
+        self.counted("ServerMetadata", ("", ""), || {
             Ok(Response::new(ServerMetadataResponse {
                 name: SERVER_NAME.into(),
                 version: env!("CARGO_PKG_VERSION").into(),
@@ -233,7 +278,7 @@ impl GrpcInferenceService for GrpcService {
         request: Request<ModelMetadataRequest>,
     ) -> Result<Response<ModelMetadataResponse>, Status> {
         let r = request.get_ref();
-        self.counted("ModelMetadata", &r.name, || {
+        self.counted("ModelMetadata", (&r.name, &r.version), || {
             let model = self.model(&r.name, &r.version)?;
             let tensor = |t: &crate::session::TensorSpec| TensorMetadata {
                 name: t.name.clone(),
@@ -251,8 +296,8 @@ impl GrpcInferenceService for GrpcService {
     }
 
     async fn model_infer(&self, request: Request<ModelInferRequest>) -> Result<Response<ModelInferResponse>, Status> {
-        let model = request.get_ref().model_name.clone();
-        self.counted_async("ModelInfer", &model, self.infer(request)).await
+        let (model, version) = (request.get_ref().model_name.clone(), request.get_ref().model_version.clone());
+        self.counted_async("ModelInfer", (&model, &version), self.infer(request)).await
     }
 
     async fn repository_index(
@@ -260,7 +305,7 @@ impl GrpcInferenceService for GrpcService {
         request: Request<RepositoryIndexRequest>,
     ) -> Result<Response<RepositoryIndexResponse>, Status> {
         let r = request.get_ref();
-        self.counted("RepositoryIndex", "", || {
+        self.counted("RepositoryIndex", ("", ""), || {
             Registry::check_repository(&r.repository_name).map_err(|e| e.grpc_status())?;
             let models = self.models.index(r.ready).map_err(|e| e.grpc_status())?;
             let models = models
@@ -281,7 +326,7 @@ impl GrpcInferenceService for GrpcService {
         request: Request<RepositoryModelLoadRequest>,
     ) -> Result<Response<RepositoryModelLoadResponse>, Status> {
         let r = request.into_inner();
-        self.counted_async("RepositoryModelLoad", &r.model_name, async {
+        self.counted_async("RepositoryModelLoad", (&r.model_name, ""), async {
             Registry::check_repository(&r.repository_name)?;
             check_parameters(r.parameters.keys(), &["config"], || "the load request".into())?;
             let config = match r.parameters.get("config").and_then(|p| p.parameter_choice.as_ref()) {
@@ -300,7 +345,7 @@ impl GrpcInferenceService for GrpcService {
         request: Request<RepositoryModelUnloadRequest>,
     ) -> Result<Response<RepositoryModelUnloadResponse>, Status> {
         let r = request.into_inner();
-        self.counted_async("RepositoryModelUnload", &r.model_name, async {
+        self.counted_async("RepositoryModelUnload", (&r.model_name, ""), async {
             Registry::check_repository(&r.repository_name)?;
             // No model depends on another here, so unload_dependents has nothing more to unload.
             check_parameters(r.parameters.keys(), &["unload_dependents"], || "the unload request".into())?;
@@ -315,7 +360,7 @@ impl GrpcInferenceService for GrpcService {
         request: Request<ModelConfigRequest>,
     ) -> Result<Response<ModelConfigResponse>, Status> {
         let r = request.get_ref();
-        self.counted("ModelConfig", &r.name, || {
+        self.counted("ModelConfig", (&r.name, &r.version), || {
             let model = self.model(&r.name, &r.version)?;
             Ok(Response::new(ModelConfigResponse { config: Some(model.config.clone()) }))
         })

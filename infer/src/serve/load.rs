@@ -33,6 +33,8 @@ pub enum LoadError {
          the server splits outputs by their first dimension, so it must be the batch"
     )]
     NotBatchFirst { name: String, version: u64, output: String, shape: Vec<usize>, batch: usize },
+    #[error("model {name} version {version}: a warm-up batch of {batch} images ({bytes} bytes) cannot be allocated; lower max_batch_size")]
+    WarmUpMemory { name: String, version: u64, batch: usize, bytes: u128 },
     #[error("model {name} version {version} failed its warm-up batch")]
     WarmUp {
         name: String,
@@ -118,7 +120,20 @@ pub fn load_version(
 /// the batch as its first dimension.
 fn warm_up(source: &ModelSource, s: &mut ModelSession, n: usize) -> Result<(), LoadError> {
     let per_image = s.channels * s.height * s.width;
-    let outputs = s.run(&vec![0.0; n * per_image], n).map_err(|e| LoadError::WarmUp {
+    // The batch size can come from a client's load request: a failed
+    // allocation is an error, never an abort.
+    let count = n.checked_mul(per_image);
+    let mut images: Vec<f32> = Vec::new();
+    if count.is_none_or(|c| images.try_reserve_exact(c).is_err()) {
+        return Err(LoadError::WarmUpMemory {
+            name: source.name.clone(),
+            version: source.version,
+            batch: n,
+            bytes: n as u128 * per_image as u128 * 4,
+        });
+    }
+    images.resize(count.unwrap_or(0), 0.0);
+    let outputs = s.run(&images, n).map_err(|e| LoadError::WarmUp {
         name: source.name.clone(),
         version: source.version,
         source: e,
@@ -157,8 +172,8 @@ fn complete(mut config: ModelConfig, name: &str, session: &ModelSession, batchin
     config
 }
 
-/// An error and its causes on one line, as the index and a failed load
-/// report them.
+/// An error and its causes on one line, as the index, the log and a
+/// failed load report them.
 pub fn chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
@@ -169,5 +184,7 @@ pub fn chain(e: &dyn std::error::Error) -> String {
         }
         source = s.source();
     }
-    text.replace('\n', " ")
+    // One line, whatever a client's config or name held (CR, LF, escapes):
+    // it goes to the log and the index.
+    text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
 }

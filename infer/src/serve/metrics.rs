@@ -1,5 +1,5 @@
 //! What `/metrics` shows, in Prometheus text format: requests by model,
-//! protocol and status; histograms of request latency, queue time and
+//! version, protocol and status; histograms of request latency, queue time and
 //! batch size, by model and version; requests in flight; queue depth;
 //! requests dropped because their client left; model loads and whether
 //! they failed. Each figure is recorded where its event happens (the front
@@ -36,8 +36,8 @@ impl Metrics {
     pub fn new(max_batch: usize) -> Metrics {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("infer_requests_total", "Requests answered, by model, protocol and status code"),
-            &["model", "protocol", "status"],
+            Opts::new("infer_requests_total", "Requests answered, by model, version, protocol and status code"),
+            &["model", "version", "protocol", "status"],
         )
         .expect("metric");
         // 50 µs … ~3.3 s.

@@ -20,6 +20,7 @@ pub mod grpc;
 pub mod grpc_transport;
 pub mod http;
 pub mod identity;
+pub mod inflate;
 pub mod load;
 pub mod metrics;
 pub mod model;
@@ -28,6 +29,7 @@ pub mod proto;
 pub mod queue;
 pub mod repository;
 mod shutdown;
+mod stall;
 mod startup;
 
 pub use startup::{serve, KeySource, ServeError, ServeOptions};

@@ -5,11 +5,12 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::api_error::{ApiError, Kind};
 use super::model_config::Batching;
 use super::proto::ModelConfig;
-use super::queue::{OutputRows, Queue, Refused};
+use super::queue::{Failure, OutputRows, Queue, Refused};
 use crate::session::TensorSpec;
 
 /// One version of one model, loaded, warmed up and queued.
@@ -63,6 +64,18 @@ pub fn check_parameters<'a>(
             )))
         }
     }
+}
+
+/// The request parameters both faces read besides their own: Triton's
+/// `priority` (accepted; every request here has the same one) and
+/// `timeout` (microseconds a request may wait in the queue before it is
+/// dropped and answered UNAVAILABLE).
+pub const SCHEDULING_PARAMETERS: &[&str] = &["priority", "timeout"];
+
+/// A `priority` or `timeout` parameter's value, as the protocol's
+/// unsigned integer: `None` for anything else.
+pub fn scheduling_value(name: &str, value: Option<u64>, given: impl std::fmt::Display) -> Result<u64, ApiError> {
+    value.ok_or_else(|| ApiError::bad(format!("parameter {name} is {given}, not a whole number ≥ 0")))
 }
 
 /// The protocol's name for a shape: `[a, b]`.
@@ -160,9 +173,16 @@ impl ServedModel {
         Ok(())
     }
 
-    /// Runs `n` images through the queue.
-    pub async fn infer(&self, images: Vec<f32>, n: usize) -> Result<Vec<OutputRows>, ApiError> {
-        let rx = self.queue.submit(images, n).map_err(|refused| match refused {
+    /// Runs `n` images through the queue; they must start running within
+    /// `timeout` when one is given.
+    pub async fn infer(
+        &self,
+        images: Vec<f32>,
+        n: usize,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<OutputRows>, ApiError> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let rx = self.queue.submit_until(images, n, deadline).map_err(|refused| match refused {
             Refused::Full => ApiError::new(
                 Kind::Unavailable,
                 format!(
@@ -177,7 +197,18 @@ impl ServedModel {
         })?;
         match rx.await {
             Ok(Ok(rows)) => Ok(rows),
-            Ok(Err(msg)) => Err(ApiError::new(Kind::Internal, format!("model {:?}: {msg}", self.name))),
+            Ok(Err(Failure::Failed(msg))) => {
+                Err(ApiError::new(Kind::Internal, format!("model {:?}: {msg}", self.name)))
+            }
+            // Triton answers an expired request UNAVAILABLE too.
+            Ok(Err(Failure::Expired)) => Err(ApiError::new(
+                Kind::Unavailable,
+                format!(
+                    "model {:?}: the request's timeout ({} µs) passed while it was queued",
+                    self.name,
+                    timeout.unwrap_or_default().as_micros()
+                ),
+            )),
             Err(_) => {
                 Err(ApiError::new(Kind::Unavailable, format!("model {:?}: the server is shutting down", self.name)))
             }

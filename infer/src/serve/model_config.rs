@@ -27,6 +27,18 @@ pub enum ConfigError {
     Mismatch { path: PathBuf, msg: String },
 }
 
+/// The most images one batch may hold (`--max-batch`, a config's
+/// `max_batch_size`): warm-up runs a batch this large.
+pub const MAX_BATCH: usize = 4096;
+
+/// The most requests one model's queue may hold (`--max-queue`, a config's
+/// `max_queue_size`): the queue's slots are allocated up front.
+pub const MAX_QUEUE: usize = 65_536;
+
+/// The most sessions one model may run (`--instances`, the sum of a
+/// config's `instance_group` counts): each is a thread and a session.
+pub const MAX_INSTANCES: usize = 64;
+
 /// How requests for one model are batched; the server's flags, or a
 /// config.pbtxt's `max_batch_size`, `dynamic_batching` and
 /// `instance_group`.
@@ -184,13 +196,39 @@ pub fn batching(path: &Path, config: &ModelConfig, defaults: &Batching) -> Resul
             config.max_batch_size
         )));
     }
+    // A load request's config is a client's input: every count it sets
+    // is held to the command line's caps before anything is allocated.
+    if config.max_batch_size as usize > MAX_BATCH {
+        return Err(mismatch(format!(
+            "max_batch_size is {}; this server takes at most {MAX_BATCH} (as --max-batch)",
+            config.max_batch_size
+        )));
+    }
     let instances = match config.instance_group.as_slice() {
         [] => defaults.instances,
         groups => groups.iter().map(|g| g.count.max(1) as usize).sum(),
     };
+    if instances > MAX_INSTANCES {
+        return Err(mismatch(format!(
+            "instance_group asks for {instances} instances; this server runs at most {MAX_INSTANCES} per model \
+             (as --instances)"
+        )));
+    }
     let (across_requests, max_queue_delay, max_queue) = match &config.scheduling_choice {
         Some(SchedulingChoice::DynamicBatching(d)) => {
             let queue = d.default_queue_policy.as_ref().map(|q| q.max_queue_size as usize).filter(|&q| q > 0);
+            if let Some(q) = queue.filter(|&q| q > MAX_QUEUE) {
+                return Err(mismatch(format!(
+                    "max_queue_size is {q}; this server queues at most {MAX_QUEUE} requests per model (as --max-queue)"
+                )));
+            }
+            // Longer than a minute holds every request for it: a typo, not a batching choice.
+            if d.max_queue_delay_microseconds > 60_000_000 {
+                return Err(mismatch(format!(
+                    "max_queue_delay_microseconds is {}; at most 60000000 (a minute)",
+                    d.max_queue_delay_microseconds
+                )));
+            }
             (true, Duration::from_micros(d.max_queue_delay_microseconds), queue.unwrap_or(defaults.max_queue))
         }
         None => (false, Duration::ZERO, defaults.max_queue),

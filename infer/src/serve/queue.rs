@@ -15,7 +15,8 @@
 //!   runs at once, so a lone client waits for nobody. `max_queue_delay`
 //!   may hold the first entry back for more.
 //! - An entry whose receiver is gone (its client left) is skipped before it
-//!   runs.
+//!   runs; so is one whose deadline (the request's `timeout`) has passed,
+//!   answered [`Failure::Expired`].
 //! - Rows go back to their own request, in order.
 
 use std::panic::AssertUnwindSafe;
@@ -40,7 +41,16 @@ pub struct OutputRows {
 }
 
 /// What a request gets back: every output of the model, in its order.
-pub type Reply = Result<Vec<OutputRows>, String>;
+pub type Reply = Result<Vec<OutputRows>, Failure>;
+
+/// Why a request got no rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// Its deadline (the request's `timeout`) passed while it was queued.
+    Expired,
+    /// Its batch failed: ONNX Runtime's error, or a panic.
+    Failed(String),
+}
 
 /// A request waiting for a batch.
 #[derive(Debug)]
@@ -50,6 +60,8 @@ pub struct Entry {
     pub n: usize,
     pub reply: oneshot::Sender<Reply>,
     pub enqueued: Instant,
+    /// Dropped, answered [`Failure::Expired`], if still queued then.
+    pub deadline: Option<Instant>,
 }
 
 /// Why a request was not taken.
@@ -97,8 +109,19 @@ impl Queue {
 
     /// Queues `n` images; the receiver gets their rows.
     pub fn submit(&self, images: Vec<f32>, n: usize) -> Result<oneshot::Receiver<Reply>, Refused> {
+        self.submit_until(images, n, None)
+    }
+
+    /// Queues `n` images that must start running before `deadline`, if
+    /// one is given (Triton's `timeout`); the receiver gets their rows.
+    pub fn submit_until(
+        &self,
+        images: Vec<f32>,
+        n: usize,
+        deadline: Option<Instant>,
+    ) -> Result<oneshot::Receiver<Reply>, Refused> {
         let (reply, rx) = oneshot::channel();
-        let entry = Entry { images, n, reply, enqueued: Instant::now() };
+        let entry = Entry { images, n, reply, enqueued: Instant::now(), deadline };
         let tx = self.tx.as_ref().ok_or(Refused::Stopped)?;
         match tx.try_send(entry) {
             Ok(()) => {
@@ -171,7 +194,7 @@ impl Worker {
                 }
                 Err(err) => {
                     for e in batch {
-                        let _ = e.reply.send(Err(err.clone()));
+                        let _ = e.reply.send(Err(Failure::Failed(err.clone())));
                     }
                 }
             }
@@ -224,7 +247,7 @@ impl Worker {
                 Some(e) => e,
                 None => self.rx.recv().ok()?,
             };
-            if self.live(&e) {
+            if let Some(e) = self.admit(e) {
                 break e;
             }
         };
@@ -240,9 +263,7 @@ impl Worker {
                 },
                 Err(_) => break,
             };
-            if !self.live(&next) {
-                continue;
-            }
+            let Some(next) = self.admit(next) else { continue };
             if n + next.n > self.batching.max_batch {
                 self.carried = Some(next);
                 break;
@@ -253,13 +274,19 @@ impl Worker {
         Some(batch)
     }
 
-    /// Whether anyone still waits for `e`; counts the ones nobody does.
-    fn live(&self, e: &Entry) -> bool {
-        let live = !e.reply.is_closed();
-        if !live {
+    /// `e`, if anyone still waits for it and its deadline has not passed;
+    /// counts the ones dropped, and tells an expired one why.
+    fn admit(&self, e: Entry) -> Option<Entry> {
+        if e.reply.is_closed() {
             self.metrics.dropped.inc();
+            return None;
         }
-        live
+        if e.deadline.is_some_and(|d| Instant::now() >= d) {
+            self.metrics.dropped.inc();
+            let _ = e.reply.send(Err(Failure::Expired));
+            return None;
+        }
+        Some(e)
     }
 }
 

@@ -27,6 +27,8 @@ pub enum RepositoryError {
     Name { path: PathBuf, named: String },
     #[error("{}: holds no model {name:?}", path.display())]
     NoModel { path: PathBuf, name: String },
+    #[error("{}: default_model_filename {file:?} is not a plain file name (a name inside each version folder, without / or ..)", path.display())]
+    FileName { path: PathBuf, file: String },
     #[error(transparent)]
     Config(#[from] ConfigError),
 }
@@ -122,8 +124,8 @@ pub fn sources(
     }
 }
 
-/// What model `name`'s files look like now: each file's path, length and
-/// modification time. Poll mode reloads a model whose files changed, once
+/// What model `name`'s files look like now: each file's resolved path,
+/// length and modification time. Poll mode reloads a model whose files changed, once
 /// two looks in a row agree. `None`: the repository no longer holds it.
 pub fn files(dir: &Path, name: &str) -> Option<Vec<(PathBuf, u64, std::time::SystemTime)>> {
     let (_, layout) = entries(dir).ok()?;
@@ -134,18 +136,30 @@ pub fn files(dir: &Path, name: &str) -> Option<Vec<(PathBuf, u64, std::time::Sys
     if !root.exists() {
         return None;
     }
+    // Links followed, and each file named by where it resolves: a
+    // Kubernetes volume swaps its `..data` link to a new folder, and only
+    // the resolved paths change.
     let mut files: Vec<_> = walkdir::WalkDir::new(&root)
+        .follow_links(true)
         .sort_by_file_name()
         .into_iter()
         .filter_map(|e| e.ok())
         .filter(|e| e.file_type().is_file())
         .filter_map(|e| {
             let meta = e.metadata().ok()?;
-            Some((e.into_path(), meta.len(), meta.modified().ok()?))
+            let path = std::fs::canonicalize(e.path()).unwrap_or_else(|_| e.path().to_path_buf());
+            Some((path, meta.len(), meta.modified().ok()?))
         })
         .collect();
     files.sort();
+    files.dedup();
     Some(files)
+}
+
+/// One path component that names a file in its folder: not empty, not
+/// `.` or `..`, no separator, no NUL.
+fn plain_file_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', '\0'])
 }
 
 fn triton_model(
@@ -157,6 +171,12 @@ fn triton_model(
         return Err(RepositoryError::Name { path: config_path, named: config.name.clone() });
     }
     let file = if config.default_model_filename.is_empty() { "model.onnx" } else { &config.default_model_filename };
+    // Joined onto each version folder: a path would reach outside the
+    // repository (Triton's CVE-2023-31036 was this), so only a plain name
+    // is taken, and refused without a look at the disk.
+    if !plain_file_name(file) {
+        return Err(RepositoryError::FileName { path: config_path, file: file.to_string() });
+    }
     let read_err = |source| RepositoryError::Read { path: dir.into(), source };
     // Numbered folders holding the model file, as Triton reads them.
     let mut versions = BTreeMap::new();

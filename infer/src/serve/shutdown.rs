@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
 use super::auth::ApiKey;
+use super::connections::Rules;
 use super::grpc::GrpcService;
 use super::grpc_transport::{self, GrpcLimits};
 use super::http;
@@ -45,10 +46,18 @@ pub async fn run(faces: Faces, drain_timeout: Duration) -> bool {
     let (limits, budget, in_flight) = (state.limits, state.budget.clone(), state.metrics.in_flight.clone());
     // One count of open connections for both faces.
     let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let rules = Rules {
+        stall: limits.idle_timeout,
+        drain_stall: drain_timeout / 3,
+        idle: limits.idle_timeout,
+        unauthenticated: limits.read_timeout,
+    };
     let http = tokio::spawn(http::serve(
         http_listener,
         http::router(state),
         limits,
+        rules,
+        key.is_some(),
         connections.clone(),
         in_flight,
         stop_rx.clone(),
@@ -56,8 +65,16 @@ pub async fn run(faces: Faces, drain_timeout: Duration) -> bool {
     ));
     // Poll mode's look at the folder (returns at once in the other modes).
     tokio::spawn(service.models.clone().poll(stop_rx.clone()));
-    let grpc =
-        tokio::spawn(grpc_transport::serve(grpc_listener, service, grpc_limits, connections, key, budget, stop_rx));
+    let grpc = tokio::spawn(grpc_transport::serve(
+        grpc_listener,
+        service,
+        grpc_limits,
+        rules,
+        connections,
+        key,
+        budget,
+        stop_rx,
+    ));
 
     signal().await;
     draining.store(true, Ordering::Relaxed);

@@ -132,7 +132,7 @@ async fn run_infer(
     let mut request = types::parse_request(&bytes, header_length, &model)?;
     drop(bytes);
     let (images, n) = model.validate(std::mem::take(&mut request.inputs))?;
-    let rows = model.infer(images, n).await?;
+    let rows = model.infer(images, n, request.timeout).await?;
     let (body, json_length) = types::response_body(&model, &request, &rows);
     model.latency.observe(start.elapsed().as_secs_f64());
     let mut response = Response::new(Body::from(body));

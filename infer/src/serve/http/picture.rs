@@ -48,7 +48,7 @@ pub async fn classify(
     let pixels = decode(&state, model.image, picture, pre).await?;
     let mut images = Vec::new();
     ae_core::idx::normalize_into(&pixels, &mut images); // [1, C, H, W] in [0, 1]
-    let rows = model.infer(images, 1).await?;
+    let rows = model.infer(images, 1, None).await?;
     let p = &rows[probabilities].data;
     // The class and its name exactly as infer classify picks them.
     let (class, confidence) = crate::report::argmax(p);

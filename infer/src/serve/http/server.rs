@@ -11,18 +11,17 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
-use super::stall::StallLimited;
 use super::state::{AppState, Limits};
 use super::{handlers, picture};
 use crate::serve::api_error::{ApiError, Kind};
-use crate::serve::connections::{accept, quiet, Holding};
+use crate::serve::connections::{accept, drained, drive, Activity, Holding, Rules};
 use crate::serve::metrics::InFlight;
+use crate::serve::stall::StallLimited;
 
 pub fn router(state: AppState) -> Router {
     let v = "/v2/models/{model}/versions/{version}";
@@ -58,31 +57,38 @@ async fn guard(State(state): State<AppState>, request: Request, next: Next) -> R
     // Decremented when dropped: also when the client leaves and hyper
     // drops this future before it ends.
     let in_flight = InFlight::enter(&state.metrics.in_flight);
-    let response = match &state.key {
-        Some(key)
-            if path != "/v2/health/live"
-                && !key.accepts(request.headers().get("authorization").and_then(|v| v.to_str().ok())) =>
-        {
-            ApiError::new(Kind::Unauthorized, "missing or wrong API key: send Authorization: Bearer <key>")
-                .into_response()
+    let activity = request.extensions().get::<Arc<Activity>>().cloned();
+    let open = activity.as_ref().map(|a| a.begin());
+    let authorized = match &state.key {
+        None => true,
+        Some(key) => key.accepts(request.headers().get("authorization").and_then(|v| v.to_str().ok())),
+    };
+    if authorized {
+        if let Some(a) = &activity {
+            a.authenticate();
         }
-        _ => next.run(request).await,
+    }
+    let response = if authorized || path == "/v2/health/live" {
+        next.run(request).await
+    } else {
+        ApiError::new(Kind::Unauthorized, "missing or wrong API key: send Authorization: Bearer <key>").into_response()
     };
     let status = response.status().as_u16();
-    // Only served models label metrics: a client must not be able to mint series.
-    let model = Some(model_of(&path)).filter(|m| state.models.contains(m)).unwrap_or("");
-    state.metrics.requests.with_label_values(&[model, "http", &status.to_string()]).inc();
+    let (model, version) = model_of(&path);
+    let [model, version] = state.models.labels(model, version);
+    state.metrics.requests.with_label_values(&[&model, &version, "http", &status.to_string()]).inc();
     tracing::info!(target: "access", "{method} {path} {status} {:.3} ms", start.elapsed().as_secs_f64() * 1e3);
     // In flight until its body has been sent: the drain waits for it.
-    response.map(|body| axum::body::Body::new(Holding::new(body, in_flight)))
+    response.map(|body| axum::body::Body::new(Holding::new(body, (in_flight, open), activity.as_ref())))
 }
 
-/// The model a path names, for metric labels ("" for none).
-fn model_of(path: &str) -> &str {
+/// The model and version a path names, for metric labels ("" for none).
+fn model_of(path: &str) -> (&str, &str) {
     let mut parts = path.trim_start_matches('/').split('/');
-    match (parts.next(), parts.next(), parts.next()) {
-        (Some("v2"), Some("models"), Some(m)) | (Some("classify"), Some(m), _) => m,
-        _ => "",
+    match (parts.next(), parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("v2"), Some("models"), Some(m), Some("versions"), Some(v)) => (m, v),
+        (Some("v2"), Some("models"), Some(m), _, _) | (Some("classify"), Some(m), _, _, _) => (m, ""),
+        _ => ("", ""),
     }
 }
 
@@ -94,44 +100,48 @@ fn model_of(path: &str) -> &str {
 /// been for a moment: one that never sent a request, or half of its
 /// headers, would otherwise hold the drain for --read-timeout.
 /// A connection holds one of `permits` (`--max-connections`, shared with
-/// gRPC) while it is open.
+/// gRPC) while it is open, and is watched by [`drive`] (`rules`).
+#[allow(clippy::too_many_arguments)]
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: Limits,
+    rules: Rules,
+    key_required: bool,
     permits: Arc<Semaphore>,
     in_flight: prometheus::IntGauge,
     mut stop: watch::Receiver<bool>,
     drain: Duration,
 ) -> bool {
-    let graceful = GracefulShutdown::new();
+    let live = Arc::new(());
     while let Some(stream) = accept(&listener, &mut stop, "HTTP").await {
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             // Over the connection limit: a plain 503, then close.
             tokio::spawn(refuse(stream, limits.max_connections));
             continue;
         };
+        let activity = Activity::new(key_required);
+        let (router, tagged) = (router.clone(), activity.clone());
+        // Every request carries its connection's activity to the guard.
+        let service = tower::service_fn(move |mut request: Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(tagged.clone());
+            tower::ServiceExt::oneshot(router.clone(), request)
+        });
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(limits.read_timeout)
             .serve_connection(
                 TokioIo::new(StallLimited::new(stream, limits.idle_timeout)),
-                TowerToHyperService::new(router.clone()),
+                TowerToHyperService::new(service),
             );
-        let connection = graceful.watch(connection);
+        let (stop, live) = (stop.clone(), live.clone());
         tokio::spawn(async move {
-            let _ = connection.await;
-            drop(permit);
+            drive(connection, activity, rules, stop).await;
+            drop((permit, live));
         });
     }
     drop(listener);
-    let finished = async {
-        tokio::select! {
-            _ = graceful.shutdown() => {}
-            _ = quiet(&in_flight) => {}
-        }
-    };
-    tokio::time::timeout(drain, finished).await.is_ok()
+    tokio::time::timeout(drain, drained(&live, &in_flight)).await.is_ok()
 }
 
 async fn refuse(mut stream: tokio::net::TcpStream, limit: usize) {

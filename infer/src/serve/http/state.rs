@@ -11,8 +11,9 @@ use axum::response::{IntoResponse, Response};
 
 use crate::serve::api_error::{ApiError, Kind};
 use crate::serve::auth::ApiKey;
-use crate::serve::budget::{Budget, Reserved};
+use crate::serve::budget::{collect, Budget, Collect, Reserved};
 use crate::serve::control::Registry;
+use crate::serve::inflate::{inflate, Encoding, Inflate};
 use crate::serve::metrics::Metrics;
 use crate::serve::model::ServedModel;
 
@@ -87,11 +88,13 @@ impl BodyLimit<'_> {
 
 /// Reads a request body within `limit` and `--read-timeout`, and
 /// inflates it if its `Content-Encoding` is gzip or deflate (zlib), as
-/// tritonclient's `request_compression_algorithm` sends it: on a blocking
-/// thread, and within `limit` again once inflated.
+/// tritonclient's `request_compression_algorithm` sends it (`inflate.rs`:
+/// on a blocking thread, within `limit` again once inflated).
 ///
-/// Its bytes are reserved in the server's budget (`budget.rs`) before they
-/// are read, and stay reserved while the returned [`Reserved`] lives.
+/// Its bytes are reserved in the server's budget (`budget.rs`) as they
+/// arrive, not as declared (a client that declares 64 MiB and sends
+/// nothing holds nothing), and stay reserved while the returned
+/// [`Reserved`] lives.
 pub async fn read_body(
     state: &AppState,
     headers: &HeaderMap,
@@ -99,83 +102,44 @@ pub async fn read_body(
     limit: BodyLimit<'_>,
 ) -> Result<(bytes::Bytes, Reserved), ApiError> {
     let limits = &state.limits;
-    let encoding = match headers.get(header::CONTENT_ENCODING).map(|v| v.to_str().map(str::trim)) {
-        None | Some(Ok("" | "identity")) => None,
-        Some(Ok(e)) if e.eq_ignore_ascii_case("gzip") || e.eq_ignore_ascii_case("x-gzip") => Some(Encoding::Gzip),
-        Some(Ok(e)) if e.eq_ignore_ascii_case("deflate") => Some(Encoding::Deflate),
-        Some(v) => {
-            let shown = v.map_or_else(|_| "(not text)".to_string(), |v| format!("{v:?}"));
-            return Err(ApiError::new(
-                Kind::UnsupportedEncoding,
-                format!("Content-Encoding {shown} is not supported: send gzip, deflate or identity"),
-            ));
-        }
+    let encoding = match headers.get(header::CONTENT_ENCODING) {
+        None => None,
+        Some(v) => match v.to_str().map(Encoding::from_header) {
+            Ok(Ok(e)) => e,
+            _ => {
+                let shown = v.to_str().map_or_else(|_| "(not text)".to_string(), |v| format!("{v:?}"));
+                return Err(ApiError::new(
+                    Kind::UnsupportedEncoding,
+                    format!("Content-Encoding {shown} is not supported: send gzip, deflate or identity"),
+                ));
+            }
+        },
     };
-    // Without a length (chunked), the most it may be.
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.trim().parse::<usize>().ok())
-        .unwrap_or(limit.bytes);
-    if declared > limit.bytes {
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.trim().parse::<usize>().ok());
+    if declared.is_some_and(|d| d > limit.bytes) {
         return Err(limit.too_large(""));
     }
-    let mut reserved = state.budget.reserve(declared)?;
-    let raw = read_raw(limits, body, limit).await?;
-    let Some(encoding) = encoding else { return Ok((raw, reserved)) };
-    let max = limit.bytes;
-    let inflated = tokio::task::spawn_blocking(move || inflate(&raw, encoding, max))
-        .await
-        .map_err(|e| ApiError::new(Kind::Internal, format!("inflating the body failed: {e}")))??;
-    if inflated.len() > max {
-        return Err(limit.too_large(" once inflated"));
-    }
-    reserved.add(state.budget.reserve(inflated.len())?);
-    Ok((inflated, reserved))
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Encoding {
-    Gzip,
-    Deflate,
-}
-
-impl Encoding {
-    fn name(self) -> &'static str {
-        match self {
-            Encoding::Gzip => "gzip",
-            Encoding::Deflate => "deflate",
+    let collected =
+        tokio::time::timeout(limits.read_timeout, collect(body, limit.bytes, &state.budget, |_| None)).await;
+    let (raw, reserved) = match collected {
+        Err(_) => {
+            return Err(ApiError::new(
+                Kind::Timeout,
+                format!("request body not received within --read-timeout ({} s)", limits.read_timeout.as_secs_f64()),
+            ))
         }
-    }
-}
-
-/// The inflated body, inflated no further than one byte past `max`.
-fn inflate(raw: &[u8], encoding: Encoding, max: usize) -> Result<bytes::Bytes, ApiError> {
-    use std::io::Read;
-    let reader: Box<dyn Read> = match encoding {
-        Encoding::Gzip => Box::new(flate2::read::MultiGzDecoder::new(raw)),
-        Encoding::Deflate => Box::new(flate2::read::ZlibDecoder::new(raw)),
+        Ok(Ok(raw)) => raw,
+        Ok(Err(Collect::TooLarge)) => return Err(limit.too_large("")),
+        Ok(Err(Collect::Spent(e))) => return Err(e),
+        Ok(Err(Collect::Cut(e))) => return Err(ApiError::bad(format!("request body cut short: {e}"))),
     };
-    let mut out = Vec::new();
-    reader
-        .take(max as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| ApiError::bad(format!("the {} body does not inflate: {e}", encoding.name())))?;
-    Ok(out.into())
-}
-
-/// Reads a request body as sent, within `limit` and `--read-timeout`.
-async fn read_raw(limits: &Limits, body: Body, limit: BodyLimit<'_>) -> Result<bytes::Bytes, ApiError> {
-    use http_body_util::{BodyExt, LengthLimitError, Limited};
-    let too_large = || limit.too_large("");
-    let collected = tokio::time::timeout(limits.read_timeout, Limited::new(body, limit.bytes).collect()).await;
-    match collected {
-        Err(_) => Err(ApiError::new(
-            Kind::Timeout,
-            format!("request body not received within --read-timeout ({} s)", limits.read_timeout.as_secs_f64()),
-        )),
-        Ok(Ok(c)) => Ok(c.to_bytes()),
-        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
-        Ok(Err(e)) => Err(ApiError::bad(format!("request body cut short: {e}"))),
+    let Some(encoding) = encoding else { return Ok((raw, reserved)) };
+    match inflate(raw, encoding, limit.bytes, &state.budget).await {
+        // The compressed bytes are gone once inflated: only the inflated stay reserved.
+        Ok((inflated, kept)) => Ok((inflated, kept)),
+        Err(Inflate::TooLarge) => Err(limit.too_large(" once inflated")),
+        Err(Inflate::Spent(e)) => Err(e),
+        Err(Inflate::Corrupt(e)) => Err(ApiError::bad(format!("the {} body does not inflate: {e}", encoding.name()))),
     }
 }
 

@@ -10,7 +10,9 @@ use serde_json::{Map, Value};
 use crate::serve::api_error::ApiError;
 use crate::serve::classification::{self, Classes};
 use crate::serve::http::state::{BodyLimit, Limits};
-use crate::serve::model::{check_parameters, shape_string, InputTensor, ServedModel};
+use crate::serve::model::{
+    check_parameters, scheduling_value, shape_string, InputTensor, ServedModel, SCHEDULING_PARAMETERS,
+};
 use crate::serve::queue::OutputRows;
 
 /// The header that splits a binary request or response: the JSON part's
@@ -51,7 +53,9 @@ struct OutputJson {
 /// and how.
 #[derive(Debug)]
 pub struct InferRequest {
-    pub id: Option<Value>,
+    pub id: Option<String>,
+    /// How long it may wait in the queue (Triton's `timeout`).
+    pub timeout: Option<std::time::Duration>,
     pub inputs: Vec<InputTensor>,
     /// Empty: every output, binary as `binary_default`.
     pub outputs: Vec<RequestedOutput>,
@@ -69,7 +73,7 @@ pub struct RequestedOutput {
 
 /// The parameters the server reads, by where they may appear; any other is
 /// refused by name rather than ignored.
-const REQUEST_PARAMETERS: &[&str] = &["binary_data_output"];
+const REQUEST_PARAMETERS: &[&str] = &["binary_data_output", "priority", "timeout"];
 const INPUT_PARAMETERS: &[&str] = &["binary_data_size"];
 const OUTPUT_PARAMETERS: &[&str] = &["binary_data", classification::PARAMETER];
 
@@ -133,6 +137,7 @@ pub fn body_limit<'a>(model: &'a ServedModel, limits: &Limits) -> BodyLimit<'a> 
 pub fn parse_request(body: &[u8], header_length: Option<usize>, model: &ServedModel) -> Result<InferRequest, ApiError> {
     let (json, mut binary) = match header_length {
         None => (body, &body[body.len()..]),
+        Some(0) => return raw_request(body, model),
         Some(n) if n <= body.len() => body.split_at(n),
         Some(n) => {
             return Err(ApiError::bad(format!(
@@ -144,6 +149,20 @@ pub fn parse_request(body: &[u8], header_length: Option<usize>, model: &ServedMo
     let request: RequestJson<'_> =
         serde_json::from_slice(json).map_err(|e| ApiError::bad(format!("invalid JSON in the request: {e}")))?;
     check_parameters(request.parameters.keys(), REQUEST_PARAMETERS, || "the request".into())?;
+    let id = match request.id {
+        None => None,
+        Some(Value::String(id)) => Some(id),
+        Some(other) => return Err(ApiError::bad(format!("the request's id is {other}, not a string"))),
+    };
+    let mut timeout = None;
+    for name in SCHEDULING_PARAMETERS {
+        if let Some(v) = request.parameters.get(*name) {
+            let value = scheduling_value(name, v.as_u64(), v)?;
+            if *name == "timeout" && value > 0 {
+                timeout = Some(std::time::Duration::from_micros(value));
+            }
+        }
+    }
     let mut inputs = Vec::with_capacity(request.inputs.len());
     for input in request.inputs {
         check_parameters(input.parameters.keys(), INPUT_PARAMETERS, || format!("input {:?}", input.name))?;
@@ -211,7 +230,32 @@ pub fn parse_request(body: &[u8], header_length: Option<usize>, model: &ServedMo
         outputs.push(RequestedOutput { name: o.name, binary, classes });
     }
     model.check_outputs(outputs.iter().map(|o| o.name.as_str()))?;
-    Ok(InferRequest { id: request.id, inputs, outputs, binary_default })
+    Ok(InferRequest { id, timeout, inputs, outputs, binary_default })
+}
+
+/// Triton's raw binary request (`Inference-Header-Content-Length: 0`):
+/// the whole body is the model's one input, little-endian FP32, as many
+/// images as it holds; every output answers as JSON.
+fn raw_request(body: &[u8], model: &ServedModel) -> Result<InferRequest, ApiError> {
+    let [c, h, w] = model.image;
+    let image = c * h * w * 4;
+    if body.is_empty() || !body.len().is_multiple_of(image) {
+        return Err(ApiError::bad(format!(
+            "a raw binary request (Inference-Header-Content-Length 0) is the input {:?} alone: a whole number of \
+             {c}×{h}×{w} FP32 images ({image} bytes each), but the body holds {} bytes",
+            model.input.name,
+            body.len()
+        )));
+    }
+    let n = body.len() / image;
+    let data = body.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    let input = InputTensor {
+        name: model.input.name.clone(),
+        datatype: "FP32".into(),
+        shape: vec![n as i64, c as i64, h as i64, w as i64],
+        data,
+    };
+    Ok(InferRequest { id: None, timeout: None, inputs: vec![input], outputs: Vec::new(), binary_default: false })
 }
 
 /// Appends every number of a (nested) JSON array to `out`, row-major,
@@ -263,7 +307,7 @@ struct ResponseJson<'a> {
     model_name: &'a str,
     model_version: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    id: Option<&'a Value>,
+    id: Option<&'a str>,
     outputs: Vec<OutputJsonOut<'a>>,
 }
 
@@ -350,7 +394,7 @@ pub fn response_body(model: &ServedModel, request: &InferRequest, rows: &[Output
     let doc = ResponseJson {
         model_name: &model.name,
         model_version: model.version.to_string(),
-        id: request.id.as_ref(),
+        id: request.id.as_deref(),
         outputs,
     };
     let mut body = serde_json::to_vec(&doc).expect("a response serializes");
