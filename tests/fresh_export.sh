@@ -22,3 +22,5 @@ common=(--images "$data/train-images-idx3-ubyte" --limit 10000 --threads 2 --qui
 # driven by Triton's own client (HTTP JSON, HTTP binary, gRPC, async).
 "$bin/train" export --run "$tmp/clf" --out "$tmp/repo" --layout triton --quiet --int8 --int8-ungated --calibration-images 256
 "$py" tests/triton_client.py "$bin/infer" "$tmp/repo" "$data"
+# And by KServe's own SDK (REST JSON and binary, gRPC typed and raw contents).
+"$py" tests/kserve_client.py "$bin/infer" "$tmp/repo" "$data"

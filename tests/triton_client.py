@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import urllib.error
 import urllib.request
 
 import numpy as np
@@ -109,12 +110,20 @@ def run_checks(http_url, grpc_url, repo, models, x, expected):
 
     check(h.is_server_live(), "HTTP live without a key")
     check(g.is_server_live(), "gRPC live without a key")
-    check(not h.is_server_ready(), "HTTP readiness without the key is refused (401)")
-    for call in (lambda: h.get_server_metadata(), lambda: g.get_server_metadata()):
+    # Refused for the key, not for anything else: 401 / UNAUTHENTICATED.
+    try:
+        urllib.request.urlopen(f"http://{http_url}/v2/health/ready", timeout=10)
+        raise AssertionError("HTTP readiness without the key was answered")
+    except urllib.error.HTTPError as e:
+        check(e.code == 401, f"HTTP readiness without the key: {e.code}, not 401")
+    check(not h.is_server_ready(), "HTTP readiness without the key is not ready")
+    for call, status in ((lambda: h.get_server_metadata(), "401"),
+                         (lambda: g.get_server_metadata(), "StatusCode.UNAUTHENTICATED")):
         try:
             call()
             raise AssertionError("a call without the key was answered")
         except InferenceServerException as e:
+            check(e.status() == status, f"refused with {e.status()}, not {status}")
             check("API key" in str(e), f"refusal names the key: {e}")
     check(h.is_server_ready(headers=key()) and g.is_server_ready(headers=key()), "ready")
     meta = h.get_server_metadata(headers=key())
@@ -189,6 +198,12 @@ def run_checks(http_url, grpc_url, repo, models, x, expected):
         r = g.infer("classifier", [gi], headers=key(), compression_algorithm=algorithm)
         check(np.array_equal(r.as_numpy("probabilities").view(np.uint32), want.view(np.uint32)),
               f"gRPC {algorithm} request")
+    # Triton's scheduling options pass, as Triton takes them: a priority,
+    # and a timeout (µs) a request may wait in the queue.
+    r = h.infer("classifier", [i], headers=key(), priority=1, timeout=10_000_000)
+    check(np.array_equal(r.as_numpy("probabilities").view(np.uint32), want.view(np.uint32)), "HTTP priority, timeout")
+    r = g.infer("classifier", [gi], headers=key(), priority=1, timeout=10_000_000)
+    check(np.array_equal(r.as_numpy("probabilities").view(np.uint32), want.view(np.uint32)), "gRPC priority, timeout")
     # A parameter the server does not read is refused by name, never ignored.
     for call in (lambda: h.infer("classifier", [i], parameters={"fancy": 1}, headers=key()),
                  lambda: g.infer("classifier", [gi], parameters={"fancy": 1}, headers=key())):
@@ -247,7 +262,7 @@ def run_checks(http_url, grpc_url, repo, models, x, expected):
     text = urllib.request.urlopen(req, timeout=10).read().decode()
     grpc = {l.split("{")[1].split("}")[0]: float(l.rsplit(" ", 1)[1]) for l in text.splitlines()
             if l.startswith("infer_requests_total{") and 'protocol="grpc"' in l}
-    check(grpc.get('model="",protocol="grpc",status="Unauthenticated"', 0) >= 1, f"refused gRPC call uncounted: {grpc}")
+    check(grpc.get('model="",protocol="grpc",status="Unauthenticated",version=""', 0) >= 1, f"refused gRPC call uncounted: {grpc}")
     check(any('model="classifier"' in k and 'status="Ok"' in k for k in grpc), grpc)
 
     # The model repository extension, through tritonclient's own calls.
