@@ -1,7 +1,7 @@
 """The IDX format (MNIST's), for the Python checks and benchmarks: one
 reader, plain or gzip, any u8 array.
 
-    from idx import read_idx, read_images
+    from idx import read_idx, read_images, write_images
 """
 import gzip
 
@@ -24,3 +24,12 @@ def read_images(path):
     """IDX images as the models take them: float32 [N, 1, H, W] in [0, 1]."""
     x = read_idx(path)
     return (x.astype(np.float32) / 255.0).reshape(x.shape[0], 1, *x.shape[1:])
+
+
+def write_images(path, pixels):
+    """u8 images [N, H, W] (or [N, 1, H, W]) as an IDX file."""
+    pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
+    n, h, w = pixels.shape[0], pixels.shape[-2], pixels.shape[-1]
+    header = bytes([0, 0, 8, 3]) + b"".join(int(d).to_bytes(4, "big") for d in (n, h, w))
+    with open(path, "wb") as f:
+        f.write(header + pixels.tobytes())

@@ -24,28 +24,20 @@ import httpx
 import numpy as np
 from kserve import InferenceGRPCClient, InferenceRESTClient, InferInput, InferRequest, RESTConfig
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
+from idx import read_idx, write_images  # noqa: E402
+
 KEY = "kserve-client-test-key"
 MODEL = "classifier"
 
-
-def idx_images(path, n):
-    raw = open(path, "rb").read()
-    assert raw[2] == 8 and raw[3] == 3, path
-    return np.frombuffer(raw[16 : 16 + n * 784], np.uint8).reshape(n, 1, 28, 28)
-
-
-def write_idx(path, pixels):
-    n = pixels.shape[0]
-    header = bytes([0, 0, 8, 3]) + b"".join(int(d).to_bytes(4, "big") for d in (n, 28, 28))
-    open(path, "wb").write(header + pixels.tobytes())
 
 
 def main():
     infer_bin, repo, data = sys.argv[1:4]
     tmp = tempfile.mkdtemp()
-    pixels = idx_images(os.path.join(data, "t10k-images-idx3-ubyte"), 24)
+    pixels = read_idx(os.path.join(data, "t10k-images-idx3-ubyte"))[:24].reshape(24, 1, 28, 28)
     x = (pixels.astype(np.float32) / np.float32(255)).astype(np.float32)
-    write_idx(os.path.join(tmp, "images"), pixels)
+    write_images(os.path.join(tmp, "images"), pixels)
     npy = os.path.join(tmp, "expected.npy")
     subprocess.run(
         [infer_bin, "classify", "--model", os.path.join(repo, MODEL, "1", "model.onnx"), "--images",

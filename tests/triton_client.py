@@ -36,19 +36,11 @@ import tritonclient.http.aio as aioclient
 from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import InferenceServerException
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
+from idx import read_idx, write_images  # noqa: E402
+
 KEY = "triton-client-test-key"
 
-
-def idx_images(path, n):
-    raw = open(path, "rb").read()
-    assert raw[2] == 8 and raw[3] == 3, path
-    return np.frombuffer(raw[16 : 16 + n * 784], np.uint8).reshape(n, 1, 28, 28)
-
-
-def write_idx(path, pixels):
-    n = pixels.shape[0]
-    header = bytes([0, 0, 8, 3]) + b"".join(int(d).to_bytes(4, "big") for d in (n, 28, 28))
-    open(path, "wb").write(header + pixels.tobytes())
 
 
 def read_npy(path):
@@ -58,10 +50,10 @@ def read_npy(path):
 def main():
     infer_bin, repo, data = sys.argv[1:4]
     tmp = tempfile.mkdtemp()
-    pixels = idx_images(os.path.join(data, "t10k-images-idx3-ubyte"), 40)
+    pixels = read_idx(os.path.join(data, "t10k-images-idx3-ubyte"))[:40].reshape(40, 1, 28, 28)
     x = (pixels.astype(np.float32) / np.float32(255)).astype(np.float32)
     idx_path = os.path.join(tmp, "images")
-    write_idx(idx_path, pixels)
+    write_images(idx_path, pixels)
     models = sorted(d for d in os.listdir(repo) if os.path.isfile(os.path.join(repo, d, "config.pbtxt")))
     assert "classifier" in models and "classifier.int8" in models, models
 
