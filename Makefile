@@ -59,6 +59,7 @@ test: setup data build dist web-deps
 	cargo test --release --workspace
 	tests/e2e.sh $(VENV) $(DATA)
 	$(PYTHON) tests/interop.py $(MODELS) $(DATA)
+	$(PYTHON) tests/foreign_models.py $(BIN_DIR) $(DATA)
 	tests/fresh_export.sh $(DATA)
 	cd web && node test/browser.mjs $(abspath $(INFER)) $(abspath $(DATA)) $(abspath $(BIN_DIR))/../web
 	tests/dist.sh $(DIST) $(VENV) $(DATA)

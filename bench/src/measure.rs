@@ -133,8 +133,10 @@ pub fn matmul_ceiling(n: i64, reps: usize) -> f64 {
 pub fn ort_matmul_ceiling(n: i64, reps: usize, threads: usize) -> Result<f64, TrainError> {
     let path = std::env::temp_dir().join(format!("bench-matmul-{}.onnx", std::process::id()));
     std::fs::write(&path, matmul_model(n).to_bytes()).map_err(TrainError::io(&path, "cannot write"))?;
-    let session =
-        ModelSession::open(&path, &SessionOptions { device: infer::device::Device::Cpu, threads: Some(threads) });
+    let session = ModelSession::open(
+        &path,
+        &SessionOptions { device: infer::device::Device::Cpu, threads: Some(threads), ..Default::default() },
+    );
     let _ = std::fs::remove_file(&path);
     let mut s = session?;
     let a: Vec<f32> = (0..n * n).map(|i| ((i % 89) as f32) / 89.0).collect();
@@ -154,7 +156,7 @@ pub fn ort_inference_throughput(
     batch: usize,
     threads: usize,
 ) -> Result<serde_json::Value, TrainError> {
-    let opts = SessionOptions { device: infer::device::Device::Cpu, threads: Some(threads) };
+    let opts = SessionOptions { device: infer::device::Device::Cpu, threads: Some(threads), ..Default::default() };
     let mut s = ModelSession::open(model, &opts)?;
     let imgs = ae_core::idx::read_images(images)?;
     let x = imgs.to_f32();

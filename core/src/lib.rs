@@ -6,6 +6,7 @@
 //! depends on no crate of the workspace.
 
 pub mod atomic;
+pub mod class_names;
 #[cfg(feature = "cli")]
 pub mod cli_values;
 pub mod exit;

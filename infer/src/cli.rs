@@ -9,10 +9,12 @@ use ae_core::cli_values::choice;
 
 use ae_core::preprocess::{Fit, Invert, Preprocess};
 use infer::commands::{self, ClassifyOptions, Format, ReconstructOptions, RunOptions};
+use infer::contract::{OutputOptions, Scores};
+use infer::error::InferError;
 use infer::input::FolderLabels;
 use infer::serve::control::ControlMode;
 use infer::serve::model_config::{MAX_BATCH, MAX_INSTANCES, MAX_QUEUE};
-use infer::session::{Device, SessionOptions};
+use infer::session::{ContractOptions, Device, Layout, Normalize, SessionOptions};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -74,9 +76,29 @@ pub struct RunArgs {
     /// the model's class names; always: they must be; never: unlabelled pictures, read recursively.
     #[arg(long, value_parser = choice::<FolderLabels>(), default_value_t = FolderLabels::Auto)]
     pub folder_labels: FolderLabels,
+    /// The image input, for a model with several inputs.
+    #[arg(long)]
+    pub input: Option<String>,
+    /// Where the input's channels are (default: read from its shape, a channel axis of 1 or 3 next to
+    /// the height and width).
+    #[arg(long, value_parser = choice::<Layout>())]
+    pub layout: Option<Layout>,
+    /// Per-channel normalisation after the picture is fitted, for models trained on other data:
+    /// none, imagenet, MEAN,STD (every channel) or C means then C stds. This toolchain's models
+    /// normalise inside their graph and take none.
+    #[arg(long, default_value = "none", value_parser = parse_normalize)]
+    pub normalize: Normalize,
+    /// The output to read (default: this toolchain's name for it, or the model's one output of the
+    /// right shape).
+    #[arg(long)]
+    pub output: Option<String>,
     /// No timing line on stderr.
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+fn parse_normalize(s: &str) -> Result<Normalize, String> {
+    Normalize::parse(s)
 }
 
 impl RunArgs {
@@ -90,12 +112,21 @@ impl RunArgs {
         RunOptions {
             model: self.model.clone(),
             images: self.images.clone(),
-            session: SessionOptions { device: self.device, threads: self.threads },
+            session: SessionOptions {
+                device: self.device,
+                threads: self.threads,
+                contract: ContractOptions {
+                    input: self.input.clone(),
+                    layout: self.layout,
+                    normalize: self.normalize.clone(),
+                },
+            },
             batch_size: self.batch_size,
             pre: self.preprocess(),
             skip_bad: self.skip_bad,
             folder_labels: self.folder_labels,
             quiet: self.quiet,
+            outputs: OutputOptions { output: self.output.clone(), ..OutputOptions::default() },
         }
     }
 }
@@ -127,6 +158,14 @@ pub struct ClassifyArgs {
     /// Write what the model was given (each image after preprocessing) as a [N, 1, H, W] NumPy .npy.
     #[arg(long)]
     pub inputs: Option<PathBuf>,
+    /// What the output holds (default: this toolchain's metadata, else a final Softmax node means
+    /// probabilities, else logits, to which softmax is applied).
+    #[arg(long, value_parser = choice::<Scores>())]
+    pub scores: Option<Scores>,
+    /// Class names: a file with one per line, or a comma-separated list (default: the model's
+    /// metadata, else the indices).
+    #[arg(long)]
+    pub class_names: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -167,6 +206,19 @@ pub struct InfoArgs {
 }
 
 impl ClassifyArgs {
+    /// The running options, with what the flags say of the model's scores.
+    pub fn run_options(&self) -> Result<RunOptions, InferError> {
+        let mut run = self.run.options();
+        run.outputs.scores = self.scores;
+        run.outputs.class_names = self
+            .class_names
+            .as_deref()
+            .map(infer::contract::parse_class_names)
+            .transpose()
+            .map_err(InferError::Usage)?;
+        Ok(run)
+    }
+
     pub fn options(&self) -> ClassifyOptions {
         ClassifyOptions {
             labels: self.labels.clone(),
@@ -339,7 +391,7 @@ impl ServeArgs {
                 max_queue: self.max_queue as usize,
                 instances: self.instances as usize,
             },
-            session: SessionOptions { device: self.device, threads: Some(self.threads.max(1)) },
+            session: SessionOptions { device: self.device, threads: Some(self.threads.max(1)), ..Default::default() },
             control: infer::serve::control::ControlOptions {
                 mode: self.model_control_mode,
                 load: self.load_model.clone(),

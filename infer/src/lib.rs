@@ -5,6 +5,7 @@
 //! ONNX schema from `ae_onnx`. Nothing here links libtorch.
 
 pub mod commands;
+pub mod contract;
 pub mod device;
 pub mod error;
 pub mod input;

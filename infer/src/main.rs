@@ -16,7 +16,7 @@ use infer::error::InferError;
 fn run(cli: Cli) -> Result<(), InferError> {
     let mut out = std::io::stdout().lock();
     match cli.command {
-        Command::Classify(a) => commands::classify(&a.run.options(), &a.options(), &mut out),
+        Command::Classify(a) => commands::classify(&a.run_options()?, &a.options(), &mut out),
         Command::Reconstruct(a) => commands::reconstruct(&a.run.options(), &a.options(), &mut out),
         Command::Embed(a) => commands::embed(&a.run.options(), &a.out, &mut out),
         Command::Info(a) => commands::info(&a.model, a.format, &mut out),

@@ -1,6 +1,14 @@
 //! An ONNX model opened in ONNX Runtime, with its input/output contract and
 //! metadata as ONNX Runtime reads them, and the execution provider that
 //! actually runs it.
+//!
+//! The image input's contract is read, not assumed: which input (one, or
+//! `--input`), its layout (channels first or last, from the shape, or
+//! `--layout`), its element type (float32, float16 or uint8) and a fixed
+//! batch (a batch of 1, as the ONNX Model Zoo's models have). Callers
+//! always hand over `[N, C, H, W]` float32 in [0, 1]; [`ModelSession::run`]
+//! normalises, transposes, converts and splits them into what the model
+//! takes, and hands back float32 outputs with the batch first.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -19,6 +27,113 @@ pub struct SessionOptions {
     pub device: Device,
     /// Intra-op threads; `None`: the physical core count.
     pub threads: Option<usize>,
+    /// Which input takes the images, and how, where the model leaves it open.
+    pub contract: ContractOptions,
+}
+
+/// What the user says of a model's image input (`--input`, `--layout`,
+/// `--normalize`); `None`: read from the model.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ContractOptions {
+    pub input: Option<String>,
+    pub layout: Option<Layout>,
+    pub normalize: Normalize,
+}
+
+/// Where an image's channels are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(strum::Display, strum::EnumString, strum::IntoStaticStr, strum::VariantArray, strum::EnumMessage)]
+#[strum(serialize_all = "lowercase")]
+pub enum Layout {
+    /// [batch, channels, height, width]: PyTorch's, and this toolchain's.
+    Nchw,
+    /// [batch, height, width, channels]: Keras's and TensorFlow's.
+    Nhwc,
+}
+
+/// The element type of the image input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Element {
+    F32,
+    F16,
+    /// Pixels 0–255, as the picture has them.
+    U8,
+}
+
+impl Element {
+    /// The protocol's (and Triton's) name for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Element::F32 => "float32",
+            Element::F16 => "float16",
+            Element::U8 => "uint8",
+        }
+    }
+}
+
+/// Per-channel normalisation of [0, 1] pixels before the model, for models
+/// trained on other data (this toolchain's models normalise inside their
+/// graph and take [0, 1]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum Normalize {
+    #[default]
+    None,
+    /// `(x - mean[c]) / std[c]`; one value each applies to every channel.
+    Channels { mean: Vec<f32>, std: Vec<f32> },
+}
+
+impl Normalize {
+    /// torchvision's ImageNet statistics.
+    pub fn imagenet() -> Normalize {
+        Normalize::Channels { mean: vec![0.485, 0.456, 0.406], std: vec![0.229, 0.224, 0.225] }
+    }
+
+    /// `none`, `imagenet`, `MEAN,STD` (every channel) or `M1,…,Mc,S1,…,Sc`
+    /// (C means, then C standard deviations, as torchvision's
+    /// `Normalize(mean, std)` takes them).
+    pub fn parse(spec: &str) -> Result<Normalize, String> {
+        match spec.trim() {
+            "none" => return Ok(Normalize::None),
+            "imagenet" => return Ok(Normalize::imagenet()),
+            _ => {}
+        }
+        let values = spec
+            .split(',')
+            .map(|v| v.trim().parse::<f32>().map_err(|_| format!("{v:?} is not a number")))
+            .collect::<Result<Vec<f32>, String>>()
+            .map_err(|e| {
+                format!("--normalize {spec:?}: {e}; expected none, imagenet, MEAN,STD or C means then C stds")
+            })?;
+        if values.len() % 2 != 0 || values.is_empty() {
+            return Err(format!(
+                "--normalize {spec:?}: {} values; expected MEAN,STD or C means then C stds (an even count)",
+                values.len()
+            ));
+        }
+        let (mean, std) = values.split_at(values.len() / 2);
+        if let Some(s) = std.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
+            return Err(format!("--normalize {spec:?}: a standard deviation of {s} (each must be above 0)"));
+        }
+        Ok(Normalize::Channels { mean: mean.to_vec(), std: std.to_vec() })
+    }
+
+    /// The mean and std of channel `c`.
+    fn channel(&self, c: usize) -> Option<(f32, f32)> {
+        match self {
+            Normalize::None => None,
+            Normalize::Channels { mean, std } => {
+                let at = |v: &[f32]| if v.len() == 1 { v[0] } else { v[c] };
+                Some((at(mean), at(std)))
+            }
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Normalize::None => "none (pixels in [0, 1])".into(),
+            Normalize::Channels { mean, std } => format!("(x - {mean:?}) / {std:?} per channel"),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -29,12 +144,18 @@ pub enum SessionError {
     Load { path: PathBuf, msg: String },
     #[error("{}: the CUDA execution provider is not available ({msg}); use --device cpu or auto, or link onnxruntime-gpu's library", path.display())]
     NoCuda { path: PathBuf, msg: String },
-    #[error("{}: model has {inputs} inputs, expected 1 image input", path.display())]
-    Inputs { path: PathBuf, inputs: usize },
-    #[error("{}: model input {name} has shape [{shape}], expected [batch, C, H, W] float32 with C = 1 or 3", path.display())]
-    InputShape { path: PathBuf, name: String, shape: String },
-    #[error("{}: model {role} {name} is {ty}, expected a float32 tensor", path.display())]
+    #[error("{}: model has {} inputs ({}); choose the image input with --input", path.display(), names.len(), names.join(", "))]
+    Inputs { path: PathBuf, names: Vec<String> },
+    #[error("{}: --input {name:?} is not an input of the model (it has {})", path.display(), names.join(", "))]
+    NoInput { path: PathBuf, name: String, names: Vec<String> },
+    #[error("{}: model input {name} has shape [{shape}], expected [batch, C, H, W] or [batch, H, W, C] with C = 1 or 3 and a fixed height and width{}", path.display(), if *layout_given { " in the --layout given" } else { "" })]
+    InputShape { path: PathBuf, name: String, shape: String, layout_given: bool },
+    #[error("{}: model {role} {name} is {ty}, expected {}", path.display(), expected_element(role))]
     ElementType { path: PathBuf, role: &'static str, name: String, ty: String },
+    #[error("{}: --normalize applies to float inputs; input {name} takes uint8 pixels (0–255) and normalises them itself", path.display())]
+    NormalizeUint8 { path: PathBuf, name: String },
+    #[error("{}: --normalize has {given} values per statistic for a model of {channels} channels (give 1 or {channels})", path.display())]
+    NormalizeChannels { path: PathBuf, given: usize, channels: usize },
     #[error("{}: inference failed: {msg}", path.display())]
     Run { path: PathBuf, msg: String },
 }
@@ -51,6 +172,7 @@ impl SessionError {
 pub struct TensorSpec {
     pub name: String,
     pub dims: Vec<Dim>,
+    pub element: Element,
 }
 
 impl TensorSpec {
@@ -102,6 +224,13 @@ pub struct ModelSession {
     pub channels: usize,
     pub height: usize,
     pub width: usize,
+    /// Where the input's channels are, and whether the shape said so.
+    pub layout: Layout,
+    pub layout_given: bool,
+    /// The images a run must hold exactly (the input's fixed first
+    /// dimension); `None`: any number.
+    pub fixed_batch: Option<usize>,
+    pub normalize: Normalize,
 }
 
 impl std::fmt::Debug for ModelSession {
@@ -115,12 +244,28 @@ impl std::fmt::Debug for ModelSession {
     }
 }
 
-/// A tensor outlet's name and dimensions (symbolic ones by name); it must
-/// hold float32.
+/// The element types a model's `role` (input, output) may hold.
+fn expected_element(role: &str) -> &'static str {
+    if role == "input" {
+        "float32, float16 or uint8 images"
+    } else {
+        "a float32 or float16 tensor"
+    }
+}
+
+/// A tensor outlet's name and dimensions (symbolic ones by name); an
+/// output must hold float32 or float16, the image input may hold uint8 too.
 fn spec(path: &Path, outlet: &ort::value::Outlet, role: &'static str) -> Result<TensorSpec, SessionError> {
     let name = outlet.name().to_string();
+    let wrong = |ty: String| SessionError::ElementType { path: path.into(), role, name: name.clone(), ty };
     match outlet.dtype() {
-        ValueType::Tensor { ty: TensorElementType::Float32, shape, dimension_symbols } => {
+        ValueType::Tensor { ty, shape, dimension_symbols } => {
+            let element = match ty {
+                TensorElementType::Float32 => Element::F32,
+                TensorElementType::Float16 => Element::F16,
+                TensorElementType::Uint8 if role == "input" => Element::U8,
+                other => return Err(wrong(format!("{other:?}").to_lowercase())),
+            };
             let dims = shape
                 .iter()
                 .enumerate()
@@ -130,12 +275,32 @@ fn spec(path: &Path, outlet: &ort::value::Outlet, role: &'static str) -> Result<
                     None => Dim::Symbolic("?".into()),
                 })
                 .collect();
-            Ok(TensorSpec { name, dims })
+            Ok(TensorSpec { name, dims, element })
         }
-        ValueType::Tensor { ty, .. } => {
-            Err(SessionError::ElementType { path: path.into(), role, name, ty: format!("{ty:?}").to_lowercase() })
-        }
-        other => Err(SessionError::ElementType { path: path.into(), role, name, ty: other.to_string() }),
+        other => Err(wrong(other.to_string())),
+    }
+}
+
+/// The layout a 4-D image input's shape says, with its C, H, W: channels
+/// (1 or 3) next to two fixed spatial sizes. Channels first wins a tie.
+fn layout_of(dims: &[Dim], given: Option<Layout>) -> Option<(Layout, [usize; 3])> {
+    let fixed = |d: &Dim| match d {
+        Dim::Fixed(v) if *v > 0 => Some(*v as usize),
+        _ => None,
+    };
+    let [_, a, b, c] = dims else { return None };
+    let nchw = match (fixed(a), fixed(b), fixed(c)) {
+        (Some(ch @ (1 | 3)), Some(h), Some(w)) => Some((Layout::Nchw, [ch, h, w])),
+        _ => None,
+    };
+    let nhwc = match (fixed(a), fixed(b), fixed(c)) {
+        (Some(h), Some(w), Some(ch @ (1 | 3))) => Some((Layout::Nhwc, [ch, h, w])),
+        _ => None,
+    };
+    match given {
+        Some(Layout::Nchw) => nchw,
+        Some(Layout::Nhwc) => nhwc,
+        None => nchw.or(nhwc),
     }
 }
 
@@ -174,18 +339,41 @@ impl ModelSession {
                 Err(_) => (build(&path, source, threads, false)?, "CPUExecutionProvider"),
             },
         };
-        // The contract as ONNX Runtime reads it: one float32 image input,
-        // float32 outputs.
-        if session.inputs().len() != 1 {
-            return Err(SessionError::Inputs { path, inputs: session.inputs().len() });
-        }
-        let input = spec(&path, &session.inputs()[0], "input")?;
-        let (channels, height, width) = match input.dims.as_slice() {
-            [_, Dim::Fixed(c @ (1 | 3)), Dim::Fixed(h), Dim::Fixed(w)] if *h > 0 && *w > 0 => {
-                (*c as usize, *h as usize, *w as usize)
-            }
-            _ => return Err(SessionError::InputShape { path, name: input.name.clone(), shape: input.dims_string() }),
+        // The contract as ONNX Runtime reads it: one image input (or the
+        // one --input names), float outputs.
+        let contract = &opts.contract;
+        let names: Vec<String> = session.inputs().iter().map(|i| i.name().to_string()).collect();
+        let chosen = match (&contract.input, names.len()) {
+            (Some(name), _) => names.iter().position(|n| n == name).ok_or_else(|| SessionError::NoInput {
+                path: path.clone(),
+                name: name.clone(),
+                names: names.clone(),
+            })?,
+            (None, 1) => 0,
+            (None, _) => return Err(SessionError::Inputs { path, names }),
         };
+        let input = spec(&path, &session.inputs()[chosen], "input")?;
+        let Some((layout, [channels, height, width])) = layout_of(&input.dims, contract.layout) else {
+            return Err(SessionError::InputShape {
+                path,
+                name: input.name.clone(),
+                shape: input.dims_string(),
+                layout_given: contract.layout.is_some(),
+            });
+        };
+        let fixed_batch = match input.dims.first() {
+            Some(Dim::Fixed(n)) if *n > 0 => Some(*n as usize),
+            _ => None,
+        };
+        let normalize = contract.normalize.clone();
+        if let Normalize::Channels { mean, .. } = &normalize {
+            if input.element == Element::U8 {
+                return Err(SessionError::NormalizeUint8 { path, name: input.name.clone() });
+            }
+            if mean.len() != 1 && mean.len() != channels {
+                return Err(SessionError::NormalizeChannels { path, given: mean.len(), channels });
+            }
+        }
         let outputs = session.outputs().iter().map(|o| spec(&path, o, "output")).collect::<Result<_, _>>()?;
         let meta = session.metadata().map_err(|e| SessionError::Load { path: path.clone(), msg: e.to_string() })?;
         let metadata = meta
@@ -197,7 +385,23 @@ impl ModelSession {
         let producer = meta.producer().unwrap_or_default();
         let doc = meta.description().unwrap_or_default();
         drop(meta);
-        Ok(ModelSession { session, path, provider, input, outputs, metadata, producer, doc, channels, height, width })
+        Ok(ModelSession {
+            session,
+            path,
+            provider,
+            input,
+            outputs,
+            metadata,
+            producer,
+            doc,
+            channels,
+            height,
+            width,
+            layout,
+            layout_given: contract.layout.is_some(),
+            fixed_batch,
+            normalize,
+        })
     }
 
     /// The class names in the model's metadata, if it has them.
@@ -217,14 +421,136 @@ impl ModelSession {
         self.outputs.iter().find(|o| o.name == name)
     }
 
+    /// The image input's contract in words: name, element type, layout,
+    /// size, where the layout came from, the batch and the normalisation.
+    pub fn describe_input(&self) -> String {
+        let batch = match self.fixed_batch {
+            Some(n) => format!("a fixed batch of {n}"),
+            None => "any batch".into(),
+        };
+        let normalize = match self.input.element {
+            Element::U8 => "none (uint8 pixels, 0–255)".to_string(),
+            _ => self.normalize.describe(),
+        };
+        format!(
+            "input {} {} {} {}×{}×{} ({}, {batch}; normalise: {normalize})",
+            self.input.name,
+            self.input.element.name(),
+            self.layout.to_string().to_uppercase(),
+            self.channels,
+            self.height,
+            self.width,
+            if self.layout_given { "as --layout says" } else { "from its shape" },
+        )
+    }
+
+    /// Whether the model takes exactly what callers hand over: float32
+    /// `[N, C, H, W]` in [0, 1], any batch. Such a run copies nothing.
+    pub fn takes_as_is(&self) -> bool {
+        self.input.element == Element::F32
+            && self.layout == Layout::Nchw
+            && self.fixed_batch.is_none()
+            && self.normalize == Normalize::None
+    }
+
     /// Runs one batch of `[batch, C, H, W]` images in [0, 1]; returns every
-    /// output, in the model's order.
+    /// output, in the model's order, batch first. A model with a fixed
+    /// batch runs in pieces of that size (the last one padded with blank
+    /// images, whose rows are dropped).
     pub fn run(&mut self, images: &[f32], batch: usize) -> Result<Vec<Output>, SessionError> {
+        if self.takes_as_is() {
+            let run_err = |e: &dyn std::fmt::Display| SessionError::Run { path: self.path.clone(), msg: e.to_string() };
+            let x = ArrayView4::from_shape((batch, self.channels, self.height, self.width), images)
+                .map_err(|e| run_err(&e))?;
+            let tensor = TensorRef::from_array_view(x).map_err(|e| run_err(&e))?;
+            return self.run_tensor(tensor, batch);
+        }
+        let per = self.channels * self.height * self.width;
+        let piece = self.fixed_batch.unwrap_or(batch).max(1);
+        let mut parts: Vec<Vec<Output>> = Vec::new();
+        for start in (0..batch).step_by(piece) {
+            let n = piece.min(batch - start);
+            let rows = self.fixed_batch.unwrap_or(n);
+            let mut x = vec![0f32; rows * per];
+            self.prepare(&images[start * per..(start + n) * per], &mut x[..n * per]);
+            let shape = match self.layout {
+                Layout::Nchw => [rows, self.channels, self.height, self.width],
+                Layout::Nhwc => [rows, self.height, self.width, self.channels],
+            };
+            let run_err = |e: &dyn std::fmt::Display| SessionError::Run { path: self.path.clone(), msg: e.to_string() };
+            let outputs = match self.input.element {
+                Element::F32 => {
+                    let a = ndarray::Array4::from_shape_vec(shape, x).map_err(|e| run_err(&e))?;
+                    let tensor = TensorRef::from_array_view(a.view()).map_err(|e| run_err(&e))?;
+                    self.run_tensor(tensor, rows)?
+                }
+                Element::F16 => {
+                    let a = ndarray::Array4::from_shape_vec(shape, x.into_iter().map(half::f16::from_f32).collect())
+                        .map_err(|e| run_err(&e))?;
+                    let tensor = TensorRef::from_array_view(a.view()).map_err(|e| run_err(&e))?;
+                    self.run_tensor(tensor, rows)?
+                }
+                Element::U8 => {
+                    let bytes = x.into_iter().map(|v| (v * 255.0).round().clamp(0.0, 255.0) as u8).collect();
+                    let a = ndarray::Array4::from_shape_vec(shape, bytes).map_err(|e| run_err(&e))?;
+                    let tensor = TensorRef::from_array_view(a.view()).map_err(|e| run_err(&e))?;
+                    self.run_tensor(tensor, rows)?
+                }
+            };
+            // Padding's rows go.
+            parts.push(
+                outputs
+                    .into_iter()
+                    .map(|o| Output {
+                        name: o.name,
+                        values: o.values.slice_axis(ndarray::Axis(0), (0..n).into()).to_owned(),
+                    })
+                    .collect(),
+            );
+        }
+        if parts.len() == 1 {
+            return Ok(parts.pop().expect("one"));
+        }
+        let names: Vec<String> = parts[0].iter().map(|o| o.name.clone()).collect();
+        names
+            .into_iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let views: Vec<_> = parts.iter().map(|p| p[i].values.view()).collect();
+                let values = ndarray::concatenate(ndarray::Axis(0), &views)
+                    .map_err(|e| SessionError::Run { path: self.path.clone(), msg: e.to_string() })?;
+                Ok(Output { name, values })
+            })
+            .collect()
+    }
+
+    /// `[n, C, H, W]` in [0, 1] → normalised, in the model's layout.
+    fn prepare(&self, images: &[f32], out: &mut [f32]) {
+        let (c, hw) = (self.channels, self.height * self.width);
+        for (image, target) in images.chunks_exact(c * hw).zip(out.chunks_exact_mut(c * hw)) {
+            for ch in 0..c {
+                let (mean, std) = self.normalize.channel(ch).unwrap_or((0.0, 1.0));
+                for p in 0..hw {
+                    let v = (image[ch * hw + p] - mean) / std;
+                    match self.layout {
+                        Layout::Nchw => target[ch * hw + p] = v,
+                        Layout::Nhwc => target[p * c + ch] = v,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs the input tensor of `rows` images; every output as float32,
+    /// batch first (an output without a batch dimension, as a fixed-batch
+    /// model of 1 may give, gets one).
+    fn run_tensor<T: ort::value::PrimitiveTensorElementType + std::fmt::Debug>(
+        &mut self,
+        tensor: TensorRef<'_, T>,
+        rows: usize,
+    ) -> Result<Vec<Output>, SessionError> {
         let run_err =
             |path: &Path, e: &dyn std::fmt::Display| SessionError::Run { path: path.to_path_buf(), msg: e.to_string() };
-        let x = ArrayView4::from_shape((batch, self.channels, self.height, self.width), images)
-            .map_err(|e| run_err(&self.path, &e))?;
-        let tensor = TensorRef::from_array_view(x).map_err(|e| run_err(&self.path, &e))?;
         // Disjoint field borrows: the session runs while the specs are read.
         let (path, specs) = (&self.path, &self.outputs);
         let outputs =
@@ -232,8 +558,17 @@ impl ModelSession {
         specs
             .iter()
             .map(|spec| {
-                let values = outputs[spec.name.as_str()].try_extract_array::<f32>().map_err(|e| run_err(path, &e))?;
-                Ok(Output { name: spec.name.clone(), values: values.to_owned() })
+                let value = &outputs[spec.name.as_str()];
+                let mut values = match spec.element {
+                    Element::F16 => {
+                        value.try_extract_array::<half::f16>().map_err(|e| run_err(path, &e))?.mapv(|v| v.to_f32())
+                    }
+                    _ => value.try_extract_array::<f32>().map_err(|e| run_err(path, &e))?.to_owned(),
+                };
+                if values.shape().first() != Some(&rows) && rows == 1 {
+                    values.insert_axis_inplace(ndarray::Axis(0));
+                }
+                Ok(Output { name: spec.name.clone(), values })
             })
             .collect()
     }

@@ -365,13 +365,15 @@ impl Fixture {
             std::fs::write(d.join(format!("{kind}.onnx")), fixture_model(kind, 8, 8).to_bytes()).unwrap();
         }
         std::fs::write(d.join("big.onnx"), fixture_model("classifier", 12, 12).to_bytes()).unwrap();
-        // A classifier taking float16 images (a Cast in front).
-        let mut m = fixture_model("classifier", 8, 8);
-        let g = m.graph.as_mut().unwrap();
-        g.input[0].r#type.as_mut().unwrap().tensor_type.as_mut().unwrap().elem_type = 10;
-        g.node[0].input[0] = "image32".into();
-        g.node.insert(0, node("Cast", &["image"], "image32", vec![AttributeProto::int("to", 1)]));
-        std::fs::write(d.join("f16.onnx"), m.to_bytes()).unwrap();
+        // Classifiers taking float16 (taken) and int32 (refused) images: a Cast in front.
+        for (file, elem_type) in [("f16.onnx", 10), ("i32.onnx", 6)] {
+            let mut m = fixture_model("classifier", 8, 8);
+            let g = m.graph.as_mut().unwrap();
+            g.input[0].r#type.as_mut().unwrap().tensor_type.as_mut().unwrap().elem_type = elem_type;
+            g.node[0].input[0] = "image32".into();
+            g.node.insert(0, node("Cast", &["image"], "image32", vec![AttributeProto::int("to", 1)]));
+            std::fs::write(d.join(file), m.to_bytes()).unwrap();
+        }
         // A classifier whose logits are NaN (times a NaN constant).
         let mut m = fixture_model("classifier", 8, 8);
         let g = m.graph.as_mut().unwrap();
@@ -808,8 +810,8 @@ fn bad_inputs_fail_with_one_line_and_exit_2() {
                 .collect(),
         ),
         (
-            "float16_input",
-            vec!["classify", "--model", &f.p("f16.onnx"), "--images", &imgs].into_iter().map(String::from).collect(),
+            "int32_input",
+            vec!["classify", "--model", &f.p("i32.onnx"), "--images", &imgs].into_iter().map(String::from).collect(),
         ),
         (
             "nan_probabilities",

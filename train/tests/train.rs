@@ -658,7 +658,9 @@ fn parity(model: &ae_onnx::ModelProto, reference: &dyn Fn(&Tensor) -> Vec<Tensor
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("m.onnx");
     std::fs::write(&p, model.to_bytes()).unwrap();
-    let mut s = ModelSession::open(&p, &SessionOptions { device: OrtDevice::Cpu, threads: Some(2) }).unwrap();
+    let mut s =
+        ModelSession::open(&p, &SessionOptions { device: OrtDevice::Cpu, threads: Some(2), ..Default::default() })
+            .unwrap();
     [1, 7, 256]
         .iter()
         .map(|&b| {
@@ -2568,7 +2570,7 @@ fn early_stopping_stops_on_a_plateau_and_exports_the_best_epoch() {
         }
         let o = c.output().unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let opts = SessionOptions { device: OrtDevice::Cpu, threads: Some(2) };
+        let opts = SessionOptions { device: OrtDevice::Cpu, threads: Some(2), ..Default::default() };
         let mut s = ModelSession::open(out.join("autoencoder.onnx"), &opts).unwrap();
         let m = &s.metadata;
         assert_eq!(m["epoch"], epoch.to_string(), "{flag:?}");

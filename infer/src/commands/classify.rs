@@ -13,9 +13,12 @@ use crate::npy::NpyWriter;
 use crate::report;
 use ae_core::figure::{self, Tile};
 use ae_core::idx;
-use ae_onnx::Dim;
 
-use super::run::{inputs_json, open, peak_rss_mib, print, print_json, stream, timing_line, Format, RunOptions};
+use super::run::{
+    inputs_json, open_images, open_model, peak_rss_mib, print, print_json, stream, timing_line, Format, RunOptions,
+};
+use crate::contract::{self, Classifier, Scores};
+use crate::session::ModelSession;
 
 #[derive(Debug, Clone, Default)]
 pub struct ClassifyOptions {
@@ -44,17 +47,15 @@ pub fn classify(opts: &RunOptions, c: &ClassifyOptions, out: &mut dyn Write) -> 
     if c.confusion.is_some() && c.labels.is_none() && !opts.images.iter().any(|p| p.is_dir()) {
         return Err(InferError::Usage("--confusion needs --labels (or an image folder DIR/<class>/…)".into()));
     }
-    let (mut session, mut source) = open(opts, "probabilities", "a classifier")?;
-    let classes = match session.output("probabilities").map(|o| o.dims.as_slice()) {
-        Some([_, Dim::Fixed(k)]) if *k >= 1 => *k as usize,
-        _ => {
-            return Err(InferError::Input {
-                path: opts.model.clone(),
-                msg: "output `probabilities` is not [batch, classes]".into(),
-            })
-        }
-    };
-    let names = session.class_names(classes);
+    let mut session = open_model(opts)?;
+    let contract = contract::classifier(&session, &opts.outputs)?;
+    if !opts.quiet && contract.output != "probabilities" {
+        // A model this toolchain did not make: say what was read, and from where.
+        eprintln!("{}", assumed(&session, &contract));
+    }
+    let classes = contract.classes;
+    let mut source = open_images(opts, &session, contract.names.clone())?;
+    let names = contract.names.clone();
     let labels = match (&c.labels, source.classes()) {
         (Some(p), _) => {
             let l = idx::read_labels(p)?;
@@ -114,15 +115,21 @@ pub fn classify(opts: &RunOptions, c: &ClassifyOptions, out: &mut dyn Write) -> 
         }
         check_writable(&d.join("correct.png"))?;
     }
-    let names = session.class_names(classes);
     // Capacity from the header is capped: a lying header must not allocate.
     let mut preds: Vec<usize> = Vec::with_capacity(source.count().min(1 << 20));
     let mut confs: Vec<f32> = Vec::with_capacity(source.count().min(1 << 20));
     let mut samples: [Vec<Tile>; 2] = [Vec::new(), Vec::new()];
     let seconds = stream(&mut session, &mut source, opts.batch_size, |pixels, outputs| {
-        let probs = outputs.iter().find(|o| o.name == "probabilities").expect("checked");
+        let scores = outputs.iter().find(|o| o.name == contract.output).expect("checked");
+        // Reports and --top use probabilities whatever the model gives.
+        let mut probs = scores.rows().to_owned();
+        if contract.scores == Scores::Logits {
+            for mut row in probs.rows_mut() {
+                contract::softmax(row.as_slice_mut().expect("a standard-layout row"));
+            }
+        }
         if let (Some(w), Some(p)) = (probs_npy.as_mut(), &c.probabilities) {
-            w.write_rows(probs.rows()).map_err(InferError::write(p))?;
+            w.write_rows(probs.view()).map_err(InferError::write(p))?;
         }
         if let (Some(npy), Some(p)) = (inputs_npy.as_mut(), &c.inputs) {
             let mut x = Vec::new();
@@ -130,7 +137,7 @@ pub fn classify(opts: &RunOptions, c: &ClassifyOptions, out: &mut dyn Write) -> 
             let rows = ndarray::ArrayView2::from_shape((pixels.len() / px, px), &x).expect("whole images");
             npy.write_rows(rows).map_err(InferError::write(p))?;
         }
-        for (i, row) in probs.rows().outer_iter().enumerate() {
+        for (i, row) in probs.outer_iter().enumerate() {
             if row.iter().any(|p| p.is_nan()) {
                 return Err(InferError::Input {
                     path: opts.model.clone(),
@@ -274,4 +281,19 @@ pub fn classify(opts: &RunOptions, c: &ClassifyOptions, out: &mut dyn Write) -> 
         Format::Text => print(out, &text),
         Format::Json => print_json(out, &doc),
     }
+}
+
+/// What `infer classify` read of a model it did not make, on one line:
+/// the input, the scores output and what they hold, the class names.
+fn assumed(session: &ModelSession, c: &Classifier) -> String {
+    format!(
+        "{}: {}; output `{}`: {} classes, {} ({}); class names: {}",
+        session.path.display(),
+        session.describe_input(),
+        c.output,
+        c.classes,
+        c.scores,
+        c.scores_from,
+        c.names_from
+    )
 }

@@ -6,7 +6,10 @@ use std::path::Path;
 
 use serde_json::json;
 
+use crate::contract;
 use crate::error::InferError;
+use crate::session::{Device, ModelSession, SessionOptions};
+use ae_core::exit::chain;
 
 use super::run::{print, print_json, Format};
 
@@ -20,6 +23,7 @@ pub fn info(model: &Path, format: Format, out: &mut dyn Write) -> Result<(), Inf
     let inputs: Vec<_> = g.input.iter().filter(|i| !inits.contains(i.name.as_str())).collect();
     let params: usize = g.initializer.iter().map(|t| t.dims.iter().product::<i64>().max(0) as usize).sum();
     let precision = precision(&m);
+    let contract = read_contract(model);
     match format {
         Format::Text => {
             let mut s = String::new();
@@ -41,6 +45,9 @@ pub fn info(model: &Path, format: Format, out: &mut dyn Write) -> Result<(), Inf
                 let _ = writeln!(s, "output: {} {} [{}]", o.name, o.elem_type_name(), shape(o));
             }
             let _ = writeln!(s, "nodes: {}  parameters: {params}", g.node.len());
+            for line in &contract.lines {
+                let _ = writeln!(s, "contract: {line}");
+            }
             let _ = writeln!(s, "precision: {}", precision.describe());
             let _ = writeln!(s, "metadata:");
             for (k, v) in m.metadata() {
@@ -62,10 +69,54 @@ pub fn info(model: &Path, format: Format, out: &mut dyn Write) -> Result<(), Inf
                 "precision": precision.name(),
                 "quantized_tensors": precision.quantized_tensors(),
                 "metadata": m.metadata(),
+                "contract": contract.json,
             });
             print_json(out, &doc)
         }
     }
+}
+
+/// What `infer` reads of the model's contract when it runs it (its input's
+/// layout, element type and batch; a classifier's scores and class names),
+/// as lines and as JSON. A model infer cannot run says why instead.
+struct Contract {
+    lines: Vec<String>,
+    json: serde_json::Value,
+}
+
+fn read_contract(model: &Path) -> Contract {
+    let opts = SessionOptions { device: Device::Cpu, threads: Some(1), ..Default::default() };
+    let session = match ModelSession::open(model, &opts) {
+        Ok(s) => s,
+        Err(e) => {
+            let why = chain(&e);
+            return Contract { lines: vec![format!("infer cannot run it: {why}")], json: json!({ "error": why }) };
+        }
+    };
+    let input = session.describe_input();
+    let mut lines = vec![input];
+    let mut doc = json!({
+        "input": session.input.name,
+        "element": session.input.element.name(),
+        "layout": session.layout.to_string(),
+        "image": [session.channels, session.height, session.width],
+        "fixed_batch": session.fixed_batch,
+    });
+    if let Ok(c) = contract::classifier(&session, &contract::OutputOptions::default()) {
+        lines.push(format!(
+            "classifier output `{}`: {} classes, {} ({}); class names: {}",
+            c.output, c.classes, c.scores, c.scores_from, c.names_from
+        ));
+        doc["classifier"] = json!({
+            "output": c.output,
+            "classes": c.classes,
+            "scores": c.scores.to_string(),
+            "scores_from": c.scores_from,
+            "class_names": c.names,
+            "class_names_from": c.names_from,
+        });
+    }
+    Contract { lines, json: doc }
 }
 
 /// What a graph computes in: float32, or int8 in QDQ form (counted from

@@ -11,7 +11,8 @@ use crate::npy::NpyWriter;
 use ae_core::figure::{self, Tile};
 use ae_onnx::Dim;
 
-use super::run::{inputs_json, open, print, print_json, stream, timing_line, Format, RunOptions};
+use super::run::{inputs_json, open_images, open_model, print, print_json, stream, timing_line, Format, RunOptions};
+use crate::contract;
 
 #[derive(Debug, Clone, Default)]
 pub struct ReconstructOptions {
@@ -25,17 +26,23 @@ pub struct ReconstructOptions {
 
 pub fn reconstruct(opts: &RunOptions, r: &ReconstructOptions, out: &mut dyn Write) -> Result<(), InferError> {
     let _checked = ae_core::interrupt::Checked::begin();
-    let (mut session, mut source) = open(opts, "reconstruction", "an autoencoder")?;
+    let mut session = open_model(opts)?;
+    let fits = |o: &crate::session::TensorSpec| o.dims.len() == 4;
+    let output = contract::choose(&session, opts.outputs.output.as_deref(), "reconstruction", "an autoencoder", fits)?
+        .name
+        .clone();
+    let classes = session.metadata_class_names().unwrap_or_default();
+    let mut source = open_images(opts, &session, classes)?;
     let (c, h, w) = (session.channels, session.height, session.width);
-    match session.output("reconstruction").map(|o| o.dims.as_slice()) {
+    match session.output(&output).map(|o| o.dims.as_slice()) {
         Some([_, Dim::Fixed(oc), Dim::Fixed(oh), Dim::Fixed(ow)])
             if (*oc, *oh, *ow) == (c as i64, h as i64, w as i64) => {}
         _ => {
             return Err(InferError::Input {
                 path: opts.model.clone(),
                 msg: format!(
-                    "output `reconstruction` is [{}], expected [batch, {c}, {h}, {w}] like the input",
-                    session.output("reconstruction").map(|o| o.dims_string()).unwrap_or_default()
+                    "output `{output}` is [{}], expected [batch, {c}, {h}, {w}] like the input",
+                    session.output(&output).map(|o| o.dims_string()).unwrap_or_default()
                 ),
             })
         }
@@ -51,7 +58,7 @@ pub fn reconstruct(opts: &RunOptions, r: &ReconstructOptions, out: &mut dyn Writ
     let mut mse: Vec<f64> = Vec::with_capacity(source.count().min(1 << 20));
     let (mut originals, mut recons) = (Vec::new(), Vec::new());
     let seconds = stream(&mut session, &mut source, opts.batch_size, |pixels, outputs| {
-        let rec = outputs.iter().find(|o| o.name == "reconstruction").expect("checked");
+        let rec = outputs.iter().find(|o| o.name == output).expect("checked");
         if let (Some(wr), Some(p)) = (npy.as_mut(), &r.npy) {
             wr.write_rows(rec.rows()).map_err(InferError::write(p))?;
         }

@@ -6,6 +6,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use crate::contract::OutputOptions;
 use crate::error::InferError;
 use crate::input::{FolderLabels, ImageSource, InputOptions};
 use crate::session::{ModelSession, Output, SessionOptions};
@@ -37,6 +38,9 @@ pub struct RunOptions {
     /// Whether a directory's sub-folders label its pictures.
     pub folder_labels: FolderLabels,
     pub quiet: bool,
+    /// Which output to read, what it holds, the class names (`--output`,
+    /// `--scores`, `--class-names`).
+    pub outputs: OutputOptions,
 }
 
 /// This process's peak resident memory (VmHWM) in MiB, where /proc has it.
@@ -65,25 +69,22 @@ pub(crate) fn timing_line(n: usize, seconds: f64, session: &ModelSession, batch:
 /// is as fast as any and keeps a batch's memory small.
 pub const DEFAULT_BATCH: usize = 256;
 
-pub(crate) fn open(opts: &RunOptions, output: &str, what: &str) -> Result<(ModelSession, ImageSource), InferError> {
+/// The model, its input's contract read (`session.rs`).
+pub(crate) fn open_model(opts: &RunOptions) -> Result<ModelSession, InferError> {
     if opts.batch_size == 0 {
         return Err(InferError::Usage("--batch-size must be at least 1".into()));
     }
-    let session = ModelSession::open(&opts.model, &opts.session)?;
-    if session.output(output).is_none() {
-        let have =
-            session.outputs.iter().map(|o| format!("{} [{}]", o.name, o.dims_string())).collect::<Vec<_>>().join(", ");
-        return Err(InferError::Input {
-            path: opts.model.clone(),
-            msg: format!("model has outputs {have}, expected {what} with output `{output}`"),
-        });
-    }
-    let input = InputOptions {
-        pre: opts.pre,
-        skip_bad: opts.skip_bad,
-        folder_labels: opts.folder_labels,
-        classes: session.metadata_class_names().unwrap_or_default(),
-    };
+    Ok(ModelSession::open(&opts.model, &opts.session)?)
+}
+
+/// The images, fitted to the model's input; `classes` names the classes
+/// an image folder's sub-folders may be.
+pub(crate) fn open_images(
+    opts: &RunOptions,
+    session: &ModelSession,
+    classes: Vec<String>,
+) -> Result<ImageSource, InferError> {
+    let input = InputOptions { pre: opts.pre, skip_bad: opts.skip_bad, folder_labels: opts.folder_labels, classes };
     let source = ImageSource::open(&opts.images, [session.channels, session.height, session.width], &input)?;
     let skipped = source.skipped();
     if !skipped.is_empty() {
@@ -92,7 +93,7 @@ pub(crate) fn open(opts: &RunOptions, output: &str, what: &str) -> Result<(Model
         }
         eprintln!("skipped {} of {} pictures (--skip-bad)", skipped.len(), skipped.len() + source.count());
     }
-    Ok((session, source))
+    Ok(source)
 }
 
 /// Runs every batch through the model, handing each output to `each`

@@ -35,6 +35,11 @@ pub enum LoadError {
     NotBatchFirst { name: String, version: u64, output: String, shape: Vec<usize>, batch: usize },
     #[error("model {name} version {version}: a warm-up batch of {batch} images ({bytes} bytes) cannot be allocated; lower max_batch_size")]
     WarmUpMemory { name: String, version: u64, batch: usize, bytes: u128 },
+    #[error(
+        "model {name} version {version}: input {input}; infer serve takes float32 [batch, C, H, W] inputs with a \
+         dynamic batch (infer classify runs this model)"
+    )]
+    Contract { name: String, version: u64, input: String },
     #[error("model {name} version {version} failed its warm-up batch")]
     WarmUp {
         name: String,
@@ -83,6 +88,19 @@ pub fn load_version(
         })
     };
     let first = open()?;
+    if !first.takes_as_is() {
+        let batch = first.fixed_batch.map(|n| format!(" with a batch fixed at {n}")).unwrap_or_default();
+        return Err(LoadError::Contract {
+            name: source.name.clone(),
+            version: source.version,
+            input: format!(
+                "{} is {} {}{batch}",
+                first.input.name,
+                first.input.element.name(),
+                first.layout.to_string().to_uppercase()
+            ),
+        });
+    }
     let (config, batching) = match (&source.config, &source.config_path) {
         (Some(config), Some(path)) => {
             model_config::check(path, config, &first)?;

@@ -167,7 +167,7 @@ fn an_unauthenticated_client_holds_no_bytes_and_no_slot() {
         // Cut: GOAWAY at --read-timeout (2 s), closed half a second later.
         tokio::time::timeout(Duration::from_secs(6), connection).await.expect("the connection was never cut").unwrap();
         let lived = opened.elapsed();
-        assert!(lived < Duration::from_secs(4), "the unauthenticated connection lived {lived:?}");
+        assert!(lived < Duration::from_secs(5), "the unauthenticated connection lived {lived:?}");
         others_are_answered(&server, Some("k"), &images).await;
         drop(stalled);
     });
@@ -301,11 +301,12 @@ fn bodies_that_never_come_hold_nothing() {
 /// HTTP/2 connections with no call open get GOAWAY after --idle-timeout,
 /// so idle ones that answer every PING free their --max-connections slots
 /// (16 such held REST out of a 16-connection server for as long as they
-/// stayed).
+/// stayed). --idle-timeout 3 here.
 #[test]
 fn idle_http2_connections_are_sent_away() {
+    // 3 s: the four connections and the first look must fit before it, on a loaded machine too.
     let server =
-        Server::start(&root().join("models"), &["--max-connections", "4", "--idle-timeout", "1", "--log", "warn"]);
+        Server::start(&root().join("models"), &["--max-connections", "4", "--idle-timeout", "3", "--log", "warn"]);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async {
         let mut idle = Vec::new();
@@ -317,9 +318,9 @@ fn idle_http2_connections_are_sent_away() {
         assert_eq!(status, 503, "four idle connections hold the four slots");
         let t0 = Instant::now();
         for (_client, connection) in idle {
-            tokio::time::timeout(Duration::from_secs(5), connection).await.expect("an idle connection stayed").unwrap();
+            tokio::time::timeout(Duration::from_secs(8), connection).await.expect("an idle connection stayed").unwrap();
         }
-        assert!(t0.elapsed() < Duration::from_secs(3), "sent away after {:?}", t0.elapsed());
+        assert!(t0.elapsed() < Duration::from_secs(6), "sent away after {:?}", t0.elapsed());
         // The slots are free once the server has seen the closes.
         let http = server.http.clone();
         let freed = tokio::task::spawn_blocking(move || {

@@ -799,7 +799,7 @@ fn a_request_whose_client_left_is_dropped_before_it_runs() {
     use infer::serve::queue::Queue;
     use infer::session::{ModelSession, SessionOptions};
 
-    let opts = SessionOptions { device: infer::session::Device::Cpu, threads: Some(1) };
+    let opts = SessionOptions { device: infer::session::Device::Cpu, threads: Some(1), ..Default::default() };
     let session = ModelSession::open(root().join("models/autoencoder.onnx"), &opts).unwrap();
     let batching =
         Batching { max_batch: 64, across_requests: true, max_queue_delay: Duration::ZERO, max_queue: 8, instances: 1 };

@@ -571,7 +571,10 @@ pub fn export(job: &ExportJob) -> Result<Vec<Exported>, TrainError> {
             let name = p.graph.name();
             let tmp = stage_at(&mut staged, model_path(name), &p.model.to_bytes())?;
             let at = staged.len() - 1;
-            let mut session = ModelSession::open(&tmp, &SessionOptions { device: OrtDevice::Cpu, threads: None })?;
+            let mut session = ModelSession::open(
+                &tmp,
+                &SessionOptions { device: OrtDevice::Cpu, threads: None, ..Default::default() },
+            )?;
             let diff = max_abs_diff(&mut session, &*p.reference, &x)?;
             let done = &mut staged[at].1;
             if diff > TOLERANCE {
@@ -598,8 +601,10 @@ pub fn export(job: &ExportJob) -> Result<Vec<Exported>, TrainError> {
                 let tmp = stage_at(&mut staged, target, &q.model.to_bytes())?;
                 staged.last_mut().expect("just staged").1.gate = Some(q.gate);
                 if job.layout == Layout::Triton {
-                    let session =
-                        ModelSession::open(&tmp, &SessionOptions { device: OrtDevice::Cpu, threads: Some(1) })?;
+                    let session = ModelSession::open(
+                        &tmp,
+                        &SessionOptions { device: OrtDevice::Cpu, threads: Some(1), ..Default::default() },
+                    )?;
                     stage_config(&mut staged, &name, &session)?;
                 }
             }

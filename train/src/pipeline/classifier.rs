@@ -212,28 +212,14 @@ pub fn train_classifier(job: &ClassifierJob) -> Result<Outcome, TrainError> {
 }
 
 /// Class names from `--class-names`: a file with one name per line (blank
-/// lines skipped), or a comma-separated list.
+/// lines skipped), or a comma-separated list (`ae_core::class_names`).
 pub fn parse_class_names(spec: &str) -> Result<Vec<String>, TrainError> {
-    let path = std::path::Path::new(spec);
-    let (names, source): (Vec<String>, String) = if path.is_file() {
-        let text = std::fs::read_to_string(path).map_err(TrainError::io(path, "cannot read the class names"))?;
-        (text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect(), path.display().to_string())
-    } else {
-        (spec.split(',').map(|n| n.trim().to_string()).collect(), "--class-names".to_string())
-    };
-    if let Some(i) = names.iter().position(String::is_empty) {
-        return Err(TrainError::Invalid(format!("{source}: class name {} is empty", i + 1)));
-    }
-    for (i, n) in names.iter().enumerate() {
-        if names[..i].contains(n) {
-            return Err(TrainError::Invalid(format!("{source}: class name {n:?} appears twice")));
+    use ae_core::class_names::{parse, ClassNamesError};
+    match parse(spec) {
+        Ok(c) => Ok(c.names),
+        Err(ClassNamesError::Read { path, source }) => {
+            Err(TrainError::io(&path, "cannot read the class names")(source))
         }
+        Err(ClassNamesError::Invalid(msg)) => Err(TrainError::Invalid(msg)),
     }
-    if names.len() < 2 {
-        return Err(TrainError::Invalid(format!(
-            "{source}: {} class name(s), expected one per class (at least 2)",
-            names.len()
-        )));
-    }
-    Ok(names)
 }
