@@ -11,6 +11,10 @@ exports it with `torch.onnx.export` in the forms users bring:
 - a 3×32×32 colour model trained on normalised inputs (per-channel mean
   and std), classified with --preprocess resize and --normalize;
 - two outputs (logits and features), which --output chooses between.
+Then serves all six from one folder with `--exit-on-error false`: the
+float32 channels-first ones (the batch-1 one as Triton serves it,
+max_batch_size 0) answer tritonclient bit for bit as onnxruntime does; the
+channels-last and uint8 ones are listed UNAVAILABLE with the reason.
 
 For each, `infer classify --labels` must report the accuracy and the very
 predictions that onnxruntime's argmax gives in Python on the same inputs
@@ -23,6 +27,8 @@ usage: foreign_models.py BIN_DIR DATA_DIR
 import csv
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -34,6 +40,8 @@ import onnxruntime as ort
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
 from idx import read_idx, write_images  # noqa: E402
@@ -198,7 +206,62 @@ def main():
         assert run.returncode == 2, f"{args}: exit {run.returncode}: {run.stderr}"
         assert run.stderr.strip() == want, f"{args}:\n got: {run.stderr.strip()}\nwant: {want}"
         passed += 1
+    passed += served(infer, tmp, p, np.load(os.path.join(tmp, "logits.inputs.npy"))[:16])
     print(f"foreign_models: {passed} passed, 0 failed")
+
+
+def served(infer, tmp, p, x):
+    """The six forms in one served folder; returns the checks passed."""
+    folder = os.path.join(tmp, "served")
+    os.makedirs(folder)
+    forms = ("logits", "mnist-12", "two", "nhwc", "uint8", "colour")
+    for name in forms:
+        shutil.copy(p(name), os.path.join(folder, name + ".onnx"))
+    server = subprocess.Popen([infer, "serve", "--models", folder, "--http-port", "0", "--grpc-port", "0",
+                               "--exit-on-error", "false", "--log", "error", "--threads", "1"],
+                              stdout=subprocess.PIPE, text=True)
+    checks = 0
+    try:
+        words = server.stdout.readline().split()
+        http_url = next(w for w in words if w.startswith("http://"))[len("http://"):]
+        grpc_url = next(w for w in words if w.startswith("grpc://"))[len("grpc://"):]
+        h, g = httpclient.InferenceServerClient(http_url), grpcclient.InferenceServerClient(grpc_url)
+        index = {m["name"]: (m["state"], m.get("reason", "")) for m in h.get_model_repository_index()}
+        for name in forms:
+            state, reason = index[name]
+            if name in ("logits", "mnist-12", "two", "colour"):
+                assert state == "READY", f"{name}: {state} {reason}"
+            else:
+                assert state == "UNAVAILABLE" and "infer serve takes float32" in reason, f"{name}: {state} {reason}"
+            checks += 1
+        config = h.get_model_config("mnist-12")
+        assert config["max_batch_size"] == 0 and config["input"][0]["dims"] == [1, 1, 28, 28], config
+        checks += 1
+        # The batch-1 model, one image a request over HTTP; the others, 16 at once over gRPC.
+        zoo = ort.InferenceSession(p("mnist-12"), providers=["CPUExecutionProvider"])
+        for i in range(len(x)):
+            inp = httpclient.InferInput("Input3", [1, 1, 28, 28], "FP32")
+            inp.set_data_from_numpy(x[i:i + 1])
+            got = h.infer("mnist-12", [inp]).as_numpy("Plus214_Output_0")
+            want = zoo.run(None, {"Input3": x[i:i + 1]})[0]
+            assert np.array_equal(got.view(np.uint32), want.view(np.uint32)), f"mnist-12 image {i}"
+        checks += 1
+        for name, output in (("logits", "logits"), ("two", "features")):
+            session = ort.InferenceSession(p(name), providers=["CPUExecutionProvider"])
+            inp = grpcclient.InferInput("input", list(x.shape), "FP32")
+            inp.set_data_from_numpy(x)
+            got = g.infer(name, [inp]).as_numpy(output)
+            want = session.run([output], {"input": x})[0]
+            assert np.array_equal(got.view(np.uint32), want.view(np.uint32)), f"{name}: not onnxruntime's bits"
+            checks += 1
+        h.close()
+        g.close()
+    finally:
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=30) == 0
+    print(f"ok   served: the float32 channels-first forms bit for bit through tritonclient (mnist-12 with "
+          "max_batch_size 0); nhwc and uint8 UNAVAILABLE with the reason")
+    return checks
 
 
 if __name__ == "__main__":

@@ -326,6 +326,10 @@ pub struct ServeArgs {
     /// reloaded once two looks in a row see the same files.
     #[arg(long, default_value_t = 15.0, value_parser = parse_seconds)]
     pub repository_poll_secs: f64,
+    /// Whether a model that fails to load at start stops the server, with exit 2 (Triton's flag);
+    /// false: it is listed UNAVAILABLE with its reason in the repository index, and the others serve.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "true|false")]
+    pub exit_on_error: bool,
     /// Require `Authorization: Bearer KEY` on every endpoint except liveness (401 without it).
     #[arg(long, conflicts_with = "api_key_file", env = "INFER_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
@@ -396,6 +400,7 @@ impl ServeArgs {
                 mode: self.model_control_mode,
                 load: self.load_model.clone(),
                 poll_every: Duration::from_secs_f64(self.repository_poll_secs),
+                exit_on_error: self.exit_on_error,
             },
             max_body: self.max_body,
             read_timeout: Duration::from_secs_f64(self.read_timeout),

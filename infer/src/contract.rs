@@ -9,8 +9,16 @@ use std::path::Path;
 
 use ae_onnx::Dim;
 
-use crate::error::InferError;
 use crate::session::{ModelSession, TensorSpec};
+
+/// A model whose outputs do not fit what was asked, or a flag that does
+/// not fit the model (`infer`'s edge reports it as a bad input, exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {msg}", path.display())]
+pub struct ContractError {
+    pub path: std::path::PathBuf,
+    pub msg: String,
+}
 
 /// What a classifier's output holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,10 +63,10 @@ pub fn choose<'a>(
     ours: &str,
     what: &str,
     fits: impl Fn(&TensorSpec) -> bool,
-) -> Result<&'a TensorSpec, InferError> {
+) -> Result<&'a TensorSpec, ContractError> {
     let have =
         || session.outputs.iter().map(|o| format!("{} [{}]", o.name, o.dims_string())).collect::<Vec<_>>().join(", ");
-    let refuse = |msg: String| InferError::Input { path: session.path.clone(), msg };
+    let refuse = |msg: String| ContractError { path: session.path.clone(), msg };
     if let Some(name) = given {
         return session
             .output(name)
@@ -88,11 +96,11 @@ fn row_width(spec: &TensorSpec, fixed_batch: Option<usize>) -> Option<usize> {
 }
 
 /// The classifier contract of `session` (see the module's comment).
-pub fn classifier(session: &ModelSession, opts: &OutputOptions) -> Result<Classifier, InferError> {
+pub fn classifier(session: &ModelSession, opts: &OutputOptions) -> Result<Classifier, ContractError> {
     let fixed = session.fixed_batch;
     let spec =
         choose(session, opts.output.as_deref(), "probabilities", "a classifier", |o| row_width(o, fixed).is_some())?;
-    let classes = row_width(spec, fixed).ok_or_else(|| InferError::Input {
+    let classes = row_width(spec, fixed).ok_or_else(|| ContractError {
         path: session.path.clone(),
         msg: format!("output `{}` is [{}], not [batch, classes]", spec.name, spec.dims_string()),
     })?;
@@ -109,7 +117,7 @@ pub fn classifier(session: &ModelSession, opts: &OutputOptions) -> Result<Classi
     let (names, names_from) = match &opts.class_names {
         Some((names, from)) if names.len() == classes => (names.clone(), from.clone()),
         Some((names, from)) => {
-            return Err(InferError::Input {
+            return Err(ContractError {
                 path: session.path.clone(),
                 msg: format!(
                     "{from} gives {} class names, but output `{}` has {classes} classes",

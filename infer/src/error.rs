@@ -106,3 +106,10 @@ pub fn check_writable(path: &std::path::Path) -> Result<(), InferError> {
     ae_core::atomic::check_writable_dir(&dir)
         .map_err(|e| InferError::Unwritable { path: path.to_path_buf(), msg: format!("cannot write there: {e}") })
 }
+
+/// A contract refusal is a bad input like any other.
+impl From<crate::contract::ContractError> for InferError {
+    fn from(e: crate::contract::ContractError) -> InferError {
+        InferError::Input { path: e.path, msg: e.msg }
+    }
+}

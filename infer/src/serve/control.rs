@@ -60,6 +60,10 @@ pub struct ControlOptions {
     pub load: Vec<String>,
     /// Poll mode: how often the folder is looked at.
     pub poll_every: Duration,
+    /// Whether a model that fails to load at start stops the server
+    /// (Triton's `--exit-on-error`); when not, it is listed UNAVAILABLE with
+    /// its reason and the others serve.
+    pub exit_on_error: bool,
 }
 
 /// What the repository index says of one model version.
@@ -129,9 +133,19 @@ impl Registry {
         for name in chosen {
             // Listed before loading: a change while it loads is seen later.
             seen.insert(name.clone(), repository::files(root, &name));
-            let versions = load_model(root, &name, None, &settings, metrics)?;
-            metrics.loads.with_label_values(&[name.as_str(), "ok"]).inc();
-            models.by_name.insert(name, versions);
+            match load_model(root, &name, None, &settings, metrics) {
+                Ok(versions) => {
+                    metrics.loads.with_label_values(&[name.as_str(), "ok"]).inc();
+                    models.by_name.insert(name, versions);
+                }
+                Err(e) if options.exit_on_error => return Err(e.into()),
+                Err(e) => {
+                    let why = chain(&e);
+                    tracing::warn!("model {}: not served: {why}", name.escape_debug());
+                    metrics.loads.with_label_values(&[name.as_str(), "failed"]).inc();
+                    models.unavailable.insert(name, format!("load failed: {why}"));
+                }
+            }
         }
         Ok(Registry {
             live: ArcSwap::from_pointee(models),

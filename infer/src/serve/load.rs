@@ -88,7 +88,12 @@ pub fn load_version(
         })
     };
     let first = open()?;
-    if !first.takes_as_is() {
+    // The protocol's face is the model's own input: float32 [batch, C, H,
+    // W], whose batch may be fixed (served as Triton does, max_batch_size 0).
+    let plain = first.input.element == crate::session::Element::F32
+        && first.layout == crate::session::Layout::Nchw
+        && first.normalize == crate::session::Normalize::None;
+    if !plain {
         let batch = first.fixed_batch.map(|n| format!(" with a batch fixed at {n}")).unwrap_or_default();
         return Err(LoadError::Contract {
             name: source.name.clone(),
@@ -104,10 +109,16 @@ pub fn load_version(
     let (config, batching) = match (&source.config, &source.config_path) {
         (Some(config), Some(path)) => {
             model_config::check(path, config, &first)?;
-            let batching = model_config::batching(path, config, &settings.batching)?;
+            let batching = model_config::batching(path, config, &settings.batching, first.fixed_batch)?;
             (complete(config.clone(), &source.name, &first, &batching), batching)
         }
-        _ => (model_config::for_model(&source.name, &first, &settings.batching), settings.batching.clone()),
+        _ => {
+            let batching = match first.fixed_batch {
+                Some(n) => model_config::fixed(n, &settings.batching),
+                None => settings.batching.clone(),
+            };
+            (model_config::for_model(&source.name, &first, &batching), batching)
+        }
     };
     let mut sessions = vec![first];
     for _ in 1..batching.instances {
@@ -117,8 +128,10 @@ pub fn load_version(
         warm_up(source, s, batching.max_batch)?;
     }
     let s = &sessions[0];
-    let classes = s.output("probabilities").and_then(|o| o.sizes().last().copied()).filter(|&c| c > 0);
-    let class_names = classes.map_or_else(Vec::new, |c| s.class_names(c as usize));
+    // A classifier's contract (ours, or one made elsewhere): its scores
+    // output, whether they are logits, and its class names.
+    let classifier = crate::contract::classifier(s, &crate::contract::OutputOptions::default()).ok();
+    let class_names = classifier.as_ref().map_or_else(Vec::new, |c| c.names.clone());
     let version = source.version.to_string();
     Ok(ServedModel {
         name: source.name.clone(),
@@ -128,6 +141,7 @@ pub fn load_version(
         outputs: s.outputs.clone(),
         image: [s.channels, s.height, s.width],
         class_names,
+        classifier,
         queue: queue::Queue::start(&source.name, sessions, &batching, &metrics.queue(&source.name, &version)),
         latency: metrics.latency.with_label_values(&[source.name.as_str(), version.as_str()]),
         batching,

@@ -24,9 +24,12 @@ pub struct ServedModel {
     pub outputs: Vec<TensorSpec>,
     /// `[C, H, W]` of one image.
     pub image: [usize; 3],
-    /// A name per class of the `probabilities` output (the metadata's, or
-    /// the indices), as `infer classify` names them; empty without one.
+    /// A name per class of the classifier's scores output (the metadata's,
+    /// or the indices), as `infer classify` names them; empty without one.
     pub class_names: Vec<String>,
+    /// The classifier contract `infer classify` reads (`contract.rs`):
+    /// which output, probabilities or logits; `None` for other models.
+    pub classifier: Option<crate::contract::Classifier>,
     pub queue: Queue,
     /// This version's series of request latency.
     pub latency: prometheus::Histogram,

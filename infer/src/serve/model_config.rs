@@ -148,12 +148,15 @@ pub fn to_json(config: &ModelConfig) -> serde_json::Value {
 /// `train export --layout triton` writes and what a flat folder's models
 /// are served with.
 pub fn for_model(name: &str, session: &ModelSession, batching: &Batching) -> ModelConfig {
-    let dims = |t: &TensorSpec| t.sizes()[1..].to_vec();
+    // A model whose batch is fixed has no batch dimension to Triton:
+    // max_batch_size 0, and dims that include the fixed first one.
+    let fixed = session.fixed_batch.is_some();
+    let dims = |t: &TensorSpec| if fixed { t.sizes() } else { t.sizes()[1..].to_vec() };
     let queue_policy = ModelQueuePolicy { max_queue_size: batching.max_queue as u32, ..Default::default() };
     ModelConfig {
         name: name.to_string(),
         backend: "onnxruntime".into(),
-        max_batch_size: batching.max_batch as i32,
+        max_batch_size: if fixed { 0 } else { batching.max_batch as i32 },
         input: vec![ModelInput {
             name: session.input.name.clone(),
             data_type: DataType::TypeFp32 as i32,
@@ -170,7 +173,7 @@ pub fn for_model(name: &str, session: &ModelSession, batching: &Batching) -> Mod
                 ..Default::default()
             })
             .collect(),
-        scheduling_choice: batching.across_requests.then(|| {
+        scheduling_choice: (batching.across_requests && !fixed).then(|| {
             SchedulingChoice::DynamicBatching(ModelDynamicBatching {
                 max_queue_delay_microseconds: batching.max_queue_delay.as_micros() as u64,
                 default_queue_policy: Some(queue_policy),
@@ -186,15 +189,34 @@ pub fn for_model(name: &str, session: &ModelSession, batching: &Batching) -> Mod
     }
 }
 
+/// The batching of a model whose first dimension is fixed at `n`
+/// (Triton's `max_batch_size: 0`): a request holds at most `n` images (a
+/// run is padded to `n`), and requests are never merged.
+pub fn fixed(n: usize, defaults: &Batching) -> Batching {
+    Batching { max_batch: n, across_requests: false, max_queue_delay: Duration::ZERO, ..defaults.clone() }
+}
+
 /// The batching a config asks for; `defaults` (the server's flags) fill
-/// what it leaves open.
-pub fn batching(path: &Path, config: &ModelConfig, defaults: &Batching) -> Result<Batching, ConfigError> {
+/// what it leaves open. `fixed_batch`: the model's first dimension, when
+/// fixed (then the config must say `max_batch_size: 0`, as Triton's does).
+pub fn batching(
+    path: &Path,
+    config: &ModelConfig,
+    defaults: &Batching,
+    fixed_batch: Option<usize>,
+) -> Result<Batching, ConfigError> {
     let mismatch = |msg: String| ConfigError::Mismatch { path: path.into(), msg };
-    if config.max_batch_size < 1 {
-        return Err(mismatch(format!(
-            "max_batch_size is {}; infer serve needs models that batch (max_batch_size ≥ 1, dims without the batch)",
-            config.max_batch_size
-        )));
+    match (config.max_batch_size, fixed_batch) {
+        (0, Some(n)) => return Ok(fixed(n, defaults)),
+        (0, None) => {
+            return Err(mismatch(
+                "max_batch_size is 0 but the model's batch is dynamic; infer serve batches such models \
+                 (max_batch_size ≥ 1, dims without the batch)"
+                    .into(),
+            ))
+        }
+        (m, _) if m < 0 => return Err(mismatch(format!("max_batch_size is {m}; it must be 0 or more"))),
+        _ => {}
     }
     // A load request's config is a client's input: every count it sets
     // is held to the command line's caps before anything is allocated.
@@ -253,10 +275,13 @@ pub fn check(path: &Path, config: &ModelConfig, session: &ModelSession) -> Resul
                 let ty = DataType::try_from(*ty).map(|t| t.as_str_name()).unwrap_or("an unknown type");
                 return Err(mismatch(format!("{kind} {name} is {ty}; the model's is TYPE_FP32")));
             }
-            let want = &spec.sizes()[1..];
-            if spec.dims.first().is_some_and(|d| matches!(d, Dim::Fixed(_))) {
+            // max_batch_size 0: dims are the whole shape, the batch included.
+            let sizes = spec.sizes();
+            let want = if config.max_batch_size == 0 { &sizes[..] } else { &sizes[1..] };
+            if config.max_batch_size > 0 && spec.dims.first().is_some_and(|d| matches!(d, Dim::Fixed(_))) {
                 return Err(mismatch(format!(
-                    "the model's {kind} {name} has a fixed first dimension; Triton's ONNX Runtime backend needs the batch symbolic"
+                    "the model's {kind} {name} has a fixed first dimension; Triton's ONNX Runtime backend needs the \
+                     batch symbolic, or max_batch_size: 0"
                 )));
             }
             if *dims != want {

@@ -92,8 +92,16 @@ async fn status_of(
 /// SETTINGS as any HTTP/2 stack does, and takes no DATA. Returns the
 /// sender and the task that ends when the server closes the connection.
 async fn window_zero_client(addr: &str) -> (h2::client::SendRequest<bytes::Bytes>, tokio::task::JoinHandle<()>) {
+    client_with_window(addr, 0).await
+}
+
+/// A client connection announcing a receive window of `window` bytes.
+async fn client_with_window(
+    addr: &str,
+    window: u32,
+) -> (h2::client::SendRequest<bytes::Bytes>, tokio::task::JoinHandle<()>) {
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (client, connection) = h2::client::Builder::new().initial_window_size(0).handshake(tcp).await.unwrap();
+    let (client, connection) = h2::client::Builder::new().initial_window_size(window).handshake(tcp).await.unwrap();
     let task = tokio::spawn(async move {
         let _ = connection.await;
     });
@@ -311,7 +319,12 @@ fn idle_http2_connections_are_sent_away() {
     runtime.block_on(async {
         let mut idle = Vec::new();
         for _ in 0..4 {
-            idle.push(window_zero_client(&server.grpc).await);
+            // One liveness call each: the server has taken the connection
+            // (and its slot) by the time it answers; then nothing.
+            let (mut client, connection) = client_with_window(&server.grpc, 65_535).await;
+            let live = status_of(&mut client, call("ServerLive", None, false), frame(false, &[]), Duration::from_secs(5));
+            assert_eq!(live.await, "0");
+            idle.push((client, connection));
         }
         let http = server.http.clone();
         let status = tokio::task::spawn_blocking(move || get(&http, "/v2/health/live").status).await.unwrap();

@@ -1596,3 +1596,113 @@ fn the_body_limit_follows_the_model() {
     s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
     assert!(waiting(read_reply(&mut s)), "a picture within --max-body is read");
 }
+
+/// Models made elsewhere, in one folder with ours: a classifier whose
+/// batch is fixed at 1 and whose output is logits (the ONNX Model Zoo's
+/// mnist-12 form) is served as Triton serves it (max_batch_size 0, its
+/// whole shape in the config and metadata, one image a request, never
+/// merged), its rows equal to `infer classify`'s, `/classify` applying
+/// softmax; a file ONNX Runtime cannot load stops the start (exit 2,
+/// naming it), or with `--exit-on-error false` is listed UNAVAILABLE with
+/// its reason while the others serve.
+#[test]
+fn models_made_elsewhere_are_served_or_listed_with_their_reason() {
+    use ae_onnx::{Dim, ValueInfoProto};
+    let dir = tmp();
+    let folder = dir.path().join("models");
+    std::fs::create_dir_all(&folder).unwrap();
+    let mut m = fixture_model("classifier", 8, 8);
+    let g = m.graph.as_mut().unwrap();
+    g.node.pop(); // the Softmax: logits out
+    g.input[0] = ValueInfoProto::tensor_f32("Input3", &[Dim::Fixed(1), Dim::Fixed(1), Dim::Fixed(8), Dim::Fixed(8)]);
+    g.node[0].input[0] = "Input3".into();
+    g.output = vec![ValueInfoProto::tensor_f32("logits", &[Dim::Fixed(1), Dim::Fixed(10)])];
+    std::fs::write(folder.join("zoo.onnx"), m.to_bytes()).unwrap();
+    std::fs::write(folder.join("classifier.onnx"), fixture_model("classifier", 8, 8).to_bytes()).unwrap();
+    std::fs::write(folder.join("broken.onnx"), b"not a model").unwrap();
+
+    // By default a model that does not load stops the start, naming it.
+    let args = ["serve", "--models", &folder.display().to_string(), "--http-port", "0", "--grpc-port", "0"];
+    let (code, _, err) = infer_cmd(&args);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("broken.onnx") && err.lines().count() <= 2, "{err}");
+
+    let server = Server::start(&folder, &["--exit-on-error", "false", "--log", "warn"]);
+    let a = server.http.as_str();
+    let states: Vec<_> = index(a, false).into_iter().map(|(n, _, s, r)| (n, s, r.contains("cannot load"))).collect();
+    assert_eq!(
+        states,
+        [
+            ("broken".to_string(), "UNAVAILABLE".to_string(), true),
+            ("classifier".into(), "READY".into(), false),
+            ("zoo".into(), "READY".into(), false)
+        ]
+    );
+    let config = get(a, "/v2/models/zoo/config").json();
+    assert_eq!(
+        (config["max_batch_size"].clone(), config["input"][0]["dims"].clone()),
+        (0.into(), serde_json::json!([1, 1, 8, 8]))
+    );
+    assert!(config.get("dynamic_batching").is_none_or(|d| d.is_null()), "{config}");
+    assert_eq!(get(a, "/v2/models/zoo").json()["inputs"][0]["shape"], serde_json::json!([1, 1, 8, 8]));
+
+    // Eight images, one a request from eight clients at once: each runs alone.
+    let pixels: Vec<u8> = (0..8 * 64).map(|i| ((i * 37) % 256) as u8).collect();
+    let images_path = dir.path().join("images");
+    idx::write_images(&images_path, &Images { count: 8, channels: 1, rows: 8, cols: 8, pixels: pixels.clone() }, false)
+        .unwrap();
+    let npy = dir.path().join("p.npy");
+    let (code, _, err) = infer_cmd(&[
+        "classify",
+        "--model",
+        &folder.join("zoo.onnx").display().to_string(),
+        "--images",
+        &images_path.display().to_string(),
+        "--probabilities",
+        &npy.display().to_string(),
+        "--quiet",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (_, want) = read_npy(&npy);
+    let x: Vec<f32> = pixels.iter().map(|&p| p as f32 / 255.0).collect();
+    let rows: Vec<Vec<f32>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let x = &x;
+                s.spawn(move || {
+                    let body = serde_json::to_vec(&serde_json::json!({"inputs": [
+                        {"name": "Input3", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": &x[i * 64..(i + 1) * 64]}
+                    ]}))
+                    .unwrap();
+                    json_rows(&request(a, "POST", "/v2/models/zoo/infer", &[], &body), "logits")
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (i, mut logits) in rows.into_iter().enumerate() {
+        infer::contract::softmax(&mut logits);
+        assert_eq!(bits(&logits), bits(&want[i * 10..(i + 1) * 10]), "image {i}: softmax of the served logits");
+    }
+    let text = String::from_utf8(get(a, "/metrics").body).unwrap();
+    let runs = metric(&text, r#"infer_batch_size_count{model="zoo",version="1"}"#);
+    assert_eq!((runs, metric(&text, r#"infer_batch_size_sum{model="zoo",version="1"}"#)), (8.0, 8.0), "{text}");
+    // Two images are more than it takes.
+    let two = serde_json::to_vec(&serde_json::json!({"inputs": [
+        {"name": "Input3", "shape": [2, 1, 8, 8], "datatype": "FP32", "data": &x[..128]}
+    ]}))
+    .unwrap();
+    let r = request(a, "POST", "/v2/models/zoo/infer", &[], &two);
+    assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+    // /classify reads the contract: softmax of the logits, the class classify names.
+    let png = {
+        let img = image::GrayImage::from_raw(8, 8, pixels[..64].to_vec()).unwrap();
+        let mut out = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+        out.into_inner()
+    };
+    let r = request(a, "POST", "/classify/zoo", &[("content-type", "image/png".into())], &png);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let p: Vec<f32> = serde_json::from_value(r.json()["probabilities"].clone()).unwrap();
+    assert_eq!(bits(&p), bits(&want[..10]));
+}

@@ -37,9 +37,10 @@ pub async fn classify(
     let model = state.models.get(&name, "")?;
     let Query(query) = query.map_err(|e| ApiError::bad(format!("bad query string: {e}")))?;
     let pre = preprocess(&query)?;
-    let Some(probabilities) = model.outputs.iter().position(|o| o.name == "probabilities") else {
-        return Err(ApiError::bad(format!("model {name:?} is not a classifier (it has no output \"probabilities\")")));
+    let Some(classifier) = &model.classifier else {
+        return Err(ApiError::bad(format!("model {name:?} is not a classifier (it has no [batch, classes] output)")));
     };
+    let scores = model.outputs.iter().position(|o| o.name == classifier.output).expect("the contract names an output");
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let (bytes, _reserved) = read_body(&state, &headers, body, BodyLimit::flag(&state.limits)).await?;
     let start = Instant::now();
@@ -49,9 +50,12 @@ pub async fn classify(
     let mut images = Vec::new();
     ae_core::idx::normalize_into(&pixels, &mut images); // [1, C, H, W] in [0, 1]
     let rows = model.infer(images, 1, None).await?;
-    let p = &rows[probabilities].data;
+    let mut p = rows[scores].data.clone();
+    if classifier.scores == crate::contract::Scores::Logits {
+        crate::contract::softmax(&mut p);
+    }
     // The class and its name exactly as infer classify picks them.
-    let (class, confidence) = crate::report::argmax(p);
+    let (class, confidence) = crate::report::argmax(&p);
     let class_name = model.class_names.get(class).cloned().unwrap_or_else(|| class.to_string());
     model.latency.observe(start.elapsed().as_secs_f64());
     Ok(Json(json!({
