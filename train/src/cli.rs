@@ -472,6 +472,12 @@ impl ClassifierArgs {
         set(&mut s.frozen_epochs, self.frozen_epochs);
         set(&mut s.finetune_lr, self.finetune_lr.map(Some));
         self.common.apply(s)?;
+        // The preset's smoothing belongs to its cross-entropy: --loss mse
+        // (the reference's) drops it; only a --label-smoothing the user
+        // gives beside --loss mse is refused.
+        if self.loss == Loss::Mse && self.label_smoothing.is_none() {
+            s.label_smoothing = 0.0;
+        }
         set(&mut s.label_smoothing, self.label_smoothing);
         training.validate()?;
         // IDX images pair with a labels file; an image folder carries its own.

@@ -120,7 +120,7 @@ pub struct CpuBf16 {
     pub amx_bf16: bool,
 }
 
-/// Set to `0` to make [`CpuBf16::detect`] report a CPU without bfloat16
+/// Set to `1` to make [`CpuBf16::detect`] report a CPU without bfloat16
 /// (the refusal's tests on machines that have it).
 pub const NO_BF16_ENV: &str = "TRAIN_PRETEND_NO_BF16";
 

@@ -819,6 +819,23 @@ fn bad_inputs_fail_before_training_with_exit_2() {
             "precision_half_on_cpu",
             vec!["autoencoder", "--precision", "16-mixed", "--out", o].into_iter().map(String::from).collect(),
         ),
+        // The reference's loss under the default preset gets as far as its
+        // run (it used to be refused for the preset's label smoothing)...
+        (
+            "loss_mse_reaches_the_run",
+            vec!["classifier", "--autoencoder", "nope", "--loss", "mse", "--out", o]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+        ),
+        // ...and smoothing the user asks for beside it is refused by name.
+        (
+            "loss_mse_with_smoothing",
+            vec!["classifier", "--autoencoder", "nope", "--loss", "mse", "--label-smoothing", "0.1", "--out", o]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+        ),
     ];
     let mut snapshot = String::new();
     for (name, args) in &cases {
