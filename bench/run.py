@@ -309,7 +309,7 @@ T.append("## 1. Training: the real `train` commands against the same epochs in P
 T.append(f"`train autoencoder` / `train classifier` (their training loop, progress bar and validation; the epoch's time "
          f"from their own `history.csv`, taken before the epoch's checkpoint is written) against `bench/torch_fit.py`, which does the same epochs in PyTorch "
          f"eager mode, as users write it (NCHW) and with `torch.channels_last` (PyTorch's advice): the same architecture, optimiser and learning-rate schedule, a seeded split (20 % validation), a new "
-         f"shuffle every epoch, one gather per batch, the classifier's random ±2-pixel shifts (quick preset), the loss read "
+         f"shuffle every epoch, one gather per batch, the classifier's random ±2-pixel shifts at batch 64 (the quick preset's network, trained as before it took the recipe: both sides get the same settings), the loss read "
          f"every batch, and a validation pass per epoch. Images/s = training images ÷ epoch 2's seconds (training + "
          f"validation; for the classifier epoch 2 is fine-tuning, after one epoch with the encoder frozen). Medians of "
          f"{ROUNDS} interleaved rounds; one process per sample.\n")
