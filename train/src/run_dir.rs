@@ -270,10 +270,38 @@ impl RunDir {
                 run.path.display()
             ))),
             _ => {
+                run.check_ours()?;
                 run.clear()?;
                 Ok((run, false))
             }
         }
+    }
+
+    /// Refuses to clear a folder whose run files were not written by a run
+    /// of this toolchain: the names in [`ARTIFACTS`] are common (`--out .`
+    /// in a folder of one's own would lose its `history.csv`, `loss.png`…).
+    /// A run's files come with its `config.json`, written first and removed
+    /// last, so a folder whose config.json is one is ours to clear.
+    fn check_ours(&self) -> Result<(), TrainError> {
+        let present: Vec<&str> = ARTIFACTS.iter().copied().filter(|n| *n != CONFIG && self.file(n).exists()).collect();
+        let config = self.file(CONFIG);
+        let ours = std::fs::read_to_string(&config)
+            .ok()
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+            .is_some_and(|v| v.get("model").is_some() && v.get("train").is_some());
+        if ours || (present.is_empty() && !config.exists()) {
+            return Ok(());
+        }
+        let mut named = present;
+        if config.exists() {
+            named.push(CONFIG);
+        }
+        Err(TrainError::Invalid(format!(
+            "{}: holds {} but no config.json of a run of this toolchain, so they were not written by one and are \
+             not cleared; move them, or choose another --out",
+            self.path.display(),
+            named.join(", ")
+        )))
     }
 
     /// Removes every file of an earlier run ([`ARTIFACTS`] and its

@@ -2924,3 +2924,49 @@ fn dropout_acts_only_in_training() {
     let bad = ClassifierConfig { encoder: ae, fc_units: 32, classes: 10, dropout: 1.0 }.validate();
     assert_eq!(bad.unwrap_err().to_string(), "--dropout must be a probability in [0, 1), got 1");
 }
+
+/// A fresh start clears only what a run of this toolchain wrote: in a
+/// folder of one's own whose `history.csv` and `loss.png` came with no
+/// run's `config.json`, `--force` refuses and names them, and they stay
+/// (they used to be deleted by name); with a run's config.json beside
+/// them, the old run is cleared as before.
+#[test]
+fn a_fresh_start_clears_only_a_runs_own_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (images, _) = mnist_subset(dir.path(), 200);
+    let mine = dir.path().join("mine");
+    std::fs::create_dir_all(&mine).unwrap();
+    std::fs::write(mine.join("history.csv"), "my own notes\n").unwrap();
+    std::fs::write(mine.join("loss.png"), b"my own figure").unwrap();
+    let args = |out: &Path| {
+        vec![
+            "autoencoder".to_string(),
+            "--images".into(),
+            images.display().to_string(),
+            "--layers".into(),
+            "1".into(),
+            "--epochs".into(),
+            "1".into(),
+            "--threads".into(),
+            "1".into(),
+            "--quiet".into(),
+            "--force".into(),
+            "--out".into(),
+            out.display().to_string(),
+        ]
+    };
+    let a = args(&mine);
+    let (code, _, err) = run(&a.iter().map(String::as_str).collect::<Vec<_>>(), None);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("holds history.csv, loss.png but no config.json of a run of this toolchain"), "{err}");
+    assert_eq!(std::fs::read_to_string(mine.join("history.csv")).unwrap(), "my own notes\n");
+    assert!(mine.join("loss.png").exists());
+    // A run's own folder is cleared and trained again.
+    let ours = dir.path().join("ours");
+    let a = args(&ours);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let (code, _, err) = run(&a, None);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = run(&a, None);
+    assert_eq!(code, 0, "a second --force on a run's folder: {err}");
+}

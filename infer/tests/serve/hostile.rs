@@ -322,7 +322,8 @@ fn idle_http2_connections_are_sent_away() {
             // One liveness call each: the server has taken the connection
             // (and its slot) by the time it answers; then nothing.
             let (mut client, connection) = client_with_window(&server.grpc, 65_535).await;
-            let live = status_of(&mut client, call("ServerLive", None, false), frame(false, &[]), Duration::from_secs(5));
+            let live =
+                status_of(&mut client, call("ServerLive", None, false), frame(false, &[]), Duration::from_secs(5));
             assert_eq!(live.await, "0");
             idle.push((client, connection));
         }
