@@ -11,15 +11,27 @@ use std::path::{Path, PathBuf};
 /// (`.notes.123.tmp` is someone else's).
 pub const PARTIAL_SUFFIX: &str = ".ae-partial";
 
-/// The temporary file that stages `name` for process `pid`.
-fn partial_name(name: &std::ffi::OsStr, pid: u32) -> String {
-    format!(".{}.{pid}{PARTIAL_SUFFIX}", name.to_string_lossy())
+/// The temporary file that stages `name` for process `pid`; `attempt`
+/// above 0 when a live writer holds the plain name (the same PID in
+/// another PID namespace writing the same target): `.NAME.PID-K.ae-partial`.
+fn partial_name(name: &std::ffi::OsStr, pid: u32, attempt: u32) -> String {
+    match attempt {
+        0 => format!(".{}.{pid}{PARTIAL_SUFFIX}", name.to_string_lossy()),
+        k => format!(".{}.{pid}-{k}{PARTIAL_SUFFIX}", name.to_string_lossy()),
+    }
 }
 
 /// Whether `name` is a temporary file of this toolchain.
 fn is_partial(name: &str) -> bool {
     let Some(stem) = name.strip_prefix('.').and_then(|n| n.strip_suffix(PARTIAL_SUFFIX)) else { return false };
-    stem.rsplit_once('.').is_some_and(|(target, pid)| !target.is_empty() && pid.parse::<u32>().is_ok())
+    let number = |s: &str| s.parse::<u32>().is_ok();
+    stem.rsplit_once('.').is_some_and(|(target, pid)| {
+        !target.is_empty()
+            && match pid.split_once('-') {
+                None => number(pid),
+                Some((pid, k)) => number(pid) && number(k),
+            }
+    })
 }
 
 /// Removes the temporary files that writers no longer alive left in `dir`
@@ -46,26 +58,42 @@ pub fn remove_stale(dir: &Path) {
     }
 }
 
-/// Creates `tmp` and takes its exclusive lock, so that from then on no
-/// sweeper removes it. A sweeper may find the file between the two calls
-/// and remove it; the writer then sees that the path is no longer its file
-/// (or that the sweeper holds the lock) and creates it again.
-fn create_locked(tmp: &Path) -> io::Result<(File, File)> {
+/// What became of an attempt to take a temporary file.
+enum Take {
+    Taken(File, File),
+    /// A live writer holds it (its lock is taken): never touched.
+    Held,
+}
+
+/// Opens `tmp` (created if missing, never truncated before it is ours) and
+/// takes its exclusive lock, so that from then on no sweeper removes it;
+/// only then is it emptied. A file whose lock another writer holds is left
+/// as it is ([`Take::Held`]). A sweeper may remove the file between the
+/// open and the lock; the writer then sees that the path is no longer its
+/// file and opens it again.
+fn create_locked(tmp: &Path) -> io::Result<Take> {
     use std::os::unix::fs::MetadataExt;
     for _ in 0..100 {
-        let file = File::create(tmp)?;
+        let file = fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(tmp)?;
         let lock = file.try_clone()?;
         match lock.try_lock() {
             Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => continue,
+            Err(fs::TryLockError::WouldBlock) => {
+                // The sweeper holds it for a moment; a writer for as long as it writes.
+                let (held, there) = (lock.metadata()?, fs::metadata(tmp));
+                if there.is_ok_and(|m| (m.dev(), m.ino()) == (held.dev(), held.ino())) {
+                    return Ok(Take::Held);
+                }
+                continue;
+            }
             Err(fs::TryLockError::Error(e)) => {
-                let _ = fs::remove_file(tmp);
                 return Err(io::Error::other(format!("cannot lock the temporary file {}: {e}", tmp.display())));
             }
         }
         let (ours, there) = (lock.metadata()?, fs::metadata(tmp));
         if there.is_ok_and(|m| (m.dev(), m.ino()) == (ours.dev(), ours.ino())) {
-            return Ok((file, lock));
+            file.set_len(0)?;
+            return Ok(Take::Taken(file, lock));
         }
     }
     Err(io::Error::other(format!("{}: removed by another process each time it was created", tmp.display())))
@@ -102,9 +130,13 @@ impl Staged {
             return Err(io::Error::new(io::ErrorKind::NotFound, format!("directory {} does not exist", dir.display())));
         }
         remove_stale(&dir);
-        let tmp = dir.join(partial_name(name, std::process::id()));
-        let (file, lock) = create_locked(&tmp)?;
-        Ok((Staged { target, tmp, committed: false, _lock: lock }, file))
+        for attempt in 0..64 {
+            let tmp = dir.join(partial_name(name, std::process::id(), attempt));
+            if let Take::Taken(file, lock) = create_locked(&tmp)? {
+                return Ok((Staged { target, tmp, committed: false, _lock: lock }, file));
+            }
+        }
+        Err(io::Error::other(format!("{}: 64 live writers stage it already", target.display())))
     }
 
     pub fn path(&self) -> &Path {
@@ -205,7 +237,11 @@ mod tests {
         let (writer, _file) = Staged::create(p("live.csv")).unwrap();
         // Writers that died: unlocked files, whichever PID they name (the
         // highest one Linux allows, 4194304, and this very process's).
-        let dead = [partial_name("p.csv".as_ref(), 4_194_304), partial_name("q.csv".as_ref(), std::process::id())];
+        let dead = [
+            partial_name("p.csv".as_ref(), 4_194_304, 0),
+            partial_name("q.csv".as_ref(), std::process::id(), 0),
+            partial_name("r.csv".as_ref(), 12, 3),
+        ];
         let theirs = [".notes.7.tmp".to_string(), format!("notes.7{PARTIAL_SUFFIX}"), "keep.csv".into()];
         for n in dead.iter().chain(&theirs) {
             fs::write(p(n), b"x").unwrap();
@@ -220,5 +256,28 @@ mod tests {
         }
         writer.commit().unwrap();
         assert!(p("live.csv").exists());
+    }
+
+    /// A second writer of the same target under the same PID (another PID
+    /// namespace's process, sharing the volume) never truncates the first
+    /// one's staged bytes: it stages under a name of its own, and both
+    /// commit whole files. (The temporary file used to be opened with
+    /// O_TRUNC before its lock was tried.)
+    #[test]
+    fn a_live_stage_of_the_same_name_is_never_truncated() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out.csv");
+        // The other writer: the plain name for this PID, locked, half written.
+        let theirs = dir.path().join(partial_name("out.csv".as_ref(), std::process::id(), 0));
+        let mut other = File::create(&theirs).unwrap();
+        other.write_all(b"their first half").unwrap();
+        other.try_lock().unwrap();
+        let (staged, mut file) = Staged::create(&target).unwrap();
+        assert_ne!(staged.staged_path(), theirs.as_path(), "a name of its own");
+        assert_eq!(fs::read(&theirs).unwrap(), b"their first half", "the live stage was truncated");
+        file.write_all(b"ours").unwrap();
+        staged.commit().unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"ours");
+        assert_eq!(fs::read(&theirs).unwrap(), b"their first half");
     }
 }
