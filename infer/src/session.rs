@@ -409,14 +409,6 @@ impl ModelSession {
         self.metadata.get("class_names").and_then(|v| serde_json::from_str::<Vec<String>>(v).ok())
     }
 
-    /// A name for each of `classes` classes: the metadata's when it has
-    /// that many, else the indices.
-    pub fn class_names(&self, classes: usize) -> Vec<String> {
-        self.metadata_class_names()
-            .filter(|n| n.len() == classes)
-            .unwrap_or_else(|| (0..classes).map(|c| c.to_string()).collect())
-    }
-
     pub fn output(&self, name: &str) -> Option<&TensorSpec> {
         self.outputs.iter().find(|o| o.name == name)
     }

@@ -121,13 +121,18 @@ pub fn classify(opts: &RunOptions, c: &ClassifyOptions, out: &mut dyn Write) -> 
     let mut samples: [Vec<Tile>; 2] = [Vec::new(), Vec::new()];
     let seconds = stream(&mut session, &mut source, opts.batch_size, |pixels, outputs| {
         let scores = outputs.iter().find(|o| o.name == contract.output).expect("checked");
-        // Reports and --top use probabilities whatever the model gives.
-        let mut probs = scores.rows().to_owned();
-        if contract.scores == Scores::Logits {
-            for mut row in probs.rows_mut() {
-                contract::softmax(row.as_slice_mut().expect("a standard-layout row"));
+        // Reports, confidences and --probabilities are probabilities
+        // whatever the model gives; a copy only for logits.
+        let probs = match contract.scores {
+            Scores::Probabilities => ndarray::CowArray::from(scores.rows()),
+            Scores::Logits => {
+                let mut p = scores.rows().to_owned();
+                for mut row in p.rows_mut() {
+                    contract::softmax(row.as_slice_mut().expect("a standard-layout row"));
+                }
+                ndarray::CowArray::from(p)
             }
-        }
+        };
         if let (Some(w), Some(p)) = (probs_npy.as_mut(), &c.probabilities) {
             w.write_rows(probs.view()).map_err(InferError::write(p))?;
         }
