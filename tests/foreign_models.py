@@ -8,21 +8,29 @@ exports it with `torch.onnx.export` in the forms users bring:
 - channels last with a final softmax and Keras-style class labels in the
   metadata;
 - uint8 pixels in (the graph scales them);
+- float16 pixels in (the graph widens them);
 - a 3×32×32 colour model trained on normalised inputs (per-channel mean
   and std), classified with --preprocess resize and --normalize;
 - two outputs (logits and features), which --output chooses between.
-Then serves all six from one folder with `--exit-on-error false`: the
-float32 channels-first ones (the batch-1 one as Triton serves it,
-max_batch_size 0) answer tritonclient bit for bit as onnxruntime does; the
-channels-last and uint8 ones are listed UNAVAILABLE with the reason.
-
 For each, `infer classify --labels` must report the accuracy and the very
 predictions that onnxruntime's argmax gives in Python on the same inputs
 (what infer fed the model, read back from its --inputs .npy, put in the
-form the model takes here). The refusals are exact one-line errors.
+form the model takes here).
+
+Then serves all seven from one folder, each in its own layout and
+datatype (the batch-1 one as Triton serves it, max_batch_size 0), and
+classifies the same test images through tritonclient, HTTP and gRPC in
+turn: every answer bit for bit onnxruntime's on the same batch, so the
+served accuracy is the CLI's.
+
+The refusals are one-line errors held in a snapshot,
+tests/snapshots/foreign_models_refusals.txt (`UPDATE_SNAPSHOTS=1` writes
+it anew; the difference is printed when it does not match).
 
 usage: foreign_models.py BIN_DIR DATA_DIR
 """
+
+import difflib
 
 import csv
 import json
@@ -95,6 +103,15 @@ class Uint8In(nn.Module):
         return self.net(x.float() / 255.0)
 
 
+class Float16In(nn.Module):
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):  # float16 [N, 1, 28, 28]
+        return self.net(x.float())
+
+
 class TwoOutputs(nn.Module):
     def __init__(self, net):
         super().__init__()
@@ -143,6 +160,7 @@ def main():
         export(net, x1[:1], p("mnist-12"), ["Input3"], ["Plus214_Output_0"], dynamic=False)
         export(ChannelsLastSoftmax(net), torch.zeros(2, 28, 28, 1), p("nhwc"), ["input_1"], ["dense_2"], labels=names)
         export(Uint8In(net), torch.zeros(2, 1, 28, 28, dtype=torch.uint8), p("uint8"), ["pixels"], ["logits"])
+        export(Float16In(net), torch.zeros(2, 1, 28, 28, dtype=torch.float16), p("float16"), ["x"], ["logits"])
         export(colour, torch.zeros(2, 3, 32, 32), p("colour"), ["image"], ["logits"])
         export(TwoOutputs(net), x1, p("two"), ["input"], ["logits", "features"])
 
@@ -153,12 +171,14 @@ def main():
         ("mnist-12", [], lambda x: x, "Plus214_Output_0", None),
         ("nhwc", [], lambda x: x.transpose(0, 2, 3, 1), "dense_2", names),
         ("uint8", [], lambda x: np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8), "logits", None),
+        ("float16", [], lambda x: x.astype(np.float16), "logits", None),
         ("colour", ["--preprocess", "resize", "--normalize", norm],
          lambda x: ((x - np.array(COLOUR_MEAN, np.float32).reshape(1, 3, 1, 1))
                     / np.array(COLOUR_STD, np.float32).reshape(1, 3, 1, 1)).astype(np.float32), "logits", None),
         ("two", ["--output", "logits"], lambda x: x, "logits", None),
     ]
     passed = 0
+    served_forms = []
     for name, flags, feed, output, expected_names in forms:
         inputs, preds = os.path.join(tmp, name + ".inputs.npy"), os.path.join(tmp, name + ".csv")
         run = subprocess.run([infer, "classify", "--model", p(name), "--images", images, "--labels", labels,
@@ -183,84 +203,98 @@ def main():
         assert f"output `{output}`" in run.stderr, f"{name}: what was assumed is not said: {run.stderr}"
         print(f"ok   {name}: accuracy {accuracy:.4f} on {TEST_IMAGES} images, every prediction onnxruntime's "
               f"({run.stderr.splitlines()[0].split(': ', 1)[1]})")
+        served_forms.append((name, fed, output, accuracy))
         passed += 1
 
-    # Refusals: one line each, naming the file and what to do.
-    refusals = [
-        (["--model", p("two")], f"error: {p('two')}: model has outputs logits [N, 10], features [N, 84], several of "
-         "which could be a classifier: choose one with --output"),
-        (["--model", p("two"), "--output", "logit"], f"error: {p('two')}: --output \"logit\" is not an output of the "
-         "model (it has logits [N, 10], features [N, 84])"),
-        (["--model", p("nhwc"), "--layout", "nchw"], f"error: {p('nhwc')}: model input input_1 has shape [N, 28, 28, 1],"
-         " expected [batch, C, H, W] or [batch, H, W, C] with C = 1 or 3 and a fixed height and width in the --layout "
-         "given"),
-        (["--model", p("uint8"), "--normalize", "imagenet"], f"error: {p('uint8')}: --normalize applies to float "
-         "inputs; input pixels takes uint8 pixels (0–255) and normalises them itself"),
-        (["--model", p("logits"), "--class-names", "a,b,c"], f"error: {p('logits')}: --class-names gives 3 class "
-         "names, but output `logits` has 10 classes"),
-        (["--model", p("colour"), "--normalize", "0.1,0.2,0.3,0.4"], f"error: {p('colour')}: --normalize has 2 values "
-         "per statistic for a model of 3 channels (give 1 or 3)"),
-    ]
-    for args, want in refusals:
-        run = subprocess.run([infer, "classify", "--images", images, "--quiet", *args], capture_output=True, text=True)
-        assert run.returncode == 2, f"{args}: exit {run.returncode}: {run.stderr}"
-        assert run.stderr.strip() == want, f"{args}:\n got: {run.stderr.strip()}\nwant: {want}"
-        passed += 1
-    passed += served(infer, tmp, p, np.load(os.path.join(tmp, "logits.inputs.npy"))[:16])
+    passed += refusals(infer, images, p, tmp)
+    passed += served(infer, tmp, p, served_forms, truth)
     print(f"foreign_models: {passed} passed, 0 failed")
 
 
-def served(infer, tmp, p, x):
-    """The six forms in one served folder; returns the checks passed."""
+SNAPSHOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "snapshots", "foreign_models_refusals.txt")
+
+
+def refusals(infer, images, p, tmp):
+    """Each refusal exits 2 with one line; all of them held in SNAPSHOT."""
+    cases = [
+        ["--model", p("two")],
+        ["--model", p("two"), "--output", "logit"],
+        ["--model", p("nhwc"), "--layout", "nchw"],
+        ["--model", p("uint8"), "--normalize", "imagenet"],
+        ["--model", p("logits"), "--class-names", "a,b,c"],
+        ["--model", p("colour"), "--normalize", "0.1,0.2,0.3,0.4"],
+        ["--model", p("logits"), "--input", "image"],
+        ["--model", p("logits"), "--scores", "probabilities", "--output", "nothing"],
+    ]
+    lines = []
+    for args in cases:
+        run = subprocess.run([infer, "classify", "--images", images, "--quiet", *args], capture_output=True, text=True)
+        shown = " ".join(a.replace(tmp, "[TMP]") for a in args)
+        assert run.returncode == 2, f"{shown}: exit {run.returncode}: {run.stderr}"
+        assert len(run.stderr.strip().splitlines()) == 1, f"{shown}: not one line: {run.stderr}"
+        lines.append(f"$ infer classify {shown}\n{run.stderr.strip().replace(tmp, '[TMP]')}\n")
+    got = "\n".join(lines)
+    if os.environ.get("UPDATE_SNAPSHOTS") == "1":
+        with open(SNAPSHOT + ".tmp", "w") as f:
+            f.write(got)
+        os.replace(SNAPSHOT + ".tmp", SNAPSHOT)
+    want = open(SNAPSHOT).read()
+    if got != want:
+        diff = "".join(difflib.unified_diff(want.splitlines(True), got.splitlines(True), SNAPSHOT, "this run"))
+        raise AssertionError(f"the refusals differ from their snapshot (UPDATE_SNAPSHOTS=1 accepts them):\n{diff}")
+    print(f"ok   {len(cases)} refusals: one line each, exit 2, as {os.path.relpath(SNAPSHOT)} holds them")
+    return len(cases)
+
+
+def served(infer, tmp, p, forms, truth):
+    """Every form from one served folder, in its own layout and datatype:
+    the same test images through tritonclient, HTTP and gRPC in turn,
+    bit for bit onnxruntime's on the same batches; returns the checks
+    passed."""
     folder = os.path.join(tmp, "served")
     os.makedirs(folder)
-    forms = ("logits", "mnist-12", "two", "nhwc", "uint8", "colour")
-    for name in forms:
+    for name, *_ in forms:
         shutil.copy(p(name), os.path.join(folder, name + ".onnx"))
     server = subprocess.Popen([infer, "serve", "--models", folder, "--http-port", "0", "--grpc-port", "0",
-                               "--exit-on-error", "false", "--log", "error", "--threads", "1"],
-                              stdout=subprocess.PIPE, text=True)
+                               "--log", "error", "--threads", "1"], stdout=subprocess.PIPE, text=True)
     checks = 0
     try:
         words = server.stdout.readline().split()
         http_url = next(w for w in words if w.startswith("http://"))[len("http://"):]
         grpc_url = next(w for w in words if w.startswith("grpc://"))[len("grpc://"):]
         h, g = httpclient.InferenceServerClient(http_url), grpcclient.InferenceServerClient(grpc_url)
-        index = {m["name"]: (m["state"], m.get("reason", "")) for m in h.get_model_repository_index()}
-        for name in forms:
-            state, reason = index[name]
-            if name in ("logits", "mnist-12", "two", "colour"):
-                assert state == "READY", f"{name}: {state} {reason}"
-            else:
-                assert state == "UNAVAILABLE" and "infer serve takes float32" in reason, f"{name}: {state} {reason}"
-            checks += 1
+        index = {m["name"]: m["state"] for m in h.get_model_repository_index()}
+        assert all(index[name] == "READY" for name, *_ in forms), index
         config = h.get_model_config("mnist-12")
         assert config["max_batch_size"] == 0 and config["input"][0]["dims"] == [1, 1, 28, 28], config
         checks += 1
-        # The batch-1 model, one image a request over HTTP; the others, 16 at once over gRPC.
-        zoo = ort.InferenceSession(p("mnist-12"), providers=["CPUExecutionProvider"])
-        for i in range(len(x)):
-            inp = httpclient.InferInput("Input3", [1, 1, 28, 28], "FP32")
-            inp.set_data_from_numpy(x[i:i + 1])
-            got = h.infer("mnist-12", [inp]).as_numpy("Plus214_Output_0")
-            want = zoo.run(None, {"Input3": x[i:i + 1]})[0]
-            assert np.array_equal(got.view(np.uint32), want.view(np.uint32)), f"mnist-12 image {i}"
-        checks += 1
-        for name, output in (("logits", "logits"), ("two", "features")):
+        datatypes = {np.float32: "FP32", np.float16: "FP16", np.uint8: "UINT8"}
+        for name, fed, output, accuracy in forms:
             session = ort.InferenceSession(p(name), providers=["CPUExecutionProvider"])
-            inp = grpcclient.InferInput("input", list(x.shape), "FP32")
-            inp.set_data_from_numpy(x)
-            got = g.infer(name, [inp]).as_numpy(output)
-            want = session.run([output], {"input": x})[0]
-            assert np.array_equal(got.view(np.uint32), want.view(np.uint32)), f"{name}: not onnxruntime's bits"
+            meta = h.get_model_metadata(name)["inputs"][0]
+            datatype = datatypes[fed.dtype.type]
+            assert meta["datatype"] == datatype and meta["shape"][1:] == list(fed.shape[1:]), f"{name}: {meta}"
+            step = 1 if name == "mnist-12" else 64
+            predicted = []
+            for k, i in enumerate(range(0, len(fed), step)):
+                part = fed[i:i + step]
+                client, module = (h, httpclient) if k % 2 == 0 else (g, grpcclient)
+                inp = module.InferInput(meta["name"], list(part.shape), datatype)
+                inp.set_data_from_numpy(part)
+                got = client.infer(name, [inp]).as_numpy(output)
+                want = session.run([output], {meta["name"]: part})[0].reshape(got.shape)
+                assert np.array_equal(got.view(np.uint32), want.view(np.uint32)), f"{name}: images {i}+: not onnxruntime's bits"
+                predicted.append(got.argmax(1))
+            served_accuracy = float((np.concatenate(predicted) == truth).mean())
+            assert served_accuracy == accuracy, f"{name}: served {served_accuracy}, infer classify {accuracy}"
+            print(f"ok   served {name} ({datatype} {meta['shape']}): accuracy {served_accuracy:.4f}, every answer "
+                  "onnxruntime's bits")
             checks += 1
         h.close()
         g.close()
     finally:
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=30) == 0
-    print(f"ok   served: the float32 channels-first forms bit for bit through tritonclient (mnist-12 with "
-          "max_batch_size 0); nhwc and uint8 UNAVAILABLE with the reason")
     return checks
 
 

@@ -69,6 +69,33 @@ impl Element {
             Element::U8 => "uint8",
         }
     }
+
+    /// The Open Inference Protocol's datatype for it.
+    pub fn datatype(self) -> &'static str {
+        match self {
+            Element::F32 => "FP32",
+            Element::F16 => "FP16",
+            Element::U8 => "UINT8",
+        }
+    }
+
+    /// Bytes per value in a binary payload.
+    pub fn size(self) -> usize {
+        match self {
+            Element::F32 => 4,
+            Element::F16 => 2,
+            Element::U8 => 1,
+        }
+    }
+
+    /// Little-endian values of this type as float32 (exact for each).
+    pub fn decode(self, bytes: &[u8]) -> Vec<f32> {
+        match self {
+            Element::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+            Element::F16 => bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+            Element::U8 => bytes.iter().map(|&b| f32::from(b)).collect(),
+        }
+    }
 }
 
 /// Per-channel normalisation of [0, 1] pixels before the model, for models
@@ -304,6 +331,57 @@ fn layout_of(dims: &[Dim], given: Option<Layout>) -> Option<(Layout, [usize; 3])
     }
 }
 
+/// How `[N, C, H, W]` pixels in [0, 1] become a model's own input values:
+/// normalised per channel, in its layout, and for a uint8 input the
+/// pixel values 0–255. Float16 inputs keep float32 values here; the run
+/// rounds them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputForm {
+    pub element: Element,
+    pub layout: Layout,
+    /// `[C, H, W]` of one image.
+    pub image: [usize; 3],
+    pub normalize: Normalize,
+}
+
+impl InputForm {
+    /// Whether pixels are the model's values already (float32 NCHW in
+    /// [0, 1]): nothing to convert.
+    pub fn takes_pixels(&self) -> bool {
+        self.element == Element::F32 && self.layout == Layout::Nchw && self.normalize == Normalize::None
+    }
+
+    /// The dimensions of one image in the model's layout.
+    pub fn dims(&self) -> [usize; 3] {
+        let [c, h, w] = self.image;
+        match self.layout {
+            Layout::Nchw => [c, h, w],
+            Layout::Nhwc => [h, w, c],
+        }
+    }
+
+    /// `pixels` (`[n, C, H, W]` in [0, 1]) as the model's values.
+    pub fn values(&self, pixels: &[f32]) -> Vec<f32> {
+        let [c, h, w] = self.image;
+        let hw = h * w;
+        let mut out = vec![0f32; pixels.len()];
+        for (image, target) in pixels.chunks_exact(c * hw).zip(out.chunks_exact_mut(c * hw)) {
+            for ch in 0..c {
+                let (mean, std) = self.normalize.channel(ch).unwrap_or((0.0, 1.0));
+                for p in 0..hw {
+                    let v = (image[ch * hw + p] - mean) / std;
+                    let v = if self.element == Element::U8 { (v * 255.0).round().clamp(0.0, 255.0) } else { v };
+                    match self.layout {
+                        Layout::Nchw => target[ch * hw + p] = v,
+                        Layout::Nhwc => target[p * c + ch] = v,
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
 impl ModelSession {
     pub fn open(path: impl AsRef<Path>, opts: &SessionOptions) -> Result<ModelSession, SessionError> {
         let path = path.as_ref().to_path_buf();
@@ -439,56 +517,80 @@ impl ModelSession {
     /// Whether the model takes exactly what callers hand over: float32
     /// `[N, C, H, W]` in [0, 1], any batch. Such a run copies nothing.
     pub fn takes_as_is(&self) -> bool {
-        self.input.element == Element::F32
-            && self.layout == Layout::Nchw
-            && self.fixed_batch.is_none()
-            && self.normalize == Normalize::None
+        self.form().takes_pixels() && self.fixed_batch.is_none()
+    }
+
+    /// How pixels become this model's input values.
+    pub fn form(&self) -> InputForm {
+        InputForm {
+            element: self.input.element,
+            layout: self.layout,
+            image: [self.channels, self.height, self.width],
+            normalize: self.normalize.clone(),
+        }
     }
 
     /// Runs one batch of `[batch, C, H, W]` images in [0, 1]; returns every
-    /// output, in the model's order, batch first. A model with a fixed
-    /// batch runs in pieces of that size (the last one padded with blank
-    /// images, whose rows are dropped).
+    /// output, in the model's order, batch first.
     pub fn run(&mut self, images: &[f32], batch: usize) -> Result<Vec<Output>, SessionError> {
-        if self.takes_as_is() {
-            let run_err = |e: &dyn std::fmt::Display| SessionError::Run { path: self.path.clone(), msg: e.to_string() };
-            let x = ArrayView4::from_shape((batch, self.channels, self.height, self.width), images)
-                .map_err(|e| run_err(&e))?;
-            let tensor = TensorRef::from_array_view(x).map_err(|e| run_err(&e))?;
-            return self.run_tensor(tensor, batch);
+        let form = self.form();
+        if form.takes_pixels() {
+            return self.run_values(images, batch);
         }
+        self.run_values(&form.values(images), batch)
+    }
+
+    /// Runs one batch of the model's own input values (its layout, its
+    /// element's values held as float32: what a client of the protocol
+    /// sends); returns every output, in the model's order, batch first. A
+    /// model with a fixed batch runs in pieces of that size (the last one
+    /// padded with zeros, whose rows are dropped).
+    pub fn run_values(&mut self, values: &[f32], batch: usize) -> Result<Vec<Output>, SessionError> {
         let per = self.channels * self.height * self.width;
         let piece = self.fixed_batch.unwrap_or(batch).max(1);
         let mut parts: Vec<Vec<Output>> = Vec::new();
         for start in (0..batch).step_by(piece) {
             let n = piece.min(batch - start);
             let rows = self.fixed_batch.unwrap_or(n);
-            let mut x = vec![0f32; rows * per];
-            self.prepare(&images[start * per..(start + n) * per], &mut x[..n * per]);
             let shape = match self.layout {
                 Layout::Nchw => [rows, self.channels, self.height, self.width],
                 Layout::Nhwc => [rows, self.height, self.width, self.channels],
             };
+            let given = &values[start * per..(start + n) * per];
+            // Only a short last piece of a fixed batch needs a copy (its
+            // padding) in float32.
+            let padded;
+            let x: &[f32] = if rows == n {
+                given
+            } else {
+                padded = [given, &vec![0.0; (rows - n) * per]].concat();
+                &padded
+            };
             let run_err = |e: &dyn std::fmt::Display| SessionError::Run { path: self.path.clone(), msg: e.to_string() };
             let outputs = match self.input.element {
                 Element::F32 => {
-                    let a = ndarray::Array4::from_shape_vec(shape, x).map_err(|e| run_err(&e))?;
-                    let tensor = TensorRef::from_array_view(a.view()).map_err(|e| run_err(&e))?;
+                    let a = ArrayView4::from_shape(shape, x).map_err(|e| run_err(&e))?;
+                    let tensor = TensorRef::from_array_view(a).map_err(|e| run_err(&e))?;
                     self.run_tensor(tensor, rows)?
                 }
                 Element::F16 => {
-                    let a = ndarray::Array4::from_shape_vec(shape, x.into_iter().map(half::f16::from_f32).collect())
+                    let a = ndarray::Array4::from_shape_vec(shape, x.iter().map(|&v| half::f16::from_f32(v)).collect())
                         .map_err(|e| run_err(&e))?;
                     let tensor = TensorRef::from_array_view(a.view()).map_err(|e| run_err(&e))?;
                     self.run_tensor(tensor, rows)?
                 }
                 Element::U8 => {
-                    let bytes = x.into_iter().map(|v| (v * 255.0).round().clamp(0.0, 255.0) as u8).collect();
-                    let a = ndarray::Array4::from_shape_vec(shape, bytes).map_err(|e| run_err(&e))?;
+                    // Whole numbers 0–255 already (InputForm, or a request
+                    // checked by the server): the cast is exact.
+                    let a = ndarray::Array4::from_shape_vec(shape, x.iter().map(|&v| v as u8).collect())
+                        .map_err(|e| run_err(&e))?;
                     let tensor = TensorRef::from_array_view(a.view()).map_err(|e| run_err(&e))?;
                     self.run_tensor(tensor, rows)?
                 }
             };
+            if rows == batch {
+                return Ok(outputs);
+            }
             // Padding's rows go.
             parts.push(
                 outputs
@@ -514,23 +616,6 @@ impl ModelSession {
                 Ok(Output { name, values })
             })
             .collect()
-    }
-
-    /// `[n, C, H, W]` in [0, 1] → normalised, in the model's layout.
-    fn prepare(&self, images: &[f32], out: &mut [f32]) {
-        let (c, hw) = (self.channels, self.height * self.width);
-        for (image, target) in images.chunks_exact(c * hw).zip(out.chunks_exact_mut(c * hw)) {
-            for ch in 0..c {
-                let (mean, std) = self.normalize.channel(ch).unwrap_or((0.0, 1.0));
-                for p in 0..hw {
-                    let v = (image[ch * hw + p] - mean) / std;
-                    match self.layout {
-                        Layout::Nchw => target[ch * hw + p] = v,
-                        Layout::Nhwc => target[p * c + ch] = v,
-                    }
-                }
-            }
-        }
     }
 
     /// Runs the input tensor of `rows` images; every output as float32,

@@ -23,6 +23,7 @@ use super::proto::model_infer_response::InferOutputTensor;
 use super::proto::model_metadata_response::TensorMetadata;
 use super::proto::*;
 use super::queue::OutputRows;
+use crate::session::Element;
 
 #[derive(Debug, Clone)]
 pub struct GrpcService {
@@ -175,6 +176,35 @@ fn requested_outputs(
         .collect()
 }
 
+/// An input's typed contents, in the field of its datatype (the
+/// protocol's: `fp32_contents` for FP32, `uint_contents` for UINT8; FP16
+/// has none, so it comes as raw contents); any other field set is refused.
+fn typed_contents(name: &str, element: Element, contents: InferTensorContents) -> Result<Vec<f32>, ApiError> {
+    let (field, values, rest) = match element {
+        Element::F32 => {
+            let values = contents.fp32_contents.clone();
+            ("fp32_contents", values, InferTensorContents { fp32_contents: Vec::new(), ..contents })
+        }
+        Element::U8 => {
+            // Above 255 a value is named by the range check, not wrapped.
+            let values = contents.uint_contents.iter().map(|&v| v.min(256) as f32).collect();
+            ("uint_contents", values, InferTensorContents { uint_contents: Vec::new(), ..contents })
+        }
+        Element::F16 => {
+            return Err(ApiError::bad(format!(
+                "input {name:?} is FP16, which has no typed contents in the protocol; send it in raw_input_contents"
+            )))
+        }
+    };
+    if rest != InferTensorContents::default() {
+        return Err(ApiError::bad(format!(
+            "input {name:?} is {}: its values go in {field}, and the request sets another contents field",
+            element.datatype()
+        )));
+    }
+    Ok(values)
+}
+
 /// The inputs of a gRPC request: raw bytes when `raw_input_contents` is
 /// used (one entry per input, in order), typed contents otherwise.
 fn decode_inputs(
@@ -209,22 +239,24 @@ fn decode_inputs(
                         bytes.len()
                     )));
                 }
-                if input.contents.as_ref().is_some_and(|c| !c.fp32_contents.is_empty()) {
+                if input.contents.as_ref().is_some_and(|c| *c != Default::default()) {
                     return Err(ApiError::bad(format!(
                         "input {:?} has both contents and raw_input_contents",
                         input.name
                     )));
                 }
-                if bytes.len() != count * 4 {
+                let element = model.input.element;
+                if bytes.len() != count * element.size() {
                     return Err(ApiError::bad(format!(
-                        "input {:?}: raw_input_contents holds {} bytes but shape {} of FP32 needs {}",
+                        "input {:?}: raw_input_contents holds {} bytes but shape {} of {} needs {}",
                         input.name,
                         bytes.len(),
                         super::model::shape_string(&input.shape),
-                        count * 4
+                        element.datatype(),
+                        count * element.size()
                     )));
                 }
-                bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+                element.decode(&bytes)
             }
             None if size.is_some() => {
                 return Err(ApiError::bad(format!(
@@ -232,7 +264,7 @@ fn decode_inputs(
                     input.name
                 )))
             }
-            None => input.contents.map(|c| c.fp32_contents).unwrap_or_default(),
+            None => typed_contents(&input.name, model.input.element, input.contents.unwrap_or_default())?,
         };
         decoded.push(InputTensor { name: input.name, datatype: input.datatype, shape: input.shape, data });
     }
@@ -280,17 +312,18 @@ impl GrpcInferenceService for GrpcService {
         let r = request.get_ref();
         self.counted("ModelMetadata", (&r.name, &r.version), || {
             let model = self.model(&r.name, &r.version)?;
-            let tensor = |t: &crate::session::TensorSpec| TensorMetadata {
+            // Outputs answer as FP32 whatever the model's (float16 ones widened).
+            let tensor = |t: &crate::session::TensorSpec, datatype: &str| TensorMetadata {
                 name: t.name.clone(),
-                datatype: "FP32".into(),
+                datatype: datatype.into(),
                 shape: t.sizes(),
             };
             Ok(Response::new(ModelMetadataResponse {
                 name: model.name.clone(),
                 versions: self.models.versions(&model.name),
                 platform: PLATFORM.into(),
-                inputs: vec![tensor(&model.input)],
-                outputs: model.outputs.iter().map(tensor).collect(),
+                inputs: vec![tensor(&model.input, model.input.element.datatype())],
+                outputs: model.outputs.iter().map(|o| tensor(o, "FP32")).collect(),
             }))
         })
     }
@@ -364,5 +397,25 @@ impl GrpcInferenceService for GrpcService {
             let model = self.model(&r.name, &r.version)?;
             Ok(Response::new(ModelConfigResponse { config: Some(model.config.clone()) }))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::serve::grpc::typed_contents;
+    use crate::serve::proto::InferTensorContents;
+    use crate::session::Element;
+
+    #[test]
+    fn typed_contents_are_read_from_the_field_of_the_inputs_datatype() {
+        let fp32 = InferTensorContents { fp32_contents: vec![0.5, 1.0], ..Default::default() };
+        let uint = InferTensorContents { uint_contents: vec![0, 255, 300], ..Default::default() };
+        assert_eq!(typed_contents("x", Element::F32, fp32.clone()).unwrap(), [0.5, 1.0]);
+        // 300 stays out of range (256), for the range check to name it.
+        assert_eq!(typed_contents("x", Element::U8, uint.clone()).unwrap(), [0.0, 255.0, 256.0]);
+        let wrong = |e, c| typed_contents("x", e, c).unwrap_err().to_string();
+        assert!(wrong(Element::U8, fp32.clone()).contains("its values go in uint_contents"));
+        assert!(wrong(Element::F32, uint).contains("its values go in fp32_contents"));
+        assert!(wrong(Element::F16, fp32).contains("send it in raw_input_contents"));
     }
 }

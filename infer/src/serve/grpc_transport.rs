@@ -167,10 +167,11 @@ async fn preface(stream: &TcpStream, timeout: Duration) -> bool {
 }
 
 /// The most a ModelInfer message for `model` can need: its largest batch
-/// as 4-byte values (raw contents or packed FP32), plus 64 KiB for the
+/// as 4-byte values (raw contents or packed FP32, the widest it takes),
+/// plus 64 KiB for the
 /// rest of the message; never over `--max-body`.
 pub fn infer_message_limit(model: &ServedModel, max_body: usize) -> usize {
-    let [c, h, w] = model.image;
+    let [c, h, w] = model.form.image;
     (model.batching.max_batch * c * h * w).saturating_mul(4).saturating_add(64 << 10).min(max_body)
 }
 

@@ -35,11 +35,6 @@ pub enum LoadError {
     NotBatchFirst { name: String, version: u64, output: String, shape: Vec<usize>, batch: usize },
     #[error("model {name} version {version}: a warm-up batch of {batch} images ({bytes} bytes) cannot be allocated; lower max_batch_size")]
     WarmUpMemory { name: String, version: u64, batch: usize, bytes: u128 },
-    #[error(
-        "model {name} version {version}: input {input}; infer serve takes float32 [batch, C, H, W] inputs with a \
-         dynamic batch (infer classify runs this model)"
-    )]
-    Contract { name: String, version: u64, input: String },
     #[error("model {name} version {version} failed its warm-up batch")]
     WarmUp {
         name: String,
@@ -88,24 +83,9 @@ pub fn load_version(
         })
     };
     let first = open()?;
-    // The protocol's face is the model's own input: float32 [batch, C, H,
-    // W], whose batch may be fixed (served as Triton does, max_batch_size 0).
-    let plain = first.input.element == crate::session::Element::F32
-        && first.layout == crate::session::Layout::Nchw
-        && first.normalize == crate::session::Normalize::None;
-    if !plain {
-        let batch = first.fixed_batch.map(|n| format!(" with a batch fixed at {n}")).unwrap_or_default();
-        return Err(LoadError::Contract {
-            name: source.name.clone(),
-            version: source.version,
-            input: format!(
-                "{} is {} {}{batch}",
-                first.input.name,
-                first.input.element.name(),
-                first.layout.to_string().to_uppercase()
-            ),
-        });
-    }
+    // The protocol's face is the model's own input as it is (its layout,
+    // its datatype), whose batch may be fixed (served as Triton does,
+    // max_batch_size 0).
     let (config, batching) = match (&source.config, &source.config_path) {
         (Some(config), Some(path)) => {
             model_config::check(path, config, &first)?;
@@ -139,7 +119,7 @@ pub fn load_version(
         config,
         input: s.input.clone(),
         outputs: s.outputs.clone(),
-        image: [s.channels, s.height, s.width],
+        form: s.form(),
         class_names,
         classifier,
         queue: queue::Queue::start(&source.name, sessions, &batching, &metrics.queue(&source.name, &version)),
@@ -165,7 +145,7 @@ fn warm_up(source: &ModelSource, s: &mut ModelSession, n: usize) -> Result<(), L
         });
     }
     images.resize(count.unwrap_or(0), 0.0);
-    let outputs = s.run(&images, n).map_err(|e| LoadError::WarmUp {
+    let outputs = s.run_values(&images, n).map_err(|e| LoadError::WarmUp {
         name: source.name.clone(),
         version: source.version,
         source: e,

@@ -11,7 +11,7 @@ use super::api_error::{ApiError, Kind};
 use super::model_config::Batching;
 use super::proto::ModelConfig;
 use super::queue::{Failure, OutputRows, Queue, Refused};
-use crate::session::TensorSpec;
+use crate::session::{Element, InputForm, TensorSpec};
 
 /// One version of one model, loaded, warmed up and queued.
 #[derive(Debug)]
@@ -22,8 +22,9 @@ pub struct ServedModel {
     pub batching: Batching,
     pub input: TensorSpec,
     pub outputs: Vec<TensorSpec>,
-    /// `[C, H, W]` of one image.
-    pub image: [usize; 3],
+    /// How pictures (`/classify`) become the input's values; its `image`
+    /// is `[C, H, W]` of one image.
+    pub form: InputForm,
     /// A name per class of the classifier's scores output (the metadata's,
     /// or the indices), as `infer classify` names them; empty without one.
     pub class_names: Vec<String>,
@@ -35,7 +36,8 @@ pub struct ServedModel {
     pub latency: prometheus::Histogram,
 }
 
-/// An input tensor as a front end decoded it: FP32 values, row-major.
+/// An input tensor as a front end decoded it: its values (of the model's
+/// datatype, each exact as float32), row-major.
 #[derive(Debug)]
 pub struct InputTensor {
     pub name: String,
@@ -97,11 +99,15 @@ impl ServedModel {
                 self.name, self.input.name
             )));
         }
-        if datatype != "FP32" {
-            return Err(ApiError::bad(format!("input {name:?} has datatype {datatype:?}; the model takes FP32")));
+        let element = self.input.element;
+        if datatype != element.datatype() {
+            return Err(ApiError::bad(format!(
+                "input {name:?} has datatype {datatype:?}; the model takes {}",
+                element.datatype()
+            )));
         }
-        let [c, h, w] = self.image;
-        let want = format!("[-1,{c},{h},{w}]");
+        let dims = self.form.dims();
+        let want = format!("[-1,{},{},{}]", dims[0], dims[1], dims[2]);
         if shape.len() != 4 {
             return Err(ApiError::bad(format!(
                 "input {name:?} has shape {}; the model takes {want}",
@@ -118,7 +124,7 @@ impl ServedModel {
         let Some(count) = count else {
             return Err(ApiError::bad(format!("input {name:?} has shape {}: too many elements", shape_string(shape))));
         };
-        if shape[1..] != [c as i64, h as i64, w as i64] {
+        if shape[1..].iter().zip(dims).any(|(&d, want)| d != want as i64) {
             return Err(ApiError::bad(format!(
                 "input {name:?} has shape {}; the model takes {want}",
                 shape_string(shape)
@@ -156,13 +162,29 @@ impl ServedModel {
                 input.data.len()
             )));
         }
-        if let Some(i) = input.data.iter().position(|v| !v.is_finite()) {
+        let mut data = input.data;
+        // JSON numbers arrive as float32: a float16 input takes each at
+        // float16's precision, as the model would round it.
+        if self.input.element == Element::F16 {
+            data.iter_mut().for_each(|v| *v = half::f16::from_f32(*v).to_f32());
+        }
+        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
             return Err(ApiError::bad(format!(
-                "input {:?} holds a non-finite value ({}) at index {i}",
-                input.name, input.data[i]
+                "input {:?} holds a non-finite value ({}) at index {i}{}",
+                input.name,
+                data[i],
+                if self.input.element == Element::F16 { " as float16" } else { "" }
             )));
         }
-        Ok((input.data, input.shape[0] as usize))
+        if self.input.element == Element::U8 {
+            if let Some(i) = data.iter().position(|&v| !(0.0..=255.0).contains(&v) || v.fract() != 0.0) {
+                return Err(ApiError::bad(format!(
+                    "input {:?} holds {} at index {i}; UINT8 takes whole numbers 0 to 255",
+                    input.name, data[i]
+                )));
+            }
+        }
+        Ok((data, input.shape[0] as usize))
     }
 
     /// Checks requested output names; none requested means all.

@@ -14,7 +14,7 @@ use super::proto::{
     model_config::SchedulingChoice, model_instance_group::Kind, DataType, ModelConfig, ModelDynamicBatching,
     ModelInput, ModelInstanceGroup, ModelOutput, ModelQueuePolicy,
 };
-use crate::session::{ModelSession, TensorSpec};
+use crate::session::{Element, ModelSession, TensorSpec};
 use ae_onnx::Dim;
 
 #[derive(Debug, thiserror::Error)]
@@ -147,6 +147,15 @@ pub fn to_json(config: &ModelConfig) -> serde_json::Value {
 /// batch as ONNX Runtime reads it, batching as `batching` says. What
 /// `train export --layout triton` writes and what a flat folder's models
 /// are served with.
+/// Triton's name for an input's element type.
+fn data_type(element: Element) -> DataType {
+    match element {
+        Element::F32 => DataType::TypeFp32,
+        Element::F16 => DataType::TypeFp16,
+        Element::U8 => DataType::TypeUint8,
+    }
+}
+
 pub fn for_model(name: &str, session: &ModelSession, batching: &Batching) -> ModelConfig {
     // A model whose batch is fixed has no batch dimension to Triton:
     // max_batch_size 0, and dims that include the fixed first one.
@@ -159,7 +168,7 @@ pub fn for_model(name: &str, session: &ModelSession, batching: &Batching) -> Mod
         max_batch_size: if fixed { 0 } else { batching.max_batch as i32 },
         input: vec![ModelInput {
             name: session.input.name.clone(),
-            data_type: DataType::TypeFp32 as i32,
+            data_type: data_type(session.input.element) as i32,
             dims: dims(&session.input),
             ..Default::default()
         }],
@@ -271,9 +280,11 @@ pub fn check(path: &Path, config: &ModelConfig, session: &ModelSession) -> Resul
                 let names = model.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ");
                 return Err(mismatch(format!("{kind} {name} is not in the model (it has {names})")));
             };
-            if *ty != DataType::TypeFp32 as i32 {
+            // Outputs are answered as FP32 whatever the model's.
+            let want_ty = if kind == "input" { data_type(spec.element) } else { DataType::TypeFp32 };
+            if *ty != want_ty as i32 {
                 let ty = DataType::try_from(*ty).map(|t| t.as_str_name()).unwrap_or("an unknown type");
-                return Err(mismatch(format!("{kind} {name} is {ty}; the model's is TYPE_FP32")));
+                return Err(mismatch(format!("{kind} {name} is {ty}; the model's is {}", want_ty.as_str_name())));
             }
             // max_batch_size 0: dims are the whole shape, the batch included.
             let sizes = spec.sizes();

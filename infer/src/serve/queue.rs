@@ -55,7 +55,8 @@ pub enum Failure {
 /// A request waiting for a batch.
 #[derive(Debug)]
 pub struct Entry {
-    /// `[n, C, H, W]` in [0, 1].
+    /// `n` images as the model's own input values (its layout; its
+    /// element's values, exact as float32).
     pub images: Vec<f32>,
     pub n: usize,
     pub reply: oneshot::Sender<Reply>,
@@ -206,16 +207,16 @@ impl Worker {
     fn rows(&mut self, batch: &[Entry], n: usize, images: &mut Vec<f32>) -> Result<Vec<Vec<OutputRows>>, String> {
         fault_point();
         let per_image = self.session.channels * self.session.height * self.session.width;
-        // One request: its own buffer; several: one [n, C, H, W] buffer.
+        // One request: its own buffer; several: one buffer of n images.
         let result = if batch.len() == 1 {
-            self.session.run(&batch[0].images, n)
+            self.session.run_values(&batch[0].images, n)
         } else {
             images.clear();
             images.reserve(n * per_image);
             for e in batch {
                 images.extend_from_slice(&e.images);
             }
-            self.session.run(images, n)
+            self.session.run_values(images, n)
         };
         let outputs = result.map_err(|e| e.to_string())?;
         let mut first = 0;

@@ -1618,6 +1618,15 @@ fn models_made_elsewhere_are_served_or_listed_with_their_reason() {
     g.node[0].input[0] = "Input3".into();
     g.output = vec![ValueInfoProto::tensor_f32("logits", &[Dim::Fixed(1), Dim::Fixed(10)])];
     std::fs::write(folder.join("zoo.onnx"), m.to_bytes()).unwrap();
+    // Keras's form: uint8 pixels, channels last, cast and transposed inside.
+    let mut m = fixture_model("classifier", 8, 8);
+    let g = m.graph.as_mut().unwrap();
+    let batch = Dim::Symbolic("N".into());
+    g.input[0] = ValueInfoProto::tensor_f32("pixels", &[batch, Dim::Fixed(8), Dim::Fixed(8), Dim::Fixed(1)]);
+    g.input[0].r#type.as_mut().unwrap().tensor_type.as_mut().unwrap().elem_type = 2; // UINT8
+    g.node.insert(0, node("Cast", &["pixels"], "as_float", vec![ae_onnx::AttributeProto::int("to", 1)]));
+    g.node.insert(1, node("Transpose", &["as_float"], "image", vec![ae_onnx::AttributeProto::ints("perm", &[0, 3, 1, 2])]));
+    std::fs::write(folder.join("keras.onnx"), m.to_bytes()).unwrap();
     std::fs::write(folder.join("classifier.onnx"), fixture_model("classifier", 8, 8).to_bytes()).unwrap();
     std::fs::write(folder.join("broken.onnx"), b"not a model").unwrap();
 
@@ -1635,6 +1644,7 @@ fn models_made_elsewhere_are_served_or_listed_with_their_reason() {
         [
             ("broken".to_string(), "UNAVAILABLE".to_string(), true),
             ("classifier".into(), "READY".into(), false),
+            ("keras".into(), "READY".into(), false),
             ("zoo".into(), "READY".into(), false)
         ]
     );
@@ -1705,4 +1715,51 @@ fn models_made_elsewhere_are_served_or_listed_with_their_reason() {
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let p: Vec<f32> = serde_json::from_value(r.json()["probabilities"].clone()).unwrap();
     assert_eq!(bits(&p), bits(&want[..10]));
+
+    // The uint8 NHWC model is served in its own datatype and layout.
+    let config = get(a, "/v2/models/keras/config").json();
+    assert_eq!(
+        (config["input"][0]["data_type"].clone(), config["input"][0]["dims"].clone()),
+        ("TYPE_UINT8".into(), serde_json::json!([8, 8, 1]))
+    );
+    let meta = get(a, "/v2/models/keras").json();
+    assert_eq!(
+        (meta["inputs"][0]["datatype"].clone(), meta["inputs"][0]["shape"].clone()),
+        ("UINT8".into(), serde_json::json!([-1, 8, 8, 1]))
+    );
+    let (code, _, err) = infer_cmd(&[
+        "classify",
+        "--model",
+        &folder.join("keras.onnx").display().to_string(),
+        "--images",
+        &images_path.display().to_string(),
+        "--probabilities",
+        &npy.display().to_string(),
+        "--quiet",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (_, want) = read_npy(&npy);
+    let infer_u8 = |data: serde_json::Value, n: usize| {
+        let body = serde_json::to_vec(&serde_json::json!({"inputs": [
+            {"name": "pixels", "shape": [n, 8, 8, 1], "datatype": "UINT8", "data": data}
+        ]}))
+        .unwrap();
+        request(a, "POST", "/v2/models/keras/infer", &[], &body)
+    };
+    let r = infer_u8(serde_json::json!(pixels), 8);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(bits(&json_rows(&r, "probabilities")), bits(&want), "the served uint8 rows are infer classify's");
+    // Raw binary (IHCL 0): the bytes themselves.
+    let r = request(a, "POST", "/v2/models/keras/infer", &[("inference-header-content-length", "0".into())], &pixels);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(bits(&json_rows(&r, "probabilities")), bits(&want));
+    let mut bad = serde_json::json!(pixels[..64]);
+    bad[5] = 256.into();
+    let r = infer_u8(bad, 1);
+    assert_eq!(r.status, 400);
+    assert!(String::from_utf8_lossy(&r.body).contains("holds 256 at index 5; UINT8 takes whole numbers 0 to 255"));
+    let r = request(a, "POST", "/classify/keras", &[("content-type", "image/png".into())], &png);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let p: Vec<f32> = serde_json::from_value(r.json()["probabilities"].clone()).unwrap();
+    assert_eq!(bits(&p), bits(&want[..10]), "/classify feeds the picture's bytes");
 }

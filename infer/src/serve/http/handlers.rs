@@ -33,13 +33,16 @@ pub async fn server_metadata() -> Json<Value> {
 }
 
 fn metadata(state: &AppState, model: &ServedModel) -> Value {
-    let tensor = |t: &crate::session::TensorSpec| json!({ "name": t.name, "datatype": "FP32", "shape": t.sizes() });
+    // Outputs answer as FP32 whatever the model's (float16 ones widened).
+    let tensor = |t: &crate::session::TensorSpec, datatype: &str| {
+        json!({ "name": t.name, "datatype": datatype, "shape": t.sizes() })
+    };
     json!({
         "name": model.name,
         "versions": state.models.versions(&model.name),
         "platform": PLATFORM,
-        "inputs": [tensor(&model.input)],
-        "outputs": model.outputs.iter().map(tensor).collect::<Vec<_>>(),
+        "inputs": [tensor(&model.input, model.input.element.datatype())],
+        "outputs": model.outputs.iter().map(|o| tensor(o, "FP32")).collect::<Vec<_>>(),
     })
 }
 

@@ -46,9 +46,12 @@ pub async fn classify(
     let start = Instant::now();
     let picture =
         if content_type.starts_with("multipart/form-data") { first_file(&content_type, bytes).await? } else { bytes };
-    let pixels = decode(&state, model.image, picture, pre).await?;
+    let pixels = decode(&state, model.form.image, picture, pre).await?;
     let mut images = Vec::new();
     ae_core::idx::normalize_into(&pixels, &mut images); // [1, C, H, W] in [0, 1]
+    if !model.form.takes_pixels() {
+        images = model.form.values(&images); // [1, …] in the model's layout and values
+    }
     let rows = model.infer(images, 1, None).await?;
     let mut p = rows[scores].data.clone();
     if classifier.scores == crate::contract::Scores::Logits {

@@ -75,7 +75,7 @@ impl BodyLimit<'_> {
         let named = match self.model {
             None => format!("--max-body ({} bytes)", self.bytes),
             Some(m) => {
-                let [c, h, w] = m.image;
+                let [c, h, w] = m.form.image;
                 format!(
                     "{} bytes, the most model {:?} needs ({} images of {c}×{h}×{w} as JSON numbers, and 64 KiB)",
                     self.bytes, m.name, m.batching.max_batch

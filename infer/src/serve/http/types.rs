@@ -123,7 +123,7 @@ const JSON_BYTES_PER_VALUE: usize = 64;
 /// JSON; never over `--max-body`. A longer body cannot be a valid request,
 /// so no more of it is read or inflated.
 pub fn body_limit<'a>(model: &'a ServedModel, limits: &Limits) -> BodyLimit<'a> {
-    let [c, h, w] = model.image;
+    let [c, h, w] = model.form.image;
     let derived = (model.batching.max_batch * c * h * w).saturating_mul(JSON_BYTES_PER_VALUE).saturating_add(64 << 10);
     if derived >= limits.max_body {
         return BodyLimit::flag(limits);
@@ -173,12 +173,14 @@ pub fn parse_request(body: &[u8], header_length: Option<usize>, model: &ServedMo
                 return Err(ApiError::bad(format!("input {:?} has both data and binary_data_size", input.name)))
             }
             (Some(size), None) => {
-                if size != count * 4 {
+                let element = model.input.element;
+                if size != count * element.size() {
                     return Err(ApiError::bad(format!(
-                        "input {:?}: binary_data_size is {size} bytes but shape {} of FP32 needs {}",
+                        "input {:?}: binary_data_size is {size} bytes but shape {} of {} needs {}",
                         input.name,
                         shape_string(&input.shape),
-                        count * 4
+                        element.datatype(),
+                        count * element.size()
                     )));
                 }
                 if size > binary.len() {
@@ -190,7 +192,7 @@ pub fn parse_request(body: &[u8], header_length: Option<usize>, model: &ServedMo
                 }
                 let (bytes, rest) = binary.split_at(size);
                 binary = rest;
-                bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+                element.decode(bytes)
             }
             (None, Some(raw)) => {
                 let mut data = Vec::with_capacity(count);
@@ -234,26 +236,27 @@ pub fn parse_request(body: &[u8], header_length: Option<usize>, model: &ServedMo
 }
 
 /// Triton's raw binary request (`Inference-Header-Content-Length: 0`):
-/// the whole body is the model's one input, little-endian FP32, as many
-/// images as it holds; every output answers as JSON.
+/// the whole body is the model's one input, little-endian values of its
+/// datatype, as many images as it holds; every output answers as JSON.
 fn raw_request(body: &[u8], model: &ServedModel) -> Result<InferRequest, ApiError> {
-    let [c, h, w] = model.image;
-    let image = c * h * w * 4;
+    let [a, b, c] = model.form.dims();
+    let element = model.input.element;
+    let image = a * b * c * element.size();
     if body.is_empty() || !body.len().is_multiple_of(image) {
         return Err(ApiError::bad(format!(
             "a raw binary request (Inference-Header-Content-Length 0) is the input {:?} alone: a whole number of \
-             {c}×{h}×{w} FP32 images ({image} bytes each), but the body holds {} bytes",
+             {a}×{b}×{c} {} images ({image} bytes each), but the body holds {} bytes",
             model.input.name,
+            element.datatype(),
             body.len()
         )));
     }
     let n = body.len() / image;
-    let data = body.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
     let input = InputTensor {
         name: model.input.name.clone(),
-        datatype: "FP32".into(),
-        shape: vec![n as i64, c as i64, h as i64, w as i64],
-        data,
+        datatype: element.datatype().into(),
+        shape: vec![n as i64, a as i64, b as i64, c as i64],
+        data: element.decode(body),
     };
     Ok(InferRequest { id: None, timeout: None, inputs: vec![input], outputs: Vec::new(), binary_default: false })
 }
