@@ -59,9 +59,10 @@ test: setup data build dist web-deps
 	cargo test --release --workspace
 	tests/e2e.sh $(VENV) $(DATA)
 	$(PYTHON) tests/interop.py $(MODELS) $(DATA)
-	$(PYTHON) tests/foreign_models.py $(BIN_DIR) $(DATA)
+	$(PYTHON) tests/foreign_models.py $(BIN_DIR) $(DATA) $(abspath $(BIN_DIR))/../foreign-models
 	tests/fresh_export.sh $(DATA)
-	cd web && node test/browser.mjs $(abspath $(INFER)) $(abspath $(DATA)) $(abspath $(BIN_DIR))/../web
+	cd web && node test/browser.mjs $(abspath $(INFER)) $(abspath $(DATA)) $(abspath $(BIN_DIR))/../web \
+	  $(abspath $(BIN_DIR))/../foreign-models
 	tests/dist.sh $(DIST) $(VENV) $(DATA)
 
 # Fashion-MNIST end to end, from Debian's package (`apt-get install

@@ -27,7 +27,8 @@ The refusals are one-line errors held in a snapshot,
 tests/snapshots/foreign_models_refusals.txt (`UPDATE_SNAPSHOTS=1` writes
 it anew; the difference is printed when it does not match).
 
-usage: foreign_models.py BIN_DIR DATA_DIR
+usage: foreign_models.py BIN_DIR DATA_DIR [OUT_DIR]
+OUT_DIR: where the seven models are left (for the browser page's test).
 """
 
 import difflib
@@ -134,6 +135,7 @@ def export(module, example, path, inputs, outputs, dynamic=True, labels=None):
 
 def main():
     bin_dir, data = sys.argv[1:3]
+    out = sys.argv[3] if len(sys.argv) > 3 else None
     infer = os.path.join(bin_dir, "infer")
     torch.manual_seed(0)
     torch.set_num_threads(1)  # the same weights on every run
@@ -206,9 +208,14 @@ def main():
         served_forms.append((name, fed, output, accuracy))
         passed += 1
 
+    if out:
+        os.makedirs(out, exist_ok=True)
+        for name, *_ in forms:
+            shutil.copy(p(name), os.path.join(out, name + ".onnx"))
     passed += refusals(infer, images, p, tmp)
     passed += served(infer, tmp, p, served_forms, truth)
     print(f"foreign_models: {passed} passed, 0 failed")
+    shutil.rmtree(tmp)  # kept when a check fails, to look into
 
 
 SNAPSHOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "snapshots", "foreign_models_refusals.txt")

@@ -15,8 +15,14 @@
 //     gray one with named classes (both `preprocess: resize`, trained and
 //     exported here with `train`), against `infer --preprocess resize`; and
 //     a missing model is said so on the page.
+//  7. Classifiers made elsewhere (tests/foreign_models.py's PyTorch exports:
+//     logits with other names, a batch fixed at 1, channels last + softmax +
+//     Keras labels, uint8, float16, a colour model on normalised inputs with
+//     ?normalize=), each read from its input and outputs, against
+//     `infer classify` on the same pictures; the one with two outputs is
+//     refused on the page with the reason.
 //
-// usage: node test/browser.mjs INFER_BINARY MNIST_DIR OUT_DIR   (from web/)
+// usage: node test/browser.mjs INFER_BINARY MNIST_DIR OUT_DIR FOREIGN_MODELS_DIR   (from web/)
 // env: CHROMIUM (default /usr/bin/chromium), WEB_IMAGES (default 300)
 
 import { spawn, execFileSync } from 'node:child_process';
@@ -26,9 +32,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import puppeteer from 'puppeteer-core';
 
-const [inferBin, mnistDir, outDir] = process.argv.slice(2);
-if (!inferBin || !mnistDir || !outDir) {
-  console.error('usage: node test/browser.mjs INFER_BINARY MNIST_DIR OUT_DIR');
+const [inferBin, mnistDir, outDir, foreignDir] = process.argv.slice(2);
+if (!inferBin || !mnistDir || !outDir || !foreignDir) {
+  console.error('usage: node test/browser.mjs INFER_BINARY MNIST_DIR OUT_DIR FOREIGN_MODELS_DIR');
   process.exit(2);
 }
 const web = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
@@ -81,10 +87,10 @@ function readNpy(file) {
 }
 
 /** `infer classify --preprocess <fit>` on `images`: the model inputs (u8) and probabilities. */
-function inferReference(images, model = path.join(models, 'classifier.onnx'), fit = 'mnist') {
+function inferReference(images, model = path.join(models, 'classifier.onnx'), fit = 'mnist', extra = []) {
   const [x, p] = [path.join(tmp, `x-${Math.random()}.npy`), path.join(tmp, `p-${Math.random()}.npy`)];
   execFileSync(inferBin, ['classify', '--model', model, '--images', ...images,
-    '--preprocess', fit, '--inputs', x, '--probabilities', p, '--quiet', '--device', 'cpu'], { stdio: ['ignore', 'ignore', 'inherit'] });
+    '--preprocess', fit, '--inputs', x, '--probabilities', p, '--quiet', '--device', 'cpu', ...extra], { stdio: ['ignore', 'ignore', 'inherit'] });
   const inputs = readNpy(x);
   return {
     pixels: Array.from(inputs.data, (v) => Math.round(v * 255)),
@@ -331,6 +337,61 @@ try {
       inferReference(pngs, path.join(testModels, name, 'classifier.onnx'), 'resize'), 10, c * h * w);
     if (name === 'named') check(res.every((r) => r.name.startsWith('class-')), 'named model: the page shows its class names');
   }
+
+  // 7. Classifiers made elsewhere, read from their input and outputs.
+  const foreign = path.join(testModels, 'foreign');
+  fs.mkdirSync(foreign, { recursive: true });
+  for (const f of fs.readdirSync(foreignDir)) fs.copyFileSync(path.join(foreignDir, f), path.join(foreign, f));
+  const colourNorm = '0.1,0.2,0.3,0.3,0.35,0.4'; // tests/foreign_models.py's COLOUR_MEAN, COLOUR_STD
+  const forms = [
+    ['logits', '', { layout: 'nchw', type: 'float32', output: 'logits', logits: true, batch: null }],
+    ['mnist-12', '', { layout: 'nchw', type: 'float32', output: 'Plus214_Output_0', logits: true, batch: 1 }],
+    ['nhwc', '', { layout: 'nhwc', type: 'float32', output: 'dense_2', logits: false, batch: null }],
+    ['uint8', '', { layout: 'nchw', type: 'uint8', output: 'logits', logits: true, batch: null }],
+    ['float16', '', { layout: 'nchw', type: 'float16', output: 'logits', logits: true, batch: null }],
+    ['colour', `&normalize=${colourNorm}`, { layout: 'nchw', type: 'float32', output: 'logits', logits: true, batch: null }],
+  ];
+  for (const [name, query, want] of forms) {
+    await page.goto(`${url}?models=.test-models/foreign/&model=${name}.onnx${query}`, { waitUntil: 'load' });
+    const got = await page.evaluate(() => window.app.ready);
+    const read = Object.fromEntries(Object.keys(want).map((k) => [k, got.contract[k]]));
+    check(JSON.stringify(read) === JSON.stringify(want) && !got.autoencoder,
+      `${name}: the page reads ${JSON.stringify(read)}, ${got.preprocess} [${got.shape}]`);
+    const n = 12;
+    const res = await page.evaluate(async (pixels, n) => {
+      const out = [];
+      for (let i = 0; i < n; i++) {
+        const img = new ImageData(28, 28);
+        for (let k = 0; k < 784; k++) img.data.set([pixels[i * 784 + k], pixels[i * 784 + k], pixels[i * 784 + k], 255], 4 * k);
+        const r = await window.app.predict(img);
+        const canvas = new OffscreenCanvas(28, 28);
+        canvas.getContext('2d').putImageData(img, 0, 0);
+        const blob = await canvas.convertToBlob({ type: 'image/png' });
+        out.push({ pixels: r.pixels, probabilities: r.probabilities, best: r.best, name: r.name,
+          png: Array.from(new Uint8Array(await blob.arrayBuffer())) });
+      }
+      return out;
+    }, Array.from(mnist.pixels.subarray(0, 12 * 784)), n);
+    const pngs = res.map((r, i) => {
+      const f = path.join(tmp, `${name}-${String(i).padStart(2, '0')}.png`);
+      fs.writeFileSync(f, Buffer.from(r.png));
+      return f;
+    });
+    const extra = name === 'colour' ? ['--normalize', colourNorm] : [];
+    const [c, h, w] = got.shape;
+    compare(`${name}, ${n} MNIST pictures`, res, inferReference(pngs, path.join(foreign, `${name}.onnx`), got.preprocess, extra),
+      10, c * h * w);
+    if (name === 'nhwc') check(res.every((r) => r.name === ['zero', 'one', 'two', 'three', 'four', 'five', 'six', 'seven', 'eight', 'nine'][r.best]),
+      'nhwc: the page shows the class names of its Keras-style metadata');
+  }
+  const errorsBeforeRefusal = errors.length;
+  await page.goto(`${url}?models=.test-models/foreign/&model=two.onnx`, { waitUntil: 'load' });
+  await page.evaluate(() => window.app.ready.catch(() => null));
+  const refused = await page.$eval('#description', (e) => e.textContent);
+  check(/two\.onnx cannot run here: it has outputs logits \[N, 10\], features \[N, 84\], several of which could be the scores/.test(refused),
+    `a model with two outputs is refused with the reason: "${refused}"`);
+  errors.splice(errorsBeforeRefusal);
+
   fs.rmSync(testModels, { recursive: true, force: true });
   const errorsBefore404 = errors.length;
   await page.goto(`${url}?models=no-such-dir/`, { waitUntil: 'load' });
