@@ -56,7 +56,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from idx import read_idx, write_images  # noqa: E402
 
 warnings.filterwarnings("ignore")
-TEST_IMAGES = 2000
+TEST_IMAGES = 10000
 COLOUR_MEAN, COLOUR_STD = (0.10, 0.20, 0.30), (0.30, 0.35, 0.40)
 
 
