@@ -86,9 +86,13 @@ pub fn load_version(
     // The protocol's face is the model's own input as it is (its layout,
     // its datatype), whose batch may be fixed (served as Triton does,
     // max_batch_size 0).
+    let mut form = first.form();
     let (config, batching) = match (&source.config, &source.config_path) {
         (Some(config), Some(path)) => {
             model_config::check(path, config, &first)?;
+            if let Some(n) = model_config::normalize(path, config, &first)? {
+                form.normalize = n;
+            }
             let batching = model_config::batching(path, config, &settings.batching, first.fixed_batch)?;
             (complete(config.clone(), &source.name, &first, &batching), batching)
         }
@@ -119,7 +123,7 @@ pub fn load_version(
         config,
         input: s.input.clone(),
         outputs: s.outputs.clone(),
-        form: s.form(),
+        form,
         class_names,
         classifier,
         queue: queue::Queue::start(&source.name, sessions, &batching, &metrics.queue(&source.name, &version)),

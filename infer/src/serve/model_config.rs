@@ -14,7 +14,7 @@ use super::proto::{
     model_config::SchedulingChoice, model_instance_group::Kind, DataType, ModelConfig, ModelDynamicBatching,
     ModelInput, ModelInstanceGroup, ModelOutput, ModelQueuePolicy,
 };
-use crate::session::{Element, ModelSession, TensorSpec};
+use crate::session::{Element, ModelSession, Normalize, TensorSpec};
 use ae_onnx::Dim;
 
 #[derive(Debug, thiserror::Error)]
@@ -196,6 +196,36 @@ pub fn for_model(name: &str, session: &ModelSession, batching: &Batching) -> Mod
         }],
         ..Default::default()
     }
+}
+
+/// The normalisation `/classify` applies to a picture before the model,
+/// from the config's `parameters { key: "normalize" value: { string_value:
+/// "…" } }` in `infer classify --normalize`'s words (none, imagenet,
+/// MEAN,STD, or C means then C stds); `None` when the config has none.
+/// Protocol requests carry the model's own values, so it is theirs to
+/// normalise, as with Triton.
+pub fn normalize(path: &Path, config: &ModelConfig, session: &ModelSession) -> Result<Option<Normalize>, ConfigError> {
+    let mismatch = |msg: String| ConfigError::Mismatch { path: path.into(), msg };
+    let Some(p) = config.parameters.get("normalize") else { return Ok(None) };
+    // parse's words name the flag; here the config's parameter is meant.
+    let n = Normalize::parse(&p.string_value).map_err(|e| mismatch(e.replacen("--normalize", "parameter normalize", 1)))?;
+    if let Normalize::Channels { mean, .. } = &n {
+        if session.input.element == Element::U8 {
+            return Err(mismatch(format!(
+                "parameter normalize applies to float inputs; input {} takes uint8 pixels",
+                session.input.name
+            )));
+        }
+        if mean.len() != 1 && mean.len() != session.channels {
+            return Err(mismatch(format!(
+                "parameter normalize has {} values per statistic for a model of {} channels (give 1 or {})",
+                mean.len(),
+                session.channels,
+                session.channels
+            )));
+        }
+    }
+    Ok(Some(n))
 }
 
 /// The batching of a model whose first dimension is fixed at `n`

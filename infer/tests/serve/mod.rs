@@ -787,7 +787,51 @@ fn triton_repository_versions_and_refusals() {
     assert!(broken.contains("model m version 1 failed to load") && broken.contains("REPO/m/1/model.onnx"), "{broken}");
     let empty = refuse(&[("notes.txt", b"hello")]);
     assert!(empty.contains("no models"), "{empty}");
-    insta::assert_snapshot!("serve_start_refusals", [wrong_dims, typo, broken, empty].join("\n"));
+    let odd = b"max_batch_size: 8\nparameters { key: \"normalize\" value: { string_value: \"0.5\" } }\n";
+    let normalize = refuse(&[("m/config.pbtxt", odd), ("m/1/model.onnx", &model)]);
+    assert!(normalize.contains("REPO/m/config.pbtxt: parameter normalize"), "{normalize}");
+    insta::assert_snapshot!("serve_start_refusals", [wrong_dims, typo, broken, empty, normalize].join("\n"));
+}
+
+/// A config's `normalize` parameter is what `/classify` applies to a
+/// picture, as `infer classify --normalize` does; protocol requests carry
+/// the model's own values.
+#[test]
+fn a_configs_normalize_parameter_is_what_classify_applies_to_pictures() {
+    let dir = tmp();
+    let repo = dir.path().join("repo");
+    std::fs::create_dir_all(repo.join("m/1")).unwrap();
+    std::fs::write(repo.join("m/1/model.onnx"), fixture_model("classifier", 8, 8).to_bytes()).unwrap();
+    std::fs::write(repo.join("m/config.pbtxt"), "max_batch_size: 8\nparameters { key: \"normalize\" value: { string_value: \"0.5,0.25\" } }\n")
+        .unwrap();
+    let pixels: Vec<u8> = (0..64).map(|i| ((i * 53) % 256) as u8).collect();
+    let png = dir.path().join("p.png");
+    image::GrayImage::from_raw(8, 8, pixels).unwrap().save(&png).unwrap();
+    let classify = |extra: &[&str]| {
+        let npy = dir.path().join("p.npy");
+        let model = repo.join("m/1/model.onnx").display().to_string();
+        let png = png.display().to_string();
+        let npy_arg = npy.display().to_string();
+        let mut args = vec!["classify", "--model", &model, "--images", &png, "--preprocess", "exact", "--quiet"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--probabilities", &npy_arg]);
+        let (code, _, err) = infer_cmd(&args);
+        assert_eq!(code, 0, "{err}");
+        read_npy(&npy).1
+    };
+    let (normalized, plain) = (classify(&["--normalize", "0.5,0.25"]), classify(&[]));
+    assert_ne!(bits(&normalized), bits(&plain), "the normalisation changes what the model sees");
+    let server = Server::start(&repo, &["--log", "warn"]);
+    let r = request(
+        server.http.as_str(),
+        "POST",
+        "/classify/m?preprocess=exact",
+        &[("content-type", "image/png".into())],
+        &std::fs::read(&png).unwrap(),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let p: Vec<f32> = serde_json::from_value(r.json()["probabilities"].clone()).unwrap();
+    assert_eq!(bits(&p), bits(&normalized));
 }
 
 /// A request whose client has gone away is skipped before it runs: the
