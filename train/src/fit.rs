@@ -494,6 +494,11 @@ impl<'a> Trainer<'a> {
         let logging = self.log.is_some();
         for epoch in (self.done() + 1).max(first)..=last {
             let t0 = Instant::now();
+            // Dropout draws from libtorch's global generator, whose state no
+            // checkpoint holds: seeded anew from the run's seed and the epoch,
+            // a resumed run (it starts at an epoch) draws what an
+            // uninterrupted one does.
+            tch::manual_seed((s.seed ^ ((epoch as u64) << 40)) as i64);
             let batches = epoch_batches(n, s.batch_size, s.seed, epoch, self.vs.device());
             let bar = if self.quiet { ProgressBar::hidden() } else { ProgressBar::new(batches.len() as u64) };
             bar.set_style(

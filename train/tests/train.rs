@@ -1817,6 +1817,30 @@ fn classifier_small(ae: &Path, out: &Path, extra: &[&str], fault: Option<&str>) 
     (o.status.code().unwrap_or(-1), text)
 }
 
+/// `--dropout` draws from libtorch's generator, which is not checkpointed:
+/// each epoch reseeds it from the run's seed and the epoch, so a run
+/// resumed after a fine-tuning epoch drops the same units as one that
+/// never stopped.
+#[test]
+fn dropout_resumes_bit_for_bit() {
+    let _g = lock();
+    let dir = tempfile::tempdir().unwrap();
+    let images = mnist("train-images-idx3-ubyte");
+    let ae = dir.path().join("ae");
+    assert_eq!(train_small(&images, &ae, &["--epochs", "1"], None).0, 0);
+    let args = ["--frozen-epochs", "0", "--epochs", "3", "--dropout", "0.5", "--test-images", "none", "--limit", "600"];
+    let full = dir.path().join("full");
+    let (code, err) = classifier_small(&ae, &full, &args, None);
+    assert_eq!(code, 0, "{err}");
+    let cut = dir.path().join("cut");
+    let (code, _) = classifier_small(&ae, &cut, &args, Some("checkpoint-before-history@2"));
+    assert_ne!(code, 0);
+    let (code, err) = classifier_small(&ae, &cut, &[&args[..], &["--resume"]].concat(), None);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(history_losses(&cut), history_losses(&full));
+    tensors_equal(&full.join("weights.safetensors"), &cut.join("weights.safetensors"), "dropout resumed");
+}
+
 /// Early stopping over the classifier's two stages, as two Keras `fit`
 /// calls with `EarlyStopping(restore_best_weights=True)`: each stage has
 /// its own best (a `--min-delta` no epoch can beat makes it the stage's
