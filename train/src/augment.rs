@@ -2,9 +2,12 @@
 //! (`RandomRotation`, `RandomTranslation`, `RandomZoom`, `RandomFlip`): each
 //! part holds its factor, its parameters are drawn per image from the run's
 //! seeded generator, and the whole batch is transformed at once on the
-//! training device — one affine resample (`affine_grid` + `grid_sample`),
-//! the pixels leaving the frame replaced by zeros (the background). Only
-//! training batches are augmented, never validation or test images.
+//! training device — one affine resample (`affine_grid` + `grid_sample`).
+//! What comes into the frame is `fill=`: zeros (`constant`, the default:
+//! MNIST's black background), the edge pixels repeated (`nearest`), or the
+//! picture mirrored at its edge (`reflect`, Keras's layers' default, for
+//! photos whose background is not black). Only training batches are
+//! augmented, never validation or test images.
 //!
 //! `--augment N` (whole-pixel shifts of up to N pixels, the classifier's
 //! original augmentation) is one case of it: an integer translation,
@@ -33,6 +36,39 @@ pub struct Augment {
     /// Mirrored left to right with probability ½ (wrong for digits: off
     /// unless asked for).
     pub flip: bool,
+    /// What fills the pixels a transform brings into the frame.
+    pub fill: Fill,
+}
+
+/// What fills the pixels a transform brings into the frame (Keras's
+/// `fill_mode`, as `grid_sample`'s padding modes give it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(strum::Display, strum::EnumString, Serialize, Deserialize)]
+#[strum(serialize_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+pub enum Fill {
+    /// Zeros: black, MNIST's background.
+    #[default]
+    Constant,
+    /// The nearest edge pixel, repeated (`d d d | a b c d | d d d`, as Keras's `nearest`).
+    Nearest,
+    /// The picture mirrored about its edge (`d c b a | a b c d | d c b a`, Keras's `reflect`).
+    Reflect,
+}
+
+impl Fill {
+    /// `grid_sample`'s padding mode.
+    fn padding_mode(self) -> i64 {
+        match self {
+            Fill::Constant => 0,
+            Fill::Nearest => 1,
+            Fill::Reflect => 2,
+        }
+    }
+
+    fn is_constant(&self) -> bool {
+        *self == Fill::Constant
+    }
 }
 
 impl Augment {
@@ -41,8 +77,13 @@ impl Augment {
     }
 
     /// Only whole-pixel shifts: resampled by nearest neighbour, exactly.
-    fn whole_pixels(&self) -> bool {
+    fn shifts_only(&self) -> bool {
         self.rotate == 0.0 && self.shift == 0.0 && self.zoom == 0.0 && !self.flip
+    }
+
+    /// Whole-pixel shifts filled with zeros: written as a bare N.
+    fn whole_pixels(&self) -> bool {
+        self.shifts_only() && self.fill.is_constant()
     }
 
     pub fn validate(&self) -> Result<(), String> {
@@ -68,7 +109,7 @@ impl Augment {
         let size = x.size();
         let (h, w) = (size[2] as f64, size[3] as f64);
         let transforms: Vec<Transform> = (0..size[0]).map(|_| self.draw(rng, h, w)).collect();
-        resample(x, &transforms, self.whole_pixels())
+        resample(x, &transforms, self.shifts_only(), self.fill)
     }
 
     /// One image's transform, for an image of `h` × `w` pixels. The draws
@@ -93,8 +134,8 @@ impl Augment {
 
 /// `x` ([B, C, H, W]) with image i moved by `transforms[i]`, in one batched
 /// affine resample: bilinear, or nearest neighbour (exact for whole-pixel
-/// moves); zeros where an output pixel reads outside the frame.
-pub fn resample(x: &Tensor, transforms: &[Transform], nearest: bool) -> Tensor {
+/// moves); `fill` where an output pixel reads outside the frame.
+pub fn resample(x: &Tensor, transforms: &[Transform], nearest: bool, fill: Fill) -> Tensor {
     let size = x.size();
     let (n, h, w) = (size[0], size[2] as f64, size[3] as f64);
     let theta: Vec<f32> = transforms.iter().flat_map(|t| t.theta(h, w)).collect();
@@ -113,8 +154,8 @@ pub fn resample(x: &Tensor, transforms: &[Transform], nearest: bool) -> Tensor {
     let gy = col(3) * &xs + col(4) * &ys + col(5);
     let grid = Tensor::stack(&[gx, gy], 3); // [B, H, W, 2]
 
-    // Interpolation 0: bilinear, 1: nearest; padding 0: zeros.
-    x.grid_sampler(&grid, if nearest { 1 } else { 0 }, 0, false)
+    // Interpolation 0: bilinear, 1: nearest.
+    x.grid_sampler(&grid, if nearest { 1 } else { 0 }, fill.padding_mode(), false)
 }
 
 /// One image's draw: its content rotated by `angle` (radians) and scaled
@@ -173,6 +214,9 @@ impl fmt::Display for Augment {
         if self.flip {
             parts.push("flip".into());
         }
+        if !self.fill.is_constant() {
+            parts.push(format!("fill={}", self.fill));
+        }
         f.write_str(&parts.join(","))
     }
 }
@@ -181,7 +225,7 @@ impl FromStr for Augment {
     type Err = String;
 
     /// `none`, `N` (whole-pixel shifts), or named parts:
-    /// `rotate=DEG,shift=FRACTION,zoom=FRACTION,pixels=N,flip`.
+    /// `rotate=DEG,shift=FRACTION,zoom=FRACTION,pixels=N,flip,fill=MODE`.
     fn from_str(s: &str) -> Result<Augment, String> {
         let s = s.trim();
         if s == "none" {
@@ -209,10 +253,15 @@ impl FromStr for Augment {
                 }
                 "flip" if value.is_empty() || value == "true" => a.flip = true,
                 "flip" if value == "false" => a.flip = false,
+                "fill" => {
+                    a.fill = value.parse().map_err(|_| {
+                        format!("--augment {part}: fill is constant (zeros), nearest or reflect")
+                    })?
+                }
                 _ => {
                     return Err(format!(
                         "--augment {part}: expected none, N (pixels), or parts rotate=DEG, shift=F, zoom=F, \
-                         pixels=N, flip, e.g. rotate=15,shift=0.1,zoom=0.15"
+                         pixels=N, flip, fill=constant|nearest|reflect, e.g. rotate=15,shift=0.1,zoom=0.15"
                     ))
                 }
             }
@@ -240,6 +289,8 @@ enum Stored {
         pixels: usize,
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         flip: bool,
+        #[serde(default, skip_serializing_if = "Fill::is_constant")]
+        fill: Fill,
     },
 }
 
@@ -252,7 +303,14 @@ impl Serialize for Augment {
         let a = *self;
         match a.whole_pixels() {
             true => Stored::Pixels(a.pixels),
-            false => Stored::Parts { rotate: a.rotate, shift: a.shift, zoom: a.zoom, pixels: a.pixels, flip: a.flip },
+            false => Stored::Parts {
+                rotate: a.rotate,
+                shift: a.shift,
+                zoom: a.zoom,
+                pixels: a.pixels,
+                flip: a.flip,
+                fill: a.fill,
+            },
         }
         .serialize(s)
     }
@@ -262,7 +320,9 @@ impl<'de> Deserialize<'de> for Augment {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Augment, D::Error> {
         Ok(match Stored::deserialize(d)? {
             Stored::Pixels(pixels) => Augment { pixels, ..Augment::default() },
-            Stored::Parts { rotate, shift, zoom, pixels, flip } => Augment { rotate, shift, zoom, pixels, flip },
+            Stored::Parts { rotate, shift, zoom, pixels, flip, fill } => {
+                Augment { rotate, shift, zoom, pixels, flip, fill }
+            }
         })
     }
 }
@@ -282,7 +342,7 @@ pub fn noisy(x: &Tensor, std: f64, rng: &mut Rng) -> Tensor {
 
 #[cfg(test)]
 mod tests {
-    use crate::augment::Augment;
+    use crate::augment::{Augment, Fill};
 
     #[test]
     fn parses_none_pixels_and_parts_and_stores_pixels_as_before() {
@@ -291,13 +351,19 @@ mod tests {
         assert_eq!(two, Augment { pixels: 2, ..Augment::default() });
         assert_eq!(serde_json::to_string(&two).unwrap(), "2", "a bare N is stored as before");
         let a: Augment = "rotate=15,shift=0.1,zoom=0.15".parse().unwrap();
-        assert_eq!((a.rotate, a.shift, a.zoom, a.pixels, a.flip), (15.0, 0.1, 0.15, 0, false));
+        assert_eq!((a.rotate, a.shift, a.zoom, a.pixels, a.flip, a.fill), (15.0, 0.1, 0.15, 0, false, Fill::Constant));
         assert_eq!(a.to_string(), "rotate=15,shift=0.1,zoom=0.15");
         let json = serde_json::to_string(&a).unwrap();
         assert_eq!(json, r#"{"rotate":15.0,"shift":0.1,"zoom":0.15}"#);
         assert_eq!(serde_json::from_str::<Augment>(&json).unwrap(), a);
         assert_eq!(serde_json::from_str::<Augment>("0").unwrap(), Augment::default());
-        for bad in ["rotate", "rotate=x", "shift=1.5", "spin=3", "zoom=-0.1"] {
+        let r: Augment = "pixels=2,fill=reflect".parse().unwrap();
+        assert_eq!((r.pixels, r.fill), (2, Fill::Reflect));
+        assert_eq!(r.to_string(), "pixels=2,fill=reflect", "a fill is not a bare N");
+        let json = serde_json::to_string(&r).unwrap();
+        assert_eq!(json, r#"{"pixels":2,"fill":"reflect"}"#);
+        assert_eq!(serde_json::from_str::<Augment>(&json).unwrap(), r);
+        for bad in ["rotate", "rotate=x", "shift=1.5", "spin=3", "zoom=-0.1", "fill=wrap"] {
             let e = bad.parse::<Augment>().unwrap_err();
             assert!(e.starts_with("--augment "), "{bad}: {e}");
         }

@@ -137,8 +137,9 @@ pub struct CommonArgs {
     pub limit: Option<usize>,
     /// Augment the training images (never validation or test), per batch on the device: `none`,
     /// `N` (random shifts of up to N whole pixels), or parts such as `rotate=15,shift=0.1,zoom=0.15`
-    /// (degrees; fractions of the image) with `pixels=N` and `flip` (mirroring: off unless asked)
-    /// (default: the preset's).
+    /// (degrees; fractions of the image) with `pixels=N`, `flip` (mirroring: off unless asked)
+    /// and `fill=constant|nearest|reflect` (what comes into the frame: zeros by default, MNIST's
+    /// background; `reflect` for pictures on other backgrounds) (default: the preset's).
     #[arg(long, value_name = "SPEC")]
     pub augment: Option<Augment>,
     /// Keep an exponential moving average of the weights with this decay (e.g. 0.999):

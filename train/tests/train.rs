@@ -212,7 +212,7 @@ fn bilinear(img: &[f32], h: usize, w: usize, x: f64, y: f64) -> f64 {
 /// angles drawn stay within ±15°.
 #[test]
 fn rotation_equals_the_reference_resample() {
-    use train::augment::{resample, Augment, Transform};
+    use train::augment::{resample, Augment, Fill, Transform};
     let (h, w) = (20usize, 28usize);
     // An asymmetric picture: a bar, a dot and a gradient.
     let img: Vec<f32> = (0..h * w)
@@ -233,7 +233,7 @@ fn rotation_equals_the_reference_resample() {
         Transform { angle: -12f64.to_radians(), scale: 1.15, tx: 2.5, ty: -1.25, flip: false },
         Transform { angle: 0.0, scale: 0.9, tx: 0.0, ty: 0.0, flip: true },
     ] {
-        let out = Vec::<f32>::try_from(resample(&x, &[t], false).flatten(0, -1)).unwrap();
+        let out = Vec::<f32>::try_from(resample(&x, &[t], false, Fill::Constant).flatten(0, -1)).unwrap();
         let (sin, cos) = t.angle.sin_cos();
         let mut worst = 0f64;
         for i in 0..h {
@@ -256,7 +256,20 @@ fn rotation_equals_the_reference_resample() {
     // outside the frame (corners), white where it is well inside.
     let white = Tensor::ones([1, 1, h as i64, w as i64], (Kind::Float, Device::Cpu));
     let t = Transform { angle: 15f64.to_radians(), scale: 1.0, tx: 0.0, ty: 0.0, flip: false };
-    let out = Vec::<f32>::try_from(resample(&white, &[t], false).flatten(0, -1)).unwrap();
+    // fill=nearest and fill=reflect bring in the picture's own edge: no black corner.
+    for fill in [Fill::Nearest, Fill::Reflect] {
+        let out = Vec::<f32>::try_from(resample(&white, &[t], false, fill).flatten(0, -1)).unwrap();
+        let darkest = out.iter().copied().fold(f32::INFINITY, f32::min);
+        assert!((darkest - 1.0).abs() < 1e-5, "{fill}: a pixel at {darkest}");
+    }
+    // A row 1, 2, 3, … moved 2 pixels right: the two columns it brings in.
+    let ramp = (Tensor::arange(w as i64, (Kind::Float, Device::Cpu)) + 1.0).view([1, 1, 1, w as i64]);
+    let shift = Transform { angle: 0.0, scale: 1.0, tx: 2.0, ty: 0.0, flip: false };
+    for (fill, want) in [(Fill::Constant, [0.0, 0.0, 1.0]), (Fill::Nearest, [1.0, 1.0, 1.0]), (Fill::Reflect, [2.0, 1.0, 1.0])] {
+        let out = Vec::<f32>::try_from(resample(&ramp, &[shift], true, fill).flatten(0, -1)).unwrap();
+        assert_eq!(out[..3], want, "{fill}");
+    }
+    let out = Vec::<f32>::try_from(resample(&white, &[t], false, Fill::Constant).flatten(0, -1)).unwrap();
     let (sin, cos) = t.angle.sin_cos();
     let (mut lost, mut kept) = (0, 0);
     for i in 0..h {
