@@ -147,6 +147,11 @@ pub struct CommonArgs {
     /// (0: none; default: the preset's).
     #[arg(long, value_name = "DECAY")]
     pub ema: Option<f64>,
+    /// How the average's decay grows over a stage's first steps: `tensorflow`
+    /// (min(DECAY, (1 + step) / (10 + step)), ExponentialMovingAverage's) or `timm`
+    /// (min(DECAY, 1 − (1 + step)^−2/3), ModelEmaV3's) (default: the preset's).
+    #[arg(long, value_parser = choice::<train::config::Warmup>())]
+    pub ema_warmup: Option<train::config::Warmup>,
     /// Early stopping: end a stage once val_loss has not improved for PATIENCE epochs
     /// (Keras's EarlyStopping, one per stage). Every run keeps each stage's best epoch either way;
     /// the classifier's fine-tuning starts from its frozen stage's best.
@@ -404,6 +409,7 @@ impl CommonArgs {
         set(&mut s.warmup, self.warmup);
         set(&mut s.augment, self.augment);
         set(&mut s.ema, self.ema.map(|decay| (decay != 0.0).then_some(decay)));
+        set(&mut s.ema_warmup, self.ema_warmup);
         s.seed = self.seed;
         set(&mut s.val_split, self.val_split);
         s.limit = self.limit;

@@ -11,6 +11,7 @@ pub use crate::early_stopping::{EarlyStopping, Monitor};
 use crate::model::architecture::is_zero;
 pub use crate::model::{Architecture, ConfigError, FC_UNITS};
 use crate::optim::OptimizerKind;
+pub use crate::ema::Warmup;
 pub use crate::precision::Precision;
 
 /// The two networks this crate trains.
@@ -113,6 +114,11 @@ pub struct TrainSettings {
     /// ([`crate::ema`]): validation, the best epoch and the export use it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ema: Option<f64>,
+    /// `--ema-warmup`: how the average's decay grows over a stage's first
+    /// steps. Absent from older runs' config.json (TensorFlow's), so their
+    /// fingerprints are unchanged.
+    #[serde(default, skip_serializing_if = "Warmup::is_tensorflow")]
+    pub ema_warmup: Warmup,
     /// Classifier: the cross-entropy's label smoothing (0: none).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub label_smoothing: f64,
@@ -263,6 +269,7 @@ impl Preset {
             augment: Augment::default(),
             early_stopping: None,
             ema: None,
+            ema_warmup: Warmup::Tensorflow,
             label_smoothing: 0.0,
             noise: 0.0,
             precision: Precision::Full,
@@ -324,6 +331,7 @@ impl Preset {
             augment: Augment::default(),
             early_stopping: None,
             ema: None,
+            ema_warmup: Warmup::Tensorflow,
             label_smoothing: 0.0,
             noise: 0.0,
             precision: Precision::Full,

@@ -251,7 +251,7 @@ impl<'a> Trainer<'a> {
         let settings = &cfg.train;
         let total = settings.frozen_epochs + settings.epochs;
         channels_last(&vs);
-        let ema = settings.ema.map(|decay| Ema::new(&vs, decay));
+        let ema = settings.ema.map(|decay| Ema::new(&vs, decay, settings.ema_warmup));
         let fingerprint = cfg.fingerprint();
         let vs_device = vs.device();
         Trainer {

@@ -12,6 +12,7 @@ use infer::report;
 
 use crate::checkpoint::to_vec;
 use crate::data;
+use crate::dataset::DatasetInfo;
 use crate::error::TrainError;
 use crate::model::Classifier;
 use crate::run_dir::RunDir;
@@ -44,12 +45,20 @@ impl Measured {
     }
 }
 
-/// Predicts the test set (`images`, `labels`) and writes the report;
-/// returns the accuracy.
+/// A test set: its images and labels, and where they were read.
+pub struct TestSet<'a> {
+    pub images: &'a Images,
+    pub labels: &'a [u8],
+    pub info: &'a DatasetInfo,
+}
+
+/// Predicts the test set and writes the report, which names the set
+/// (paths, hashes, count): a resumed run may be tested on another one, and
+/// the figure travels into the export; returns the accuracy.
 pub fn write(
     run: &RunDir,
     clf: &Classifier,
-    (images, labels): (&Images, &[u8]),
+    TestSet { images, labels, info: set }: TestSet<'_>,
     names: &[String],
     measured: &Measured,
     device: Device,
@@ -85,6 +94,13 @@ pub fn write(
     json["seconds"] = serde_json::json!(t0.elapsed().as_secs_f64());
     json["epoch"] = serde_json::json!(measured.epoch);
     json["config_sha256"] = serde_json::json!(measured.config_sha256);
+    json["test_set"] = serde_json::json!({
+        "images": set.images,
+        "images_sha256": set.images_sha256,
+        "labels": set.labels,
+        "labels_sha256": set.labels_sha256,
+        "count": images.count,
+    });
     write("test_metrics.json", format!("{}\n", serde_json::to_string_pretty(&json).expect("json")).as_bytes())?;
     let p = run.file(PREDICTIONS);
     report::write_predictions(&p, &pred, &conf, Some(&truth), names, None)

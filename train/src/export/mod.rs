@@ -310,6 +310,21 @@ fn metadata(cfg: &RunConfig, run: &RunDir, weights: &Source) -> BTreeMap<String,
             match (Measured::of(&json), json["accuracy"].as_f64()) {
                 (Some(measured), Some(acc)) if measured == here => {
                     m.insert("test_accuracy".into(), format!("{acc}"));
+                    // The figure names the set it was measured on (a file's
+                    // name, not the builder's directory).
+                    let set = &json["test_set"];
+                    if let Some(sha) = set["images_sha256"].as_str() {
+                        m.insert("test_images_sha256".into(), sha.to_string());
+                        if let Some(p) = set["images"].as_str() {
+                            m.insert("test_images".into(), base_name(std::path::Path::new(p)));
+                        }
+                        if let Some(sha) = set["labels_sha256"].as_str() {
+                            m.insert("test_labels_sha256".into(), sha.to_string());
+                        }
+                        if let Some(n) = set["count"].as_u64() {
+                            m.insert("test_count".into(), n.to_string());
+                        }
+                    }
                 }
                 (measured, _) => {
                     let on = measured.map_or("weights it does not name (an older run)".to_string(), |t| {

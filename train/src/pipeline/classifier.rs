@@ -95,7 +95,7 @@ pub fn train_classifier(job: &ClassifierJob) -> Result<Outcome, TrainError> {
                     tl.as_deref().unwrap_or(ti).display()
                 )));
             }
-            Some((timg, tlab))
+            Some((timg, tlab, tset.info))
         }
         None => None,
     };
@@ -176,10 +176,10 @@ pub fn train_classifier(job: &ClassifierJob) -> Result<Outcome, TrainError> {
         stop_if_interrupted(&run, &last)?;
         figures::plot_history(&run, &trainer.history, true, fine_tuning_from)?;
         let test_accuracy = match &test {
-            Some((timg, tlab)) => {
+            Some((timg, tlab, tinfo)) => {
                 // Predicting reads the model's output back: a libtorch sync point.
                 let measured = test_report::Measured { epoch: best.epoch, config_sha256: cfg.fingerprint() };
-                let test = (timg, &tlab[..]);
+                let test = test_report::TestSet { images: timg, labels: &tlab[..], info: tinfo };
                 Some(torch(|| {
                     test_report::write(&run, &clf, test, &class_names, &measured, device, job.common.quiet)
                 })??)
