@@ -104,6 +104,7 @@ bench: setup data build
 	$(PYTHON) bench/run.py $(BIN_DIR) $(DATA) $(MODELS)
 	$(PYTHON) bench/augment_cost.py $(BIN_DIR) $(DATA)
 	$(PYTHON) bench/precision.py $(BIN_DIR) $(DATA)
+	$(PYTHON) bench/shared_core.py $(BIN_DIR) $(DATA)
 	$(PYTHON) bench/serving.py $(BIN_DIR) $(DATA) $(MODELS)
 	$(PYTHON) bench/serve_limits.py $(BIN_DIR) $(MODELS)
 

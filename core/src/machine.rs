@@ -22,3 +22,39 @@ pub fn physical_cores() -> usize {
 pub fn host_name() -> String {
     System::host_name().filter(|h| !h.is_empty()).unwrap_or_else(|| "localhost".into()).replace('/', "_")
 }
+
+/// How busy the machine's CPUs are with other processes' work: the total
+/// CPU use less this process's own, in cores, between two reads (sysinfo's
+/// differences of `/proc/stat` and `/proc/self/stat`).
+#[derive(Debug)]
+pub struct CoreWatch {
+    sys: System,
+    pid: sysinfo::Pid,
+}
+
+impl CoreWatch {
+    /// Starts the count; the first [`CoreWatch::others_busy`] covers the
+    /// time since.
+    pub fn new() -> Option<CoreWatch> {
+        let pid = sysinfo::get_current_pid().ok()?;
+        let mut watch = CoreWatch { sys: System::new(), pid };
+        watch.others_busy();
+        Some(watch)
+    }
+
+    /// Cores other processes kept busy since the last read (0 to the
+    /// machine's CPUs).
+    pub fn others_busy(&mut self) -> f64 {
+        use sysinfo::{ProcessRefreshKind, ProcessesToUpdate};
+        self.sys.refresh_cpu_usage();
+        self.sys.refresh_processes_specifics(
+            ProcessesToUpdate::Some(&[self.pid]),
+            false,
+            ProcessRefreshKind::nothing().with_cpu(),
+        );
+        let cpus = self.sys.cpus().len() as f64;
+        let total = self.sys.global_cpu_usage() as f64 / 100.0 * cpus;
+        let ours = self.sys.process(self.pid).map_or(0.0, |p| p.cpu_usage() as f64 / 100.0);
+        (total - ours).clamp(0.0, cpus)
+    }
+}

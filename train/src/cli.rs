@@ -147,9 +147,7 @@ pub struct CommonArgs {
     /// (0: none; default: the preset's).
     #[arg(long, value_name = "DECAY")]
     pub ema: Option<f64>,
-    /// How the average's decay grows over a stage's first steps: `tensorflow`
-    /// (min(DECAY, (1 + step) / (10 + step)), ExponentialMovingAverage's) or `timm`
-    /// (min(DECAY, 1 − (1 + step)^−2/3), ModelEmaV3's) (default: the preset's).
+    /// How the average's decay grows over a stage's first steps (default: the preset's).
     #[arg(long, value_parser = choice::<train::config::Warmup>())]
     pub ema_warmup: Option<train::config::Warmup>,
     /// Early stopping: end a stage once val_loss has not improved for PATIENCE epochs
@@ -171,7 +169,8 @@ pub struct CommonArgs {
     #[arg(long, value_name = "STEPS", default_value_t = TensorBoard::default().batch_every as u64,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub tensorboard_every: u64,
-    /// CPU threads for libtorch (default: libtorch's choice).
+    /// CPU threads for libtorch, pinned (default: follow the cores other processes leave free, read
+    /// every second: all physical cores when idle, one fewer per core another process keeps busy).
     #[arg(long)]
     pub threads: Option<usize>,
     #[arg(long, value_parser = names::<Device>(), default_value_t = Device::Auto)]

@@ -237,6 +237,8 @@ pub struct Trainer<'a> {
     ema: Option<Ema>,
     /// `--precision 16-mixed`: the dynamic loss scale (checkpointed).
     loss_scale: Option<LossScale>,
+    /// `--threads` unset: libtorch's threads follow the free cores.
+    follower: Option<crate::cores::Follower>,
 }
 
 impl<'a> Trainer<'a> {
@@ -273,6 +275,8 @@ impl<'a> Trainer<'a> {
             window_steps: 0,
             ema,
             loss_scale: settings.precision.scales_loss().then(LossScale::default),
+            // CUDA runs its kernels on the device; the host's threads only feed it.
+            follower: if vs_device.is_cuda() { None } else { crate::cores::Follower::new(settings.threads) },
         }
     }
 
@@ -570,6 +574,18 @@ impl<'a> Trainer<'a> {
                 }
                 seen += len;
                 self.window_steps += 1;
+                if let Some(change) = self.follower.as_mut().and_then(|f| f.tick()) {
+                    let line = format!(
+                        "libtorch threads {} → {}: other processes keep {:.1} cores busy",
+                        change.from, change.to, change.others
+                    );
+                    match (self.quiet, bar.is_hidden()) {
+                        (true, _) => {}
+                        // Not a terminal: the bar draws nothing, nor would its println.
+                        (false, true) => eprintln!("{line}"),
+                        (false, false) => bar.println(line),
+                    }
+                }
                 // Optimizer steps of the whole run so far: TensorBoard's step.
                 let global = ((epoch - 1) * batches_per_epoch + b + 1) as i64;
                 if self.log.as_ref().is_some_and(|l| global.rem_euclid(l.batch_every as i64) == 0) {

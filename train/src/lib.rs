@@ -7,6 +7,7 @@ pub mod augment;
 pub mod checkpoint;
 pub mod config;
 pub mod convert;
+pub mod cores;
 pub mod data;
 pub mod dataset;
 pub mod device;
