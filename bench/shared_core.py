@@ -125,8 +125,7 @@ def main():
          f"CPU: {name}; flags: {' '.join(flags)}; {cpus} CPUs, {cores} physical cores. One run of "
          f"`python bench/shared_core.py BIN DATA` (`make bench` runs it); every figure below is from that run.", "",
          f"One autoencoder epoch ({config[0]}, batch 64, {limit} images of which 80 % train, "
-         f"`--precision {precision}` as `auto` picks here), idle and beside one busy process (`{' '.join(BUSY[1:])}` "
-         f"in Python), {ROUNDS} interleaved rounds; epoch 2's seconds, medians (each round's figures in "
+         f"`--precision {precision}` as `auto` picks here), idle and beside one busy process (`python -c '{BUSY[2]}'`), {ROUNDS} interleaved rounds; epoch 2's seconds, medians (each round's figures in "
          "shared_core.json).", "",
          "| contender | idle (s) | beside a busy process (s) | busy / idle |", "|---|---:|---:|---:|"]
     for row in rows:
