@@ -15,5 +15,6 @@ pub mod folder;
 pub mod idx;
 pub mod interrupt;
 pub mod machine;
+pub mod numbers;
 pub mod picture;
 pub mod preprocess;

@@ -245,6 +245,15 @@ pub fn classify(opts: &RunOptions, c: &ClassifyOptions, out: &mut dyn Write) -> 
         text += &rep.to_text(c.digits);
         text += "\n";
         text += &rep.confusion_text();
+        // The line a user reads last: the accuracy to four digits, and the count behind it.
+        let right = t.iter().zip(&preds).filter(|(t, p)| t == p).count();
+        let _ = writeln!(
+            text,
+            "\naccuracy {:.4}: {} of {} correct",
+            rep.accuracy,
+            ae_core::numbers::thousands(right),
+            ae_core::numbers::thousands(n)
+        );
         doc["report"] = rep.to_json();
         if let Some(p) = &c.confusion {
             figure::confusion_heatmap(p, &rep.confusion, &names).map_err(InferError::write(p))?;

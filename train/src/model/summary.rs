@@ -5,6 +5,7 @@
 //! parameters, and are not counted, so the totals are the ones `make bench`
 //! checks against PyTorch's `parameters()`.
 
+use ae_core::numbers::thousands;
 use tch::Tensor;
 
 use super::autoencoder::Autoencoder;
@@ -179,19 +180,4 @@ impl Summary {
         );
         out
     }
-}
-
-/// 342241 → "342,241".
-fn thousands(n: usize) -> String {
-    let digits = n.to_string();
-    let head = match digits.len() % 3 {
-        0 => 3.min(digits.len()),
-        r => r,
-    };
-    let mut out = digits[..head].to_string();
-    for group in digits.as_bytes()[head..].chunks(3) {
-        out.push(',');
-        out.push_str(std::str::from_utf8(group).expect("ASCII digits"));
-    }
-    out
 }
