@@ -49,8 +49,9 @@ train: setup data build
 	  --test-images $(DATA)/t10k-images-idx3-ubyte --test-labels $(DATA)/t10k-labels-idx1-ubyte \
 	  --out $(RUN)/classifier --force --precision $(PRECISION) $(ARGS) $(CLF_ARGS)
 	$(TRAIN) export --run $(RUN)/classifier --out $(MODELS) --int8
-	$(INFER) classify --model $(MODELS)/classifier.onnx \
+	$(INFER) classify --model $(MODELS)/classifier.onnx --digits 4 \
 	  --images $(DATA)/t10k-images-idx3-ubyte --labels $(DATA)/t10k-labels-idx1-ubyte
+	@echo "models: $(MODELS)/classifier.onnx, encoder.onnx, autoencoder.onnx and their .int8.onnx; run: $(RUN)/"
 
 test: setup data build dist web-deps
 	python3 scripts/tracked_check.py
@@ -59,6 +60,7 @@ test: setup data build dist web-deps
 	cargo test --release --workspace
 	tests/e2e.sh $(VENV) $(DATA)
 	$(PYTHON) tests/interop.py $(MODELS) $(DATA)
+	$(PYTHON) tests/tilted.py $(BIN_DIR) $(DATA) $(MODELS)
 	$(PYTHON) tests/foreign_models.py $(BIN_DIR) $(DATA) $(abspath $(BIN_DIR))/../foreign-models
 	tests/fresh_export.sh $(DATA)
 	cd web && node test/browser.mjs $(abspath $(INFER)) $(abspath $(DATA)) $(abspath $(BIN_DIR))/../web \

@@ -4,9 +4,11 @@ and shifted by up to 3 pixels on each axis (seeded; bilinear rotation about
 the centre, then a whole-pixel shift, by scipy.ndimage), written as IDX and
 classified by `infer classify`, float and int8.
 
-The float classifier must score at least MIN_ACCURACY (0.985) there, and
-the int8 one at most MAX_INT8_DROP below it: a model that only learned
-upright, centred digits fails.
+The committed float classifier must score at least MIN_ACCURACY (0.985)
+there, and its int8 one at most MAX_INT8_DROP below it: a model that only
+learned upright, centred digits fails. A models/ that `make train`
+retrained (its files differ from the commit's) is measured and reported,
+not held to the committed models' figure.
 
 usage: tilted.py BIN_DIR DATA_DIR MODELS_DIR
 """
@@ -47,6 +49,17 @@ def accuracy(infer, model, images, labels):
     return json.loads(run.stdout)["report"]["accuracy"]
 
 
+def committed(path):
+    """Whether `path` is the file the checked-out commit holds (git's blob hash); True where git cannot say."""
+    here = os.path.dirname(os.path.abspath(path))
+    run = lambda *cmd: subprocess.run(cmd, cwd=here, capture_output=True, text=True)  # noqa: E731
+    head = run("git", "rev-parse", f"HEAD:./{os.path.basename(path)}")
+    now = run("git", "hash-object", os.path.basename(path))
+    if head.returncode != 0 or now.returncode != 0:
+        return True
+    return head.stdout.strip() == now.stdout.strip()
+
+
 def main():
     bin_dir, data, models = sys.argv[1:4]
     infer = os.path.join(bin_dir, "infer")
@@ -60,6 +73,10 @@ def main():
         int8_acc = accuracy(infer, os.path.join(models, "classifier.int8.onnx"), images, labels)
     print(f"tilted: MNIST test digits tilted 12–25° and shifted up to 3 px: classifier {float_acc:.4f}, "
           f"int8 {int8_acc:.4f} (upright: {upright:.4f})")
+    if not committed(os.path.join(models, "classifier.onnx")):
+        print(f"tilted: {models}/classifier.onnx is not the committed file (retrained): reported, not held to "
+              f"{MIN_ACCURACY}")
+        return
     assert float_acc >= MIN_ACCURACY, f"the committed classifier scores {float_acc:.4f} < {MIN_ACCURACY} on tilted digits"
     assert int8_acc >= float_acc - MAX_INT8_DROP, f"int8 {int8_acc:.4f} is more than {MAX_INT8_DROP} below float"
 
