@@ -158,6 +158,10 @@ pub struct ClassifyArgs {
     /// Write what the model was given (each image after preprocessing) as a [N, 1, H, W] NumPy .npy.
     #[arg(long)]
     pub inputs: Option<PathBuf>,
+    /// The K most probable classes per image, with their probabilities (softmax of logits for a
+    /// model that gives logits), in --predictions (column `top`) and the JSON's files.
+    #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub top: u16,
     /// What the output holds (default: this toolchain's metadata, else a final Softmax node means
     /// probabilities, else logits, to which softmax is applied).
     #[arg(long, value_parser = choice::<Scores>())]
@@ -225,6 +229,7 @@ impl ClassifyArgs {
             format: self.format,
             digits: self.digits,
             predictions: self.predictions.clone(),
+            top: self.top as usize,
             confusion: self.confusion.clone(),
             samples: self.samples.clone(),
             probabilities: self.probabilities.clone(),

@@ -216,11 +216,24 @@ struct Prediction<'a> {
     confidence: String,
     #[serde(rename = "true", skip_serializing_if = "Option::is_none")]
     truth: Option<&'a str>,
+    /// `--top K`: the K most probable classes, `name:probability` joined by
+    /// `;`, most probable first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top: Option<String>,
+}
+
+/// The `k` highest of `scores` as (class, score), highest first (the lower
+/// class first among equals, as [`argmax`] picks).
+pub fn top<'a>(scores: impl IntoIterator<Item = &'a f32>, k: usize) -> Vec<(usize, f32)> {
+    let mut all: Vec<(usize, f32)> = scores.into_iter().copied().enumerate().collect();
+    all.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    all.truncate(k);
+    all
 }
 
 /// Writes one row per image (index, the picture file for picture inputs,
-/// predicted class, confidence, and the true class when known) to `path`,
-/// atomically.
+/// predicted class, confidence, the true class when known, and `--top`'s
+/// classes when asked) to `path`, atomically.
 pub fn write_predictions(
     path: &std::path::Path,
     predicted: &[usize],
@@ -228,6 +241,7 @@ pub fn write_predictions(
     truth: Option<&[usize]>,
     names: &[String],
     files: Option<&[std::path::PathBuf]>,
+    top: Option<&[Vec<(usize, f32)>]>,
 ) -> std::io::Result<()> {
     let rows = predicted.iter().zip(confidence).enumerate().map(|(index, (&p, &c))| Prediction {
         index,
@@ -235,6 +249,7 @@ pub fn write_predictions(
         predicted: &names[p],
         confidence: format!("{c:.6}"),
         truth: truth.map(|t| names[t[index]].as_str()),
+        top: top.map(|t| t[index].iter().map(|&(k, p)| format!("{}:{p:.6}", names[k])).collect::<Vec<_>>().join(";")),
     });
     ae_core::atomic::write_csv(path, rows)
 }

@@ -523,6 +523,46 @@ fn classify_writes_its_files() {
     for row in probs.chunks(10) {
         assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-4, "each row is a distribution: {row:?}");
     }
+    // --top 3: the three most probable classes, most probable first, the
+    // first the predicted one, with the probabilities of probs.npy.
+    let (code, _, err) = infer_cmd(&[
+        "classify",
+        "--model",
+        &f.p("classifier.onnx"),
+        "--images",
+        &f.p("images"),
+        "-q",
+        "--top",
+        "3",
+        "--predictions",
+        &f.p("out/top.csv"),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"];
+    let mut r = csv::Reader::from_path(out.join("top.csv")).unwrap();
+    assert_eq!(r.headers().unwrap().iter().collect::<Vec<_>>(), ["index", "predicted", "confidence", "top"]);
+    for (i, rec) in r.records().enumerate() {
+        let rec = rec.unwrap();
+        let top: Vec<(usize, f32)> = rec[3]
+            .split(';')
+            .map(|e| {
+                let (k, p) = e.split_once(':').unwrap();
+                (names.iter().position(|n| *n == k).unwrap(), p.parse().unwrap())
+            })
+            .collect();
+        let row = &probs[i * 10..(i + 1) * 10];
+        let mut order: Vec<usize> = (0..10).collect();
+        order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+        assert_eq!(top.iter().map(|t| t.0).collect::<Vec<_>>(), order[..3], "image {i}: {rec:?}");
+        assert_eq!(names[top[0].0], &rec[1]);
+        for &(k, p) in &top {
+            assert!((p - row[k]).abs() < 1e-6, "image {i}: class {k}: {p} vs {}", row[k]);
+        }
+    }
+    let (code, _, err) =
+        infer_cmd(&["classify", "--model", &f.p("classifier.onnx"), "--images", &f.p("images"), "--top", "11"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.trim().ends_with("classifier.onnx has 10 classes") && err.contains("--top 11"), "{err}");
 }
 
 #[test]

@@ -103,7 +103,7 @@ pub fn write(
     });
     write("test_metrics.json", format!("{}\n", serde_json::to_string_pretty(&json).expect("json")).as_bytes())?;
     let p = run.file(PREDICTIONS);
-    report::write_predictions(&p, &pred, &conf, Some(&truth), names, None)
+    report::write_predictions(&p, &pred, &conf, Some(&truth), names, None, None)
         .map_err(TrainError::io(&p, "cannot write"))?;
     let (h, w) = (images.rows, images.cols);
     let grid = |name: &str, title: &str, correct: bool| {

@@ -33,6 +33,9 @@ pub struct ClassifyOptions {
     /// What the model was given: every image after preprocessing, as the
     /// `[N, 1, H, W]` float32 .npy it was fed.
     pub inputs: Option<PathBuf>,
+    /// The most probable classes per image to write (`--top`; 1: the
+    /// predicted class alone).
+    pub top: usize,
 }
 
 /// Figures kept while streaming: the first few right and wrong images.
@@ -54,6 +57,13 @@ pub fn classify(opts: &RunOptions, c: &ClassifyOptions, out: &mut dyn Write) -> 
         eprintln!("{}", assumed(&session, &contract));
     }
     let classes = contract.classes;
+    if c.top > classes {
+        return Err(InferError::Usage(format!(
+            "--top {}: {} has {classes} classes",
+            c.top,
+            opts.model.display()
+        )));
+    }
     let mut source = open_images(opts, &session, contract.names.clone())?;
     let names = contract.names.clone();
     let labels = match (&c.labels, source.classes()) {
@@ -118,6 +128,8 @@ pub fn classify(opts: &RunOptions, c: &ClassifyOptions, out: &mut dyn Write) -> 
     // Capacity from the header is capped: a lying header must not allocate.
     let mut preds: Vec<usize> = Vec::with_capacity(source.count().min(1 << 20));
     let mut confs: Vec<f32> = Vec::with_capacity(source.count().min(1 << 20));
+    // --top K > 1: each image's K most probable classes, most probable first.
+    let mut tops: Vec<Vec<(usize, f32)>> = Vec::new();
     let mut samples: [Vec<Tile>; 2] = [Vec::new(), Vec::new()];
     let seconds = stream(&mut session, &mut source, opts.batch_size, |pixels, outputs| {
         let scores = outputs.iter().find(|o| o.name == contract.output).expect("checked");
@@ -153,6 +165,9 @@ pub fn classify(opts: &RunOptions, c: &ClassifyOptions, out: &mut dyn Write) -> 
             let index = preds.len();
             preds.push(best);
             confs.push(p);
+            if c.top > 1 {
+                tops.push(report::top(row.iter(), c.top));
+            }
             if c.samples.is_some() {
                 let truth = labels.as_ref().map(|l| l[index] as usize);
                 let right = truth.is_none_or(|t| t == best);
@@ -236,7 +251,18 @@ pub fn classify(opts: &RunOptions, c: &ClassifyOptions, out: &mut dyn Write) -> 
             .iter()
             .enumerate()
             .map(
-                |(i, f)| json!({"path": f.display().to_string(), "predicted": names[preds[i]], "confidence": confs[i]})
+                |(i, f)| {
+                    let mut file =
+                        json!({"path": f.display().to_string(), "predicted": names[preds[i]], "confidence": confs[i]});
+                    if let Some(top) = tops.get(i) {
+                        file["top"] = top
+                            .iter()
+                            .map(|&(k, p)| json!({"class": names[k], "probability": p}))
+                            .collect::<Vec<_>>()
+                            .into();
+                    }
+                    file
+                }
             )
             .collect::<Vec<_>>());
     }
@@ -274,7 +300,7 @@ pub fn classify(opts: &RunOptions, c: &ClassifyOptions, out: &mut dyn Write) -> 
             json!(names.iter().cloned().zip(hist.iter().map(|&c| json!(c))).collect::<serde_json::Map<_, _>>());
     }
     if let Some(p) = &c.predictions {
-        report::write_predictions(p, &preds, &confs, truth.as_deref(), &names, source.files())
+        report::write_predictions(p, &preds, &confs, truth.as_deref(), &names, source.files(), (!tops.is_empty()).then_some(&tops[..]))
             .map_err(InferError::write(p))?;
     }
     if let Some(d) = &c.samples {
