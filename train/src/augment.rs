@@ -254,9 +254,9 @@ impl FromStr for Augment {
                 "flip" if value.is_empty() || value == "true" => a.flip = true,
                 "flip" if value == "false" => a.flip = false,
                 "fill" => {
-                    a.fill = value.parse().map_err(|_| {
-                        format!("--augment {part}: fill is constant (zeros), nearest or reflect")
-                    })?
+                    a.fill = value
+                        .parse()
+                        .map_err(|_| format!("--augment {part}: fill is constant (zeros), nearest or reflect"))?
                 }
                 _ => {
                     return Err(format!(

@@ -8,10 +8,10 @@ use strum::{Display, EnumMessage, EnumString, IntoStaticStr, VariantArray};
 
 pub use crate::augment::Augment;
 pub use crate::early_stopping::{EarlyStopping, Monitor};
+pub use crate::ema::Warmup;
 use crate::model::architecture::is_zero;
 pub use crate::model::{Architecture, ConfigError, FC_UNITS};
 use crate::optim::OptimizerKind;
-pub use crate::ema::Warmup;
 pub use crate::precision::Precision;
 
 /// The two networks this crate trains.

@@ -266,7 +266,9 @@ fn rotation_equals_the_reference_resample() {
     // A row 1, 2, 3, … moved 2 pixels right: the two columns it brings in.
     let ramp = (Tensor::arange(w as i64, (Kind::Float, Device::Cpu)) + 1.0).view([1, 1, 1, w as i64]);
     let shift = Transform { angle: 0.0, scale: 1.0, tx: 2.0, ty: 0.0, flip: false };
-    for (fill, want) in [(Fill::Constant, [0.0, 0.0, 1.0]), (Fill::Nearest, [1.0, 1.0, 1.0]), (Fill::Reflect, [2.0, 1.0, 1.0])] {
+    for (fill, want) in
+        [(Fill::Constant, [0.0, 0.0, 1.0]), (Fill::Nearest, [1.0, 1.0, 1.0]), (Fill::Reflect, [2.0, 1.0, 1.0])]
+    {
         let out = Vec::<f32>::try_from(resample(&ramp, &[shift], true, fill).flatten(0, -1)).unwrap();
         assert_eq!(out[..3], want, "{fill}");
     }
@@ -2490,7 +2492,8 @@ fn int8_gate_looks_again_with_the_training_images_the_calibration_left() {
     let (code, out) = classifier_small(&ae, &clf, &args, None);
     assert_eq!(code, 0, "{out}");
     let models = dir.path().join("models");
-    let (code, _, err) = run(&["export", "-q", "--run", clf.to_str().unwrap(), "--out", models.to_str().unwrap()], None);
+    let (code, _, err) =
+        run(&["export", "-q", "--run", clf.to_str().unwrap(), "--out", models.to_str().unwrap()], None);
     assert_eq!(code, 0, "{err}");
     let float = ae_onnx::read_model(models.join("classifier.onnx")).unwrap();
     let cfg = RunDir::open(&clf).unwrap().read_config().unwrap();
@@ -2502,7 +2505,10 @@ fn int8_gate_looks_again_with_the_training_images_the_calibration_left() {
     let limit = g.limit.clone().unwrap();
     assert!(g.passed && g.images == 600, "{g:?}");
     assert!(limit.starts_with("validation: 0 of 600 images only float got right, 0 only int8: not shown that int8 turns at most 0.2 % of the images from right to wrong (one-sided p = 0.301, needs ≤ 0.025); with"), "{limit}");
-    assert!(limit.contains("; with the 2336 training images the calibration did not draw: 0 of 2936 images"), "{limit}");
+    assert!(
+        limit.contains("; with the 2336 training images the calibration did not draw: 0 of 2936 images"),
+        "{limit}"
+    );
     assert!(limit.ends_with("shown that int8 turns at most 0.2 % of the images from right to wrong (one-sided p = 0.003, needs ≤ 0.025)"), "{limit}");
 }
 

@@ -58,11 +58,7 @@ pub fn classify(opts: &RunOptions, c: &ClassifyOptions, out: &mut dyn Write) -> 
     }
     let classes = contract.classes;
     if c.top > classes {
-        return Err(InferError::Usage(format!(
-            "--top {}: {} has {classes} classes",
-            c.top,
-            opts.model.display()
-        )));
+        return Err(InferError::Usage(format!("--top {}: {} has {classes} classes", c.top, opts.model.display())));
     }
     let mut source = open_images(opts, &session, contract.names.clone())?;
     let names = contract.names.clone();
@@ -250,20 +246,18 @@ pub fn classify(opts: &RunOptions, c: &ClassifyOptions, out: &mut dyn Write) -> 
         doc["files"] = json!(files
             .iter()
             .enumerate()
-            .map(
-                |(i, f)| {
-                    let mut file =
-                        json!({"path": f.display().to_string(), "predicted": names[preds[i]], "confidence": confs[i]});
-                    if let Some(top) = tops.get(i) {
-                        file["top"] = top
-                            .iter()
-                            .map(|&(k, p)| json!({"class": names[k], "probability": p}))
-                            .collect::<Vec<_>>()
-                            .into();
-                    }
-                    file
+            .map(|(i, f)| {
+                let mut file =
+                    json!({"path": f.display().to_string(), "predicted": names[preds[i]], "confidence": confs[i]});
+                if let Some(top) = tops.get(i) {
+                    file["top"] = top
+                        .iter()
+                        .map(|&(k, p)| json!({"class": names[k], "probability": p}))
+                        .collect::<Vec<_>>()
+                        .into();
                 }
-            )
+                file
+            })
             .collect::<Vec<_>>());
     }
     if let Some(t) = &truth {
@@ -300,8 +294,16 @@ pub fn classify(opts: &RunOptions, c: &ClassifyOptions, out: &mut dyn Write) -> 
             json!(names.iter().cloned().zip(hist.iter().map(|&c| json!(c))).collect::<serde_json::Map<_, _>>());
     }
     if let Some(p) = &c.predictions {
-        report::write_predictions(p, &preds, &confs, truth.as_deref(), &names, source.files(), (!tops.is_empty()).then_some(&tops[..]))
-            .map_err(InferError::write(p))?;
+        report::write_predictions(
+            p,
+            &preds,
+            &confs,
+            truth.as_deref(),
+            &names,
+            source.files(),
+            (!tops.is_empty()).then_some(&tops[..]),
+        )
+        .map_err(InferError::write(p))?;
     }
     if let Some(d) = &c.samples {
         // Without labels nothing is known to be right or wrong: one grid.

@@ -208,7 +208,8 @@ pub fn normalize(path: &Path, config: &ModelConfig, session: &ModelSession) -> R
     let mismatch = |msg: String| ConfigError::Mismatch { path: path.into(), msg };
     let Some(p) = config.parameters.get("normalize") else { return Ok(None) };
     // parse's words name the flag; here the config's parameter is meant.
-    let n = Normalize::parse(&p.string_value).map_err(|e| mismatch(e.replacen("--normalize", "parameter normalize", 1)))?;
+    let n =
+        Normalize::parse(&p.string_value).map_err(|e| mismatch(e.replacen("--normalize", "parameter normalize", 1)))?;
     if let Normalize::Channels { mean, .. } = &n {
         if session.input.element == Element::U8 {
             return Err(mismatch(format!(

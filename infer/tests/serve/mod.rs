@@ -802,8 +802,11 @@ fn a_configs_normalize_parameter_is_what_classify_applies_to_pictures() {
     let repo = dir.path().join("repo");
     std::fs::create_dir_all(repo.join("m/1")).unwrap();
     std::fs::write(repo.join("m/1/model.onnx"), fixture_model("classifier", 8, 8).to_bytes()).unwrap();
-    std::fs::write(repo.join("m/config.pbtxt"), "max_batch_size: 8\nparameters { key: \"normalize\" value: { string_value: \"0.5,0.25\" } }\n")
-        .unwrap();
+    std::fs::write(
+        repo.join("m/config.pbtxt"),
+        "max_batch_size: 8\nparameters { key: \"normalize\" value: { string_value: \"0.5,0.25\" } }\n",
+    )
+    .unwrap();
     let pixels: Vec<u8> = (0..64).map(|i| ((i * 53) % 256) as u8).collect();
     let png = dir.path().join("p.png");
     image::GrayImage::from_raw(8, 8, pixels).unwrap().save(&png).unwrap();
@@ -1669,7 +1672,10 @@ fn models_made_elsewhere_are_served_or_listed_with_their_reason() {
     g.input[0] = ValueInfoProto::tensor_f32("pixels", &[batch, Dim::Fixed(8), Dim::Fixed(8), Dim::Fixed(1)]);
     g.input[0].r#type.as_mut().unwrap().tensor_type.as_mut().unwrap().elem_type = 2; // UINT8
     g.node.insert(0, node("Cast", &["pixels"], "as_float", vec![ae_onnx::AttributeProto::int("to", 1)]));
-    g.node.insert(1, node("Transpose", &["as_float"], "image", vec![ae_onnx::AttributeProto::ints("perm", &[0, 3, 1, 2])]));
+    g.node.insert(
+        1,
+        node("Transpose", &["as_float"], "image", vec![ae_onnx::AttributeProto::ints("perm", &[0, 3, 1, 2])]),
+    );
     std::fs::write(folder.join("keras.onnx"), m.to_bytes()).unwrap();
     std::fs::write(folder.join("classifier.onnx"), fixture_model("classifier", 8, 8).to_bytes()).unwrap();
     std::fs::write(folder.join("broken.onnx"), b"not a model").unwrap();

@@ -121,9 +121,10 @@ impl RunImages {
     /// The rest of the training images, a batch at a time in [0, 1]:
     /// (images, count, index of the first).
     fn rest_batches(&self) -> impl Iterator<Item = (Vec<f32>, usize, usize)> + '_ {
-        self.rest.chunks(BATCH * self.pixels).enumerate().map(|(b, c)| {
-            (c.iter().map(|&p| p as f32 / 255.0).collect(), c.len() / self.pixels, b * BATCH)
-        })
+        self.rest
+            .chunks(BATCH * self.pixels)
+            .enumerate()
+            .map(|(b, c)| (c.iter().map(|&p| p as f32 / 255.0).collect(), c.len() / self.pixels, b * BATCH))
     }
 }
 
@@ -407,7 +408,11 @@ impl Shown {
             (false, None) => "; the measured rate is past the limit, so no set would show it".into(),
         };
         let p = if self.p < 1e-3 { format!("{:.1e}", self.p) } else { format!("{:.3}", self.p) };
-        format!("{} that {claim} (one-sided p = {p}, needs ≤ {}){tail}", if self.shown { "shown" } else { "not shown" }, self.alpha)
+        format!(
+            "{} that {claim} (one-sided p = {p}, needs ≤ {}){tail}",
+            if self.shown { "shown" } else { "not shown" },
+            self.alpha
+        )
     }
 }
 

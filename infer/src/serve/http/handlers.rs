@@ -34,9 +34,7 @@ pub async fn server_metadata() -> Json<Value> {
 
 fn metadata(state: &AppState, model: &ServedModel) -> Value {
     // Outputs answer as FP32 whatever the model's (float16 ones widened).
-    let tensor = |t: &crate::session::TensorSpec, datatype: &str| {
-        json!({ "name": t.name, "datatype": datatype, "shape": t.sizes() })
-    };
+    let tensor = |t: &crate::session::TensorSpec, datatype: &str| json!({ "name": t.name, "datatype": datatype, "shape": t.sizes() });
     json!({
         "name": model.name,
         "versions": state.models.versions(&model.name),
