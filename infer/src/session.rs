@@ -144,6 +144,16 @@ impl Normalize {
         Ok(Normalize::Channels { mean: mean.to_vec(), std: std.to_vec() })
     }
 
+    /// Why this normalisation cannot apply to an input of `element` with
+    /// `channels` channels, if it cannot.
+    pub fn misfit(&self, element: Element, channels: usize) -> Option<Misfit> {
+        let Normalize::Channels { mean, .. } = self else { return None };
+        if element == Element::U8 {
+            return Some(Misfit::Uint8);
+        }
+        (mean.len() != 1 && mean.len() != channels).then_some(Misfit::Channels { given: mean.len() })
+    }
+
     /// The mean and std of channel `c`.
     fn channel(&self, c: usize) -> Option<(f32, f32)> {
         match self {
@@ -161,6 +171,15 @@ impl Normalize {
             Normalize::Channels { mean, std } => format!("(x - {mean:?}) / {std:?} per channel"),
         }
     }
+}
+
+/// Why a normalisation does not fit an input ([`Normalize::misfit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Misfit {
+    /// The input takes uint8 pixels, which the model normalises itself.
+    Uint8,
+    /// Statistics for `given` channels, neither 1 nor the input's.
+    Channels { given: usize },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -444,13 +463,10 @@ impl ModelSession {
             _ => None,
         };
         let normalize = contract.normalize.clone();
-        if let Normalize::Channels { mean, .. } = &normalize {
-            if input.element == Element::U8 {
-                return Err(SessionError::NormalizeUint8 { path, name: input.name.clone() });
-            }
-            if mean.len() != 1 && mean.len() != channels {
-                return Err(SessionError::NormalizeChannels { path, given: mean.len(), channels });
-            }
+        match normalize.misfit(input.element, channels) {
+            None => {}
+            Some(Misfit::Uint8) => return Err(SessionError::NormalizeUint8 { path, name: input.name.clone() }),
+            Some(Misfit::Channels { given }) => return Err(SessionError::NormalizeChannels { path, given, channels }),
         }
         let outputs = session.outputs().iter().map(|o| spec(&path, o, "output")).collect::<Result<_, _>>()?;
         let meta = session.metadata().map_err(|e| SessionError::Load { path: path.clone(), msg: e.to_string() })?;
@@ -549,7 +565,8 @@ impl ModelSession {
         let per = self.channels * self.height * self.width;
         let piece = self.fixed_batch.unwrap_or(batch).max(1);
         let mut parts: Vec<Vec<Output>> = Vec::new();
-        for start in (0..batch).step_by(piece) {
+        // `batch.max(1)`: a batch of no images still runs once, as an empty tensor.
+        for start in (0..batch.max(1)).step_by(piece) {
             let n = piece.min(batch - start);
             let rows = self.fixed_batch.unwrap_or(n);
             let shape = match self.layout {

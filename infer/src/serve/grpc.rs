@@ -179,16 +179,14 @@ fn requested_outputs(
 /// An input's typed contents, in the field of its datatype (the
 /// protocol's: `fp32_contents` for FP32, `uint_contents` for UINT8; FP16
 /// has none, so it comes as raw contents); any other field set is refused.
-fn typed_contents(name: &str, element: Element, contents: InferTensorContents) -> Result<Vec<f32>, ApiError> {
-    let (field, values, rest) = match element {
-        Element::F32 => {
-            let values = contents.fp32_contents.clone();
-            ("fp32_contents", values, InferTensorContents { fp32_contents: Vec::new(), ..contents })
-        }
+fn typed_contents(name: &str, element: Element, mut contents: InferTensorContents) -> Result<Vec<f32>, ApiError> {
+    let (field, values) = match element {
+        Element::F32 => ("fp32_contents", std::mem::take(&mut contents.fp32_contents)),
         Element::U8 => {
             // Above 255 a value is named by the range check, not wrapped.
             let values = contents.uint_contents.iter().map(|&v| v.min(256) as f32).collect();
-            ("uint_contents", values, InferTensorContents { uint_contents: Vec::new(), ..contents })
+            contents.uint_contents.clear();
+            ("uint_contents", values)
         }
         Element::F16 => {
             return Err(ApiError::bad(format!(
@@ -196,7 +194,7 @@ fn typed_contents(name: &str, element: Element, contents: InferTensorContents) -
             )))
         }
     };
-    if rest != InferTensorContents::default() {
+    if contents != InferTensorContents::default() {
         return Err(ApiError::bad(format!(
             "input {name:?} is {}: its values go in {field}, and the request sets another contents field",
             element.datatype()

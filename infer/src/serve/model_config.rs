@@ -14,7 +14,7 @@ use super::proto::{
     model_config::SchedulingChoice, model_instance_group::Kind, DataType, ModelConfig, ModelDynamicBatching,
     ModelInput, ModelInstanceGroup, ModelOutput, ModelQueuePolicy,
 };
-use crate::session::{Element, ModelSession, Normalize, TensorSpec};
+use crate::session::{Element, Misfit, ModelSession, Normalize, TensorSpec};
 use ae_onnx::Dim;
 
 #[derive(Debug, thiserror::Error)]
@@ -210,23 +210,18 @@ pub fn normalize(path: &Path, config: &ModelConfig, session: &ModelSession) -> R
     // parse's words name the flag; here the config's parameter is meant.
     let n =
         Normalize::parse(&p.string_value).map_err(|e| mismatch(e.replacen("--normalize", "parameter normalize", 1)))?;
-    if let Normalize::Channels { mean, .. } = &n {
-        if session.input.element == Element::U8 {
-            return Err(mismatch(format!(
-                "parameter normalize applies to float inputs; input {} takes uint8 pixels",
-                session.input.name
-            )));
-        }
-        if mean.len() != 1 && mean.len() != session.channels {
-            return Err(mismatch(format!(
-                "parameter normalize has {} values per statistic for a model of {} channels (give 1 or {})",
-                mean.len(),
-                session.channels,
-                session.channels
-            )));
-        }
+    let channels = session.channels;
+    match n.misfit(session.input.element, channels) {
+        None => Ok(Some(n)),
+        Some(Misfit::Uint8) => Err(mismatch(format!(
+            "parameter normalize applies to float inputs; input {} takes uint8 pixels",
+            session.input.name
+        ))),
+        Some(Misfit::Channels { given }) => Err(mismatch(format!(
+            "parameter normalize has {given} values per statistic for a model of {channels} channels (give 1 or \
+             {channels})"
+        ))),
     }
-    Ok(Some(n))
 }
 
 /// The batching of a model whose first dimension is fixed at `n`

@@ -1711,19 +1711,23 @@ fn models_made_elsewhere_are_served_or_listed_with_their_reason() {
     let images_path = dir.path().join("images");
     idx::write_images(&images_path, &Images { count: 8, channels: 1, rows: 8, cols: 8, pixels: pixels.clone() }, false)
         .unwrap();
-    let npy = dir.path().join("p.npy");
-    let (code, _, err) = infer_cmd(&[
-        "classify",
-        "--model",
-        &folder.join("zoo.onnx").display().to_string(),
-        "--images",
-        &images_path.display().to_string(),
-        "--probabilities",
-        &npy.display().to_string(),
-        "--quiet",
-    ]);
-    assert_eq!(code, 0, "{err}");
-    let (_, want) = read_npy(&npy);
+    // What infer classify gives for the eight images: each served answer is held to it.
+    let classified = |model: &str| {
+        let npy = dir.path().join("p.npy");
+        let (code, _, err) = infer_cmd(&[
+            "classify",
+            "--model",
+            &folder.join(model).display().to_string(),
+            "--images",
+            &images_path.display().to_string(),
+            "--probabilities",
+            &npy.display().to_string(),
+            "--quiet",
+        ]);
+        assert_eq!(code, 0, "{err}");
+        read_npy(&npy).1
+    };
+    let want = classified("zoo.onnx");
     let x: Vec<f32> = pixels.iter().map(|&p| p as f32 / 255.0).collect();
     let rows: Vec<Vec<f32>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..8)
@@ -1777,18 +1781,7 @@ fn models_made_elsewhere_are_served_or_listed_with_their_reason() {
         (meta["inputs"][0]["datatype"].clone(), meta["inputs"][0]["shape"].clone()),
         ("UINT8".into(), serde_json::json!([-1, 8, 8, 1]))
     );
-    let (code, _, err) = infer_cmd(&[
-        "classify",
-        "--model",
-        &folder.join("keras.onnx").display().to_string(),
-        "--images",
-        &images_path.display().to_string(),
-        "--probabilities",
-        &npy.display().to_string(),
-        "--quiet",
-    ]);
-    assert_eq!(code, 0, "{err}");
-    let (_, want) = read_npy(&npy);
+    let want = classified("keras.onnx");
     let infer_u8 = |data: serde_json::Value, n: usize| {
         let body = serde_json::to_vec(&serde_json::json!({"inputs": [
             {"name": "pixels", "shape": [n, 8, 8, 1], "datatype": "UINT8", "data": data}
