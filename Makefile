@@ -25,7 +25,7 @@ export BIN_DIR := $(or $(CARGO_TARGET_DIR),target)/release
 TRAIN := $(BIN_DIR)/train
 INFER := $(BIN_DIR)/infer
 
-.PHONY: all setup setup-infer data build build-tools train fashion test dist web web-deps bench bench-serving fuzz clean
+.PHONY: all setup setup-infer data build build-tools train serve fashion test dist web web-deps bench bench-serving fuzz clean
 
 all: train
 
@@ -41,9 +41,17 @@ data:
 build: setup
 	cargo build --release
 
-# What `make train` runs, and nothing else (not the benchmarks' crate).
+# What `make train` runs, and nothing else: not the server (crate serve,
+# whose infer-serve binary `infer serve` runs) nor the benchmarks' crate.
 build-tools: setup
 	cargo build --release -p train -p infer
+
+# The models over the Open Inference Protocol (REST on 127.0.0.1:8000, gRPC on
+# :8001; Ctrl-C drains). SERVE_ARGS: more of `infer serve`'s flags.
+SERVE_ARGS ?=
+serve: setup
+	cargo build --release -p infer -p serve
+	$(INFER) serve --models $(MODELS) $(SERVE_ARGS)
 
 train: setup data build-tools
 	$(TRAIN) autoencoder --images $(DATA)/train-images-idx3-ubyte --out $(RUN)/autoencoder --force \

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the self-contained `infer` bundle:
 #   OUT/infer-VERSION-linux-x86_64[-cuda].tar.gz
-#     bin/infer                  rpath $ORIGIN/../lib, stripped, no path of this machine
+#     bin/infer, bin/infer-serve rpath $ORIGIN/../lib, stripped, no path of this machine
+#                                (`infer serve` runs infer-serve from beside infer)
 #     lib/libonnxruntime.so*     the ONNX Runtime `infer` was built for (cpu: the venv's
 #                                wheel; cuda: the `onnxruntime-gpu` wheel of the same version)
 #     models/*.onnx, README.md, LICENSE-onnxruntime, ThirdPartyNotices-onnxruntime.txt
@@ -39,7 +40,7 @@ INFER_RPATH='$ORIGIN/../lib' \
 CARGO_PROFILE_RELEASE_STRIP=symbols \
 RUSTFLAGS="--remap-path-prefix=$root=. --remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}=cargo" \
 ORT_LIB_PATH="$capi" ORT_PREFER_DYNAMIC_LINK=1 \
-  cargo build --quiet --release -p infer --target-dir "$target" --manifest-path "$root/Cargo.toml"
+  cargo build --quiet --release -p infer -p serve --target-dir "$target" --manifest-path "$root/Cargo.toml"
 bin="$target/release/infer"
 version=$(LD_LIBRARY_PATH="$capi" "$bin" --version | awk '{print $2}')
 name="infer-$version-linux-x86_64$([ "$flavour" = cuda ] && echo -cuda || true)"
@@ -50,6 +51,7 @@ cleanup+=("$stage")
 dir="$stage/$name"
 mkdir -p "$dir/bin" "$dir/lib" "$dir/models"
 cp "$bin" "$dir/bin/infer"
+cp "$target/release/infer-serve" "$dir/bin/infer-serve"
 lib=$(ls "$libs"/libonnxruntime.so.1.* | head -n1)
 cp "$lib" "$dir/lib/"
 ln -s "$(basename "$lib")" "$dir/lib/libonnxruntime.so.1"
@@ -61,7 +63,7 @@ site=$(dirname "$libs")
 cp "$site/LICENSE" "$dir/LICENSE-onnxruntime"
 cp "$site/ThirdPartyNotices.txt" "$dir/ThirdPartyNotices-onnxruntime.txt"
 # The newest glibc symbol version either binary needs: the oldest Linux it runs on.
-glibc=$(objdump -T "$dir/bin/infer" "$dir/lib/$(basename "$lib")" | grep -o 'GLIBC_[0-9.]*' | sort -V | tail -n1)
+glibc=$(objdump -T "$dir/bin/infer" "$dir/bin/infer-serve" "$dir/lib/$(basename "$lib")" | grep -o 'GLIBC_[0-9.]*' | sort -V | tail -n1)
 sed -e "s/@GLIBC@/${glibc#GLIBC_}/g" -e "s/@VERSION@/$version/g" -e "s/@ORT@/$ort_version/g" -e "s/@NAME@/$name/g" \
   "$root/scripts/dist-README.md" > "$dir/README.md"
 if [ "$flavour" = cuda ]; then
@@ -79,8 +81,10 @@ provider needs an NVIDIA driver and, on the loader's path, $needs
 TXT
 fi
 
-runpath=$(readelf -d "$dir/bin/infer" | sed -n 's/.*(RUNPATH).*\[\(.*\)\]/\1/p')
-[ "$runpath" = '$ORIGIN/../lib' ] || { echo "dist: bin/infer has RUNPATH '$runpath', expected \$ORIGIN/../lib" >&2; exit 1; }
+for b in infer infer-serve; do
+  runpath=$(readelf -d "$dir/bin/$b" | sed -n 's/.*(RUNPATH).*\[\(.*\)\]/\1/p')
+  [ "$runpath" = '$ORIGIN/../lib' ] || { echo "dist: bin/$b has RUNPATH '$runpath', expected \$ORIGIN/../lib" >&2; exit 1; }
+done
 
 # Same bytes for the same inputs: sorted names, fixed owner and times.
 tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -C "$stage" -czf "$stage/$name.tar.gz" "$name"

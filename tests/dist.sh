@@ -30,6 +30,13 @@ lib=$(env -i ldd "$bundle/bin/infer" | awk '/libonnxruntime/ {print $3}')
 int8=$(env -i "$bundle/bin/infer" classify --model "$bundle/models/classifier.int8.onnx" \
   --images "$data/t10k-images-idx3-ubyte" --labels "$data/t10k-labels-idx1-ubyte" --quiet --format json |
   python3 -c 'import json, sys; print(json.load(sys.stdin)["report"]["accuracy"])')
+# The server, run by `infer serve` from beside infer: it loads the bundle's models and stops cleanly.
+env -i "$bundle/bin/infer" serve --models "$bundle/models" --http-port 0 --grpc-port 0 > "$work/serve.txt" 2>&1 &
+server=$!
+for _ in $(seq 100); do grep -q "http://" "$work/serve.txt" && break; sleep 0.1; done
+kill -TERM "$server" 2>/dev/null || true
+wait "$server" || { cat "$work/serve.txt" >&2; echo "dist: bin/infer serve did not drain" >&2; exit 1; }
+grep -q "http://127.0.0.1:" "$work/serve.txt" || { cat "$work/serve.txt" >&2; echo "dist: bin/infer serve did not start" >&2; exit 1; }
 mv "$hidden" "$venv"
 
 [ "$(readlink -f "$lib")" = "$(readlink -f "$bundle/lib/libonnxruntime.so.1")" ] ||
@@ -39,4 +46,4 @@ diff -u "$work/in-tree.txt" "$work/bundle.txt" ||
 grep -q "accuracy" "$work/bundle.txt"
 python3 -c "import sys; a = float(sys.argv[1]); sys.exit(0 if a >= 0.99 else f'dist: int8 accuracy {a}')" "$int8"
 echo "dist: $(basename "$tarball") ($(du -h "$tarball" | cut -f1)B) runs under env -i without the venv:" \
-  "same report as the in-tree binary ($(grep -m1 accuracy "$work/bundle.txt" | tr -s ' ' | sed 's/^ //'))"
+  "same report as the in-tree binary ($(grep -m1 accuracy "$work/bundle.txt" | tr -s ' ' | sed 's/^ //')), and serves"

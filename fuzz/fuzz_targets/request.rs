@@ -8,13 +8,13 @@
 use std::sync::OnceLock;
 
 use ae_onnx::Dim;
-use infer::serve::http::types::{parse_request, response_body};
-use infer::serve::metrics::Metrics;
-use infer::serve::model::ServedModel;
-use infer::serve::model_config::Batching;
-use infer::serve::proto::ModelConfig;
-use infer::serve::queue::{OutputRows, Queue};
-use infer::session::TensorSpec;
+use serve::http::types::{parse_request, response_body};
+use serve::metrics::Metrics;
+use serve::model::ServedModel;
+use serve::model_config::Batching;
+use serve::proto::ModelConfig;
+use serve::queue::{OutputRows, Queue};
+use infer::session::{Element, InputForm, Layout, Normalize, TensorSpec};
 use libfuzzer_sys::fuzz_target;
 
 /// A served classifier without sessions: the parser and the response
@@ -32,6 +32,7 @@ fn model() -> &'static ServedModel {
         };
         let spec = |name: &str, dims: &[i64]| TensorSpec {
             name: name.into(),
+            element: Element::F32,
             dims: std::iter::once(Dim::Symbolic("batch".into())).chain(dims.iter().map(|&d| Dim::Fixed(d))).collect(),
         };
         ServedModel {
@@ -40,7 +41,13 @@ fn model() -> &'static ServedModel {
             config: ModelConfig::default(),
             input: spec("image", &[1, 28, 28]),
             outputs: vec![spec("probabilities", &[10]), spec("logits", &[10])],
-            image: [1, 28, 28],
+            form: InputForm {
+                element: Element::F32,
+                layout: Layout::Nchw,
+                image: [1, 28, 28],
+                normalize: Normalize::None,
+            },
+            classifier: None,
             class_names: (0..10).map(|c| c.to_string()).collect(),
             queue: Queue::start("classifier", Vec::new(), &batching, &metrics.queue("classifier", "1")),
             latency: metrics.latency.with_label_values(&["classifier", "1"]),

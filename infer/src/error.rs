@@ -45,15 +45,6 @@ pub enum InferError {
     Usage(String),
     #[error("{0}")]
     Runtime(String),
-    /// Boxed: the server's errors are large and rare.
-    #[error(transparent)]
-    Serve(Box<crate::serve::ServeError>),
-}
-
-impl From<crate::serve::ServeError> for InferError {
-    fn from(e: crate::serve::ServeError) -> Self {
-        InferError::Serve(Box::new(e))
-    }
 }
 
 impl InferError {
@@ -62,7 +53,6 @@ impl InferError {
             InferError::Runtime(_) | InferError::Stdout(_) => 1,
             InferError::Interrupted => ae_core::interrupt::EXIT_CODE,
             InferError::Session(e) if e.is_runtime() => 1,
-            InferError::Serve(e) => e.exit_code(),
             _ => 2,
         }
     }

@@ -7,25 +7,12 @@ use std::process::Command;
 
 use ae_core::idx::{self, DType, IdxArray, IdxData, IdxError, Images};
 
-mod serve;
-
 fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
 }
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").to_path_buf()
-}
-
-/// Deterministic pseudo-random bytes.
-fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            (s >> 56) as u8
-        })
-        .collect()
 }
 
 // ---------------------------------------------------------------- IDX
@@ -261,95 +248,8 @@ fn report_matches_hand_computed_values() {
 
 // ---------------------------------------------------------------- the binary
 
-use ae_onnx::{
-    AttributeProto, Dim, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto,
-    ValueInfoProto,
-};
-
-fn node(op: &str, inputs: &[&str], output: &str, attrs: Vec<AttributeProto>) -> NodeProto {
-    NodeProto {
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: vec![output.into()],
-        name: output.into(),
-        op_type: op.into(),
-        attribute: attrs,
-        ..Default::default()
-    }
-}
-
-fn floats(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-    noise(n, seed).iter().map(|&b| (b as f32 / 255.0 - 0.5) * scale).collect()
-}
-
-/// A small fixed classifier: Conv(1→2, 3×3) → Relu → MaxPool → Flatten →
-/// Gemm(392→10) → Softmax, with deterministic weights, plus an
-/// "autoencoder" (Conv → Sigmoid) and an "encoder" (Conv → Relu).
-fn fixture_model(kind: &str, h: i64, w: i64) -> ModelProto {
-    let batch = || Dim::Symbolic("batch".into());
-    let mut inits = vec![
-        TensorProto::f32("conv.w", &[2, 1, 3, 3], &floats(18, 1, 2.0)),
-        TensorProto::f32("conv.b", &[2], &[0.1, -0.1]),
-    ];
-    let conv = node("Conv", &["image", "conv.w", "conv.b"], "conv", vec![AttributeProto::ints("pads", &[1, 1, 1, 1])]);
-    let (nodes, outputs) = match kind {
-        "classifier" => {
-            let feat = 2 * (h / 2) * (w / 2);
-            inits.push(TensorProto::f32("fc.w", &[10, feat], &floats(10 * feat as usize, 2, 0.2)));
-            inits.push(TensorProto::f32("fc.b", &[10], &floats(10, 3, 0.2)));
-            (
-                vec![
-                    conv,
-                    node("Relu", &["conv"], "relu", vec![]),
-                    node(
-                        "MaxPool",
-                        &["relu"],
-                        "pool",
-                        vec![AttributeProto::ints("kernel_shape", &[2, 2]), AttributeProto::ints("strides", &[2, 2])],
-                    ),
-                    node("Flatten", &["pool"], "flat", vec![AttributeProto::int("axis", 1)]),
-                    node("Gemm", &["flat", "fc.w", "fc.b"], "logits", vec![AttributeProto::int("transB", 1)]),
-                    node("Softmax", &["logits"], "probabilities", vec![AttributeProto::int("axis", -1)]),
-                ],
-                vec![ValueInfoProto::tensor_f32("probabilities", &[batch(), Dim::Fixed(10)])],
-            )
-        }
-        "autoencoder" => {
-            inits[0] = TensorProto::f32("conv.w", &[1, 1, 3, 3], &floats(9, 1, 2.0));
-            inits[1] = TensorProto::f32("conv.b", &[1], &[0.0]);
-            (
-                vec![conv, node("Sigmoid", &["conv"], "reconstruction", vec![])],
-                vec![ValueInfoProto::tensor_f32(
-                    "reconstruction",
-                    &[batch(), Dim::Fixed(1), Dim::Fixed(h), Dim::Fixed(w)],
-                )],
-            )
-        }
-        _ => (
-            vec![conv, node("Relu", &["conv"], "embedding", vec![])],
-            vec![ValueInfoProto::tensor_f32("embedding", &[batch(), Dim::Fixed(2), Dim::Fixed(h), Dim::Fixed(w)])],
-        ),
-    };
-    ModelProto {
-        ir_version: 8,
-        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 17 }],
-        producer_name: "fixture".into(),
-        producer_version: "1".into(),
-        doc_string: format!("fixture {kind}"),
-        graph: Some(GraphProto {
-            node: nodes,
-            name: kind.into(),
-            initializer: inits,
-            input: vec![ValueInfoProto::tensor_f32("image", &[batch(), Dim::Fixed(1), Dim::Fixed(h), Dim::Fixed(w)])],
-            output: outputs,
-            ..Default::default()
-        }),
-        metadata_props: vec![StringStringEntryProto {
-            key: "class_names".into(),
-            value: "[\"zero\",\"one\",\"two\",\"three\",\"four\",\"five\",\"six\",\"seven\",\"eight\",\"nine\"]".into(),
-        }],
-        ..Default::default()
-    }
-}
+use ae_onnx::fixture::{fixture_model, node, noise};
+use ae_onnx::{AttributeProto, TensorProto};
 
 /// Fixture files in a temp dir: the three models, 60 synthetic 8×8 images
 /// with labels, and assorted broken inputs.
@@ -971,7 +871,7 @@ fn help_snapshots() {
     assert_eq!(code, 0);
     assert!(out.contains("Exit codes:") && out.contains("2    bad input"), "{out}");
     insta::assert_snapshot!("infer_help", out);
-    for sub in ["classify", "reconstruct", "embed", "info", "serve"] {
+    for sub in ["classify", "reconstruct", "embed", "info"] {
         let (code, out, _) = infer_cmd(&[sub, "--help"]);
         assert_eq!(code, 0);
         insta::assert_snapshot!(format!("infer_help_{sub}"), out);
@@ -1245,4 +1145,36 @@ fn outputs_never_remove_files_that_are_not_ours() {
     ]);
     assert_eq!(code, 0, "{err}");
     assert!(theirs.exists(), "another program's file was removed");
+}
+
+/// `infer serve ARGS` runs `infer-serve ARGS` from beside `infer`, in the
+/// same process (its exit code is the server's), and says how to build it
+/// when it is not there.
+#[test]
+fn serve_runs_the_server_binary_beside_infer() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tmp();
+    let infer = dir.path().join("infer");
+    std::fs::copy(env!("CARGO_BIN_EXE_infer"), &infer).unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(&infer).args(args).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, _, err) = run(&["serve", "--models", "m"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.starts_with("error: infer serve runs the server's binary, infer-serve, and there is none beside"),
+        "{err}"
+    );
+    assert!(err.contains("cargo build --release -p serve"), "{err}");
+    // A stand-in server: prints its arguments, exits 7.
+    let server = dir.path().join("infer-serve");
+    std::fs::write(&server, "#!/bin/sh\necho \"args: $*\"\nexit 7\n").unwrap();
+    std::fs::set_permissions(&server, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (code, out, err) = run(&["serve", "--models", "m", "--help", "-x"]);
+    assert_eq!((code, out.as_str()), (Some(7), "args: --models m --help -x\n"), "{err}");
 }

@@ -4,6 +4,8 @@
 //! int8 QDQ form. `train` builds its graphs on it, `infer` reads models'
 //! inputs, outputs and metadata with it; it links no ONNX Runtime.
 
+#[cfg(feature = "fixtures")]
+pub mod fixture;
 pub mod quantize;
 pub mod schema;
 

@@ -110,19 +110,19 @@ pub const TRITON_MAX_BATCH: usize = 64;
 /// The config.pbtxt of an exported model: batching across requests with no
 /// added delay, one CPU instance; the header says how to run it on a GPU.
 fn triton_config(name: &str, session: &ModelSession) -> String {
-    let batching = infer::serve::model_config::Batching {
+    let batching = infer::triton::Batching {
         max_batch: TRITON_MAX_BATCH,
         across_requests: true,
         max_queue_delay: std::time::Duration::ZERO,
         max_queue: 1024,
         instances: 1,
     };
-    let config = infer::serve::model_config::for_model(name, session, &batching);
+    let config = infer::triton::ModelConfig::for_model(name, session, &batching);
     format!(
         "# Written by `train export --layout triton`; served unchanged by `infer serve --models DIR`,\n\
          # Triton (tritonserver --model-repository DIR) and KServe.\n\
          # On a GPU under Triton, make the instance group: instance_group [{{ kind: KIND_GPU, count: 1 }}]\n{}",
-        infer::serve::model_config::to_pbtxt(&config)
+        config.to_pbtxt()
     )
 }
 
