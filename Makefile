@@ -68,7 +68,7 @@ train: setup data build-tools
 test: setup data build dist web-deps
 	python3 scripts/tracked_check.py
 	python3 scripts/layout_check.py
-	python3 scripts/docs_flags.py $(BIN_DIR) README.md models/README.md ARCHITECTURE.md BENCHMARKS.md bench/*.md
+	python3 scripts/docs_flags.py $(BIN_DIR) README.md docs/*.md models/README.md ARCHITECTURE.md BENCHMARKS.md bench/*.md
 	cd web && node --test test/preprocess.test.mjs
 	cargo test --release --workspace
 	tests/e2e.sh $(VENV) $(DATA)

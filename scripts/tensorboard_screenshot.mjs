@@ -1,4 +1,4 @@
-// Takes the README's TensorBoard screenshot: starts `tensorboard --logdir
+// Takes the training guide's TensorBoard screenshot (docs/training.md): starts `tensorboard --logdir
 // LOGDIR` on loopback, opens its Time Series page in headless Chromium
 // (puppeteer-core from web/node_modules, Debian's /usr/bin/chromium), waits
 // until the charts have drawn, and writes OUT.png. Stops TensorBoard after.

@@ -1,7 +1,7 @@
 //! The binaries' edge: the exit codes both print in `--help`, and an error
 //! with its causes on one line.
 
-/// The exit codes of both binaries, as their `--help` and the README show them.
+/// The exit codes of both binaries, as their `--help` and docs/training.md show them.
 pub const EXIT_CODES: &str = "\
 Exit codes:
   0    done

@@ -208,7 +208,7 @@ try {
   }
   compare('the drawings saved as PNG', drawn, inferReference(drawn.map((d) => d.png)), 10);
 
-  // 4. The README's screenshot: a drawn 3.
+  // 4. The browser guide's screenshot (docs/browser.md): a drawn 3.
   await page.screenshot({ path: path.join(outDir, 'screenshot.png') });
 
   // 5. Real files through the file input (the drop path's openFile): a
