@@ -203,6 +203,94 @@ impl std::fmt::Debug for EpochFigure<'_> {
     }
 }
 
+/// An epoch's running figures: the loss and correct-count sums, kept on
+/// the device and read only when the bar refreshes and at the epoch's end,
+/// the images seen, and the progress bar, which clears itself however the
+/// epoch ends (the meter dropped).
+struct EpochMeter {
+    started: Instant,
+    loss_sum: Tensor,
+    correct: Tensor,
+    seen: usize,
+    bar: ProgressBar,
+}
+
+impl EpochMeter {
+    fn new(prefix: String, batches: usize, quiet: bool, device: tch::Device) -> EpochMeter {
+        let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(batches as u64) };
+        bar.set_style(
+            ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(prefix);
+        EpochMeter {
+            started: Instant::now(),
+            loss_sum: Tensor::zeros([], (Kind::Double, device)),
+            correct: Tensor::zeros([], (Kind::Int64, device)),
+            seen: 0,
+            bar,
+        }
+    }
+
+    /// The mean loss so far and the rate on the bar; a NaN loss ends the run.
+    fn show(&self, epoch: usize) -> Result<(), TrainError> {
+        let mean = torch(|| self.loss_sum.double_value(&[]) / self.seen as f64)?;
+        if mean.is_nan() {
+            return Err(TrainError::NanLoss { epoch });
+        }
+        let rate = self.seen as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
+        self.bar.set_message(format!("loss {mean:.4} {rate:.0} img/s"));
+        Ok(())
+    }
+
+    /// A line above the bar (on stderr when the bar draws nothing: not a
+    /// terminal, where its own println would not show either).
+    fn say(&self, line: String) {
+        match self.bar.is_hidden() {
+            true => eprintln!("{line}"),
+            false => self.bar.println(line),
+        }
+    }
+
+    /// The epoch's mean loss, and its accuracy when the model classifies
+    /// (reads the device).
+    fn totals(&self, classifies: bool) -> (f64, Option<f64>) {
+        let loss = self.loss_sum.double_value(&[]) / self.seen as f64;
+        (loss, classifies.then(|| self.correct.int64_value(&[]) as f64 / self.seen as f64))
+    }
+
+    fn clear(&self) {
+        if !self.bar.is_finished() {
+            self.bar.finish_and_clear();
+        }
+    }
+}
+
+impl Drop for EpochMeter {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
+/// TensorBoard's batch_loss window: the losses summed on the device since
+/// its last point, and how many steps they are.
+#[derive(Debug)]
+struct BatchLossWindow {
+    sum: Tensor,
+    steps: usize,
+}
+
+impl BatchLossWindow {
+    /// The window's mean, read from the device; then it starts again.
+    fn take_mean(&mut self) -> Result<f64, TrainError> {
+        let mean = torch(|| self.sum.double_value(&[]) / self.steps as f64)?;
+        let _ = self.sum.zero_();
+        self.steps = 0;
+        Ok(mean)
+    }
+}
+
 /// Trains a model held in `vs` stage by stage, checkpointing into `run`
 /// after every epoch and keeping the best epoch's weights.
 #[derive(Debug)]
@@ -228,11 +316,9 @@ pub struct Trainer<'a> {
     pub stage_starts: Vec<usize>,
     /// The epoch at which early stopping ended the last stage, if it did.
     pub stopped_early: Option<usize>,
-    /// TensorBoard's batch_loss window: the losses summed on the device
-    /// since its last point, and how many steps they are; checkpointed, so
-    /// a resumed run's points are an uninterrupted one's.
-    window: Tensor,
-    window_steps: usize,
+    /// TensorBoard's batch_loss window (checkpointed, so a resumed run's
+    /// points are an uninterrupted one's).
+    window: BatchLossWindow,
     /// `--ema`: the averaged weights, swapped in for validation and saving.
     ema: Option<Ema>,
     /// `--precision 16-mixed`: the dynamic loss scale (checkpointed).
@@ -271,8 +357,7 @@ impl<'a> Trainer<'a> {
             figure: None,
             stage_starts: Vec::new(),
             stopped_early: None,
-            window: Tensor::zeros([], (Kind::Double, vs_device)),
-            window_steps: 0,
+            window: BatchLossWindow { sum: Tensor::zeros([], (Kind::Double, vs_device)), steps: 0 },
             ema,
             loss_scale: settings.precision.scales_loss().then(LossScale::default),
             // CUDA runs its kernels on the device; the host's threads only feed it.
@@ -314,8 +399,10 @@ impl<'a> Trainer<'a> {
                 msg: "a 16-mixed checkpoint without its loss_scale".into(),
             })?);
         }
-        self.window = Tensor::from(batch_loss_sum).to_kind(Kind::Double).to_device(self.vs.device());
-        self.window_steps = batch_loss_steps;
+        self.window = BatchLossWindow {
+            sum: Tensor::from(batch_loss_sum).to_kind(Kind::Double).to_device(self.vs.device()),
+            steps: batch_loss_steps,
+        };
         self.run.write_history(&self.history)?;
         self.check_best(ckpt.epoch)?;
         self.resumed = Some(ckpt);
@@ -473,6 +560,8 @@ impl<'a> Trainer<'a> {
         result
     }
 
+    /// The stage's epochs that are not done yet: for each, its batches
+    /// (`step`), then `end_epoch`; early stopping may end the stage sooner.
     fn epochs(
         &mut self,
         stage: &Stage,
@@ -489,239 +578,235 @@ impl<'a> Trainer<'a> {
                 .map_err(|msg| TrainError::BadRun { path: ckpt.path.clone(), msg })?;
         }
         let s = self.settings;
-        let train_mode = stage.frozen.is_none();
-        let n = self.data.train_len();
         let batches_per_epoch = self.batches_per_epoch();
         let steps_in_stage = batches_per_epoch * (last + 1 - first);
-        // The batch_loss window grows only when TensorBoard logs (one add
-        // per step otherwise saved).
-        let logging = self.log.is_some();
         for epoch in (self.done() + 1).max(first)..=last {
-            let t0 = Instant::now();
             // Dropout draws from libtorch's global generator, whose state no
             // checkpoint holds: seeded anew from the run's seed and the epoch,
             // a resumed run (it starts at an epoch) draws what an
             // uninterrupted one does.
             tch::manual_seed((s.seed ^ ((epoch as u64) << 40)) as i64);
-            let batches = epoch_batches(n, s.batch_size, s.seed, epoch, self.vs.device());
-            let bar = if self.quiet { ProgressBar::hidden() } else { ProgressBar::new(batches.len() as u64) };
-            bar.set_style(
-                ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
-                    .expect("valid template")
-                    .progress_chars("=> "),
-            );
-            bar.set_prefix(format!("epoch {epoch}/{} {}", self.total, stage.name));
-            // Sums stay on the device; the host reads them only when the
-            // progress bar refreshes, a TensorBoard point is due, and at
-            // the end of the epoch.
-            let device = self.vs.device();
-            let mut loss_sum = Tensor::zeros([], (Kind::Double, device));
-            let mut correct = Tensor::zeros([], (Kind::Int64, device));
-            let mut seen = 0usize;
+            let batches = epoch_batches(self.data.train_len(), s.batch_size, s.seed, epoch, self.vs.device());
+            let prefix = format!("epoch {epoch}/{} {}", self.total, stage.name);
+            let mut meter = EpochMeter::new(prefix, batches.len(), self.quiet, self.vs.device());
             let mut lr = stage.lr;
             for (b, idx) in batches.iter().enumerate() {
                 if interrupt::requested() {
-                    bar.finish_and_clear();
                     return Err(TrainError::Interrupted { run: self.run.path.clone(), epoch: epoch - 1 });
                 }
                 // The step in this stage (the schedule's and the average's clock).
                 let step = (epoch - first) * batches_per_epoch + b;
                 lr = stage.lr_at(s, step, steps_in_stage);
-                let len = idx.size()[0] as usize;
-                // libtorch's errors (out of memory, above all) end the run
-                // with the resume hint, never a panic.
-                let done = torch(|| -> Result<(), tch::TchError> {
-                    crate::fault::libtorch_failure(epoch, b);
-                    let xb = self.data.train_x.f_index_select(0, idx)?; // [B, C, H, W]
-                    let mut rng = Rng::new(s.seed ^ ((epoch as u64) << 32) ^ b as u64);
-                    let xb = s.augment.apply(&xb, &mut rng);
-                    let input = crate::augment::noisy(&xb, s.noise, &mut rng);
-                    let yb = self.data.train_y.as_ref().map(|y| y.f_index_select(0, idx)).transpose()?;
-                    opt.zero_grad();
-                    // The forward pass under autocast; the loss (float32)
-                    // and backward outside it, as PyTorch's AMP recipe has it.
-                    let out = autocast(s.precision, device, || model.forward_t(&input, train_mode))?;
-                    let loss = self.objective.loss(&out, &xb, yb.as_ref());
-                    match self.loss_scale.as_mut() {
-                        Some(scale) => {
-                            (&loss * scale.scale).f_backward()?;
-                            let finite = opt.step_scaled(lr, scale.scale)?;
-                            scale.update(finite);
-                        }
-                        None => {
-                            loss.f_backward()?;
-                            opt.step(lr);
-                        }
-                    }
-                    if let Some(ema) = self.ema.as_mut() {
-                        ema.update(step as i64);
-                    }
-                    tch::no_grad(|| -> Result<(), tch::TchError> {
-                        let l = loss.detach().f_to_kind(Kind::Double)?;
-                        loss_sum += &l * len as f64;
-                        if logging {
-                            self.window += l;
-                        }
-                        if let Some(yb) = &yb {
-                            correct += out.f_argmax(-1, false)?.f_eq_tensor(yb)?.f_sum(Kind::Int64)?;
-                        }
-                        Ok(())
-                    })
-                });
-                if let Err(e) = done.and_then(|r| r.map_err(TrainError::from)) {
-                    bar.finish_and_clear();
-                    return Err(self.failed(epoch, e));
-                }
-                seen += len;
-                self.window_steps += 1;
+                let train_mode = stage.frozen.is_none();
+                self.step(&mut opt, model, train_mode, idx, (epoch, b, step), lr, &mut meter)
+                    .map_err(|e| self.failed(epoch, e))?;
                 if let Some(change) = self.follower.as_mut().and_then(|f| f.tick()) {
-                    let line = format!(
-                        "libtorch threads {} → {}: other processes keep {:.1} cores busy",
-                        change.from, change.to, change.others
-                    );
-                    match (self.quiet, bar.is_hidden()) {
-                        (true, _) => {}
-                        // Not a terminal: the bar draws nothing, nor would its println.
-                        (false, true) => eprintln!("{line}"),
-                        (false, false) => bar.println(line),
+                    if !self.quiet {
+                        meter.say(format!(
+                            "libtorch threads {} → {}: other processes keep {:.1} cores busy",
+                            change.from, change.to, change.others
+                        ));
                     }
                 }
                 // Optimizer steps of the whole run so far: TensorBoard's step.
                 let global = ((epoch - 1) * batches_per_epoch + b + 1) as i64;
                 if self.log.as_ref().is_some_and(|l| global.rem_euclid(l.batch_every as i64) == 0) {
-                    let point = torch(|| self.window.double_value(&[]) / self.window_steps as f64).and_then(|mean| {
-                        let _ = self.window.zero_();
-                        self.window_steps = 0;
-                        self.log.as_mut().expect("logging").batch_loss(global, mean)
-                    });
-                    if let Err(e) = point {
-                        bar.finish_and_clear();
-                        return Err(self.failed(epoch, e));
-                    }
+                    let point = self
+                        .window
+                        .take_mean()
+                        .and_then(|mean| self.log.as_mut().expect("logging").batch_loss(global, mean));
+                    point.map_err(|e| self.failed(epoch, e))?;
                 }
                 if b % 10 == 0 || b + 1 == batches.len() {
-                    let mean = match torch(|| loss_sum.double_value(&[]) / seen as f64) {
-                        Ok(mean) => mean,
-                        Err(e) => {
-                            bar.finish_and_clear();
-                            return Err(self.failed(epoch, e));
-                        }
-                    };
-                    if mean.is_nan() {
-                        bar.finish_and_clear();
-                        return Err(TrainError::NanLoss { epoch });
-                    }
-                    let rate = seen as f64 / t0.elapsed().as_secs_f64().max(1e-9);
-                    bar.set_message(format!("loss {mean:.4} {rate:.0} img/s"));
+                    meter.show(epoch).map_err(|e| match e {
+                        nan @ TrainError::NanLoss { .. } => nan,
+                        e => self.failed(epoch, e),
+                    })?;
                 }
-                bar.inc(1);
+                meter.bar.inc(1);
             }
-            bar.finish_and_clear();
-            // Validation, the best epoch and the checkpoint's model see the
-            // averaged weights, if any (an error ends the run: no swap back).
-            self.swap_ema();
-            let eval =
-                torch(|| evaluate(model, self.objective, s.precision, &self.data.val_x, self.data.val_y.as_ref()))
-                    .and_then(|r| r.map_err(TrainError::from))
-                    .map_err(|e| self.failed(epoch, e))?;
-            if eval.loss.is_nan() {
-                return Err(TrainError::NanLoss { epoch });
-            }
-            // The epoch's sums and the batch_loss window, read from the
-            // device (a sync point: where asynchronous errors surface).
-            let classifies = self.objective.classifies();
-            let (loss, accuracy, state) = torch(|| {
-                crate::fault::libtorch_sync_failure(epoch);
-                let loss = loss_sum.double_value(&[]) / seen as f64;
-                let accuracy = classifies.then(|| correct.int64_value(&[]) as f64 / seen as f64);
-                let state = TrainState {
-                    batch_loss_sum: self.window.double_value(&[]),
-                    batch_loss_steps: self.window_steps,
-                    loss_scale: self.loss_scale,
-                };
-                (loss, accuracy, state)
-            })
-            .map_err(|e| self.failed(epoch, e))?;
-            self.history.push(EpochRecord {
-                epoch,
-                loss,
-                val_loss: eval.loss,
-                accuracy,
-                val_accuracy: eval.accuracy,
-                // Milliseconds: what history.csv shows is what the checkpoint holds.
-                seconds: (t0.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
-                lr,
-                best_epoch: 0, // set below: the rule needs this epoch in the history
-                stage: number,
-            });
-            let best = best_epoch(&self.history, self.monitor()).map_or(epoch, |r| r.epoch);
-            let record = {
-                let last = self.history.last_mut().expect("pushed");
-                last.best_epoch = best;
-                last.clone()
-            };
-            let improved = record.best_epoch == epoch;
-            if !self.quiet {
-                println!(
-                    "{}{}",
-                    summary_line(&record, self.total, n, self.settings.precision),
-                    if improved { " (best)" } else { "" }
-                );
-            }
-            // The log first, then the checkpoint (it carries the history),
-            // then the best weights, then the CSV view. The best file is
-            // never ahead of the checkpoint: a kill between the two leaves
-            // it one best behind, with the best epoch's weights in the
-            // checkpoint, which a resume saves again; nothing relies on a
-            // redone epoch coming out the same.
-            let saved = self.log_epoch(&record, &eval, n).and_then(|()| {
-                // The optimizer's state, and the training weights beside the average.
-                let mut extra = opt.state();
-                extra.extend(self.ema.iter().flat_map(Ema::state));
-                Checkpoint::save(
-                    &self.run.file(WEIGHTS),
-                    &self.fingerprint,
-                    &self.vs,
-                    &extra,
-                    opt.steps,
-                    &self.history,
-                    state,
-                )
-            });
-            if saved.is_err() {
-                self.history.pop();
-            }
-            let saved = saved
-                .and_then(|()| {
-                    crate::fault::point("checkpoint-before-best", epoch);
-                    match improved {
-                        true => Checkpoint::save_best(&self.run.file(BEST), &self.fingerprint, &self.vs, &self.history),
-                        false => Ok(()),
-                    }
-                })
-                .and_then(|()| {
-                    crate::fault::point("checkpoint-before-history", epoch);
-                    self.run.write_history(&self.history)
-                });
-            saved.map_err(|e| self.failed(epoch, e))?;
-            self.swap_ema();
-            if let Some(es) = self.early().filter(|es| epoch < last && es.stops(&self.history)) {
-                self.stopped_early = Some(epoch);
-                if !self.quiet {
-                    let best = best_epoch(&self.history, self.monitor()).expect("a history");
-                    let waited = epoch - best.epoch;
-                    println!(
-                        "early stopping after epoch {epoch}: val_loss has not improved on epoch {}'s {:.5}{} for {waited} epoch{}",
-                        best.epoch,
-                        best.val_loss,
-                        if es.min_delta > 0.0 { format!(" by more than {}", es.min_delta) } else { String::new() },
-                        if waited == 1 { "" } else { "s" }
-                    );
-                }
+            if self.end_epoch(meter, &opt, (epoch, number, last), lr, model)? {
                 break;
             }
         }
         Ok(())
+    }
+
+    /// One optimizer step on the training images `idx`: augmented, the
+    /// forward pass under autocast, the loss (float32) and its backward
+    /// outside it, as PyTorch's AMP recipe has it (scaled under 16-mixed),
+    /// the step, the average; the loss and the correct count summed on the
+    /// device. libtorch's errors (out of memory, above all) come back as
+    /// errors, never a panic. `at`: the epoch, the batch in it, and the step
+    /// in the stage.
+    #[allow(clippy::too_many_arguments)]
+    fn step(
+        &mut self,
+        opt: &mut Optimizer,
+        model: &dyn ModuleT,
+        train_mode: bool,
+        idx: &Tensor,
+        (epoch, b, step): (usize, usize, usize),
+        lr: f64,
+        meter: &mut EpochMeter,
+    ) -> Result<(), TrainError> {
+        let s = self.settings;
+        let device = self.vs.device();
+        let len = idx.size()[0] as usize;
+        let done = torch(|| -> Result<(), tch::TchError> {
+            crate::fault::libtorch_failure(epoch, b);
+            let xb = self.data.train_x.f_index_select(0, idx)?; // [B, C, H, W]
+            let mut rng = Rng::new(s.seed ^ ((epoch as u64) << 32) ^ b as u64);
+            let xb = s.augment.apply(&xb, &mut rng);
+            let input = crate::augment::noisy(&xb, s.noise, &mut rng);
+            let yb = self.data.train_y.as_ref().map(|y| y.f_index_select(0, idx)).transpose()?;
+            opt.zero_grad();
+            let out = autocast(s.precision, device, || model.forward_t(&input, train_mode))?;
+            let loss = self.objective.loss(&out, &xb, yb.as_ref());
+            match self.loss_scale.as_mut() {
+                Some(scale) => {
+                    (&loss * scale.scale).f_backward()?;
+                    let finite = opt.step_scaled(lr, scale.scale)?;
+                    scale.update(finite);
+                }
+                None => {
+                    loss.f_backward()?;
+                    opt.step(lr);
+                }
+            }
+            if let Some(ema) = self.ema.as_mut() {
+                ema.update(step as i64);
+            }
+            tch::no_grad(|| -> Result<(), tch::TchError> {
+                let l = loss.detach().f_to_kind(Kind::Double)?;
+                meter.loss_sum += &l * len as f64;
+                // The batch_loss window grows only when TensorBoard logs
+                // (one add per step otherwise saved).
+                if self.log.is_some() {
+                    self.window.sum += l;
+                }
+                if let Some(yb) = &yb {
+                    meter.correct += out.f_argmax(-1, false)?.f_eq_tensor(yb)?.f_sum(Kind::Int64)?;
+                }
+                Ok(())
+            })
+        });
+        done.and_then(|r| r.map_err(TrainError::from))?;
+        meter.seen += len;
+        self.window.steps += 1;
+        Ok(())
+    }
+
+    /// After an epoch's last batch: validation (on the averaged weights,
+    /// if any), the history row and its line, then the writes in their one
+    /// order — the TensorBoard log, the checkpoint (it carries the
+    /// history), the best weights, `history.csv`. The best file is never
+    /// ahead of the checkpoint: a kill between the two leaves it one best
+    /// behind, with the best epoch's weights in the checkpoint, which a
+    /// resume saves again; nothing relies on a redone epoch coming out the
+    /// same. Returns whether early stopping ends the stage here.
+    fn end_epoch(
+        &mut self,
+        meter: EpochMeter,
+        opt: &Optimizer,
+        (epoch, number, last): (usize, usize, usize),
+        lr: f64,
+        model: &dyn ModuleT,
+    ) -> Result<bool, TrainError> {
+        meter.clear();
+        let s = self.settings;
+        // Validation, the best epoch and the checkpoint's model see the
+        // averaged weights, if any (an error ends the run: no swap back).
+        self.swap_ema();
+        let eval = torch(|| evaluate(model, self.objective, s.precision, &self.data.val_x, self.data.val_y.as_ref()))
+            .and_then(|r| r.map_err(TrainError::from))
+            .map_err(|e| self.failed(epoch, e))?;
+        if eval.loss.is_nan() {
+            return Err(TrainError::NanLoss { epoch });
+        }
+        // The epoch's sums and the batch_loss window, read from the
+        // device (a sync point: where asynchronous errors surface).
+        let classifies = self.objective.classifies();
+        let (loss, accuracy, state) = torch(|| {
+            crate::fault::libtorch_sync_failure(epoch);
+            let (loss, accuracy) = meter.totals(classifies);
+            let state = TrainState {
+                batch_loss_sum: self.window.sum.double_value(&[]),
+                batch_loss_steps: self.window.steps,
+                loss_scale: self.loss_scale,
+            };
+            (loss, accuracy, state)
+        })
+        .map_err(|e| self.failed(epoch, e))?;
+        self.history.push(EpochRecord {
+            epoch,
+            loss,
+            val_loss: eval.loss,
+            accuracy,
+            val_accuracy: eval.accuracy,
+            // Milliseconds: what history.csv shows is what the checkpoint holds.
+            seconds: (meter.started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+            lr,
+            best_epoch: 0, // set below: the rule needs this epoch in the history
+            stage: number,
+        });
+        drop(meter);
+        let best = best_epoch(&self.history, self.monitor()).map_or(epoch, |r| r.epoch);
+        let record = {
+            let last = self.history.last_mut().expect("pushed");
+            last.best_epoch = best;
+            last.clone()
+        };
+        let improved = record.best_epoch == epoch;
+        let n = self.data.train_len();
+        if !self.quiet {
+            println!("{}{}", summary_line(&record, self.total, n, s.precision), if improved { " (best)" } else { "" });
+        }
+        let saved = self.log_epoch(&record, &eval, n).and_then(|()| {
+            // The optimizer's state, and the training weights beside the average.
+            let mut extra = opt.state();
+            extra.extend(self.ema.iter().flat_map(Ema::state));
+            Checkpoint::save(
+                &self.run.file(WEIGHTS),
+                &self.fingerprint,
+                &self.vs,
+                &extra,
+                opt.steps,
+                &self.history,
+                state,
+            )
+        });
+        if saved.is_err() {
+            self.history.pop();
+        }
+        let saved = saved
+            .and_then(|()| {
+                crate::fault::point("checkpoint-before-best", epoch);
+                match improved {
+                    true => Checkpoint::save_best(&self.run.file(BEST), &self.fingerprint, &self.vs, &self.history),
+                    false => Ok(()),
+                }
+            })
+            .and_then(|()| {
+                crate::fault::point("checkpoint-before-history", epoch);
+                self.run.write_history(&self.history)
+            });
+        saved.map_err(|e| self.failed(epoch, e))?;
+        self.swap_ema();
+        let Some(es) = self.early().filter(|es| epoch < last && es.stops(&self.history)) else { return Ok(false) };
+        self.stopped_early = Some(epoch);
+        if !self.quiet {
+            let best = best_epoch(&self.history, self.monitor()).expect("a history");
+            let waited = epoch - best.epoch;
+            println!(
+                "early stopping after epoch {epoch}: val_loss has not improved on epoch {}'s {:.5}{} for {waited} epoch{}",
+                best.epoch,
+                best.val_loss,
+                if es.min_delta > 0.0 { format!(" by more than {}", es.min_delta) } else { String::new() },
+                if waited == 1 { "" } else { "s" }
+            );
+        }
+        Ok(true)
     }
 
     /// The epoch's scalars and validation picture, if TensorBoard logs.

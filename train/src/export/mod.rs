@@ -7,6 +7,7 @@
 pub mod figures;
 pub mod int8;
 pub mod onnx;
+mod staging;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,9 +15,6 @@ use std::rc::Rc;
 
 use tch::{nn::ModuleT, nn::VarStore, Device, Kind, Tensor};
 
-use std::io::Write;
-
-use ae_core::atomic::Staged;
 use ae_core::interrupt;
 use infer::session::{Device as OrtDevice, ModelSession, SessionOptions};
 
@@ -32,6 +30,7 @@ use crate::test_report::Measured;
 use self::figures::without_figures;
 use self::int8::{Gate, Int8Options, RunImages};
 use self::onnx::{Graph, Weights};
+use self::staging::Staging;
 
 /// Largest allowed |ONNX − tch| on any output element.
 pub const TOLERANCE: f32 = 1e-4;
@@ -545,115 +544,79 @@ pub fn export(job: &ExportJob) -> Result<Vec<Exported>, TrainError> {
         .map_err(TrainError::io(&job.out, "output directory is not writable"))?;
 
     let x = verification_batch(job.images.as_deref(), &cfg.dataset, job.verify_count.max(1), &ae_cfg.input)?;
-    // Write every file to a temporary name (the one atomic-write scheme,
-    // `ae_core::atomic`), verify it from disk, and only then rename them all
-    // into place: nothing half-done is left behind (a dropped `Staged`
-    // removes its file).
-    let mut staged: Vec<(Staged, Exported)> = Vec::new();
-    // Folders made for a Triton layout, removed again if the export fails.
-    let made_dirs = std::cell::RefCell::new(Vec::<PathBuf>::new());
+    // Every file is staged, checked from disk, and only then are they all
+    // renamed into place; any error drops the staging, which removes them.
+    let mut staging = Staging::new(&job.out);
     let model_path = |model: &str| match job.layout {
         Layout::Flat => job.out.join(format!("{model}.onnx")),
         Layout::Triton => job.out.join(model).join("1").join("model.onnx"),
     };
-    let stage_at =
-        |staged: &mut Vec<(Staged, Exported)>, target: PathBuf, bytes: &[u8]| -> Result<PathBuf, TrainError> {
-            let dir = target.parent().expect("a file in a folder").to_path_buf();
-            for d in dir.ancestors().take_while(|d| *d != job.out).collect::<Vec<_>>().into_iter().rev() {
-                if !d.exists() {
-                    std::fs::create_dir(d).map_err(TrainError::io(d, "cannot create the folder"))?;
-                    made_dirs.borrow_mut().push(d.to_path_buf());
-                }
-            }
-            let (s, mut f) = Staged::create(&target).map_err(TrainError::io(&target, "cannot write"))?;
-            f.write_all(bytes).map_err(TrainError::io(&target, "cannot write"))?;
-            let tmp = s.staged_path().to_path_buf();
-            staged.push((s, Exported { path: target, bytes: bytes.len(), max_diff: None, gate: None }));
-            Ok(tmp)
-        };
     // A Triton layout's config.pbtxt, from the model as ONNX Runtime reads it.
-    let stage_config = |staged: &mut Vec<(Staged, Exported)>, model: &str, session: &ModelSession| {
+    let stage_config = |staging: &mut Staging, model: &str, session: &ModelSession| {
         if job.layout == Layout::Triton {
-            stage_at(staged, job.out.join(model).join("config.pbtxt"), triton_config(model, session).as_bytes())?;
+            staging.stage(job.out.join(model).join("config.pbtxt"), triton_config(model, session).as_bytes())?;
         }
         Ok::<_, TrainError>(())
     };
-    let result = (|| {
-        for p in &pending {
-            if interrupt::requested() {
-                return Err(TrainError::Cancelled);
-            }
-            let name = p.graph.name();
-            let tmp = stage_at(&mut staged, model_path(name), &p.model.to_bytes())?;
-            let at = staged.len() - 1;
-            let mut session = ModelSession::open(
-                &tmp,
-                &SessionOptions { device: OrtDevice::Cpu, threads: None, ..Default::default() },
-            )?;
-            let diff = max_abs_diff(&mut session, &*p.reference, &x)?;
-            let done = &mut staged[at].1;
-            if diff > TOLERANCE {
-                return Err(TrainError::Parity { path: done.path.clone(), diff, tol: TOLERANCE });
-            }
-            done.max_diff = Some(diff);
-            stage_config(&mut staged, name, &session)?;
-        }
-        if let Some(opts) = &job.int8 {
-            // One load per distinct run: the classifier's and the
-            // autoencoder's runs usually share the images, not the split.
-            let mut images: Vec<(Rc<RunConfig>, RunImages)> = Vec::new();
-            for p in &pending {
-                if !images.iter().any(|(c, _)| Rc::ptr_eq(c, &p.source)) {
-                    images.push((p.source.clone(), RunImages::of(&p.source, opts.calibration_images)?));
-                }
-                let (_, data) = images.iter().find(|(c, _)| Rc::ptr_eq(c, &p.source)).expect("loaded");
-                let name = format!("{}.int8", p.graph.name());
-                let target = model_path(&name);
-                let q = int8::quantize_model(p.graph, &p.model, &target, data, opts)?;
-                if opts.gate && !q.gate.passed {
-                    return Err(TrainError::Int8Gate { path: target, summary: q.gate.summary() });
-                }
-                let tmp = stage_at(&mut staged, target, &q.model.to_bytes())?;
-                staged.last_mut().expect("just staged").1.gate = Some(q.gate);
-                if job.layout == Layout::Triton {
-                    let session = ModelSession::open(
-                        &tmp,
-                        &SessionOptions { device: OrtDevice::Cpu, threads: Some(1), ..Default::default() },
-                    )?;
-                    stage_config(&mut staged, &name, &session)?;
-                }
-            }
-        }
+    for p in &pending {
         if interrupt::requested() {
             return Err(TrainError::Cancelled);
         }
-        Ok(())
-    })();
-    if let Err(e) = result {
-        // The staged files are removed as they drop; then the folders made
-        // for them, deepest first.
-        drop(staged);
-        for d in made_dirs.borrow().iter().rev() {
-            let _ = std::fs::remove_dir(d);
+        let name = p.graph.name();
+        let staged = staging.stage(model_path(name), &p.model.to_bytes())?;
+        let mut session = ModelSession::open(
+            &staged,
+            &SessionOptions { device: OrtDevice::Cpu, threads: None, ..Default::default() },
+        )?;
+        let diff = max_abs_diff(&mut session, &*p.reference, &x)?;
+        let done = staging.last_mut();
+        if diff > TOLERANCE {
+            return Err(TrainError::Parity { path: done.path.clone(), diff, tol: TOLERANCE });
         }
-        return Err(e);
+        done.max_diff = Some(diff);
+        stage_config(&mut staging, name, &session)?;
     }
-    let mut done = Vec::new();
-    for (s, e) in staged {
-        s.commit().map_err(TrainError::io(&e.path, "cannot write"))?;
+    if let Some(opts) = &job.int8 {
+        // One load per distinct run: the classifier's and the
+        // autoencoder's runs usually share the images, not the split.
+        let mut images: Vec<(Rc<RunConfig>, RunImages)> = Vec::new();
+        for p in &pending {
+            if !images.iter().any(|(c, _)| Rc::ptr_eq(c, &p.source)) {
+                images.push((p.source.clone(), RunImages::of(&p.source, opts.calibration_images)?));
+            }
+            let (_, data) = images.iter().find(|(c, _)| Rc::ptr_eq(c, &p.source)).expect("loaded");
+            let name = format!("{}.int8", p.graph.name());
+            let target = model_path(&name);
+            let q = int8::quantize_model(p.graph, &p.model, &target, data, opts)?;
+            if opts.gate && !q.gate.passed {
+                return Err(TrainError::Int8Gate { path: target, summary: q.gate.summary() });
+            }
+            let staged = staging.stage(target, &q.model.to_bytes())?;
+            staging.last_mut().gate = Some(q.gate);
+            if job.layout == Layout::Triton {
+                let session = ModelSession::open(
+                    &staged,
+                    &SessionOptions { device: OrtDevice::Cpu, threads: Some(1), ..Default::default() },
+                )?;
+                stage_config(&mut staging, &name, &session)?;
+            }
+        }
+    }
+    if interrupt::requested() {
+        return Err(TrainError::Cancelled);
+    }
+    let images = x.size()[0];
+    staging.commit(|e| {
         if !job.quiet {
             let kb = e.bytes as f64 / 1000.0;
             match (&e.max_diff, &e.gate) {
                 (Some(diff), _) => println!(
-                    "exported {} ({kb:.1} kB): ONNX Runtime matches tch to {diff:.2e} (max |difference| on {} images)",
-                    e.path.display(),
-                    x.size()[0]
+                    "exported {} ({kb:.1} kB): ONNX Runtime matches tch to {diff:.2e} (max |difference| on {images} images)",
+                    e.path.display()
                 ),
                 (None, Some(g)) => println!("exported {} ({kb:.1} kB): {}", e.path.display(), g.summary()),
                 (None, None) => println!("exported {} ({kb:.1} kB)", e.path.display()),
             }
         }
-        done.push(e);
-    }
-    Ok(done)
+    })
 }
