@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use ae_core::idx::{self, DType, IdxArray, IdxData, IdxError, Images};
+use ae_core::idx::{self, Images};
 
 fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
@@ -13,189 +13,6 @@ fn tmp() -> tempfile::TempDir {
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").to_path_buf()
-}
-
-// ---------------------------------------------------------------- IDX
-
-#[test]
-fn idx_round_trips_every_type_plain_and_gzip() {
-    let dir = tmp();
-    let arrays = [
-        IdxArray { dims: vec![2, 3, 4], data: IdxData::U8(noise(24, 1)) },
-        IdxArray { dims: vec![5], data: IdxData::I8(vec![-128, -1, 0, 1, 127]) },
-        IdxArray { dims: vec![2, 2], data: IdxData::I16(vec![-32768, -2, 3, 32767]) },
-        IdxArray { dims: vec![3], data: IdxData::I32(vec![i32::MIN, 0, i32::MAX]) },
-        IdxArray { dims: vec![1, 2, 2], data: IdxData::F32(vec![0.5, -1.25, f32::MAX, 1e-30]) },
-        IdxArray { dims: vec![2], data: IdxData::F64(vec![std::f64::consts::PI, -0.0]) },
-    ];
-    for (i, a) in arrays.iter().enumerate() {
-        for gz in [false, true] {
-            let p = dir.path().join(format!("a{i}{}", if gz { ".gz" } else { "" }));
-            idx::write(&p, a, gz).unwrap();
-            let back = idx::read(&p).unwrap();
-            assert_eq!(&back, a, "type {:?} gzip {gz}", a.data.dtype());
-        }
-    }
-}
-
-#[test]
-fn idx_header_layout_is_big_endian() {
-    let dir = tmp();
-    let p = dir.path().join("x");
-    idx::write(&p, &IdxArray { dims: vec![1, 2], data: IdxData::I16(vec![1, -2]) }, false).unwrap();
-    assert_eq!(std::fs::read(&p).unwrap(), vec![0, 0, 0x0B, 2, 0, 0, 0, 1, 0, 0, 0, 2, 0, 1, 0xFF, 0xFE]);
-}
-
-#[test]
-fn images_and_labels_read_with_their_roles() {
-    let dir = tmp();
-    let imgs = Images { count: 3, channels: 1, rows: 4, cols: 5, pixels: noise(60, 7) };
-    idx::write_images(dir.path().join("i"), &imgs, false).unwrap();
-    idx::write_labels(dir.path().join("l.gz"), &[1, 2, 3], true).unwrap();
-    assert_eq!(idx::read_images(dir.path().join("i")).unwrap(), imgs);
-    assert_eq!(idx::read_labels(dir.path().join("l.gz")).unwrap(), vec![1, 2, 3]);
-    // Swapped roles are refused with both shapes named.
-    let e = idx::read_labels(dir.path().join("i")).unwrap_err().to_string();
-    assert!(e.contains("3×4×5") && e.contains("expected labels"), "{e}");
-    let e = idx::read_images(dir.path().join("l.gz")).unwrap_err().to_string();
-    assert!(e.contains("expected images"), "{e}");
-}
-
-/// Colour IDX files are `[N, H, W, 3]`, interleaved as pictures are; in
-/// memory images are planar `[N, C, H, W]`, the models' layout. Both
-/// readers convert, and writing converts back.
-#[test]
-fn colour_idx_images_are_read_planar() {
-    let dir = tmp();
-    let p = dir.path().join("rgb");
-    // Two 1×2 images: pixel (r, g, b) = (10i + 1, 10i + 2, 10i + 3) for pixel i.
-    let interleaved = vec![1, 2, 3, 11, 12, 13, 21, 22, 23, 31, 32, 33];
-    idx::write(&p, &IdxArray { dims: vec![2, 1, 2, 3], data: IdxData::U8(interleaved.clone()) }, false).unwrap();
-    let imgs = idx::read_images(&p).unwrap();
-    assert_eq!((imgs.count, imgs.channels, imgs.rows, imgs.cols), (2, 3, 1, 2));
-    assert_eq!(imgs.pixels, vec![1, 11, 2, 12, 3, 13, 21, 31, 22, 32, 23, 33]);
-    let mut s = idx::ImageStream::open(&p).unwrap();
-    assert_eq!(s.next_batch(5).unwrap().unwrap(), imgs.pixels);
-    idx::write_images(dir.path().join("back"), &imgs, false).unwrap();
-    assert_eq!(std::fs::read(dir.path().join("back")).unwrap(), std::fs::read(&p).unwrap());
-}
-
-#[test]
-fn normalisation_maps_to_unit_interval() {
-    assert_eq!(idx::normalize(&[0, 255, 51]), vec![0.0, 1.0, 0.2]);
-}
-
-#[test]
-fn image_stream_yields_batches_then_none() {
-    let dir = tmp();
-    let imgs = Images { count: 10, channels: 1, rows: 2, cols: 3, pixels: noise(60, 3) };
-    for gz in [false, true] {
-        let p = dir.path().join(format!("s{gz}"));
-        idx::write_images(&p, &imgs, gz).unwrap();
-        let mut s = idx::ImageStream::open(&p).unwrap();
-        let mut all = Vec::new();
-        let mut sizes = Vec::new();
-        while let Some(b) = s.next_batch(4).unwrap() {
-            sizes.push(b.len() / 6);
-            all.extend(b);
-        }
-        assert_eq!(sizes, vec![4, 4, 2]);
-        assert_eq!(all, imgs.pixels);
-    }
-}
-
-fn write_raw(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, bytes).unwrap();
-    p
-}
-
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    use std::io::Write;
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    e.write_all(bytes).unwrap();
-    e.finish().unwrap()
-}
-
-fn header(code: u8, dims: &[u32]) -> Vec<u8> {
-    let mut h = vec![0, 0, code, dims.len() as u8];
-    for d in dims {
-        h.extend(d.to_be_bytes());
-    }
-    h
-}
-
-/// Every malformed case fails fast with its own message naming the file.
-#[test]
-fn malformed_idx_files_get_clear_errors() {
-    let dir = tmp();
-    let d = dir.path();
-    let good = {
-        let mut v = header(0x08, &[2, 2, 2]);
-        v.extend([1u8; 8]);
-        v
-    };
-    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
-        ("empty", vec![], "empty file"),
-        ("short", vec![0, 0, 8], "header cut short after 3 bytes"),
-        ("magic", vec![1, 2, 8, 1, 0, 0, 0, 1, 5], "not an IDX file"),
-        ("type", header(0x07, &[1]).into_iter().chain([0]).collect(), "unknown IDX type code 0x07"),
-        ("nodims", vec![0, 0, 8, 0], "0 dimensions"),
-        ("zerodim", header(0x08, &[3, 0, 2]), "dimension 1 is 0"),
-        ("dims-cut", vec![0, 0, 8, 3, 0, 0, 0, 1], "header cut short after 8 bytes, expected 16"),
-        ("truncated", good[..good.len() - 1].to_vec(), "truncated IDX payload"),
-        ("half", good[..16 + 4].to_vec(), "header says 2×2×2 u8 (8 bytes), file has 4"),
-        ("trailing", good.iter().copied().chain([9, 9]).collect(), "2 unexpected trailing bytes"),
-        ("huge", header(0x08, &[u32::MAX, 28, 28]), "truncated IDX payload"),
-        ("huge-f64", header(0x0E, &[u32::MAX, u32::MAX, u32::MAX]), "overflows"),
-        ("gz-truncated", gzip(&good)[..20].to_vec(), ""),
-        (
-            "gz-corrupt",
-            {
-                let mut g = gzip(&good);
-                let n = g.len();
-                g[n / 2] ^= 0xFF;
-                g[n / 2 + 1] ^= 0xFF;
-                g
-            },
-            "",
-        ),
-        ("gz-huge", gzip(&header(0x08, &[u32::MAX, 28, 28])), "truncated IDX payload"),
-    ];
-    for (name, bytes, want) in cases {
-        let p = write_raw(d, name, &bytes);
-        let t0 = std::time::Instant::now();
-        let e = idx::read(&p).expect_err(name);
-        assert!(t0.elapsed().as_secs_f64() < 2.0, "{name} took too long");
-        let msg = e.to_string();
-        assert!(msg.starts_with(&p.display().to_string()), "{name}: {msg}");
-        assert!(msg.contains(want), "{name}: {msg}");
-        assert!(!msg.contains('\n'), "{name}: one line: {msg}");
-    }
-    assert!(matches!(idx::read(d.join("missing")).unwrap_err(), IdxError::Io { .. }));
-}
-
-#[test]
-fn float_images_are_not_u8_images() {
-    let dir = tmp();
-    let p = dir.path().join("f");
-    idx::write(&p, &IdxArray { dims: vec![1, 2, 2], data: IdxData::F32(vec![0.0; 4]) }, false).unwrap();
-    let e = idx::read_images(&p).unwrap_err().to_string();
-    assert!(e.contains("1×2×2 of f32") && e.contains("expected images ([N, H, W] or [N, H, W, 3] u8)"), "{e}");
-    assert_eq!(DType::from_code(0x0D), Some(DType::F32));
-}
-
-#[test]
-fn mnist_training_images_load_whole() {
-    // How fast is measured by `make bench` (BENCHMARKS.md, data loading).
-    let p = root().join("data/mnist/train-images-idx3-ubyte");
-    assert!(p.exists(), "{} missing: run `make data` first", p.display());
-    let imgs = idx::read_images(&p).unwrap();
-    let x = imgs.to_f32();
-    assert_eq!((imgs.count, imgs.rows, imgs.cols), (60000, 28, 28));
-    assert_eq!(x.len(), 60000 * 784);
-    assert!(x.iter().all(|v| (0.0..=1.0).contains(v)));
-    assert!(x.contains(&1.0), "MNIST has saturated pixels");
 }
 
 // ---------------------------------------------------------------- .npy
@@ -319,6 +136,11 @@ impl Fixture {
     fn p(&self, name: &str) -> String {
         self.dir.path().join(name).display().to_string()
     }
+}
+
+/// A command line as owned strings (for tables of cases).
+fn args(words: &[&str]) -> Vec<String> {
+    words.iter().map(|w| w.to_string()).collect()
 }
 
 /// Runs `infer` and returns (exit code, stdout, stderr).
@@ -742,107 +564,29 @@ fn bad_inputs_fail_with_one_line_and_exit_2() {
     let m = f.p("classifier.onnx");
     let imgs = f.p("images");
     let cases: Vec<(&str, Vec<String>)> = vec![
-        (
-            "classify_on_autoencoder",
-            vec!["classify", "--model", &f.p("autoencoder.onnx"), "--images", &imgs]
-                .into_iter()
-                .map(String::from)
-                .collect(),
-        ),
-        (
-            "int32_input",
-            vec!["classify", "--model", &f.p("i32.onnx"), "--images", &imgs].into_iter().map(String::from).collect(),
-        ),
-        (
-            "nan_probabilities",
-            vec!["classify", "--model", &f.p("nan.onnx"), "--images", &imgs].into_iter().map(String::from).collect(),
-        ),
-        (
-            "reconstruction_shape",
-            vec!["reconstruct", "--model", &f.p("two-channel.onnx"), "--images", &imgs]
-                .into_iter()
-                .map(String::from)
-                .collect(),
-        ),
-        (
-            "wrong_size",
-            vec!["classify", "--model", &f.p("big.onnx"), "--images", &imgs].into_iter().map(String::from).collect(),
-        ),
-        (
-            "labels_count",
-            vec!["classify", "--model", &m, "--images", &imgs, "--labels", &f.p("labels-short")]
-                .into_iter()
-                .map(String::from)
-                .collect(),
-        ),
-        (
-            "label_range",
-            vec!["classify", "--model", &m, "--images", &imgs, "--labels", &f.p("labels-12")]
-                .into_iter()
-                .map(String::from)
-                .collect(),
-        ),
-        (
-            "random_onnx",
-            vec!["classify", "--model", &f.p("random.onnx"), "--images", &imgs].into_iter().map(String::from).collect(),
-        ),
-        ("empty_onnx", vec!["info", "--model", &f.p("empty.onnx")].into_iter().map(String::from).collect()),
-        (
-            "truncated_onnx",
-            vec!["classify", "--model", &f.p("truncated.onnx"), "--images", &imgs]
-                .into_iter()
-                .map(String::from)
-                .collect(),
-        ),
-        (
-            "missing_model",
-            vec!["classify", "--model", &f.p("nope.onnx"), "--images", &imgs].into_iter().map(String::from).collect(),
-        ),
-        (
-            "missing_images",
-            vec!["classify", "--model", &m, "--images", &f.p("nope")].into_iter().map(String::from).collect(),
-        ),
-        (
-            "labels_as_images",
-            vec!["classify", "--model", &m, "--images", &f.p("labels")].into_iter().map(String::from).collect(),
-        ),
-        (
-            "no_images_dir",
-            vec!["classify", "--model", &m, "--images", &f.p("no-images")].into_iter().map(String::from).collect(),
-        ),
-        (
-            "fake_png",
-            vec!["classify", "--model", &m, "--images", &f.p("fake.png")].into_iter().map(String::from).collect(),
-        ),
+        ("classify_on_autoencoder", args(&["classify", "--model", &f.p("autoencoder.onnx"), "--images", &imgs])),
+        ("int32_input", args(&["classify", "--model", &f.p("i32.onnx"), "--images", &imgs])),
+        ("nan_probabilities", args(&["classify", "--model", &f.p("nan.onnx"), "--images", &imgs])),
+        ("reconstruction_shape", args(&["reconstruct", "--model", &f.p("two-channel.onnx"), "--images", &imgs])),
+        ("wrong_size", args(&["classify", "--model", &f.p("big.onnx"), "--images", &imgs])),
+        ("labels_count", args(&["classify", "--model", &m, "--images", &imgs, "--labels", &f.p("labels-short")])),
+        ("label_range", args(&["classify", "--model", &m, "--images", &imgs, "--labels", &f.p("labels-12")])),
+        ("random_onnx", args(&["classify", "--model", &f.p("random.onnx"), "--images", &imgs])),
+        ("empty_onnx", args(&["info", "--model", &f.p("empty.onnx")])),
+        ("truncated_onnx", args(&["classify", "--model", &f.p("truncated.onnx"), "--images", &imgs])),
+        ("missing_model", args(&["classify", "--model", &f.p("nope.onnx"), "--images", &imgs])),
+        ("missing_images", args(&["classify", "--model", &m, "--images", &f.p("nope")])),
+        ("labels_as_images", args(&["classify", "--model", &m, "--images", &f.p("labels")])),
+        ("no_images_dir", args(&["classify", "--model", &m, "--images", &f.p("no-images")])),
+        ("fake_png", args(&["classify", "--model", &m, "--images", &f.p("fake.png")])),
         (
             "output_dir_missing",
-            vec!["classify", "--model", &m, "--images", &imgs, "--predictions", &f.p("nodir/p.csv")]
-                .into_iter()
-                .map(String::from)
-                .collect(),
+            args(&["classify", "--model", &m, "--images", &imgs, "--predictions", &f.p("nodir/p.csv")]),
         ),
-        (
-            "embed_on_classifier",
-            vec!["embed", "--model", &m, "--images", &imgs, "--out", &f.p("x.npy")]
-                .into_iter()
-                .map(String::from)
-                .collect(),
-        ),
-        (
-            "cuda_required",
-            vec!["classify", "--model", &m, "--images", &imgs, "--device", "cuda"]
-                .into_iter()
-                .map(String::from)
-                .collect(),
-        ),
-        (
-            "batch_size_0",
-            vec!["classify", "--model", &m, "--images", &imgs, "--batch-size", "0"]
-                .into_iter()
-                .map(String::from)
-                .collect(),
-        ),
-        ("bad_flag", vec!["classify", "--model", &m, "--imagez", &imgs].into_iter().map(String::from).collect()),
+        ("embed_on_classifier", args(&["embed", "--model", &m, "--images", &imgs, "--out", &f.p("x.npy")])),
+        ("cuda_required", args(&["classify", "--model", &m, "--images", &imgs, "--device", "cuda"])),
+        ("batch_size_0", args(&["classify", "--model", &m, "--images", &imgs, "--batch-size", "0"])),
+        ("bad_flag", args(&["classify", "--model", &m, "--imagez", &imgs])),
     ];
     let mut snap = String::new();
     for (name, args) in &cases {
