@@ -68,7 +68,7 @@ train: setup data build-tools
 test: setup data build dist web-deps
 	python3 scripts/tracked_check.py
 	python3 scripts/layout_check.py
-	python3 scripts/docs_flags.py $(BIN_DIR) README.md docs/*.md models/README.md ARCHITECTURE.md BENCHMARKS.md bench/*.md
+	python3 scripts/docs_flags.py $(BIN_DIR) README.md docs/*.md models/README.md ARCHITECTURE.md BENCHMARKS.md bench/LOG.md bench/results/*.md
 	cd web && node --test test/preprocess.test.mjs
 	cargo test --release --workspace
 	tests/e2e.sh $(VENV) $(DATA)
@@ -116,16 +116,16 @@ web: web-deps
 
 # Benchmarks against PyTorch eager and Python onnxruntime (writes BENCHMARKS.md).
 bench: setup data build
-	$(PYTHON) bench/run.py $(BIN_DIR) $(DATA) $(MODELS)
-	$(PYTHON) bench/augment_cost.py $(BIN_DIR) $(DATA)
-	$(PYTHON) bench/precision.py $(BIN_DIR) $(DATA)
-	$(PYTHON) bench/shared_core.py $(BIN_DIR) $(DATA)
-	$(PYTHON) bench/serving.py $(BIN_DIR) $(DATA) $(MODELS)
-	$(PYTHON) bench/serve_limits.py $(BIN_DIR) $(MODELS)
+	$(PYTHON) bench/drivers/run.py $(BIN_DIR) $(DATA) $(MODELS)
+	$(PYTHON) bench/drivers/augment_cost.py $(BIN_DIR) $(DATA)
+	$(PYTHON) bench/drivers/precision.py $(BIN_DIR) $(DATA)
+	$(PYTHON) bench/drivers/shared_core.py $(BIN_DIR) $(DATA)
+	$(PYTHON) bench/drivers/serving.py $(BIN_DIR) $(DATA) $(MODELS)
+	$(PYTHON) bench/drivers/serve_limits.py $(BIN_DIR) $(MODELS)
 
-# The Serving section alone (bench/serving.md): needs wrk (apt-get install wrk).
+# The Serving section alone (bench/results/serving.md): needs wrk (apt-get install wrk).
 bench-serving: setup data build
-	$(PYTHON) bench/serving.py $(BIN_DIR) $(DATA) $(MODELS)
+	$(PYTHON) bench/drivers/serving.py $(BIN_DIR) $(DATA) $(MODELS)
 
 # Coverage-guided fuzzing of the IDX reader, the picture loader and the
 # serve REST request parser (JSON, binary header + body) with

@@ -2,6 +2,9 @@
 reader, plain or gzip, any u8 array.
 
     from idx import read_idx, read_images, write_images
+
+`make setup` puts scripts/ on the venv's path (a .pth file), so the venv's
+Python imports it from any script.
 """
 import gzip
 

@@ -7,7 +7,15 @@ req=${2:?requirements file}
 py=${BASE_PYTHON:-python3}
 
 stamp="$venv/.stamp-$(basename "$req" .txt)-$(sha256sum "$req" | cut -c1-16)"
+# The checks' and benchmarks' shared Python modules (scripts/idx.py) are
+# importable from the venv's Python: `import idx`, wherever the script runs.
+modules() {
+  local site
+  site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  echo "$(cd "$(dirname "$0")" && pwd)" > "$site/ae_scripts.pth"
+}
 if [ -f "$stamp" ]; then
+  modules
   echo "setup: $venv is up to date with $req"
   exit 0
 fi
@@ -30,5 +38,6 @@ ln -sfn "$capi" "$venv/ort"
 if [ -d "$site/torch/lib" ]; then
   ln -sfn "$site/torch" "$venv/libtorch"
 fi
+modules
 touch "$stamp"
 echo "setup: done ($venv)"

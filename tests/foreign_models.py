@@ -52,7 +52,6 @@ import torch.nn.functional as F
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
 from idx import read_idx, write_images  # noqa: E402
 
 warnings.filterwarnings("ignore")

@@ -20,7 +20,6 @@ import tract
 from onnx.reference import ReferenceEvaluator
 from sklearn.metrics import classification_report
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
 from idx import read_idx  # noqa: E402
 
 models, data = sys.argv[1], sys.argv[2]

@@ -21,7 +21,6 @@ import tempfile
 import numpy as np
 from scipy import ndimage
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
 from idx import read_idx, write_images  # noqa: E402
 
 MIN_ACCURACY = 0.985

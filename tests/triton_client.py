@@ -36,7 +36,6 @@ import tritonclient.http.aio as aioclient
 from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import InferenceServerException
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
 from idx import read_idx, write_images  # noqa: E402
 
 KEY = "triton-client-test-key"

@@ -1,4 +1,4 @@
-//! Measurement tool driven by `bench/run.py` (`make bench`): each call
+//! Measurement tool driven by `bench/drivers/run.py` (`make bench`): each call
 //! measures one thing and prints one JSON line. The measurements live in
 //! `measure.rs`; this maps arguments onto them. A crate of its own, never
 //! installed beside `train` and `infer`.

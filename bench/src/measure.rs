@@ -2,7 +2,7 @@
 //! inference throughput through `infer`'s session, the machine's float32
 //! matrix-multiply ceiling, IDX loading, and FLOPs and parameters counted
 //! from the architecture. Training is measured on the real `train` commands
-//! (bench/run.py).
+//! (bench/drivers/run.py).
 
 use std::path::Path;
 use std::time::Instant;

@@ -48,7 +48,7 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=MAX_INSTANCES as i64))]
     pub instances: u32,
     /// Intra-op threads per session: the server's parallelism comes from batches and instances, and
-    /// one thread per session measured fastest on 2 cores (bench/serving.md).
+    /// one thread per session measured fastest on 2 cores (bench/results/serving.md).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
     /// Threads answering HTTP and gRPC (default: half the physical cores, at least 1).

@@ -16,7 +16,7 @@ from fastapi import FastAPI, Request, Response
 
 model_path, port = sys.argv[1], int(sys.argv[2])
 options = ort.SessionOptions()
-# ONNX Runtime's default (every core) unless told: bench/serving.py measures both.
+# ONNX Runtime's default (every core) unless told: bench/drivers/serving.py measures both.
 options.intra_op_num_threads = int(sys.argv[3]) if len(sys.argv) > 3 else 0
 session = ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
 input_name = session.get_inputs()[0].name

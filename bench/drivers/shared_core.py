@@ -1,6 +1,6 @@
 """Training on a machine another process shares: one autoencoder epoch
-(bench/models.py's first network, L4 FS3 FL16, on 12 000 images, batch 64)
-by `train` and by bench/torch_fit.py in PyTorch, each idle and beside one
+(bench/drivers/models.py's first network, L4 FS3 FL16, on 12 000 images, batch 64)
+by `train` and by bench/peers/torch_fit.py in PyTorch, each idle and beside one
 busy process (a Python loop that never sleeps, as a build or a second run
 would be), interleaved round by round. Epoch 2's seconds, so the first
 epoch's start-up is out.
@@ -13,9 +13,9 @@ Contenders, each in the precision `--precision auto` picks here
   before: the idle baseline;
 - PyTorch, `torch.set_num_threads(N)` (its default), channels-last, under
   `torch.autocast("cpu", dtype=torch.bfloat16)` where bf16 runs natively.
-Writes bench/shared_core.md and bench/shared_core.json; `make bench` runs it.
+Writes bench/results/shared_core.md and bench/results/shared_core.json; `make bench` runs it.
 
-usage: python bench/shared_core.py BIN_DIR DATA_DIR [--quick]
+usage: python bench/drivers/shared_core.py BIN_DIR DATA_DIR [--quick]
 """
 import json
 import os
@@ -33,6 +33,7 @@ QUICK = "--quick" in sys.argv
 ROUNDS = 2 if QUICK else 3
 PY = sys.executable
 HERE = os.path.dirname(os.path.abspath(__file__))
+RESULTS = os.path.join(HERE, "..", "results")  # what a run writes
 IMAGES = os.path.join(DATA, "train-images-idx3-ubyte")
 TRAIN = os.path.join(BIN, "train")
 BUSY = [PY, "-c", "while True: pass"]
@@ -120,10 +121,10 @@ def main():
                      "idle_samples": samples[(k, False)], "busy_samples": samples[(k, True)]})
     result = {"cpu": name, "flags": flags, "cpus": cpus, "physical_cores": cores, "precision": precision,
               "images": limit, "rounds": ROUNDS, "rows": rows}
-    json.dump(result, open(os.path.join(HERE, "shared_core.json"), "w"), indent=1)
+    json.dump(result, open(os.path.join(RESULTS, "shared_core.json"), "w"), indent=1)
     L = ["# Training beside a busy process", "",
          f"CPU: {name}; flags: {' '.join(flags)}; {cpus} CPUs, {cores} physical cores. One run of "
-         f"`python bench/shared_core.py BIN DATA` (`make bench` runs it); every figure below is from that run.", "",
+         f"`python bench/drivers/shared_core.py BIN DATA` (`make bench` runs it); every figure below is from that run.", "",
          f"One autoencoder epoch ({config[0]}, batch 64, {limit} images of which 80 % train, "
          f"`--precision {precision}` as `auto` picks here), idle and beside one busy process (`python -c '{BUSY[2]}'`), {ROUNDS} interleaved rounds; epoch 2's seconds, medians (each round's figures in "
          "shared_core.json).", "",
@@ -134,7 +135,7 @@ def main():
     L += ["", f"Following the free cores costs the idle epoch {follow['idle_s'] / pinned['idle_s'] - 1:+.1%} against "
           f"the pinned count (rounds: {', '.join(f'{v:.2f}' for v in follow['idle_samples'])} s against "
           f"{', '.join(f'{v:.2f}' for v in pinned['idle_samples'])} s).", ""]
-    open(os.path.join(HERE, "shared_core.md"), "w").write("\n".join(L))
+    open(os.path.join(RESULTS, "shared_core.md"), "w").write("\n".join(L))
     print("\n".join(L))
 
 

@@ -3,22 +3,20 @@ from his Kaggle study ("How to choose CNN Architecture MNIST"): 32-32-32/2
 → 64-64-64/2 → 128 convolutions with BatchNorm and dropout 0.4, random
 rotation ±15°, zoom ±0.15 and shift ±0.1 per image, Adam at 1e-3 · 0.95^epoch,
 batch 64 — trained for a wall-clock budget (the epochs that fit), the
-contender bench/accurate.py sets beside `train --preset accurate`.
+contender bench/drivers/accurate.py sets beside `train --preset accurate`.
 
 Trains on a seeded share of the training images, the rest held out
-(`--val-split`, 0.2 unless told: bench/accurate.py passes the preset's), reports
+(`--val-split`, 0.2 unless told: bench/drivers/accurate.py passes the preset's), reports
 the final epoch's validation accuracy and then reads the test set once.
 Prints one JSON line.
 
-usage: python bench/deotte.py --images I --labels L --test-images TI --test-labels TL
+usage: python bench/peers/deotte.py --images I --labels L --test-images TI --test-labels TL
                               --seed S --budget SECONDS [--val-split 0.2] [--bf16] [--threads 2]
 """
 import argparse
 import contextlib
 import json
 import math
-import os
-import sys
 import time
 
 import numpy as np
@@ -26,7 +24,6 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
 from idx import read_idx  # noqa: E402
 
 

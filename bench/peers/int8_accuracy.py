@@ -1,16 +1,14 @@
 """Accuracy of float32 and int8 versions of one model on the test set, in
 Python onnxruntime: the classifier's accuracy, the autoencoder's MSE.
 
-usage: python bench/int8_accuracy.py KIND IMAGES LABELS MODEL…
+usage: python bench/peers/int8_accuracy.py KIND IMAGES LABELS MODEL…
 prints one JSON line: {MODEL: figure, …}
 """
 import json
-import os
 import sys
 
 import onnxruntime as ort
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
 from idx import read_idx, read_images  # noqa: E402
 
 kind, images, labels, models = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]

@@ -2,7 +2,7 @@
 # GPU check, for a CUDA machine: the `paper` preset's training time
 # (a few epochs, extrapolated to the preset's 100) and `infer classify
 # --device cuda` throughput, printed as a table.
-# usage: bench/gpu-check.sh   (from the repository root; needs pip access
+# usage: bench/drivers/gpu-check.sh   (from the repository root; needs pip access
 # for torch and onnxruntime-gpu, ~10 minutes; the CUDA libraries the
 # bundle's README lists must be on the loader's path)
 set -euo pipefail

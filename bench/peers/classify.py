@@ -1,9 +1,8 @@
 """What a user would write instead of `infer classify`: load the model, read
 the IDX files, predict in batches, print scikit-learn's report.
 
-usage: python bench/classify.py MODEL IMAGES LABELS [THREADS] [BATCH]
+usage: python bench/peers/classify.py MODEL IMAGES LABELS [THREADS] [BATCH]
 """
-import os
 import sys
 import time
 
@@ -11,7 +10,6 @@ import numpy as np
 import onnxruntime as ort
 from sklearn.metrics import classification_report, confusion_matrix
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
 from idx import read_idx, read_images  # noqa: E402
 
 t0 = time.perf_counter()

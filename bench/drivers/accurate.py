@@ -1,12 +1,12 @@
 """`train --preset accurate` over seeds, against Deotte's recipe in PyTorch
-(bench/deotte.py) given the same wall-clock per seed, interleaved seed by
+(bench/peers/deotte.py) given the same wall-clock per seed, interleaved seed by
 seed in one run. For each seed: both networks of the preset as `make train`
 runs them (autoencoder, then the classifier with its test report), the
 time they took, the validation curve and the test accuracy (the test set is
 read once, at the end of each run); then deotte.py trained for that time.
-Writes bench/accurate.md and bench/accurate.json.
+Writes bench/results/accurate.md and bench/results/accurate.json.
 
-usage: python bench/accurate.py BIN_DIR DATA_DIR [--seeds 1,2,3] [--precision auto]
+usage: python bench/drivers/accurate.py BIN_DIR DATA_DIR [--seeds 1,2,3] [--precision auto]
 """
 import csv
 import json
@@ -20,6 +20,8 @@ import time
 from machine import cpu
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+PEERS = os.path.join(HERE, "..", "peers")  # the alternatives measured against
+RESULTS = os.path.join(HERE, "..", "results")  # what a run writes
 FILES = [("images", "train-images-idx3-ubyte"), ("labels", "train-labels-idx1-ubyte"),
          ("test_images", "t10k-images-idx3-ubyte"), ("test_labels", "t10k-labels-idx1-ubyte")]
 
@@ -48,7 +50,7 @@ def ours(train, files, precision, seed, work):
 
 
 def theirs(files, seed, budget, val_split, bf16):
-    cmd = [sys.executable, os.path.join(HERE, "deotte.py"), "--images", files["images"], "--labels", files["labels"],
+    cmd = [sys.executable, os.path.join(PEERS, "deotte.py"), "--images", files["images"], "--labels", files["labels"],
            "--test-images", files["test_images"], "--test-labels", files["test_labels"], "--seed", str(seed),
            "--budget", str(budget), "--val-split", str(val_split)] + (["--bf16"] if bf16 else [])
     return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
@@ -65,9 +67,9 @@ def report(result):
     ot, dt = stats([r["train"]["test_accuracy"] for r in rows]), stats([r["deotte"]["test_accuracy"] for r in rows])
     ov, dv = stats([r["train"]["val_accuracy"] for r in rows]), stats([r["deotte"]["val_accuracy"] for r in rows])
     L = [f"CPU: {result['cpu']}; flags: {' '.join(result['flags'])}; {result['cores']} CPUs, 2 threads; {result.get('date', '')}. "
-         f"One run of `python bench/accurate.py BIN DATA --seeds {','.join(map(str, seeds))} --precision {precision}`; "
+         f"One run of `python bench/drivers/accurate.py BIN DATA --seeds {','.join(map(str, seeds))} --precision {precision}`; "
          "every figure below is from that run. Per seed: `train autoencoder` and `train classifier --preset accurate` "
-         "(with its test report), timed together; then `bench/deotte.py` (Deotte's single CNN with BatchNorm and "
+         "(with its test report), timed together; then `bench/peers/deotte.py` (Deotte's single CNN with BatchNorm and "
          "dropout, rotation ±15°, zoom ±0.15, shift ±0.1, Adam 1e-3·0.95^epoch, batch 64, trained from scratch on the "
          "same share of the training images) for whole epochs within the same seconds, in the same precision. "
          f"Validation accuracy is the last epoch's on the held-out {held_out} of the training images; "
@@ -108,9 +110,9 @@ def main():
         rows.append({"seed": seed, "train": o, "deotte": t})
     result = {"cpu": name, "flags": flags, "cores": cores, "precision": precision, "seeds": rows,
               "date": time.strftime("%Y-%m-%d")}
-    json.dump(result, open(os.path.join(HERE, "accurate.json"), "w"), indent=1)
+    json.dump(result, open(os.path.join(RESULTS, "accurate.json"), "w"), indent=1)
     L = ["# `--preset accurate` over seeds, beside Deotte's recipe in PyTorch", ""] + report(result)
-    open(os.path.join(HERE, "accurate.md"), "w").write("\n".join(L) + "\n")
+    open(os.path.join(RESULTS, "accurate.md"), "w").write("\n".join(L) + "\n")
     print("\n".join(L))
 
 

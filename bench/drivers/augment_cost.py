@@ -7,10 +7,10 @@ round by round in one run; and, because two such epochs differ by more
 than the augmentation costs, the augmentation alone (`bench augment-time`:
 the loop's own gathers, draws and resample over an epoch's batches, with
 no training; the runs' batch and training images), as a share of the plain
-epoch. Writes bench/augment.md and
-bench/augment.json; `make bench` runs it, and it runs alone too.
+epoch. Writes bench/results/augment.md and
+bench/results/augment.json; `make bench` runs it, and it runs alone too.
 
-usage: python bench/augment_cost.py BIN_DIR DATA_DIR [--quick]
+usage: python bench/drivers/augment_cost.py BIN_DIR DATA_DIR [--quick]
 """
 import json
 import os
@@ -26,6 +26,7 @@ QUICK = "--quick" in sys.argv
 ROUNDS = 2 if QUICK else 4
 LIMIT = 6000 if QUICK else 12000
 HERE = os.path.dirname(os.path.abspath(__file__))
+RESULTS = os.path.join(HERE, "..", "results")  # what a run writes
 IMAGES = os.path.join(DATA, "train-images-idx3-ubyte")
 LABELS = os.path.join(DATA, "train-labels-idx1-ubyte")
 SPECS = ["none", "2", "rotate=15,shift=0.1,zoom=0.1"]
@@ -67,13 +68,13 @@ def main():
               "samples": samples,
               "overhead": {s: med[s] / base - 1 for s in SPECS}, "alone": alone,
               "alone_share": {s: (alone[s]["seconds"] - alone["none"]["seconds"]) / base for s in SPECS}}
-    json.dump(result, open(os.path.join(HERE, "augment.json"), "w"), indent=1)
+    json.dump(result, open(os.path.join(RESULTS, "augment.json"), "w"), indent=1)
     lines = [
         "# What augmentation costs a training epoch",
         "",
         f"`train classifier` as `make train` runs it (quick preset, `--precision auto`: {run['precision']}), "
         f"fine-tuning epoch on {run['train_images']} MNIST training images, batch {run['batch']}, 2 threads; "
-        f"median of {ROUNDS} interleaved rounds (`python bench/augment_cost.py BIN DATA`).",
+        f"median of {ROUNDS} interleaved rounds (`python bench/drivers/augment_cost.py BIN DATA`).",
         f"CPU: {name}; flags: {' '.join(flags)}.",
         "",
         "| --augment | epoch seconds (median) | rounds (min–max) | vs none | gathers + augmentation alone, s per epoch (median of 7) | augmentation ÷ the plain epoch |",
@@ -86,7 +87,7 @@ def main():
     lines += ["", "The last column is the cost the 10 % budget is about: what the training loop spends "
               "augmenting (its batch gathers, which `none` does too, subtracted), measured without the training, "
               "whose rounds spread by more than it, as a share of the median plain epoch."]
-    open(os.path.join(HERE, "augment.md"), "w").write("\n".join(lines) + "\n")
+    open(os.path.join(RESULTS, "augment.md"), "w").write("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -7,8 +7,6 @@ import argparse
 import contextlib
 import json
 import math
-import os
-import sys
 import time
 
 import numpy as np
@@ -16,7 +14,6 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
 from idx import read_idx  # noqa: E402
 
 

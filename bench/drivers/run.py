@@ -1,16 +1,15 @@
 """`make bench`: measures this toolchain against the alternatives a user
 would pick, in one run, on the same data, interleaving contenders
 (A B A B …) and reporting medians and ratios. Writes BENCHMARKS.md and
-bench/results.json.
+bench/results/results.json.
 
-usage: python bench/run.py BIN_DIR DATA_DIR MODELS_DIR [--quick]
+usage: python bench/drivers/run.py BIN_DIR DATA_DIR MODELS_DIR [--quick]
 """
 import datetime
 import json
 import math
 import os
 import platform
-import resource
 import statistics
 import struct
 import subprocess
@@ -27,6 +26,8 @@ THREADS = 2
 ROUNDS = 2 if QUICK else 3
 PY = sys.executable
 HERE = os.path.dirname(os.path.abspath(__file__))
+PEERS = os.path.join(HERE, "..", "peers")  # the alternatives measured against
+RESULTS = os.path.join(HERE, "..", "results")  # what a run writes
 TRAIN_IMAGES = os.path.join(DATA, "train-images-idx3-ubyte")
 TRAIN_LABELS = os.path.join(DATA, "train-labels-idx1-ubyte")
 TEST_IMAGES = os.path.join(DATA, "t10k-images-idx3-ubyte")
@@ -109,7 +110,7 @@ results["idx_load"] = {"seconds": statistics.median(l["seconds"] for l in loads)
 # training set (data::load: an image folder is scanned, hashed for
 # provenance and decoded in parallel), interleaved.
 log("image folder vs IDX loading …")
-FOLDER = os.path.join(HERE, "out", "mnist-folder")
+FOLDER = os.path.join(HERE, "..", "out", "mnist-folder")
 if not os.path.isdir(os.path.join(FOLDER, "09")):
     subprocess.run([os.path.join(BIN, "train"), "convert", "--images", TRAIN_IMAGES, "--labels", TRAIN_LABELS,
                     "--out", FOLDER, "--quiet"], check=True)
@@ -124,10 +125,9 @@ results["dataset_load"] = {"images_per_second": med, "samples": samples, "folder
 # The real code path: `train autoencoder` / `train classifier` (their `fit`
 # loop, progress bar and validation; the checkpoint is written after the
 # epoch's time is taken), timed by their own
-# history.csv; against bench/torch_fit.py doing the same epochs in PyTorch.
+# history.csv; against bench/peers/torch_fit.py doing the same epochs in PyTorch.
 # Epoch 2 is compared (epoch 1 warms up; for the classifier, epoch 2 is the
 # fine-tuning stage, the whole network training).
-import tempfile  # noqa: E402
 
 train_rows = []
 work = tempfile.mkdtemp()
@@ -195,7 +195,7 @@ for name in ("classifier", "autoencoder"):
             return run_json(bench("ort-infer", "--model", model, "--images", TEST_IMAGES, "--batch", str(batch)))["images_per_second"]
 
         def python():
-            return run_json([PY, os.path.join(HERE, "ort_ref.py"), model, TEST_IMAGES, str(batch), str(THREADS)])["images_per_second"]
+            return run_json([PY, os.path.join(PEERS, "ort_ref.py"), model, TEST_IMAGES, str(batch), str(THREADS)])["images_per_second"]
 
         log(f"inference {name} batch {batch} …")
         med, samples = interleave({"infer (ORT)": ours, "Python onnxruntime": python})
@@ -211,7 +211,7 @@ results["inference"] = infer_rows
 # ------------------------------------------------------------ 2b. int8
 # Our int8 models (`train export --int8`, committed beside the float ones)
 # against the float32 models and against ONNX Runtime's own quantize_static
-# output for the same float model (bench/ort_quantize.py: QDQ, per-channel,
+# output for the same float model (bench/peers/ort_quantize.py: QDQ, per-channel,
 # 1024 calibration images, reduce_range as its docs advise for this CPU),
 # through infer's session, interleaved; accuracy on the 10 000 test images.
 peer_dir = tempfile.mkdtemp()
@@ -221,8 +221,8 @@ for name in ("classifier", "autoencoder"):
     ours8 = os.path.join(MODELS, f"{name}.int8.onnx")
     peer8 = os.path.join(peer_dir, f"{name}.int8.onnx")
     log(f"int8 {name}: quantize_static peer, accuracy …")
-    peer_settings[name] = run_json([PY, os.path.join(HERE, "ort_quantize.py"), f32, TRAIN_IMAGES, peer8, "1024", "42"])
-    acc = run_json([PY, os.path.join(HERE, "int8_accuracy.py"), name, TEST_IMAGES, TEST_LABELS, f32, ours8, peer8])
+    peer_settings[name] = run_json([PY, os.path.join(PEERS, "ort_quantize.py"), f32, TRAIN_IMAGES, peer8, "1024", "42"])
+    acc = run_json([PY, os.path.join(PEERS, "int8_accuracy.py"), name, TEST_IMAGES, TEST_LABELS, f32, ours8, peer8])
     int8_accuracy[name] = {"float32": acc[f32], "ours": acc[ours8], "quantize_static": acc[peer8]}
     for batch in (1, 64, 256):
         def speed(model, batch=batch):
@@ -249,7 +249,7 @@ for _ in range(5 if not QUICK else 3):
             os.path.join(BIN, "infer"), "classify", "--model", clf, "--images", TEST_IMAGES, "--labels", TEST_LABELS,
             "--threads", str(THREADS), "--device", "cpu", "--batch-size", str(batch)]))
         proc.setdefault(f"python {batch}", []).append(timed([
-            PY, os.path.join(HERE, "classify.py"), clf, TEST_IMAGES, TEST_LABELS, str(THREADS), str(batch)]))
+            PY, os.path.join(PEERS, "classify.py"), clf, TEST_IMAGES, TEST_LABELS, str(THREADS), str(batch)]))
     proc.setdefault("infer int8 256", []).append(timed([
         os.path.join(BIN, "infer"), "classify", "--model", os.path.join(MODELS, "classifier.int8.onnx"), "--images",
         TEST_IMAGES, "--labels", TEST_LABELS, "--threads", str(THREADS), "--device", "cpu", "--batch-size", "256"]))
@@ -307,7 +307,7 @@ T.append(f"Generated by `make bench` on {results['machine']['date']}: {cpu} ({',
          f"(2048³, the faster of libtorch's and ONNX Runtime's GEMM, median of 3): **{ceiling:.1f} GFLOP/s**.\n")
 T.append("## 1. Training: the real `train` commands against the same epochs in PyTorch\n")
 T.append(f"`train autoencoder` / `train classifier` (their training loop, progress bar and validation; the epoch's time "
-         f"from their own `history.csv`, taken before the epoch's checkpoint is written) against `bench/torch_fit.py`, which does the same epochs in PyTorch "
+         f"from their own `history.csv`, taken before the epoch's checkpoint is written) against `bench/peers/torch_fit.py`, which does the same epochs in PyTorch "
          f"eager mode, as users write it (NCHW) and with `torch.channels_last` (PyTorch's advice): the same architecture, optimiser and learning-rate schedule, a seeded split (20 % validation), a new "
          f"shuffle every epoch, one gather per batch, the classifier's random ±2-pixel shifts at batch 64 (the quick preset's network, trained as before it took the recipe: both sides get the same settings), the loss read "
          f"every batch, and a validation pass per epoch. Images/s = training images ÷ epoch 2's seconds (training + "
@@ -343,7 +343,7 @@ T.append("|---|---|---|---|")
 for batch in (256, 64):
     i, py = whole[f"infer {batch}"], whole[f"python {batch}"]
     T.append(f"| `infer classify --labels …`{' (default batch)' if batch == 256 else ''} | {batch} | {i['seconds']:.3f} s | {i['rss_mib']:.0f} MiB |")
-    T.append(f"| `python bench/classify.py` (NumPy + onnxruntime + scikit-learn) | {batch} | {py['seconds']:.3f} s | {py['rss_mib']:.0f} MiB |")
+    T.append(f"| `python bench/peers/classify.py` (NumPy + onnxruntime + scikit-learn) | {batch} | {py['seconds']:.3f} s | {py['rss_mib']:.0f} MiB |")
 imp = whole["python imports"]["seconds"]
 w256i, w256p = whole["infer 256"]["seconds"], whole["python 256"]["seconds"]
 T.append(f"\nAt the default batch the Python process takes {w256p / w256i:.2f}× as long. Of its {w256p:.2f} s, "
@@ -357,7 +357,7 @@ T.append(f"Integer dot-product instructions on this CPU: **{', '.join(dot) if do
                             "saturate with full-range int8 weights; both int8 models use 7-bit weights)") + ". "
          f"`models/*.int8.onnx` (from `train export --int8`) and `quantize_static` on the same float model "
          f"(QDQ, per-channel int8 weights, int8 activations, min-max on 1024 training images, reduce_range "
-         f"{'on' if peer_settings['classifier']['reduce_range'] else 'off'}: `bench/ort_quantize.py`), run through `infer`'s "
+         f"{'on' if peer_settings['classifier']['reduce_range'] else 'off'}: `bench/peers/ort_quantize.py`), run through `infer`'s "
          f"ONNX Runtime session (`bench ort-infer`), images/s over the 10 000 test images, interleaved, medians of {ROUNDS}.\n")
 T.append("| model | batch | float32 | int8 (ours) | ratio | int8 (`quantize_static`) | ratio | ours ÷ `quantize_static` |")
 T.append("|---|---|---|---|---|---|---|---|")
@@ -385,13 +385,13 @@ T.append(f"| this toolchain, quick preset, 2 CPU cores | {tta['autoencoder_secon
          f"{tta['classifier_seconds']:.0f} s | test {tta['test_accuracy']:.4f}, val {tta['val_accuracy']:.4f} |")
 T.append("| reference (Keras, Tesla K80; its README) | 1046 s (100 epochs) | 0.00044 | 727 s (100 epochs) | val 0.989 |\n")
 T.append("### Autoencoder validation MSE against training time (not measured in this run)\n")
-curve_dir = os.path.join(HERE, "curves")
+curve_dir = os.path.join(RESULTS, "curves")
 curve_files = sorted(f for f in os.listdir(curve_dir) if f.endswith(".csv"))
 curves = run_json(bench("curve", *[a for f in curve_files for a in ("--history", f"{f[:-4]}={os.path.join(curve_dir, f)}")],
-                        "--target", "0.00044", "--out", os.path.join(HERE, "val_mse_vs_time.png")))
+                        "--target", "0.00044", "--out", os.path.join(RESULTS, "val_mse_vs_time.png")))
 results["curves"] = curves
-T.append(f"![val MSE against minutes](bench/val_mse_vs_time.png)\n")
-T.append(f"From the `history.csv` of runs kept in `bench/curves/` ({open(os.path.join(curve_dir, 'README')).read().strip()}); "
+T.append(f"![val MSE against minutes](bench/results/val_mse_vs_time.png)\n")
+T.append(f"From the `history.csv` of runs kept in `bench/results/curves/` ({open(os.path.join(curve_dir, 'README')).read().strip()}); "
          f"the chart is redrawn from them by every `make bench`.\n")
 T.append("| run | epochs | minutes | final val MSE | first epoch ≤ 0.00044 |")
 T.append("|---|---|---|---|---|")
@@ -402,17 +402,17 @@ for label, c in curves.items():
     T.append(f"| {label} | {c['epochs']} | {c['minutes']:.1f} | {c['val_loss']:.5f} | "
              + (f"epoch {cr['epoch']} ({cr['minutes']:.1f} min, {cr['val_loss']:.5f})" if cr else "not reached") + " |")
 T.append("")
-# The accurate preset's seeds take an hour: bench/accurate.py runs them on
+# The accurate preset's seeds take an hour: bench/drivers/accurate.py runs them on
 # its own; its last run's figures are shown here, named as such.
 T.append("### `--preset accurate` over 3 seeds, beside Deotte's recipe in PyTorch (not measured in this run)\n")
-acc_json = os.path.join(HERE, "accurate.json")
+acc_json = os.path.join(RESULTS, "accurate.json")
 if os.path.exists(acc_json):
     import accurate  # noqa: E402
-    T.append("From `bench/accurate.json`, written by its own run:\n")
+    T.append("From `bench/results/accurate.json`, written by its own run:\n")
     T.extend(accurate.report(json.load(open(acc_json))))
     T.append("")
 else:
-    T.append("No `bench/accurate.json`: run `python bench/accurate.py BIN DATA`.\n")
+    T.append("No `bench/results/accurate.json`: run `python bench/drivers/accurate.py BIN DATA`.\n")
 T.append("## 5. Data loading and memory\n")
 T.append(f"- Reading the {results['idx_load']['bytes'] / 1e6:.0f} MB MNIST training images (IDX) and normalising them to float32: "
          f"{1000 * results['idx_load']['seconds']:.0f} ms (median of 5 processes).")
@@ -427,13 +427,13 @@ T.append(f"- One autoencoder training epoch on the 48 000 training images (`trai
          f"peak RSS {epoch_rss:.0f} MiB, {epoch_wall:.0f} s.\n")
 T.append("## 6. Serving\n")
 T.append("`infer serve` under load (wrk on loopback, 1/8/64 clients, JSON and binary tensors) against `--max-batch 1` "
-         "and FastAPI + uvicorn + onnxruntime: `bench/serving.md`, written by `bench/serving.py`, which `make bench` "
+         "and FastAPI + uvicorn + onnxruntime: `bench/results/serving.md`, written by `bench/drivers/serving.py`, which `make bench` "
          "runs after this report (its own run, its own figures). What hostile clients cost it (unauthenticated 60 MB "
-         "gRPC calls, big pictures, an idle socket at SIGTERM): `bench/serve_limits.md`, written by "
-         "`bench/serve_limits.py`, also run by `make bench` (its own run).\n")
+         "gRPC calls, big pictures, an idle socket at SIGTERM): `bench/results/serve_limits.md`, written by "
+         "`bench/drivers/serve_limits.py`, also run by `make bench` (its own run).\n")
 T.append("## 7. Mixed precision\n")
 T.append("`train --precision bf16-mixed` against PyTorch under `torch.autocast` on the four models' epochs, and over "
-         "seeds against float32: `bench/precision.md`, written by `bench/precision.py`, which `make bench` runs after "
+         "seeds against float32: `bench/results/precision.md`, written by `bench/drivers/precision.py`, which `make bench` runs after "
          "this report (its own run, its own figures; on a CPU without native bfloat16 it records the refusal).\n")
 T.append("## Targets\n")
 tr_ratios = ", ".join("%.2f" % r["ratio"] for r in train_rows)
@@ -463,12 +463,12 @@ T.append(f"- INT8 at least as fast as `quantize_static` at every batch: {'met' i
          f"{'met' if peer_acc else 'missed'}.\n")
 T.append("How earlier measurements shaped the code is in [`bench/LOG.md`](bench/LOG.md) (dated entries, each naming its "
          "machine; not figures of this run).\n")
-T.append(f"Reproduce: `make bench`. Raw samples: `bench/results.json`.\n")
+T.append(f"Reproduce: `make bench`. Raw samples: `bench/results/results.json`.\n")
 
 with open("BENCHMARKS.md.tmp", "w") as f:
     f.write("\n".join(T))
 os.replace("BENCHMARKS.md.tmp", "BENCHMARKS.md")
-with open(os.path.join(HERE, "results.json.tmp"), "w") as f:
+with open(os.path.join(RESULTS, "results.json.tmp"), "w") as f:
     json.dump(results, f, indent=1)
-os.replace(os.path.join(HERE, "results.json.tmp"), os.path.join(HERE, "results.json"))
-log("wrote BENCHMARKS.md and bench/results.json")
+os.replace(os.path.join(RESULTS, "results.json.tmp"), os.path.join(RESULTS, "results.json"))
+log("wrote BENCHMARKS.md and bench/results/results.json")

@@ -1,9 +1,10 @@
-"""The four benchmark models' training epochs, shared by bench/run.py and
-bench/precision.py: the `train` command of each, and bench/torch_fit.py's
+"""The four benchmark models' training epochs, shared by bench/drivers/run.py and
+bench/drivers/precision.py: the `train` command of each, and bench/peers/torch_fit.py's
 command for the same epochs in PyTorch."""
 import os
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+PEERS = os.path.join(HERE, "..", "peers")  # the alternatives measured against
 
 # label, preset, filters, fc units, {network: (batch, optimizer, lr, cosine, warmup, augment)}, images (full, quick)
 CONFIGS = [
@@ -21,7 +22,7 @@ def commands(bin_dir, py, images, labels, work, config, network, limit, threads)
     """(ours, theirs, our run directory): two epochs of `network` — the
     autoencoder's 2 epochs, or the classifier's frozen epoch and one
     fine-tuning epoch on the autoencoder run in `work` — by `train` and by
-    bench/torch_fit.py."""
+    bench/peers/torch_fit.py."""
     label, preset, filters, fc_units, nets, _ = config
     batch, opt, lr, cosine, warmup, augment = nets[network]
     ae_dir = os.path.join(work, f"ae{filters}")
@@ -43,7 +44,7 @@ def commands(bin_dir, py, images, labels, work, config, network, limit, threads)
         ours = [os.path.join(bin_dir, "train"), "classifier", "--preset", preset, "--autoencoder", ae_dir,
                 "--labels", labels, "--test-images", "none", "--frozen-epochs", "1", "--epochs", "1",
                 "--batch-size", str(batch), *same, *common, "--quiet", "--force", "--out", out]
-    theirs = [py, os.path.join(HERE, "torch_fit.py"), "--network", network, "--filters", str(filters),
+    theirs = [py, os.path.join(PEERS, "torch_fit.py"), "--network", network, "--filters", str(filters),
               "--fc-units", str(fc_units), "--batch", str(batch), "--optimizer", opt, "--lr", str(lr),
               "--augment", str(augment), "--warmup", str(warmup), *common]
     theirs += (["--cosine"] if cosine else []) + (

@@ -1,17 +1,14 @@
 """Python onnxruntime on the same ONNX file, same threads and optimisation
 level as `infer`: images/s over the IDX images at one batch size.
 
-usage: python bench/ort_ref.py MODEL IMAGES BATCH THREADS
+usage: python bench/peers/ort_ref.py MODEL IMAGES BATCH THREADS
 """
 import json
-import os
 import sys
 import time
 
-import numpy as np
 import onnxruntime as ort
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
 from idx import read_images  # noqa: E402
 
 model, images, batch, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])

@@ -1,14 +1,14 @@
 """Mixed-precision training against PyTorch's: the four benchmark models'
-epochs (bench/models.py) by `train --precision 32` and `bf16-mixed`, and
-by bench/torch_fit.py in float32 and under `torch.autocast("cpu",
+epochs (bench/drivers/models.py) by `train --precision 32` and `bf16-mixed`, and
+by bench/peers/torch_fit.py in float32 and under `torch.autocast("cpu",
 dtype=torch.bfloat16)`, both channels-last, interleaved round by round;
 then the quick preset's two networks over seeds in each precision (final
 validation MSE and accuracy; the test set is not read), to show whether
 bf16-mixed's figures differ from float32's by more than seeds do. On a CPU
 without native bfloat16 it records the refusal and measures float32 only.
-Writes bench/precision.md and bench/precision.json; `make bench` runs it.
+Writes bench/results/precision.md and bench/results/precision.json; `make bench` runs it.
 
-usage: python bench/precision.py BIN_DIR DATA_DIR [--quick]
+usage: python bench/drivers/precision.py BIN_DIR DATA_DIR [--quick]
 """
 import json
 import os
@@ -28,6 +28,7 @@ QUALITY_LIMIT = 6000 if QUICK else 12000
 THREADS = 2
 PY = sys.executable
 HERE = os.path.dirname(os.path.abspath(__file__))
+RESULTS = os.path.join(HERE, "..", "results")  # what a run writes
 IMAGES = os.path.join(DATA, "train-images-idx3-ubyte")
 LABELS = os.path.join(DATA, "train-labels-idx1-ubyte")
 TRAIN = os.path.join(BIN, "train")
@@ -131,16 +132,16 @@ def main():
     runs = quality(bf16)
     result = {"cpu": name, "flags": flags, "cores": cores, "rounds": ROUNDS, "refusal": refused, "speed": rows,
               "quality": {"images": QUALITY_LIMIT, "seeds": SEEDS, "runs": runs}}
-    json.dump(result, open(os.path.join(HERE, "precision.json"), "w"), indent=1)
+    json.dump(result, open(os.path.join(RESULTS, "precision.json"), "w"), indent=1)
     L = ["# Mixed-precision training", "",
          f"CPU: {name}; flags: {' '.join(flags)}; {cores} CPUs, {THREADS} threads. One run of "
-         f"`python bench/precision.py BIN DATA` (`make bench` runs it); every figure below is from that run.", ""]
+         f"`python bench/drivers/precision.py BIN DATA` (`make bench` runs it); every figure below is from that run.", ""]
     if refused:
         L += ["This CPU has no native bfloat16, so `--precision bf16-mixed` is refused (exit 2):", "",
               f"    {refused}", "", "and only float32 is measured.", ""]
     L += ["## Epoch speed", "",
           f"Training images per second of epoch 2 (the classifier's: fine-tuning), median of {ROUNDS} interleaved "
-          "rounds; `train` timed by its own history.csv, PyTorch 2.13 eager by bench/torch_fit.py, channels-last, "
+          "rounds; `train` timed by its own history.csv, PyTorch 2.13 eager by bench/peers/torch_fit.py, channels-last, "
           "its bf16 run under `torch.autocast(\"cpu\", dtype=torch.bfloat16)` over forward and loss, training and "
           "validation.", ""]
     keys = list(rows[0]["images_per_second"])
@@ -172,7 +173,7 @@ def main():
         sd_acc = statistics.mean([mean_sd([r["clf_val_accuracy"] for r in x])[1] for x in (a, b)])
         L += ["", f"bf16-mixed − 32: val MSE {d_mse:+.5f} (seeds' sd {sd_mse:.5f}, {abs(d_mse) / sd_mse:.1f} sd), "
               f"val accuracy {d_acc:+.4f} (seeds' sd {sd_acc:.4f}, {abs(d_acc) / sd_acc:.1f} sd)."]
-    open(os.path.join(HERE, "precision.md"), "w").write("\n".join(L) + "\n")
+    open(os.path.join(RESULTS, "precision.md"), "w").write("\n".join(L) + "\n")
     print("\n".join(L))
 
 

@@ -5,18 +5,16 @@ activations, min-max calibration on N seeded training images, and
 `reduce_range` (7-bit weights) on CPUs without VNNI, where its docs warn that
 full-range weights saturate.
 
-usage: python bench/ort_quantize.py FLOAT_MODEL TRAIN_IMAGES OUT N SEED
+usage: python bench/peers/ort_quantize.py FLOAT_MODEL TRAIN_IMAGES OUT N SEED
 prints one JSON line: {"reduce_range": …, "calibration_images": N, "seconds": …}
 """
 import json
-import os
 import sys
 import time
 
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
 from idx import read_images  # noqa: E402
 
 model, images, out, n, seed = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
