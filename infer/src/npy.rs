@@ -1,5 +1,6 @@
 //! NumPy `.npy` float32 arrays (written by `npyz`), filled row by row so
-//! large outputs stream to disk, and put in place atomically.
+//! large outputs stream to disk, and put in place atomically; and read
+//! back whole.
 
 use std::fs::File;
 use std::io::{self, BufWriter};
@@ -58,4 +59,11 @@ impl NpyWriter {
         self.out.finish()?;
         self.staged.commit()
     }
+}
+
+/// A float32 `.npy` file's shape and values, as `numpy.load` gives them.
+pub fn read_f32(path: &Path) -> io::Result<(Vec<u64>, Vec<f32>)> {
+    let npy = npyz::NpyFile::new(io::BufReader::new(File::open(path)?))?;
+    let shape = npy.shape().to_vec();
+    Ok((shape, npy.into_vec::<f32>()?))
 }

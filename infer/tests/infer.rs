@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use ae_core::idx::{self, Images};
+use infer::npy::read_f32;
 
 fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
@@ -17,13 +18,6 @@ fn root() -> PathBuf {
 
 // ---------------------------------------------------------------- .npy
 
-/// A `.npy` file's shape and float32 values.
-fn read_npy(path: &Path) -> (Vec<u64>, Vec<f32>) {
-    let bytes = std::fs::read(path).unwrap();
-    let npy = npyz::NpyFile::new(bytes.as_slice()).unwrap();
-    (npy.shape().to_vec(), npy.into_vec::<f32>().unwrap())
-}
-
 #[test]
 fn npy_rows_read_back_with_their_shape() {
     let dir = tmp();
@@ -32,7 +26,7 @@ fn npy_rows_read_back_with_their_shape() {
     w.write_rows(ndarray::aview2(&[[1.0f32, 2.0, 3.0]])).unwrap();
     w.write_rows(ndarray::aview2(&[[4.0f32, 5.0, 6.0]])).unwrap();
     w.finish().unwrap();
-    assert_eq!(read_npy(&p), (vec![2, 1, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]));
+    assert_eq!(read_f32(&p).unwrap(), (vec![2, 1, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]));
 }
 
 #[test]
@@ -230,7 +224,7 @@ fn classify_writes_its_files() {
     ]);
     assert_eq!(code, 0, "{err}");
     // What the model was given: the images / 255, [N, 1, H, W].
-    let (shape, x) = read_npy(&out.join("inputs.npy"));
+    let (shape, x) = read_f32(&out.join("inputs.npy")).unwrap();
     assert_eq!(shape, vec![60, 1, 8, 8]);
     let want: Vec<f32> = noise(60 * 64, 11).iter().map(|&v| v as f32 / 255.0).collect();
     assert_eq!(x, want);
@@ -240,7 +234,7 @@ fn classify_writes_its_files() {
     for png in ["confusion.png", "samples/correct.png", "samples/incorrect.png"] {
         image::open(out.join(png)).unwrap_or_else(|e| panic!("{png}: {e}"));
     }
-    let (shape, probs) = read_npy(&out.join("probs.npy"));
+    let (shape, probs) = read_f32(&out.join("probs.npy")).unwrap();
     assert_eq!(shape, vec![60, 10]);
     for row in probs.chunks(10) {
         assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-4, "each row is a distribution: {row:?}");
@@ -527,7 +521,7 @@ fn embed_writes_one_row_per_image() {
     ]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("wrote 60 embeddings of 128 floats"), "{out}");
-    let (shape, values) = read_npy(Path::new(&f.p("e.npy")));
+    let (shape, values) = read_f32(Path::new(&f.p("e.npy"))).unwrap();
     assert_eq!((shape, values.len()), (vec![60, 128], 60 * 128));
 }
 

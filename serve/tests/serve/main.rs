@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use ae_core::idx::{self, Images};
 
 use ae_onnx::fixture::{fixture_model, node};
+use infer::npy::read_f32;
 
 mod hostile;
 
@@ -23,13 +24,6 @@ fn tmp() -> tempfile::TempDir {
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").to_path_buf()
-}
-
-/// A `.npy` file's shape and float32 values.
-fn read_npy(path: &Path) -> (Vec<u64>, Vec<f32>) {
-    let bytes = std::fs::read(path).unwrap();
-    let npy = npyz::NpyFile::new(bytes.as_slice()).unwrap();
-    (npy.shape().to_vec(), npy.into_vec::<f32>().unwrap())
 }
 
 /// The server's binary, which `infer serve` runs.
@@ -286,7 +280,7 @@ fn serve_answers_every_endpoint_as_infer_classify_does() {
         "1",
     ]);
     assert_eq!(code, 0, "{err}");
-    let (_, expected) = read_npy(&npy);
+    let (_, expected) = read_f32(&npy).unwrap();
 
     let server = Server::start(&root().join("models"), &[]);
     let a = server.http.as_str();
@@ -365,7 +359,7 @@ fn serve_answers_every_endpoint_as_infer_classify_does() {
         &pnpy.display().to_string(),
     ]);
     assert_eq!(code, 0, "{err}");
-    let (_, want) = read_npy(&pnpy);
+    let (_, want) = read_f32(&pnpy).unwrap();
     let bytes = std::fs::read(&png).unwrap();
     let pic =
         request(a, "POST", "/classify/classifier?preprocess=mnist", &[("content-type", "image/png".into())], &bytes);
@@ -868,7 +862,7 @@ fn a_configs_normalize_parameter_is_what_classify_applies_to_pictures() {
         args.extend_from_slice(&["--probabilities", &npy_arg]);
         let (code, _, err) = infer_cmd(&args);
         assert_eq!(code, 0, "{err}");
-        read_npy(&npy).1
+        read_f32(&npy).unwrap().1
     };
     let (normalized, plain) = (classify(&["--normalize", "0.5,0.25"]), classify(&[]));
     assert_ne!(bits(&normalized), bits(&plain), "the normalisation changes what the model sees");
@@ -1773,7 +1767,7 @@ fn models_made_elsewhere_are_served_or_listed_with_their_reason() {
             "--quiet",
         ]);
         assert_eq!(code, 0, "{err}");
-        read_npy(&npy).1
+        read_f32(&npy).unwrap().1
     };
     let want = classified("zoo.onnx");
     let x: Vec<f32> = pixels.iter().map(|&p| p as f32 / 255.0).collect();
