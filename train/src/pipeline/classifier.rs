@@ -1,6 +1,9 @@
+use std::path::Path;
+
 use tch::nn::VarStore;
 
 use crate::data;
+use crate::dataset::DatasetInfo;
 use crate::error::TrainError;
 use crate::fallible::torch;
 use crate::figures;
@@ -10,6 +13,7 @@ use crate::run_dir::{sha256_file, ModelConfig, RunConfig, RunDir};
 use crate::table;
 use crate::test_report;
 use ae_core::folder::{FolderError, FolderOptions};
+use ae_core::idx::Images;
 
 use ae_core::interrupt;
 
@@ -55,71 +59,10 @@ pub fn train_classifier(job: &ClassifierJob) -> Result<Outcome, TrainError> {
         Some(c) => c.len(),
         None => labels.iter().copied().max().map(|m| m as usize + 1).unwrap_or(0),
     };
-    let test = match &job.test {
-        Some((ti, tl)) => {
-            let tset = data::load(ti, tl.as_deref(), folder, data::Take::All, true)?;
-            match (&set.classes, &tset.classes) {
-                (Some(ours), Some(theirs)) if ours != theirs => {
-                    return Err(FolderError::ClassesDiffer {
-                        path: ti.clone(),
-                        ours: theirs.clone(),
-                        theirs: ours.clone(),
-                    }
-                    .into())
-                }
-                (Some(_), None) | (None, Some(_)) => {
-                    return Err(TrainError::Invalid(format!(
-                    "{}: the test set must be of the training set's kind (both image folders, or both IDX with labels)",
-                    ti.display()
-                )))
-                }
-                _ => {}
-            }
-            let timg = tset.images;
-            if (timg.channels, timg.rows, timg.cols) != (images.channels, images.rows, images.cols) {
-                return Err(TrainError::Invalid(format!(
-                    "{}: test images are {}×{}×{}, expected {}×{}×{} like the training images",
-                    ti.display(),
-                    timg.channels,
-                    timg.rows,
-                    timg.cols,
-                    images.channels,
-                    images.rows,
-                    images.cols
-                )));
-            }
-            let tlab = tset.labels.expect("labels checked");
-            if let Some(&bad) = tlab.iter().find(|&&l| l as usize >= classes) {
-                return Err(TrainError::Invalid(format!(
-                    "{}: label {bad} is not one of the {classes} classes of the training labels",
-                    tl.as_deref().unwrap_or(ti).display()
-                )));
-            }
-            Some((timg, tlab, tset.info))
-        }
-        None => None,
-    };
+    let test = job.test.as_ref().map(|(ti, tl)| test_set(ti, tl.as_deref(), folder, &set, classes)).transpose()?;
     let model = ClassifierConfig { encoder, fc_units: t.fc_units, classes, dropout: t.dropout };
     model.validate()?;
-    let class_names: Vec<String> = match (&job.class_names, &set.classes) {
-        (Some(_), Some(_)) => {
-            return Err(TrainError::Invalid(format!(
-                "{}: an image folder's classes are named by its folders; drop --class-names",
-                job.images.display()
-            )))
-        }
-        (None, Some(folders)) => folders.clone(),
-        (Some(names), None) if names.len() != classes => {
-            return Err(TrainError::Invalid(format!(
-                "--class-names gives {} names, but the labels in {} have {classes} classes (0–{})",
-                names.len(),
-                job.labels.as_deref().unwrap_or(&job.images).display(),
-                classes.saturating_sub(1)
-            )))
-        }
-        (Some(names), None) => names.clone(),
-        (None, None) => (0..classes).map(|c| c.to_string()).collect(),
-    };
+    let class_names = class_names(job, &set, classes)?;
     // The encoder starts from the autoencoder's best epoch, the weights
     // `train export` exports for it.
     let ae_weights = ae_run.best_file();
@@ -221,5 +164,76 @@ pub fn parse_class_names(spec: &str) -> Result<Vec<String>, TrainError> {
             Err(TrainError::io(&path, "cannot read the class names")(source))
         }
         Err(ClassNamesError::Invalid(msg)) => Err(TrainError::Invalid(msg)),
+    }
+}
+
+/// The test set (`--test-images`, `--test-labels`): of the training set's
+/// kind (both folders with the same classes, or both IDX), its images the
+/// training images' size, its labels among the training labels' classes.
+fn test_set(
+    ti: &Path,
+    tl: Option<&Path>,
+    folder: FolderOptions,
+    set: &data::Dataset,
+    classes: usize,
+) -> Result<(Images, Vec<u8>, DatasetInfo), TrainError> {
+    let tset = data::load(ti, tl, folder, data::Take::All, true)?;
+    match (&set.classes, &tset.classes) {
+        (Some(ours), Some(theirs)) if ours != theirs => {
+            return Err(FolderError::ClassesDiffer {
+                path: ti.to_path_buf(),
+                ours: theirs.clone(),
+                theirs: ours.clone(),
+            }
+            .into())
+        }
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(TrainError::Invalid(format!(
+                "{}: the test set must be of the training set's kind (both image folders, or both IDX with labels)",
+                ti.display()
+            )))
+        }
+        _ => {}
+    }
+    let timg = tset.images;
+    if (timg.channels, timg.rows, timg.cols) != (set.images.channels, set.images.rows, set.images.cols) {
+        return Err(TrainError::Invalid(format!(
+            "{}: test images are {}×{}×{}, expected {}×{}×{} like the training images",
+            ti.display(),
+            timg.channels,
+            timg.rows,
+            timg.cols,
+            set.images.channels,
+            set.images.rows,
+            set.images.cols
+        )));
+    }
+    let tlab = tset.labels.expect("labels checked");
+    if let Some(&bad) = tlab.iter().find(|&&l| l as usize >= classes) {
+        return Err(TrainError::Invalid(format!(
+            "{}: label {bad} is not one of the {classes} classes of the training labels",
+            tl.unwrap_or(ti).display()
+        )));
+    }
+    Ok((timg, tlab, tset.info))
+}
+
+/// The class names: an image folder's sub-folders, else `--class-names`
+/// (as many as the labels' classes), else the label values.
+fn class_names(job: &ClassifierJob, set: &data::Dataset, classes: usize) -> Result<Vec<String>, TrainError> {
+    match (&job.class_names, &set.classes) {
+        (Some(_), Some(_)) => Err(TrainError::Invalid(format!(
+            "{}: an image folder's classes are named by its folders; drop --class-names",
+            job.images.display()
+        ))),
+        (None, Some(folders)) => Ok(folders.clone()),
+        (Some(names), None) if names.len() != classes => Err(TrainError::Invalid(format!(
+            "--class-names gives {} names, but the labels in {} have {classes} classes (0–{})",
+            names.len(),
+            job.labels.as_deref().unwrap_or(&job.images).display(),
+            classes.saturating_sub(1)
+        ))),
+        (Some(names), None) => Ok(names.clone()),
+        (None, None) => Ok((0..classes).map(|c| c.to_string()).collect()),
     }
 }
