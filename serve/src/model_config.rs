@@ -118,13 +118,9 @@ pub fn to_json(config: &ModelConfig) -> serde_json::Value {
     message.serialize_with_options(serde_json::value::Serializer, &options).expect("a config serializes to JSON")
 }
 
-/// Triton's name for an input's element type.
+/// Triton's type for an element type (`infer::triton` names them).
 fn data_type(element: Element) -> DataType {
-    match element {
-        Element::F32 => DataType::TypeFp32,
-        Element::F16 => DataType::TypeFp16,
-        Element::U8 => DataType::TypeUint8,
-    }
+    DataType::from_str_name(infer::triton::data_type(element)).expect("infer::triton names Triton's types")
 }
 
 /// A model's configuration when it has none (`infer::triton`'s, as the

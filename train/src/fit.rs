@@ -578,6 +578,7 @@ impl<'a> Trainer<'a> {
                 .map_err(|msg| TrainError::BadRun { path: ckpt.path.clone(), msg })?;
         }
         let s = self.settings;
+        let train_mode = stage.frozen.is_none();
         let batches_per_epoch = self.batches_per_epoch();
         let steps_in_stage = batches_per_epoch * (last + 1 - first);
         for epoch in (self.done() + 1).max(first)..=last {
@@ -597,7 +598,6 @@ impl<'a> Trainer<'a> {
                 // The step in this stage (the schedule's and the average's clock).
                 let step = (epoch - first) * batches_per_epoch + b;
                 lr = stage.lr_at(s, step, steps_in_stage);
-                let train_mode = stage.frozen.is_none();
                 self.step(&mut opt, model, train_mode, idx, (epoch, b, step), lr, &mut meter)
                     .map_err(|e| self.failed(epoch, e))?;
                 if let Some(change) = self.follower.as_mut().and_then(|f| f.tick()) {

@@ -64,8 +64,9 @@ struct Job {
     session: ModelSession,
     contract: Classifier,
     source: ImageSource,
-    /// Per image, from `--labels` or the class folders; `None` without.
-    labels: Option<Vec<u8>>,
+    /// Each image's true class, from `--labels` or the class folders;
+    /// `None` without.
+    truth: Option<Vec<usize>>,
     /// `--probabilities` and `--inputs`, their headers written.
     probabilities: Option<NpyWriter>,
     inputs: Option<NpyWriter>,
@@ -99,8 +100,8 @@ impl Job {
             return Err(InferError::Usage(format!("--top {}: {} has {classes} classes", c.top, opts.model.display())));
         }
         let source = open_images(opts, &session, contract.names.clone())?;
-        let labels = labels(c, &source, &contract.names)?;
-        if c.confusion.is_some() && labels.is_none() {
+        let truth = labels(c, &source, &contract.names)?.map(|l| l.into_iter().map(usize::from).collect::<Vec<_>>());
+        if c.confusion.is_some() && truth.is_none() {
             return Err(InferError::Usage("--confusion needs --labels (or an image folder DIR/<class>/…)".into()));
         }
         for p in [&c.predictions, &c.confusion, &c.probabilities, &c.inputs].into_iter().flatten() {
@@ -118,13 +119,13 @@ impl Job {
             }
             check_writable(&d.join("correct.png"))?;
         }
-        Ok(Job { session, contract, source, labels, probabilities, inputs })
+        Ok(Job { session, contract, source, truth, probabilities, inputs })
     }
 
     /// Streams every batch through the model: the predictions, and the
     /// `.npy` files written as they come.
     fn run(&mut self, opts: &RunOptions, c: &ClassifyOptions) -> Result<Predictions, InferError> {
-        let (contract, labels) = (&self.contract, &self.labels);
+        let (contract, truth) = (&self.contract, &self.truth);
         let (ch, h, w) = (self.session.channels, self.session.height, self.session.width);
         let px = ch * h * w;
         // Capacity from the header is capped: a lying header must not allocate.
@@ -175,7 +176,7 @@ impl Job {
                     p.tops.push(report::top(row.iter(), c.top));
                 }
                 if c.samples.is_some() {
-                    let truth = labels.as_ref().map(|l| l[index] as usize);
+                    let truth = truth.as_ref().map(|t| t[index]);
                     let right = truth.is_none_or(|t| t == best);
                     let slot = &mut p.samples[usize::from(!right)];
                     if slot.len() < SAMPLES {
@@ -290,7 +291,7 @@ fn report(
             })
             .collect::<Vec<_>>());
     }
-    let Some(truth) = &job.labels else {
+    let Some(truth) = &job.truth else {
         let mut hist = vec![0usize; job.contract.classes];
         for &p in preds {
             hist[p] += 1;
@@ -306,8 +307,7 @@ fn report(
             json!(names.iter().cloned().zip(hist.iter().map(|&c| json!(c))).collect::<serde_json::Map<_, _>>());
         return (text, doc, None);
     };
-    let truth: Vec<usize> = truth.iter().map(|&v| v as usize).collect();
-    let rep = report::classification_report(&truth, preds, job.contract.classes, Some(names));
+    let rep = report::classification_report(truth, preds, job.contract.classes, Some(names));
     text += &rep.to_text(c.digits);
     text += "\n";
     text += &rep.confusion_text();
@@ -384,12 +384,11 @@ fn write_files(
         figure::confusion_heatmap(p, &rep.confusion, names).map_err(InferError::write(p))?;
     }
     if let Some(p) = &c.predictions {
-        let truth: Option<Vec<usize>> = job.labels.as_ref().map(|l| l.iter().map(|&v| v as usize).collect());
         report::write_predictions(
             p,
             &run.classes,
             &run.confidences,
-            truth.as_deref(),
+            job.truth.as_deref(),
             names,
             job.source.files(),
             (!run.tops.is_empty()).then_some(&run.tops[..]),
@@ -398,7 +397,7 @@ fn write_files(
     }
     if let Some(d) = &c.samples {
         // Without labels nothing is known to be right or wrong: one grid.
-        let grids = match job.labels {
+        let grids = match job.truth {
             Some(_) => vec![
                 (&run.samples[0], "correct.png", "correctly predicted"),
                 (&run.samples[1], "incorrect.png", "incorrectly predicted"),
